@@ -1,0 +1,1 @@
+"""Adapters: thin asyncio shells around the pure core (DNS, HTTPS, SMTP, SQLite)."""
