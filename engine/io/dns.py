@@ -1,0 +1,291 @@
+"""DNS adapter: dnspython aimed at configured resolvers, answers as values.
+
+Theory of operation
+-------------------
+The engine trusts a validating recursive resolver (the model Postfix and Exim
+use, RFC 7672 §2.1.1): every query is sent with EDNS and the DO bit, and the
+AD bit of the reply is read as "this answer is DNSSEC-secure". The AD bit is
+believed only from a resolver the configuration trusts; by default that means a
+loopback address (DANE-1: "over a secure channel (e.g. loopback)").
+
+Every library exception is translated here into a :class:`DnsStatus`, so the
+core can keep the outcomes the RFCs distinguish apart: NXDOMAIN and NODATA
+(the name provably has no such data), SERVFAIL, a bogus answer (SERVFAIL with
+an Extended DNS Error "DNSSEC Bogus"), REFUSED, a timeout and a malformed
+reply. Truncated UDP answers are retried over TCP (``udp_with_fallback``).
+Several resolvers are tried in order while the outcome is temporary.
+
+Resolvers follow CNAMEs for us; the chain they report is kept
+(:attr:`DnsAnswer.chain`) because DISC-9, AMB-8/9 and DANE-15/16 care about
+which names were expanded.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import dns.asyncquery
+import dns.edns
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from engine.core.clock import Clock
+from engine.core.events import EventSink, LogEvent
+
+__all__ = ["DnsAnswer", "DnsResolver", "DnsStatus", "ResolverAddress", "parse_resolver"]
+
+_EDE_DNSSEC_BOGUS = 6  # RFC 8914 §4.7
+
+
+class DnsStatus(StrEnum):
+    """The outcome of one lookup."""
+
+    OK = "ok"  # records of the asked type are present
+    NXDOMAIN = "nxdomain"
+    NODATA = "nodata"
+    SERVFAIL = "servfail"
+    BOGUS = "bogus"  # SERVFAIL with EDE 6, i.e. failed DNSSEC validation
+    REFUSED = "refused"
+    TIMEOUT = "timeout"
+    ERROR = "error"  # malformed reply, unexpected rcode
+
+    @property
+    def temporary(self) -> bool:
+        """Whether the outcome says nothing about the data (a lookup error)."""
+        return self not in (DnsStatus.OK, DnsStatus.NXDOMAIN, DnsStatus.NODATA)
+
+
+@dataclass(frozen=True, slots=True)
+class ResolverAddress:
+    """A resolver to query, and whether its AD bit is believed."""
+
+    host: str
+    port: int = 53
+    trusted: bool = True
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_resolver(text: str, *, trusted: bool | None = None) -> ResolverAddress:
+    """Parse ``host[:port]`` (IPv6 as ``[::1]:53``).
+
+    Args:
+        text: the resolver address.
+        trusted: believe its AD bit; by default only loopback resolvers are trusted (DANE-1).
+
+    Raises:
+        ValueError: the text is not an IP address with an optional port.
+    """
+    host, port = text, 53
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            port = int(rest.removeprefix(":"))
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+        port = int(port_text)
+    addr = ipaddress.ip_address(host)
+    if not 0 < port < 65536:
+        raise ValueError(f"resolver port out of range in {text!r}")
+    # RFC 7672 §2.1.1 / DANE-1: trust AD only over a secure channel such as loopback.
+    return ResolverAddress(str(addr), port, addr.is_loopback if trusted is None else trusted)
+
+
+@dataclass(frozen=True, slots=True)
+class DnsAnswer:
+    """One lookup's result.
+
+    Attributes:
+        qname: the name asked (lower case, no root dot).
+        rdtype: the type asked (``"TXT"``, ``"MX"``, ...).
+        status: what happened.
+        secure: the answer carried AD=1 from a trusted resolver.
+        records: RDATA of the asked type, as dnspython rdata objects.
+        chain: CNAME owner names followed, in order, starting with ``qname`` when any.
+        canonical: the final name after CNAMEs.
+        detail: a human explanation for errors.
+    """
+
+    qname: str
+    rdtype: str
+    status: DnsStatus
+    secure: bool = False
+    records: tuple[object, ...] = ()
+    chain: tuple[str, ...] = ()
+    canonical: str = ""
+    detail: str = ""
+    server: str = ""
+    via_tcp: bool = False
+    rrs_text: tuple[str, ...] = field(default=(), repr=False)
+
+    def txt_strings(self) -> list[list[bytes]]:
+        """TXT RRs as lists of character-strings."""
+        return [list(r.strings) for r in self.records]  # type: ignore[attr-defined]
+
+    def mx_hosts(self) -> list[tuple[int, str]]:
+        """MX RRs as (preference, target host without root dot)."""
+        return [
+            (int(r.preference), _name(r.exchange))  # type: ignore[attr-defined]
+            for r in self.records
+        ]
+
+    def addresses(self) -> list[str]:
+        """A/AAAA RRs as address strings."""
+        return [str(r.address) for r in self.records]  # type: ignore[attr-defined]
+
+
+def _name(n: dns.name.Name) -> str:
+    return n.to_text(omit_final_dot=True).lower()
+
+
+class DnsResolver:
+    """Asks the configured resolvers; never raises for a DNS outcome.
+
+    Args:
+        resolvers: where to send queries, tried in order while outcomes are temporary.
+        timeout: seconds per query attempt (UDP, and TCP after truncation).
+        sink: where ``dns.query`` / ``dns.answer`` debug events go.
+        clock: stamps events.
+    """
+
+    def __init__(
+        self,
+        resolvers: Sequence[ResolverAddress],
+        *,
+        timeout: float = 5.0,
+        sink: EventSink | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if not resolvers:
+            raise ValueError("at least one resolver is required")
+        self.resolvers = tuple(resolvers)
+        self.timeout = timeout
+        self._sink = sink
+        self._clock = clock
+        self.queries_sent = 0
+
+    def _emit(self, code: str, **fields: object) -> None:
+        if self._sink is not None:
+            at = self._clock.now() if self._clock is not None else 0.0
+            self._sink.emit(LogEvent(code, fields, level="debug", at=at))
+
+    async def query(self, name: str, rdtype: str) -> DnsAnswer:
+        """Look up ``name``/``rdtype`` and classify the outcome."""
+        qname = name.rstrip(".").lower()
+        self._emit("dns.query", name=qname, type=rdtype)
+        answer = DnsAnswer(qname, rdtype, DnsStatus.ERROR, detail="no resolver answered")
+        for index, server in enumerate(self.resolvers):
+            self._emit(
+                "dns.query.server",
+                name=qname,
+                type=rdtype,
+                server=server.host,
+                port=server.port,
+                index=index,
+                timeout=self.timeout,
+            )
+            answer = await self._ask(server, qname, rdtype)
+            if not answer.status.temporary:
+                break
+        self._emit(
+            "dns.answer",
+            name=qname,
+            type=rdtype,
+            status=answer.status.value,
+            secure=answer.secure,
+            records=list(answer.rrs_text),
+            server=answer.server,
+        )
+        return answer
+
+    async def _ask(self, server: ResolverAddress, qname: str, rdtype: str) -> DnsAnswer:
+        # RFC 7672 §2.1.1: a security-aware query (EDNS0 with DO), AD requested (RFC 6840 §5.7).
+        q = dns.message.make_query(qname, rdtype, want_dnssec=True, payload=1232)
+        q.flags |= dns.flags.AD
+        self.queries_sent += 1
+        where = str(server)
+        try:
+            reply, via_tcp = await dns.asyncquery.udp_with_fallback(
+                q, server.host, timeout=self.timeout, port=server.port
+            )
+        except dns.exception.Timeout:
+            return DnsAnswer(qname, rdtype, DnsStatus.TIMEOUT, detail="timeout", server=where)
+        except (dns.exception.DNSException, OSError, EOFError, ValueError) as exc:
+            return DnsAnswer(
+                qname, rdtype, DnsStatus.ERROR, detail=f"{type(exc).__name__}: {exc}", server=where
+            )
+        return _classify(reply, qname, rdtype, server, via_tcp)
+
+
+def _classify(
+    reply: dns.message.Message, qname: str, rdtype: str, server: ResolverAddress, via_tcp: bool
+) -> DnsAnswer:
+    where = str(server)
+    rcode = reply.rcode()
+    # DANE-1: the AD bit counts only from a trusted resolver.
+    secure = bool(reply.flags & dns.flags.AD) and server.trusted
+    if rcode == dns.rcode.SERVFAIL:
+        ede = [o for o in reply.options if isinstance(o, dns.edns.EDEOption)]
+        if any(int(o.code) == _EDE_DNSSEC_BOGUS for o in ede):
+            return DnsAnswer(qname, rdtype, DnsStatus.BOGUS, detail="DNSSEC bogus", server=where)
+        return DnsAnswer(qname, rdtype, DnsStatus.SERVFAIL, detail="SERVFAIL", server=where)
+    if rcode == dns.rcode.REFUSED:
+        return DnsAnswer(qname, rdtype, DnsStatus.REFUSED, detail="REFUSED", server=where)
+    wanted = dns.rdatatype.from_text(rdtype)
+    chain: list[str] = []
+    current = dns.name.from_text(qname)
+    records: list[object] = []
+    texts: list[str] = []
+    # Follow the CNAME chain the recursive resolver put in the answer section.
+    for _ in range(16):
+        cname = _find(reply, current, dns.rdatatype.CNAME)
+        if cname is None:
+            break
+        chain.append(_name(current))
+        current = next(iter(cname)).target
+    rrset = _find(reply, current, wanted)
+    if rrset is not None:
+        records = list(rrset)
+        texts = [r.to_text() for r in rrset]
+    canonical = _name(current)
+    if chain:
+        chain.append(canonical)
+    if rcode == dns.rcode.NXDOMAIN:
+        status = DnsStatus.NXDOMAIN
+    elif rcode != dns.rcode.NOERROR:
+        return DnsAnswer(
+            qname, rdtype, DnsStatus.ERROR, detail=dns.rcode.to_text(rcode), server=where
+        )
+    else:
+        status = DnsStatus.OK if records else DnsStatus.NODATA
+    return DnsAnswer(
+        qname,
+        rdtype,
+        status,
+        secure=secure,
+        records=tuple(records),
+        chain=tuple(chain),
+        canonical=canonical,
+        server=where,
+        via_tcp=via_tcp,
+        rrs_text=tuple(texts),
+    )
+
+
+def _find(
+    reply: dns.message.Message, name: dns.name.Name, rdtype: dns.rdatatype.RdataType
+) -> dns.rrset.RRset | None:
+    for rrset in reply.answer:
+        if rrset.name == name and rrset.rdtype == rdtype:
+            return rrset
+    return None
