@@ -1,18 +1,48 @@
 """MTA-STS policy bodies: parse and render (RFC 8461 §3.2).
 
-STUB: interface fixed; implementation being written.
+Strategy: the body is decoded strictly as UTF-8 and split on LF; one CR is
+allowed right before each LF and nowhere else (AMB-3). Every line must then
+fullmatch one compiled regex, the ABNF's generic shape shared by every field::
+
+    name ":" *WSP value *WSP      name  = (ALPHA / DIGIT) *31(ALPHA / DIGIT / "_" / "-" / ".")
+                                  value = vchar [*(SP / vchar) vchar]   (vchar: %x21-7E / UTF-8)
+
+That one regex does the grammar work of the extension production for every
+line; the four known fields then check their own value on top (version,
+mode, max_age, mx). The first occurrence of a known non-mx field is the one
+that counts and must be well-formed; a later duplicate only has to have the
+generic shape, because the ABNF reads it as an extension and §3.2 says it is
+ignored (POL-8, AMB-6). ``mx`` lines are all kept (POL-9).
+
+Strictness: any line that breaks the grammar invalidates the whole body
+(AMB-5), blank lines included (AMB-4). Error reporting takes a slow path:
+the fast regex only says "no", and :func:`_diagnose` then works out which
+rule the line breaks, so the common case costs one regex match per line.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from engine.core.mx import MxPattern
+from engine.core.errors import MxPatternError, PolicyError
+from engine.core.mx import MxPattern, parse_mx_pattern
 
 __all__ = ["MAX_AGE_CEILING", "Mode", "Policy", "parse_policy", "render_policy"]
 
 MAX_AGE_CEILING = 31_557_600  # RFC 8461 §3.2: max_age up to 31557600 (one year); AMB-1
+
+# A policy value character: VCHAR or any non-ASCII code point except surrogates
+# (RFC 8461 §3.2 sts-policy-vchar = %x21-7E / UTF8-2 / UTF8-3 / UTF8-4; DEL and CTLs excluded).
+_VCHAR = r"[\x21-\x7e\x80-\ud7ff\ue000-\U0010ffff]"
+# RFC 8461 §3.2: field ":" *WSP value, plus the record's trailing *WSP after a field.
+_LINE_RE = re.compile(
+    rf"([A-Za-z0-9][A-Za-z0-9_.\-]{{0,31}}):[ \t]*({_VCHAR}(?: *{_VCHAR})*)[ \t]*"
+)
+# RFC 8461 §3.2: sts-policy-max-age-value = 1*10(DIGIT).
+_MAX_AGE_RE = re.compile(r"[0-9]{1,10}")
+_KNOWN = frozenset(("version", "mode", "max_age", "mx"))
 
 
 class Mode(StrEnum):
@@ -21,6 +51,9 @@ class Mode(StrEnum):
     ENFORCE = "enforce"
     TESTING = "testing"
     NONE = "none"
+
+
+_MODES = {m.value: m for m in Mode}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,15 +75,181 @@ class Policy:
     extensions: tuple[tuple[str, str], ...] = ()
 
     def lines(self) -> list[str]:
-        """RFC 8460 §4.5 ``policy-string``: one string per policy line."""
-        raise NotImplementedError
+        """RFC 8460 §4.5 ``policy-string``: one string per policy line.
+
+        Returns:
+            ``version``, ``mode``, each ``mx`` and ``max_age`` as ``"key: value"``, then the
+            extensions, in the order :func:`render_policy` writes them.
+        """
+        out = [f"version: {self.version}", f"mode: {self.mode.value}"]
+        out.extend(f"mx: {p}" for p in self.mx)
+        out.append(f"max_age: {self.max_age}")
+        # A known name among the extensions would be read back as a duplicate and ignored
+        # (POL-8), so it is not part of the policy; parse_policy never produces one.
+        out.extend(f"{k}: {v}" for k, v in self.extensions if k not in _KNOWN)
+        return out
+
+
+def _fail(
+    reason: str,
+    line: int | None,
+    field: str | None,
+    value: str | None,
+    rule: str,
+    source: str | None,
+) -> PolicyError:
+    return PolicyError(reason, source=source, line=line, field=field, value=value, rule=rule)
+
+
+def _decode(body: bytes, source: str | None) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # RFC 8461 §3.2: the body is UTF-8 text; AMB-5: one bad byte spoils the whole body.
+        line = body.count(b"\n", 0, exc.start) + 1
+        bad = body[exc.start : exc.end]
+        raise _fail(
+            f"invalid UTF-8 at byte {exc.start}", line, None, repr(bad), "POL-17", source
+        ) from None
+
+
+def _diagnose(text: str, n: int, source: str | None) -> PolicyError:
+    """Explain why line ``n`` does not have the generic field shape (error path only)."""
+    name, colon, value = text.partition(":")
+    if not text:
+        # AMB-4: the ABNF has no empty lines (nor a second trailing newline).
+        return _fail("empty line", n, None, text, "AMB-4", source)
+    if "\r" in text:
+        # AMB-3: CR only as part of CRLF.
+        return _fail("bare CR (line ends are LF or CRLF)", n, None, text, "AMB-3", source)
+    if not colon:
+        return _fail("line is not 'key: value'", n, None, text, "POL-11", source)
+    if name != name.strip(" \t"):
+        # POL-11: no WSP before the key, none between the key and ':'.
+        return _fail(
+            "whitespace around the field name", n, name.strip(" \t"), text, "POL-11", source
+        )
+    field = name if name in _KNOWN else None
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,31}", name):
+        # POL-17: ext-name = 1-32 of [A-Za-z0-9_.-], starting with a letter or digit.
+        return _fail("invalid field name", n, name, name, "POL-17", source)
+    shown = value.strip(" \t")
+    rule = {"version": "POL-3", "mode": "POL-4", "max_age": "POL-5", "mx": "POL-6"}.get(
+        name, "POL-17"
+    )
+    if not shown:
+        return _fail("empty value", n, field or name, shown, rule, source)
+    if field == "mx":
+        try:
+            parse_mx_pattern(shown, source=source, line=n)
+        except MxPatternError as exc:
+            return _fail(exc.reason, n, "mx", shown, "POL-6", source)
+    if "\t" in shown:
+        return _fail("TAB inside a value", n, field or name, shown, rule, source)
+    return _fail("control character in value", n, field or name, shown, rule, source)
 
 
 def parse_policy(body: bytes | str, *, source: str | None = None) -> Policy:
-    """Parse a policy body; raises PolicyError naming line, field, value and rule."""
-    raise NotImplementedError
+    """Parse a policy body (RFC 8461 §3.2).
+
+    Args:
+        body: the HTTP response body, as bytes (decoded strictly as UTF-8) or str.
+        source: where the body came from (URL or file name), for errors.
+
+    Returns:
+        The policy, with max_age clamped to :data:`MAX_AGE_CEILING`.
+
+    Raises:
+        PolicyError: the body breaks the grammar or misses a required field. The error
+            names the line (when there is one), the field, the offending value and the
+            requirement ID in ``rule``.
+    """
+    text = _decode(body, source) if isinstance(body, bytes) else body
+    if not text:
+        raise _fail("empty policy body", None, None, None, "POL-1", source)
+    lines = text.split("\n")
+    if lines[-1] == "":
+        # RFC 8461 §3.2 / POL-10: the final terminator is optional.
+        lines.pop()
+    elif lines[-1].endswith("\r"):
+        # AMB-3: a CR with no LF after it is a bare CR, even on the last line.
+        raise _fail(
+            "bare CR (line ends are LF or CRLF)", len(lines), None, lines[-1], "AMB-3", source
+        )
+    first: dict[str, tuple[str, int]] = {}
+    mx: list[MxPattern] = []
+    extensions: list[tuple[str, str]] = []
+    match = _LINE_RE.fullmatch
+    for n, line in enumerate(lines, 1):
+        # RFC 8461 §3.2 sts-policy-term = LF / CRLF (erratum 6253, AMB-3): strip one CR.
+        m = match(line, 0, len(line) - 1) if line.endswith("\r") else match(line)
+        if m is None:
+            raise _diagnose(line[:-1] if line.endswith("\r") else line, n, source)
+        name, value = m.groups()
+        if name == "mx":
+            # POL-6: one pattern per line; POL-9: all mx lines are cumulative.
+            try:
+                mx.append(parse_mx_pattern(value, source=source, line=n))
+            except MxPatternError as exc:
+                raise _fail(exc.reason, n, "mx", value, "POL-6", source) from None
+        elif name in _KNOWN:
+            # POL-8 / AMB-6: the first occurrence wins; a later one is an ignored extension.
+            if name not in first:
+                first[name] = (value, n)
+        else:
+            # POL-7 / POL-12: unknown (and differently cased) names are extensions, kept.
+            extensions.append((name, value))
+    return _build(first, mx, extensions, source)
+
+
+def _build(
+    first: dict[str, tuple[str, int]],
+    mx: list[MxPattern],
+    extensions: list[tuple[str, str]],
+    source: str | None,
+) -> Policy:
+    for name in ("version", "mode", "max_age"):
+        if name not in first:
+            # POL-1: version, mode and max_age are required.
+            raise _fail(f"required field {name!r} is missing", None, name, None, "POL-1", source)
+    version, n = first["version"]
+    if version != "STSv1":
+        # RFC 8461 §3.2 / POL-3: sts-policy-version-value = %s"STSv1".
+        raise _fail("version must be exactly 'STSv1'", n, "version", version, "POL-3", source)
+    raw_mode, n = first["mode"]
+    mode = _MODES.get(raw_mode)
+    if mode is None:
+        # RFC 8461 §3.2 / POL-4: %s"testing" / %s"enforce" / %s"none", case-sensitive.
+        raise _fail(
+            "mode must be 'enforce', 'testing' or 'none'", n, "mode", raw_mode, "POL-4", source
+        )
+    raw_age, n = first["max_age"]
+    if _MAX_AGE_RE.fullmatch(raw_age) is None:
+        # RFC 8461 §3.2 / POL-5: 1*10(DIGIT); leading zeros allowed.
+        raise _fail("max_age must be 1 to 10 digits", n, "max_age", raw_age, "POL-5", source)
+    # AMB-1 (erratum 7282): parse all 10 digits, then clamp to one year instead of rejecting.
+    max_age = min(int(raw_age), MAX_AGE_CEILING)
+    if not mx and mode is not Mode.NONE:
+        # RFC 8461 §3.2 / POL-2: at least one mx unless mode is none.
+        raise _fail(
+            f"mode {mode.value!r} needs at least one mx line", None, "mx", None, "POL-2", source
+        )
+    # POL-2(c), decided: ``mode: none`` without any mx line is VALID. The RFC requires mx
+    # only for the other modes, and a none policy never checks MX hosts; the strict reading
+    # of the grammar plus POL-2(c) is "valid, domain treated as having no policy".
+    return Policy(
+        mode=mode, max_age=max_age, mx=tuple(mx), version=version, extensions=tuple(extensions)
+    )
 
 
 def render_policy(policy: Policy) -> str:
-    """Render ``policy`` as a body that :func:`parse_policy` reads back equal."""
-    raise NotImplementedError
+    """Render ``policy`` as a body that :func:`parse_policy` reads back equal.
+
+    Args:
+        policy: the policy to write.
+
+    Returns:
+        LF-terminated lines in the order of :meth:`Policy.lines`. Extensions whose name is
+        a known field are not written, since they would be read back as ignored duplicates.
+    """
+    return "".join(line + "\n" for line in policy.lines())

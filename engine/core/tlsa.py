@@ -92,9 +92,9 @@ class RrsetStatus(StrEnum):
     EMPTY = "empty"  # no records: DANE does not apply
 
 
-# RFC 7671 §9: digest strength order, weakest first; Full(0) is never pruned.
-_DIGEST_LEN = {MatchingType.SHA2_256: 32, MatchingType.SHA2_512: 64}
-_STRENGTH = (MatchingType.SHA2_256, MatchingType.SHA2_512)
+# RFC 7671 §9: digest strength (higher wins); Full(0) has none and is never pruned.
+_DIGEST_LEN: dict[int, int] = {MatchingType.SHA2_256: 32, MatchingType.SHA2_512: 64}
+_STRENGTH: dict[int, int] = {MatchingType.SHA2_256: 1, MatchingType.SHA2_512: 2}
 
 _WS = re.compile(r"[ \t\r\n]+")
 _FIELD = re.compile(r"[0-9]{1,3}", re.ASCII)
@@ -215,7 +215,7 @@ def unusable_reason(record: Tlsa) -> str | None:
         return f"unknown selector {record.selector}"
     if record.mtype not in (MatchingType.FULL, *_DIGEST_LEN):
         return f"unknown matching type {record.mtype}"
-    want = _DIGEST_LEN.get(MatchingType(record.mtype))
+    want = _DIGEST_LEN.get(record.mtype)
     if want is not None and len(record.data) != want:
         # RFC 7671 §9: a malformed digest is dropped before digest agility.
         return f"digest length {len(record.data)} for matching type {record.mtype}, want {want}"
@@ -230,12 +230,9 @@ def apply_digest_agility(records: Iterable[Tlsa]) -> list[Tlsa]:
     recs = list(records)
     strongest: dict[tuple[int, int], int] = {}
     for r in recs:
-        if r.mtype in _STRENGTH:
-            key = (r.usage, r.selector)
-            if _STRENGTH.index(MatchingType(r.mtype)) >= _STRENGTH.index(
-                MatchingType(strongest.get(key, MatchingType.SHA2_256))
-            ):
-                strongest[key] = r.mtype
+        key = (r.usage, r.selector)
+        if _STRENGTH.get(r.mtype, 0) > _STRENGTH.get(strongest.get(key, -1), 0):
+            strongest[key] = r.mtype
     return [
         r
         for r in recs

@@ -115,7 +115,9 @@ def join_strings(rr: Sequence[bytes]) -> bytes:
     return b"".join(rr)
 
 
-def _split_fields(text: str, version: str, rule: str, source: str | None) -> list[str]:
+def _split_fields(
+    text: str, version: str, rule: str, source: str | None, shape_rule: str
+) -> list[str]:
     """Check the version tag and return the fields after it (trailing ``;`` allowed)."""
     if not text.isascii():
         # DISC-16: the record is US-ASCII.
@@ -147,7 +149,9 @@ def _split_fields(text: str, version: str, rule: str, source: str | None) -> lis
     if fields and not fields[-1]:
         fields.pop()
     if not fields:
-        raise TxtRecordError("record has no field after the version", source=source, rule=rule)
+        raise TxtRecordError(
+            "record has no field after the version", source=source, rule=shape_rule
+        )
     return fields
 
 
@@ -182,7 +186,7 @@ def parse_sts_record(text: str, *, source: str | None = None) -> StsRecord:
     """
     record_id: str | None = None
     extensions: list[tuple[str, str]] = []
-    for field in _split_fields(text, STS_VERSION, "DISC-3", source):
+    for field in _split_fields(text, STS_VERSION, "DISC-3", source, "DISC-6"):
         if field.startswith("id="):
             value = field[3:]
             # RFC 8461 §3.1 / DISC-7: id is 1-32 ALPHA / DIGIT.
@@ -227,7 +231,7 @@ def parse_tlsrpt_record(text: str, *, source: str | None = None) -> TlsRptRecord
     """
     rua: tuple[str, ...] | None = None
     extensions: list[tuple[str, str]] = []
-    for field in _split_fields(text, TLSRPT_VERSION, "RPT-2", source):
+    for field in _split_fields(text, TLSRPT_VERSION, "RPT-2", source, "RPT-2"):
         if field.startswith("rua=") and rua is None:
             uris = tuple(_URI_SPLIT_RE.split(field[4:]))
             for uri in uris:
@@ -263,9 +267,21 @@ def _counts(record: bytes, tag: bytes) -> bool:
     return record.startswith(tag) and record[len(tag) : len(tag) + 1] in (b"", b";", b" ", b"\t")
 
 
+def _ascii(raw: bytes, source: str | None) -> TxtRecordError:
+    # DISC-16: the record is US-ASCII; name the first offending byte.
+    bad = next(i for i, b in enumerate(raw) if b > 0x7F)
+    return TxtRecordError(
+        f"non-ASCII byte 0x{raw[bad]:02x} at offset {bad}",
+        source=source,
+        value=raw.decode("ascii", errors="backslashreplace"),
+        rule="DISC-16",
+    )
+
+
 def _select(
     rrset: Sequence[Sequence[bytes]], tag: str, rule: str, source: str | None
-) -> tuple[NoStsReason, str] | str:
+) -> tuple[NoStsReason, str] | str | bytes:
+    """The one record that counts, as text, or as bytes when it is not ASCII."""
     if not rrset:
         return NoStsReason.NO_RECORDS, "the RRset is empty"
     tag_bytes = tag.encode("ascii")
@@ -276,8 +292,8 @@ def _select(
     if len(kept) > 1:
         # DISC-5 / RPT-3: the remaining count must be exactly one.
         return NoStsReason.MULTIPLE, f"{len(kept)} records begin with {tag!r} ({rule})"
-    # DISC-16: decode strictly; a non-ASCII byte is a syntax error, reported by the parser.
-    return kept[0].decode("ascii", errors="surrogateescape")
+    # DISC-16: decode strictly; a non-ASCII record goes back as bytes for the error.
+    return kept[0].decode("ascii") if kept[0].isascii() else kept[0]
 
 
 def select_sts_record(
@@ -295,6 +311,9 @@ def select_sts_record(
     chosen = _select(rrset, STS_VERSION, "DISC-5", source)
     if isinstance(chosen, tuple):
         return NoStsRecord(reason=chosen[0], detail=chosen[1])
+    if isinstance(chosen, bytes):
+        error = _ascii(chosen, source)
+        return NoStsRecord(reason=NoStsReason.INVALID, detail=str(error), error=error)
     try:
         return parse_sts_record(chosen, source=source)
     except TxtRecordError as exc:
@@ -316,6 +335,9 @@ def select_tlsrpt_record(
     chosen = _select(rrset, TLSRPT_VERSION, "RPT-3", source)
     if isinstance(chosen, tuple):
         return NoTlsRptRecord(reason=chosen[0], detail=chosen[1])
+    if isinstance(chosen, bytes):
+        error = _ascii(chosen, source)
+        return NoTlsRptRecord(reason=NoStsReason.INVALID, detail=str(error), error=error)
     try:
         return parse_tlsrpt_record(chosen, source=source)
     except TxtRecordError as exc:

@@ -1,0 +1,472 @@
+"""Zone data for the fake DNS: records, DNSSEC status, a builder and a dict loader.
+
+Theory of operation
+-------------------
+A :class:`Zone` is an immutable value: an apex, a DNSSEC status (``secure``,
+``insecure`` or ``bogus``), a tuple of :class:`Record` and per-RRset status
+overrides. Builder methods (``.a()``, ``.mx()``, ``.txt()`` ...) return a new
+zone, so a zone can be shared between worlds and steps without aliasing.
+Every name is stored canonically: ASCII, lower case, no trailing dot (the root
+is ``""``). Nothing here knows about wire formats or sockets; ``harness.world.dns``
+turns lookups into dnslib messages.
+
+Two invariants are checked when a record is added, so a broken world fails at
+build time rather than as a puzzling DNS answer:
+
+* address data is loopback only (127.0.0.0/8, ``::1``): the fake world must
+  never send the engine to an address beyond this machine (DESIGN §4);
+* a CNAME owner holds no other data (RFC 1034 §3.6.2) and at most one CNAME.
+
+:meth:`Zone.lookup` answers one (name, type) question inside the zone. It
+distinguishes NXDOMAIN from NODATA, treating empty non-terminals as existing
+(RFC 8020 §2), and reports the DNSSEC status that applies to the RRset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ClassVar
+
+__all__ = [
+    "AAAA",
+    "CNAME",
+    "MX",
+    "TLSA",
+    "TXT",
+    "A",
+    "DnssecStatus",
+    "Lookup",
+    "RData",
+    "Record",
+    "Zone",
+    "ZoneError",
+    "canonical_name",
+    "check_loopback",
+    "zone_from_dict",
+]
+
+
+class ZoneError(ValueError):
+    """Zone data the fake DNS refuses to serve (bad name, non-loopback address ...)."""
+
+
+class DnssecStatus(StrEnum):
+    """What a validating resolver would conclude about an RRset."""
+
+    SECURE = "secure"  # AD=1
+    INSECURE = "insecure"  # AD=0
+    BOGUS = "bogus"  # SERVFAIL (with EDE 6 "DNSSEC Bogus", RFC 8914 §4.7)
+
+
+def canonical_name(name: str) -> str:
+    """Return ``name`` in canonical form: lower case, no trailing dot, ``""`` for the root.
+
+    Raises:
+        ZoneError: the name is not ASCII (use the A-label) or breaks a length limit.
+    """
+    if not name.isascii():
+        raise ZoneError(f"DNS name {name!r} is not ASCII; give its A-label (xn--...)")
+    text = name.lower().removesuffix(".")
+    if not text:
+        return ""
+    labels = text.split(".")
+    # RFC 1035 §2.3.4: labels 1..63 octets, names up to 255 octets on the wire.
+    if any(not 0 < len(label) <= 63 for label in labels) or len(text) > 253:
+        raise ZoneError(f"DNS name {name!r} has an empty or over-long label, or is too long")
+    return text
+
+
+def check_loopback(address: str) -> str:
+    """Return ``address`` (normalised) if it is in 127.0.0.0/8 or is ``::1``.
+
+    Raises:
+        ZoneError: anything else; the fake world hands out loopback addresses only.
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise ZoneError(f"{address!r} is not an IP address") from None
+    if not ip.is_loopback or (ip.version == 6 and ip != ipaddress.IPv6Address("::1")):
+        raise ZoneError(
+            f"{address!r} is not a loopback address; the fake world may only use "
+            "127.0.0.0/8 and ::1"
+        )
+    return str(ip)
+
+
+@dataclass(frozen=True, slots=True)
+class A:
+    """An IPv4 address record (loopback only)."""
+
+    rrtype: ClassVar[str] = "A"
+    address: str
+
+    def __post_init__(self) -> None:
+        if ":" in self.address:
+            raise ZoneError(f"A record given the IPv6 address {self.address!r}; use AAAA")
+        object.__setattr__(self, "address", check_loopback(self.address))
+
+    def text(self) -> str:
+        """Presentation format of the RDATA."""
+        return self.address
+
+
+@dataclass(frozen=True, slots=True)
+class AAAA:
+    """An IPv6 address record (``::1`` only)."""
+
+    rrtype: ClassVar[str] = "AAAA"
+    address: str
+
+    def __post_init__(self) -> None:
+        if ":" not in self.address:
+            raise ZoneError(f"AAAA record given the IPv4 address {self.address!r}; use A")
+        object.__setattr__(self, "address", check_loopback(self.address))
+
+    def text(self) -> str:
+        """Presentation format of the RDATA."""
+        return self.address
+
+
+@dataclass(frozen=True, slots=True)
+class MX:
+    """A mail exchanger; ``exchange="."`` is a null MX (RFC 7505)."""
+
+    rrtype: ClassVar[str] = "MX"
+    preference: int
+    exchange: str
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.preference <= 0xFFFF:
+            raise ZoneError(f"MX preference {self.preference!r} is not in 0..65535")
+        object.__setattr__(self, "exchange", canonical_name(self.exchange))
+
+    def text(self) -> str:
+        """Presentation format of the RDATA."""
+        return f"{self.preference} {self.exchange}."
+
+
+@dataclass(frozen=True, slots=True)
+class TXT:
+    """One TXT RR made of one or more character-strings (raw bytes; ``str`` is UTF-8)."""
+
+    rrtype: ClassVar[str] = "TXT"
+    strings: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        raw = tuple(s.encode() if isinstance(s, str) else bytes(s) for s in self.strings)
+        if not raw:
+            raise ZoneError("a TXT record needs at least one character-string")
+        for s in raw:
+            if len(s) > 255:  # RFC 1035 §3.3: <character-string> is at most 255 octets
+                raise ZoneError(f"TXT character-string of {len(s)} octets exceeds 255: {s!r}")
+        object.__setattr__(self, "strings", raw)
+
+    def text(self) -> str:
+        """Presentation format: quoted strings, other bytes as ``\\DDD``."""
+
+        return " ".join(_quote(s) for s in self.strings)
+
+
+def _quote(s: bytes) -> str:
+    out = []
+    for b in s:
+        if b in b'"\\':
+            out.append("\\" + chr(b))
+        elif 0x20 <= b < 0x7F:
+            out.append(chr(b))
+        else:
+            out.append(f"\\{b:03d}")
+    return '"' + "".join(out) + '"'
+
+
+@dataclass(frozen=True, slots=True)
+class CNAME:
+    """An alias to ``target``."""
+
+    rrtype: ClassVar[str] = "CNAME"
+    target: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target", canonical_name(self.target))
+
+    def text(self) -> str:
+        """Presentation format of the RDATA."""
+        return f"{self.target}."
+
+
+@dataclass(frozen=True, slots=True)
+class TLSA:
+    """A TLSA record (RFC 6698 §2.1); any octets are allowed in ``data``, even bad lengths."""
+
+    rrtype: ClassVar[str] = "TLSA"
+    usage: int
+    selector: int
+    mtype: int
+    data: bytes
+
+    def __post_init__(self) -> None:
+        for name in ("usage", "selector", "mtype"):
+            if not 0 <= getattr(self, name) <= 255:
+                raise ZoneError(f"TLSA {name} {getattr(self, name)!r} is not in 0..255")
+        if isinstance(self.data, str):
+            try:
+                object.__setattr__(self, "data", bytes.fromhex(self.data))
+            except ValueError:
+                raise ZoneError(f"TLSA data {self.data!r} is not hex") from None
+
+    def text(self) -> str:
+        """Presentation format of the RDATA."""
+        return f"{self.usage} {self.selector} {self.mtype} {self.data.hex().upper()}"
+
+
+RData = A | AAAA | MX | TXT | CNAME | TLSA
+
+_RDATA_TYPES: dict[str, type[RData]] = {t.rrtype: t for t in (A, AAAA, MX, TXT, CNAME, TLSA)}
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One resource record: canonical owner name, RDATA and TTL."""
+
+    name: str
+    rdata: RData
+    ttl: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """The outcome of :meth:`Zone.lookup`.
+
+    ``kind`` is ``"data"`` (``records`` hold the RRset), ``"cname"`` (``records``
+    hold the one CNAME to follow), ``"nodata"`` or ``"nxdomain"``.
+    """
+
+    kind: str
+    records: tuple[Record, ...]
+    status: DnssecStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Zone:
+    """The data under one apex, with its DNSSEC status.
+
+    Example::
+
+        Zone("example.com").mx(10, "mx1.example.com").a("mx1.example.com", "127.0.1.1")
+            .txt("_mta-sts.example.com", "v=STSv1; id=A1")
+
+    Names are absolute (``"mx1.example.com"``) or ``"@"`` for the apex, and must
+    lie at or under the apex.
+
+    Attributes:
+        apex: the zone's apex, canonical.
+        status: DNSSEC status of every RRset without an override.
+        records: the records, in insertion order.
+        overrides: ``(name, rrtype, status)`` triples for single RRsets (``rrtype``
+            may be any type name, also one without records: secure NODATA, bogus TLSA).
+        ede: bogus answers carry an EDE option 6 "DNSSEC Bogus" when the query had EDNS.
+        ttl: TTL of records added by the builder methods.
+    """
+
+    apex: str
+    status: DnssecStatus = DnssecStatus.INSECURE
+    records: tuple[Record, ...] = ()
+    overrides: tuple[tuple[str, str, DnssecStatus], ...] = ()
+    ede: bool = True
+    ttl: int = 300
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "apex", canonical_name(self.apex))
+        object.__setattr__(self, "status", DnssecStatus(self.status))
+
+    # -- membership and lookup -------------------------------------------------
+
+    def contains(self, name: str) -> bool:
+        """Whether canonical ``name`` is at or under the apex."""
+        return not self.apex or name == self.apex or name.endswith("." + self.apex)
+
+    def owner(self, name: str) -> str:
+        """Canonicalise ``name`` (``"@"`` is the apex) and check it lies in the zone.
+
+        Raises:
+            ZoneError: the name is outside the zone.
+        """
+        canon = self.apex if name == "@" else canonical_name(name)
+        if not self.contains(canon):
+            raise ZoneError(f"name {name!r} is outside zone {self.apex!r}")
+        return canon
+
+    def status_of(self, name: str, rrtype: str) -> DnssecStatus:
+        """The DNSSEC status that applies to the RRset (``name``, ``rrtype``)."""
+        for oname, otype, status in reversed(self.overrides):
+            if oname == name and otype == rrtype:
+                return status
+        return self.status
+
+    def lookup(self, name: str, rrtype: str) -> Lookup:
+        """Answer (canonical ``name``, ``rrtype``) from this zone's data.
+
+        ``rrtype`` ``"ANY"`` returns every record at the name; a CNAME owner
+        answers ``"cname"`` unless the CNAME itself is asked for.
+        """
+        at_name = tuple(r for r in self.records if r.name == name)
+        status = self.status_of(name, rrtype)
+        if not at_name:
+            # RFC 8020 §2: a name with descendants exists (empty non-terminal).
+            suffix = "." + name
+            exists = name == self.apex or any(r.name.endswith(suffix) for r in self.records)
+            return Lookup("nodata" if exists else "nxdomain", (), status)
+        if rrtype == "ANY":
+            return Lookup("data", at_name, status)
+        if rrtype != "CNAME" and at_name[0].rdata.rrtype == "CNAME":
+            return Lookup("cname", at_name, self.status_of(name, "CNAME"))
+        rrset = tuple(r for r in at_name if r.rdata.rrtype == rrtype)
+        return Lookup("data" if rrset else "nodata", rrset, status)
+
+    # -- builder ---------------------------------------------------------------
+
+    def add(self, name: str, rdata: RData, ttl: int | None = None) -> Zone:
+        """Return a copy with one more record.
+
+        Raises:
+            ZoneError: the name is outside the zone, or CNAME exclusivity is broken.
+        """
+        owner = self.owner(name)
+        others = [r.rdata.rrtype for r in self.records if r.name == owner]
+        # RFC 1034 §3.6.2: a CNAME owner has no other data.
+        if others and (rdata.rrtype == "CNAME" or "CNAME" in others):
+            raise ZoneError(f"{owner!r} would hold a CNAME together with other data")
+        record = Record(owner, rdata, self.ttl if ttl is None else ttl)
+        return dataclasses.replace(self, records=(*self.records, record))
+
+    def a(self, name: str, address: str) -> Zone:
+        """Add an A record (127.0.0.0/8 only)."""
+        return self.add(name, A(address))
+
+    def aaaa(self, name: str, address: str = "::1") -> Zone:
+        """Add an AAAA record (``::1`` only)."""
+        return self.add(name, AAAA(address))
+
+    def mx(self, preference: int, exchange: str, name: str = "@") -> Zone:
+        """Add an MX record, at the apex unless ``name`` is given."""
+        return self.add(name, MX(preference, exchange))
+
+    def txt(self, name: str, *strings: str | bytes) -> Zone:
+        """Add one TXT RR made of ``strings`` (call again for several RRs)."""
+        return self.add(name, TXT(tuple(s.encode() if isinstance(s, str) else s for s in strings)))
+
+    def cname(self, name: str, target: str) -> Zone:
+        """Add a CNAME from ``name`` to ``target``."""
+        return self.add(name, CNAME(target))
+
+    def tlsa(self, name: str, usage: int, selector: int, mtype: int, data: bytes | str) -> Zone:
+        """Add a TLSA record; ``data`` is bytes or a hex string."""
+        raw = bytes.fromhex(data) if isinstance(data, str) else data
+        return self.add(name, TLSA(usage, selector, mtype, raw))
+
+    def with_status(self, name: str, rrtype: str, status: DnssecStatus | str) -> Zone:
+        """Return a copy where the RRset (``name``, ``rrtype``) has its own DNSSEC status."""
+        entry = (self.owner(name), rrtype.upper(), DnssecStatus(status))
+        return dataclasses.replace(self, overrides=(*self.overrides, entry))
+
+    def without(self, name: str, rrtype: str | None = None) -> Zone:
+        """Return a copy without the records at ``name`` (of ``rrtype`` only, if given)."""
+        owner = self.owner(name)
+        kept = tuple(
+            r
+            for r in self.records
+            if r.name != owner or (rrtype is not None and r.rdata.rrtype != rrtype.upper())
+        )
+        return dataclasses.replace(self, records=kept)
+
+
+# -- dict shape (for the scenario loader) ------------------------------------------
+
+_RECORD_FIELDS: dict[str, tuple[str, ...]] = {
+    "A": ("address",),
+    "AAAA": ("address",),
+    "MX": ("preference", "exchange"),
+    "TXT": ("strings",),
+    "CNAME": ("target",),
+    "TLSA": ("usage", "selector", "mtype", "data"),
+}
+
+
+def _keys(d: Mapping[str, Any], where: str, required: set[str], optional: set[str]) -> None:
+    unknown = sorted(set(d) - required - optional)
+    if unknown:
+        raise ZoneError(f"{where}.{unknown[0]}: unknown key (allowed: {sorted(required | optional)})")
+    missing = sorted(required - set(d))
+    if missing:
+        raise ZoneError(f"{where}.{missing[0]}: missing key")
+
+
+def _record_from_dict(zone: Zone, d: Mapping[str, Any], where: str) -> Zone:
+    rrtype = str(d.get("type", "")).upper()
+    if rrtype not in _RECORD_FIELDS:
+        raise ZoneError(f"{where}.type: {d.get('type')!r} is not one of {sorted(_RECORD_FIELDS)}")
+    fields = _RECORD_FIELDS[rrtype]
+    _keys(d, where, {"name", "type", *fields}, {"ttl"})
+    args = [d[f] for f in fields]
+    if rrtype == "TXT":
+        strings = [args[0]] if isinstance(args[0], str | bytes) else list(args[0])
+        args = [tuple(s.encode() if isinstance(s, str) else bytes(s) for s in strings)]
+    try:
+        rdata = _RDATA_TYPES[rrtype](*args)
+        return zone.add(d["name"], rdata, d.get("ttl"))
+    except (ZoneError, TypeError) as exc:
+        raise ZoneError(f"{where}: {exc}") from None
+
+
+def zone_from_dict(d: Mapping[str, Any], where: str = "zone") -> Zone:
+    """Build a :class:`Zone` from a TOML-friendly dict; errors name the key path.
+
+    Shape::
+
+        {
+            "apex": "example.com",
+            "status": "insecure",          # optional: secure | insecure | bogus
+            "ede": True,                   # optional
+            "ttl": 300,                    # optional, default record TTL
+            "records": [
+                {"name": "@", "type": "MX", "preference": 10, "exchange": "mx1.example.com"},
+                {"name": "mx1.example.com", "type": "A", "address": "127.0.1.1"},
+                {"name": "mx1.example.com", "type": "AAAA", "address": "::1"},
+                {"name": "_mta-sts.example.com", "type": "TXT", "strings": ["v=STSv1; id=A1"]},
+                {"name": "www.example.com", "type": "CNAME", "target": "web.example.net"},
+                {"name": "_25._tcp.mx1.example.com", "type": "TLSA",
+                 "usage": 3, "selector": 1, "mtype": 1, "data": "<hex>"},
+            ],                             # each may add "ttl"; TXT "strings" may be one str
+            "overrides": [                 # optional per-RRset DNSSEC status
+                {"name": "mx1.example.com", "type": "A", "status": "bogus"},
+            ],
+        }
+
+    Args:
+        d: the dict.
+        where: prefix for error messages, e.g. ``"world.toml: dns.zones[0]"``.
+
+    Raises:
+        ZoneError: unknown or missing keys, bad values; the message names the key path.
+    """
+    _keys(d, where, {"apex"}, {"status", "ede", "ttl", "records", "overrides"})
+    try:
+        zone = Zone(d["apex"], d.get("status", "insecure"), ede=d.get("ede", True))
+        zone = dataclasses.replace(zone, ttl=int(d.get("ttl", 300)))
+    except ValueError as exc:
+        raise ZoneError(f"{where}: {exc}") from None
+    for i, rd in enumerate(d.get("records", ())):
+        zone = _record_from_dict(zone, rd, f"{where}.records[{i}]")
+    for i, od in enumerate(d.get("overrides", ())):
+        at = f"{where}.overrides[{i}]"
+        _keys(od, at, {"name", "type", "status"}, set())
+        try:
+            zone = zone.with_status(od["name"], od["type"], od["status"])
+        except ValueError as exc:
+            raise ZoneError(f"{at}: {exc}") from None
+    return zone
