@@ -488,18 +488,18 @@ class PolicyDiscovery:
             self.domain, txt_id, self._now, result_type=result_type, detail=failed.detail
         )
         fallback = self._fetch.fallback
-        if self.trigger is Trigger.REFRESH and fallback is not None:
-            if fallback.policy.mode is not Mode.NONE:
-                # CACHE-8: alert when refreshing a policy that still matters fails.
-                self._emit(
-                    "sts.refresh.failed",
-                    "warning",
-                    txt_id=txt_id,
-                    mode=str(fallback.policy.mode),
-                    result_type=str(result_type),
-                    detail=failed.detail,
-                    expires_at=fallback.expires_at,
-                )
+        refreshing = self.trigger is Trigger.REFRESH
+        if refreshing and fallback is not None and fallback.policy.mode is not Mode.NONE:
+            # CACHE-8: alert when refreshing a policy that still matters fails.
+            self._emit(
+                "sts.refresh.failed",
+                "warning",
+                txt_id=txt_id,
+                mode=str(fallback.policy.mode),
+                result_type=str(result_type),
+                detail=failed.detail,
+                expires_at=fallback.expires_at,
+            )
         if fallback is not None:
             # RFC 8461 §3.3 (CACHE-6): keep applying the unexpired cached policy.
             self._finish_cached(fallback, DecisionReason.FETCH_FAILED, failure=failure)

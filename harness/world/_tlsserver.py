@@ -49,7 +49,7 @@ import struct
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.asyncio.tcp_server import TCPServer
@@ -63,6 +63,7 @@ __all__ = [
     "NotLoopbackError",
     "TlsAsgiServer",
     "header",
+    "new_server_context",
     "require_loopback",
     "server_context",
 ]
@@ -116,7 +117,12 @@ def require_loopback(address: str) -> str:
 
 @functools.lru_cache(maxsize=128)
 def server_context(cert: CertPair) -> ssl.SSLContext:
-    """A TLS server context presenting ``cert``; cached, so treat the result as read-only.
+    """A shared, cached :func:`new_server_context`; treat the result as read-only."""
+    return new_server_context(cert)
+
+
+def new_server_context(cert: CertPair) -> ssl.SSLContext:
+    """A fresh TLS server context presenting ``cert``.
 
     Python 3.11's ``load_cert_chain`` only reads files, so the PEMs go through a private
     temporary file that is removed at once.
@@ -218,7 +224,7 @@ class TlsAsgiServer:
     def __init__(
         self, app: AsgiApp, *, handshake_timeout: float = 5.0, shutdown_timeout: float = 2.0
     ) -> None:
-        self._app = ASGIWrapper(app)
+        self._app = ASGIWrapper(cast(Any, app))  # hypercorn types scopes as TypedDicts
         self._config = _config()
         self._worker = WorkerContext(None)
         self._handshake_timeout = handshake_timeout
@@ -266,7 +272,9 @@ class TlsAsgiServer:
             return None
         return self._connections.get(((client[0], client[1]), (server[0], server[1])))
 
-    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
