@@ -8,6 +8,8 @@ must produce from it, so a property can compare the two.
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
@@ -205,7 +207,7 @@ def _split(draw: st.DrawFn, text: str) -> list[bytes]:
     raw = text.encode("ascii")
     cuts = sorted(draw(st.lists(st.integers(0, len(raw)), max_size=4)))
     bounds = [0, *cuts, len(raw)]
-    return [raw[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [raw[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def txt_rr_strings(text: str) -> st.SearchStrategy[list[bytes]]:

@@ -1,0 +1,376 @@
+"""CertFactory: mints every certificate a world needs, cheaply.
+
+Theory of operation
+-------------------
+The certificate authorities are trustme CAs, made on first use: a trusted
+root (the one the engine under test trusts), an untrusted root, and one
+intermediate below the trusted root. Leaves are built here with
+``cryptography`` and signed with the CA's key, because the profiles need
+shapes trustme does not make (no SAN at all, self-signed leaves) and because
+trustme draws a new key per certificate.
+
+Cost: an ECDSA P-256 key takes ~15 µs to generate, an RSA-2048 key ~45 ms.
+ECDSA leaves get a fresh key each. RSA leaves take keys from a process-wide
+pool by position (a factory's n-th RSA leaf gets the pool's n-th key), so a
+test session generates each RSA key once however many factories it makes.
+Keys are distinct within one factory, which is what DANE tests rely on
+(``3 1 1`` of one host never matches another's); two factories in one
+process may share RSA keys.
+
+Every issued certificate is cached by everything that shapes it (profile,
+names, key type, ``now``, validity, include_root), so a world asking again for
+``mx1.example.com``/valid gets the same object back. ``now`` defaults to the
+factory's reference time, fixed when the factory is made.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import tempfile
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from certs.errors import CertError
+from certs.issued import IssuedCert
+from certs.profiles import (
+    PROFILE_SPECS,
+    WRONG_NAME,
+    CertProfile,
+    IssuerKind,
+    KeyType,
+    NameRule,
+    Validity,
+)
+from certs.tls import Trust, client_context
+
+__all__ = ["CertFactory"]
+
+_PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+_ORG = x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mta-sts-harness")
+
+
+class _RsaPool:
+    """RSA-2048 keys, generated once per process and handed out by position."""
+
+    def __init__(self) -> None:
+        self._keys: list[rsa.RSAPrivateKey] = []
+        self._lock = threading.Lock()
+
+    def get(self, index: int) -> rsa.RSAPrivateKey:
+        with self._lock:
+            while len(self._keys) <= index:
+                self._keys.append(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+            return self._keys[index]
+
+
+_RSA_POOL = _RsaPool()
+
+
+@dataclass(frozen=True, slots=True)
+class _Signer:
+    cert: x509.Certificate
+    key: _PrivateKey
+    path_der: tuple[bytes, ...]  # this CA up to its root
+
+
+def _signer(ca: trustme.CA, below: _Signer | None = None) -> _Signer:
+    cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
+    key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey), type(key)
+    der = cert.public_bytes(serialization.Encoding.DER)
+    return _Signer(cert, key, (der, *(below.path_der if below else ())))
+
+
+def _as_datetime(now: float | datetime) -> datetime:
+    if isinstance(now, datetime):
+        when = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+    else:
+        when = datetime.fromtimestamp(now, UTC)
+    return when.replace(microsecond=0)  # X.509 times have whole seconds
+
+
+def _general_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        pass
+    if not name or name.startswith(".") or ".." in name or name.endswith("."):
+        raise CertError(f"not a host name: {name!r}", value=name)
+    try:  # cryptography wants A-labels; keep a leading "*" label as is
+        labels = [lab if lab == "*" or lab.isascii() else lab.encode("idna").decode("ascii")
+                  for lab in name.split(".")]
+    except UnicodeError as exc:
+        raise CertError(f"cannot encode {name!r} as an A-label name: {exc}", value=name) from None
+    return x509.DNSName(".".join(labels))
+
+
+def _wildcard(name: str) -> str:
+    # RFC 6125 §6.4.3: the wildcard is the whole left-most label of the name's parent.
+    _, _, parent = name.partition(".")
+    if "." not in parent:
+        raise CertError(f"no wildcard parent with two or more labels for {name!r}", value=name)
+    return f"*.{parent}"
+
+
+class CertFactory:
+    """Mints certificates for hosts, by profile, relative to a (possibly fake) time.
+
+    Args:
+        key_type: key algorithm of the CAs and, unless ``issue`` says otherwise, leaves.
+        now: the reference time ``issue`` uses when given none: POSIX seconds or a
+            datetime (naive means UTC). Default: the wall clock at construction.
+    """
+
+    def __init__(
+        self, *, key_type: KeyType | str = KeyType.ECDSA, now: float | datetime | None = None
+    ) -> None:
+        self.key_type = KeyType(key_type)
+        self.now = _as_datetime(time.time() if now is None else now)
+        self._cas: dict[IssuerKind, trustme.CA] = {}
+        self._signers: dict[IssuerKind, _Signer] = {}
+        self._cache: dict[tuple[object, ...], IssuedCert] = {}
+        self._rsa_drawn = 0
+        self._tmpdir: Path | None = None
+        self._finalizer: weakref.finalize[[str, bool], None] | None = None
+
+    # -- certificate authorities ---------------------------------------------------------
+
+    def _ca(self, kind: IssuerKind) -> trustme.CA:
+        if kind not in self._cas:
+            trustme_key = trustme.KeyType[self.key_type.name]
+            if kind is IssuerKind.INTERMEDIATE:
+                self._cas[kind] = self.trusted_ca.create_child_ca(key_type=trustme_key)
+            elif kind in (IssuerKind.TRUSTED_ROOT, IssuerKind.UNTRUSTED_ROOT):
+                org = f"mta-sts-harness {kind.value} CA"
+                self._cas[kind] = trustme.CA(organization_name=org, key_type=trustme_key)
+            else:
+                raise RuntimeError(f"no CA for issuer kind {kind!r}")
+        return self._cas[kind]
+
+    def _signer(self, kind: IssuerKind) -> _Signer:
+        if kind not in self._signers:
+            below = self._signer(IssuerKind.TRUSTED_ROOT) if kind is IssuerKind.INTERMEDIATE else None
+            self._signers[kind] = _signer(self._ca(kind), below)
+        return self._signers[kind]
+
+    @property
+    def trusted_ca(self) -> trustme.CA:
+        """The root the engine under test trusts (made on first use)."""
+        return self._ca(IssuerKind.TRUSTED_ROOT)
+
+    @property
+    def untrusted_ca(self) -> trustme.CA:
+        """A second root that the engine does not trust (made on first use)."""
+        return self._ca(IssuerKind.UNTRUSTED_ROOT)
+
+    @property
+    def intermediate_ca(self) -> trustme.CA:
+        """The intermediate below the trusted root (made on first use)."""
+        return self._ca(IssuerKind.INTERMEDIATE)
+
+    # -- trust, client side --------------------------------------------------------------
+
+    @property
+    def ca_bundle_pem(self) -> bytes:
+        """The trusted root, PEM: the whole trust store a sender under test needs."""
+        return self.trusted_ca.cert_pem.bytes()
+
+    def trust_store_path(self) -> Path:
+        """A file holding :attr:`ca_bundle_pem`, written once, removed by :meth:`close`."""
+        if self._tmpdir is None:
+            self._tmpdir = Path(tempfile.mkdtemp(prefix="certs-"))
+            self._finalizer = weakref.finalize(self, shutil.rmtree, str(self._tmpdir), True)
+        path = self._tmpdir / "trusted-root.pem"
+        if not path.exists():
+            path.write_bytes(self.ca_bundle_pem)
+        return path
+
+    def close(self) -> None:
+        """Remove the files :meth:`trust_store_path` wrote (also done at garbage collection)."""
+        if self._finalizer is not None:
+            self._finalizer()
+        self._tmpdir = None
+
+    def client_context(
+        self,
+        trust: Trust | str = Trust.TRUSTED,
+        *,
+        check_common_name: bool = False,
+        min_version: ssl.TLSVersion | None = None,
+        max_version: ssl.TLSVersion | None = None,
+    ) -> ssl.SSLContext:
+        """A stdlib client context for tests, trusting one of this factory's roots.
+
+        Args:
+            trust: ``"trusted"``, ``"untrusted"`` (the other root only) or ``"none"``.
+            check_common_name: accept a CN when there is no SAN (off: DNS-IDs only).
+            min_version: lowest TLS version to accept (below 1.2 lowers the seclevel).
+            max_version: highest TLS version to offer.
+
+        Returns:
+            A new verifying (unless ``trust="none"``) ``PROTOCOL_TLS_CLIENT`` context.
+
+        Raises:
+            ValueError: ``trust`` is not a :class:`certs.tls.Trust` value.
+        """
+        trust = Trust(trust)
+        cadata = {
+            Trust.TRUSTED: lambda: self.trusted_ca.cert_pem.bytes().decode("ascii"),
+            Trust.UNTRUSTED: lambda: self.untrusted_ca.cert_pem.bytes().decode("ascii"),
+            Trust.NONE: lambda: None,
+        }[trust]()
+        return client_context(
+            cadata,
+            check_common_name=check_common_name,
+            min_version=min_version,
+            max_version=max_version,
+        )
+
+    # -- leaves --------------------------------------------------------------------------
+
+    def _leaf_key(self, key_type: KeyType) -> _PrivateKey:
+        if key_type is KeyType.ECDSA:
+            return ec.generate_private_key(ec.SECP256R1())
+        key = _RSA_POOL.get(self._rsa_drawn)
+        self._rsa_drawn += 1
+        return key
+
+    def issue(
+        self,
+        *names: str,
+        profile: CertProfile | str = CertProfile.VALID,
+        now: float | datetime | None = None,
+        key_type: KeyType | str | None = None,
+        validity: Validity | None = None,
+        include_root: bool = False,
+    ) -> IssuedCert:
+        """Mint (or return the cached) certificate for ``names`` under ``profile``.
+
+        Args:
+            names: the host names (or IP addresses) the certificate is for; the first is
+                the subject CN. Profiles decide what the certificate actually carries.
+            profile: see :class:`certs.profiles.CertProfile` and ``PROFILE_SPECS``.
+            now: the time validity is relative to (POSIX seconds or datetime); default
+                :attr:`now`. Pass the fake clock's time in scenarios.
+            key_type: leaf key algorithm; default the factory's.
+            validity: override the profile's window (e.g. expired two years ago).
+            include_root: also send the root after the chain (DANE-TA tests).
+
+        Returns:
+            The :class:`certs.issued.IssuedCert`.
+
+        Raises:
+            CertError: no names, a name that is not a host name or IP address, or a
+                wildcard profile for a name without a two-label parent.
+        """
+        if not names:
+            raise CertError("issue() needs at least one name", value=names)
+        profile = CertProfile(profile)
+        spec = PROFILE_SPECS[profile]
+        leaf_key_type = self.key_type if key_type is None else KeyType(key_type)
+        when = self.now if now is None else _as_datetime(now)
+        window = spec.validity if validity is None else validity
+        cache_key = (profile, names, leaf_key_type, when, window, include_root)
+        cached = self._cache.get(cache_key)
+        if cached is None:
+            cached = self._build(profile, names, leaf_key_type, when, window, include_root)
+            self._cache[cache_key] = cached
+        return cached
+
+    def _build(
+        self,
+        profile: CertProfile,
+        names: tuple[str, ...],
+        key_type: KeyType,
+        when: datetime,
+        window: Validity,
+        include_root: bool,
+    ) -> IssuedCert:
+        spec = PROFILE_SPECS[profile]
+        carried = {
+            NameRule.REQUESTED: names,
+            NameRule.WRONG: (WRONG_NAME,),
+            NameRule.WILDCARD: tuple(dict.fromkeys(_wildcard(n) for n in names)),
+            NameRule.CN_ONLY: (),
+        }[spec.names]
+        common_name = WRONG_NAME if spec.names is NameRule.WRONG else names[0]
+        general_names = [_general_name(n) for n in (carried or names)]  # validates CN_ONLY too
+        key = self._leaf_key(key_type)
+        subject = x509.Name([_ORG, x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        signer = None if spec.issuer is IssuerKind.SELF else self._signer(spec.issuer)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject if signer is None else signer.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(when + window.start)
+            .not_valid_after(when + window.end)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+        )
+        if carried:  # CN_ONLY: no subjectAltName extension at all (CERT-7)
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(general_names), critical=False
+            )
+        if signer is not None:
+            # A self-signed leaf carries no keyUsage: with one lacking keyCertSign, OpenSSL
+            # would not see it as self-issued and report a missing issuer instead.
+            builder = builder.add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=key_type is KeyType.RSA,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            ).add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.key.public_key()),
+                critical=False,
+            )
+        cert = builder.sign(key if signer is None else signer.key, hashes.SHA256())
+        leaf_der = cert.public_bytes(serialization.Encoding.DER)
+        path = (leaf_der, *(signer.path_der if signer else ()))
+        sent = path[:2] if spec.sends_intermediate else path[:1]
+        if include_root and len(path) > len(sent):
+            sent = (*sent, path[-1])
+        return IssuedCert(
+            profile=profile,
+            names=names,
+            san=carried,
+            common_name=common_name,
+            key_type=key_type,
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+            leaf_der=leaf_der,
+            private_key_pem=key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+            chain_der=sent,
+            path_der=path,
+            trusted_root_pem=self.ca_bundle_pem,
+        )
