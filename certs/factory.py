@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
+import ssl
 import tempfile
 import threading
 import time
@@ -108,8 +109,10 @@ def _general_name(name: str) -> x509.GeneralName:
     if not name or name.startswith(".") or ".." in name or name.endswith("."):
         raise CertError(f"not a host name: {name!r}", value=name)
     try:  # cryptography wants A-labels; keep a leading "*" label as is
-        labels = [lab if lab == "*" or lab.isascii() else lab.encode("idna").decode("ascii")
-                  for lab in name.split(".")]
+        labels = [
+            lab if lab == "*" or lab.isascii() else lab.encode("idna").decode("ascii")
+            for lab in name.split(".")
+        ]
     except UnicodeError as exc:
         raise CertError(f"cannot encode {name!r} as an A-label name: {exc}", value=name) from None
     return x509.DNSName(".".join(labels))
@@ -142,7 +145,7 @@ class CertFactory:
         self._cache: dict[tuple[object, ...], IssuedCert] = {}
         self._rsa_drawn = 0
         self._tmpdir: Path | None = None
-        self._finalizer: weakref.finalize[[str, bool], None] | None = None
+        self._finalizer: weakref.finalize[[str, bool], CertFactory] | None = None
 
     # -- certificate authorities ---------------------------------------------------------
 
@@ -160,7 +163,9 @@ class CertFactory:
 
     def _signer(self, kind: IssuerKind) -> _Signer:
         if kind not in self._signers:
-            below = self._signer(IssuerKind.TRUSTED_ROOT) if kind is IssuerKind.INTERMEDIATE else None
+            below = (
+                self._signer(IssuerKind.TRUSTED_ROOT) if kind is IssuerKind.INTERMEDIATE else None
+            )
             self._signers[kind] = _signer(self._ca(kind), below)
         return self._signers[kind]
 
@@ -225,11 +230,11 @@ class CertFactory:
             ValueError: ``trust`` is not a :class:`certs.tls.Trust` value.
         """
         trust = Trust(trust)
-        cadata = {
-            Trust.TRUSTED: lambda: self.trusted_ca.cert_pem.bytes().decode("ascii"),
-            Trust.UNTRUSTED: lambda: self.untrusted_ca.cert_pem.bytes().decode("ascii"),
-            Trust.NONE: lambda: None,
-        }[trust]()
+        cadata: str | None = None
+        if trust is Trust.TRUSTED:
+            cadata = self.trusted_ca.cert_pem.bytes().decode("ascii")
+        elif trust is Trust.UNTRUSTED:
+            cadata = self.untrusted_ca.cert_pem.bytes().decode("ascii")
         return client_context(
             cadata,
             check_common_name=check_common_name,
@@ -304,7 +309,7 @@ class CertFactory:
             NameRule.WILDCARD: tuple(dict.fromkeys(_wildcard(n) for n in names)),
             NameRule.CN_ONLY: (),
         }[spec.names]
-        common_name = WRONG_NAME if spec.names is NameRule.WRONG else names[0]
+        common_name = (carried or names)[0]
         general_names = [_general_name(n) for n in (carried or names)]  # validates CN_ONLY too
         key = self._leaf_key(key_type)
         subject = x509.Name([_ORG, x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -347,7 +352,9 @@ class CertFactory:
                 ),
                 critical=True,
             ).add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.key.public_key()),
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+                    signer.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+                ),
                 critical=False,
             )
         cert = builder.sign(key if signer is None else signer.key, hashes.SHA256())
@@ -359,7 +366,7 @@ class CertFactory:
         return IssuedCert(
             profile=profile,
             names=names,
-            san=carried,
+            san=tuple(str(g.value) for g in general_names) if carried else (),
             common_name=common_name,
             key_type=key_type,
             not_before=cert.not_valid_before_utc,

@@ -25,10 +25,10 @@ from certs.errors import CertError
 __all__ = [
     "PROFILE_SPECS",
     "WRONG_NAME",
+    "CertProfile",
     "IssuerKind",
     "KeyType",
     "NameRule",
-    "CertProfile",
     "ProfileSpec",
     "Validity",
 ]

@@ -164,8 +164,14 @@ class TlsProbe:
         return self.error is None
 
 
-def _pump(client: ssl.SSLObject, server: ssl.SSLObject, c2s: ssl.MemoryBIO, s2c: ssl.MemoryBIO,
-          c_in: ssl.MemoryBIO, s_in: ssl.MemoryBIO) -> None:
+def _pump(
+    client: ssl.SSLObject,
+    server: ssl.SSLObject,
+    c2s: ssl.MemoryBIO,
+    s2c: ssl.MemoryBIO,
+    c_in: ssl.MemoryBIO,
+    s_in: ssl.MemoryBIO,
+) -> None:
     # Drive both ends until both report a finished handshake; bounded, never spins.
     done = {"client": False, "server": False}
     for _ in range(20):

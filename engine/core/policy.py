@@ -223,16 +223,17 @@ def _build(
         raise _fail(
             "mode must be 'enforce', 'testing' or 'none'", n, "mode", raw_mode, "POL-4", source
         )
-    raw_age, n = first["max_age"]
+    raw_age, age_line = first["max_age"]
     if _MAX_AGE_RE.fullmatch(raw_age) is None:
         # RFC 8461 §3.2 / POL-5: 1*10(DIGIT); leading zeros allowed.
-        raise _fail("max_age must be 1 to 10 digits", n, "max_age", raw_age, "POL-5", source)
+        raise _fail("max_age must be 1 to 10 digits", age_line, "max_age", raw_age, "POL-5", source)
     # AMB-1 (erratum 7282): parse all 10 digits, then clamp to one year instead of rejecting.
     max_age = min(int(raw_age), MAX_AGE_CEILING)
     if not mx and mode is not Mode.NONE:
-        # RFC 8461 §3.2 / POL-2: at least one mx unless mode is none.
+        # RFC 8461 §3.2 / POL-2: at least one mx unless mode is none (reported at the mode line).
+        n = first["mode"][1]
         raise _fail(
-            f"mode {mode.value!r} needs at least one mx line", None, "mx", None, "POL-2", source
+            f"mode {mode.value!r} needs at least one mx line", n, "mx", None, "POL-2", source
         )
     # POL-2(c), decided: ``mode: none`` without any mx line is VALID. The RFC requires mx
     # only for the other modes, and a none policy never checks MX hosts; the strict reading

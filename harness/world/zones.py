@@ -400,7 +400,9 @@ _RECORD_FIELDS: dict[str, tuple[str, ...]] = {
 def _keys(d: Mapping[str, Any], where: str, required: set[str], optional: set[str]) -> None:
     unknown = sorted(set(d) - required - optional)
     if unknown:
-        raise ZoneError(f"{where}.{unknown[0]}: unknown key (allowed: {sorted(required | optional)})")
+        raise ZoneError(
+            f"{where}.{unknown[0]}: unknown key (allowed: {sorted(required | optional)})"
+        )
     missing = sorted(required - set(d))
     if missing:
         raise ZoneError(f"{where}.{missing[0]}: missing key")
