@@ -89,6 +89,6 @@ def write_bundle(
         os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a file that already exists
         with os.fdopen(fd, "wb") as f:
             f.write(cert.private_key_pem)
-        files.chain_file.write_bytes(cert.chain_file_pem)
+        files.chain_file.write_bytes(cert.chain_pem)
         hosts[host] = files
     return BundlePaths(ca_file=ca_file, hosts=hosts)

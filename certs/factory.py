@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 The certificate authorities are trustme CAs, made on first use: a trusted
 root (the one the engine under test trusts), an untrusted root, and one
-intermediate below the trusted root. Leaves are built here with
-``cryptography`` and signed with the CA's key, because the profiles need
+intermediate below the trusted root. Leaves are built by :mod:`certs._leaf`
+with ``cryptography`` and signed with the CA's key, because the profiles need
 shapes trustme does not make (no SAN at all, self-signed leaves) and because
 trustme draws a new key per certificate.
 
@@ -25,105 +25,30 @@ factory's reference time, fixed when the factory is made.
 
 from __future__ import annotations
 
-import ipaddress
 import shutil
 import ssl
 import tempfile
-import threading
 import time
 import weakref
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import trustme
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
 
+from certs._leaf import Signer, as_datetime, build_leaf, carried_names, leaf_key, signer
 from certs.errors import CertError
 from certs.issued import IssuedCert
 from certs.profiles import (
     PROFILE_SPECS,
-    WRONG_NAME,
     CertProfile,
     IssuerKind,
     KeyType,
-    NameRule,
     Validity,
 )
 from certs.tls import Trust, client_context
 
 __all__ = ["CertFactory"]
-
-_PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
-_ORG = x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mta-sts-harness")
-
-
-class _RsaPool:
-    """RSA-2048 keys, generated once per process and handed out by position."""
-
-    def __init__(self) -> None:
-        self._keys: list[rsa.RSAPrivateKey] = []
-        self._lock = threading.Lock()
-
-    def get(self, index: int) -> rsa.RSAPrivateKey:
-        with self._lock:
-            while len(self._keys) <= index:
-                self._keys.append(rsa.generate_private_key(public_exponent=65537, key_size=2048))
-            return self._keys[index]
-
-
-_RSA_POOL = _RsaPool()
-
-
-@dataclass(frozen=True, slots=True)
-class _Signer:
-    cert: x509.Certificate
-    key: _PrivateKey
-    path_der: tuple[bytes, ...]  # this CA up to its root
-
-
-def _signer(ca: trustme.CA, below: _Signer | None = None) -> _Signer:
-    cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
-    key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), password=None)
-    assert isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey), type(key)
-    der = cert.public_bytes(serialization.Encoding.DER)
-    return _Signer(cert, key, (der, *(below.path_der if below else ())))
-
-
-def _as_datetime(now: float | datetime) -> datetime:
-    if isinstance(now, datetime):
-        when = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
-    else:
-        when = datetime.fromtimestamp(now, UTC)
-    return when.replace(microsecond=0)  # X.509 times have whole seconds
-
-
-def _general_name(name: str) -> x509.GeneralName:
-    try:
-        return x509.IPAddress(ipaddress.ip_address(name))
-    except ValueError:
-        pass
-    if not name or name.startswith(".") or ".." in name or name.endswith("."):
-        raise CertError(f"not a host name: {name!r}", value=name)
-    try:  # cryptography wants A-labels; keep a leading "*" label as is
-        labels = [
-            lab if lab == "*" or lab.isascii() else lab.encode("idna").decode("ascii")
-            for lab in name.split(".")
-        ]
-    except UnicodeError as exc:
-        raise CertError(f"cannot encode {name!r} as an A-label name: {exc}", value=name) from None
-    return x509.DNSName(".".join(labels))
-
-
-def _wildcard(name: str) -> str:
-    # RFC 6125 §6.4.3: the wildcard is the whole left-most label of the name's parent.
-    _, _, parent = name.partition(".")
-    if "." not in parent:
-        raise CertError(f"no wildcard parent with two or more labels for {name!r}", value=name)
-    return f"*.{parent}"
 
 
 class CertFactory:
@@ -139,9 +64,9 @@ class CertFactory:
         self, *, key_type: KeyType | str = KeyType.ECDSA, now: float | datetime | None = None
     ) -> None:
         self.key_type = KeyType(key_type)
-        self.now = _as_datetime(time.time() if now is None else now)
+        self.now = as_datetime(time.time() if now is None else now)
         self._cas: dict[IssuerKind, trustme.CA] = {}
-        self._signers: dict[IssuerKind, _Signer] = {}
+        self._signers: dict[IssuerKind, Signer] = {}
         self._cache: dict[tuple[object, ...], IssuedCert] = {}
         self._rsa_drawn = 0
         self._tmpdir: Path | None = None
@@ -161,12 +86,12 @@ class CertFactory:
                 raise RuntimeError(f"no CA for issuer kind {kind!r}")
         return self._cas[kind]
 
-    def _signer(self, kind: IssuerKind) -> _Signer:
+    def _signer(self, kind: IssuerKind) -> Signer:
         if kind not in self._signers:
             below = (
                 self._signer(IssuerKind.TRUSTED_ROOT) if kind is IssuerKind.INTERMEDIATE else None
             )
-            self._signers[kind] = _signer(self._ca(kind), below)
+            self._signers[kind] = signer(self._ca(kind), below)
         return self._signers[kind]
 
     @property
@@ -244,13 +169,6 @@ class CertFactory:
 
     # -- leaves --------------------------------------------------------------------------
 
-    def _leaf_key(self, key_type: KeyType) -> _PrivateKey:
-        if key_type is KeyType.ECDSA:
-            return ec.generate_private_key(ec.SECP256R1())
-        key = _RSA_POOL.get(self._rsa_drawn)
-        self._rsa_drawn += 1
-        return key
-
     def issue(
         self,
         *names: str,
@@ -284,7 +202,7 @@ class CertFactory:
         profile = CertProfile(profile)
         spec = PROFILE_SPECS[profile]
         leaf_key_type = self.key_type if key_type is None else KeyType(key_type)
-        when = self.now if now is None else _as_datetime(now)
+        when = self.now if now is None else as_datetime(now)
         window = spec.validity if validity is None else validity
         cache_key = (profile, names, leaf_key_type, when, window, include_root)
         cached = self._cache.get(cache_key)
@@ -303,71 +221,29 @@ class CertFactory:
         include_root: bool,
     ) -> IssuedCert:
         spec = PROFILE_SPECS[profile]
-        carried = {
-            NameRule.REQUESTED: names,
-            NameRule.WRONG: (WRONG_NAME,),
-            NameRule.WILDCARD: tuple(dict.fromkeys(_wildcard(n) for n in names)),
-            NameRule.CN_ONLY: (),
-        }[spec.names]
-        common_name = (carried or names)[0]
-        general_names = [_general_name(n) for n in (carried or names)]  # validates CN_ONLY too
-        key = self._leaf_key(key_type)
-        subject = x509.Name([_ORG, x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        signer = None if spec.issuer is IssuerKind.SELF else self._signer(spec.issuer)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject if signer is None else signer.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(when + window.start)
-            .not_valid_after(when + window.end)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
-                critical=False,
-            )
+        carried = carried_names(spec.names, names)
+        by = None if spec.issuer is IssuerKind.SELF else self._signer(spec.issuer)
+        key = leaf_key(key_type, self._rsa_drawn)
+        if key_type is KeyType.RSA:
+            self._rsa_drawn += 1
+        cert, san = build_leaf(
+            key=key,
+            by=by,
+            common_name=(carried or names)[0],
+            san=carried,
+            not_before=when + window.start,
+            not_after=when + window.end,
         )
-        if carried:  # CN_ONLY: no subjectAltName extension at all (CERT-7)
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(general_names), critical=False
-            )
-        if signer is not None:
-            # A self-signed leaf carries no keyUsage: with one lacking keyCertSign, OpenSSL
-            # would not see it as self-issued and report a missing issuer instead.
-            builder = builder.add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=key_type is KeyType.RSA,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            ).add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
-                    signer.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-                ),
-                critical=False,
-            )
-        cert = builder.sign(key if signer is None else signer.key, hashes.SHA256())
         leaf_der = cert.public_bytes(serialization.Encoding.DER)
-        path = (leaf_der, *(signer.path_der if signer else ()))
+        path = (leaf_der, *(by.path_ders if by else ()))
         sent = path[:2] if spec.sends_intermediate else path[:1]
         if include_root and len(path) > len(sent):
             sent = (*sent, path[-1])
         return IssuedCert(
             profile=profile,
             names=names,
-            san=tuple(str(g.value) for g in general_names) if carried else (),
-            common_name=common_name,
+            san=san,
+            common_name=(carried or names)[0],
             key_type=key_type,
             not_before=cert.not_valid_before_utc,
             not_after=cert.not_valid_after_utc,
@@ -377,7 +253,7 @@ class CertFactory:
                 serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
             ),
-            chain_der=sent,
-            path_der=path,
+            chain_ders=sent,
+            path_ders=path,
             trusted_root_pem=self.ca_bundle_pem,
         )

@@ -1,8 +1,8 @@
 """An issued certificate: the bytes a server needs, and the data a zone publishes about it.
 
 An :class:`IssuedCert` is a value. It holds DER only (PEM is derived), the
-private key, the chain the server *sends* (``chain_der``) and, apart from
-that, the chain the certificate *verifies* through (``path_der``: leaf up to
+private key, the chain the server *sends* (``chain_ders``) and, apart from
+that, the chain the certificate *verifies* through (``path_ders``: leaf up to
 and including its root). The two differ on purpose for some profiles
 (missing-intermediate sends less than the path; ``include_root`` sends more).
 TLSA data is computed by the engine's own :func:`engine.core.tlsa.tlsa_rdata_for`,
@@ -45,8 +45,8 @@ class IssuedCert:
         not_after: notAfter, timezone-aware UTC, as encoded.
         leaf_der: the leaf certificate, DER.
         private_key_pem: the leaf's private key, PEM (PKCS#8, unencrypted).
-        chain_der: what the server sends, leaf first.
-        path_der: the verification path, leaf first, ending at its root (self-signed: the leaf).
+        chain_ders: what the server sends, leaf first.
+        path_ders: the verification path, leaf first, ending at its root (self-signed: the leaf).
         trusted_root_pem: the root a sender is meant to trust (the issuing factory's).
     """
 
@@ -59,8 +59,8 @@ class IssuedCert:
     not_after: datetime
     leaf_der: bytes
     private_key_pem: bytes
-    chain_der: tuple[bytes, ...]
-    path_der: tuple[bytes, ...]
+    chain_ders: tuple[bytes, ...]
+    path_ders: tuple[bytes, ...]
     trusted_root_pem: bytes
 
     @property
@@ -69,24 +69,24 @@ class IssuedCert:
         return _pem(self.leaf_der)
 
     @property
-    def chain_pem(self) -> tuple[bytes, ...]:
+    def chain_pems(self) -> tuple[bytes, ...]:
         """What the server sends, leaf first, PEM."""
-        return tuple(_pem(der) for der in self.chain_der)
+        return tuple(_pem(der) for der in self.chain_ders)
 
     @property
-    def chain_file_pem(self) -> bytes:
-        """The sent chain as one PEM file (leaf first), as servers load it."""
-        return b"".join(self.chain_pem)
+    def chain_pem(self) -> bytes:
+        """The sent chain as one PEM file, leaf first (as servers and ``harness.world`` take it)."""
+        return b"".join(self.chain_pems)
 
     @property
     def anchor_der(self) -> bytes:
-        """The root at the end of :attr:`path_der` (the leaf itself when self-signed)."""
-        return self.path_der[-1]
+        """The root at the end of :attr:`path_ders` (the leaf itself when self-signed)."""
+        return self.path_ders[-1]
 
     @property
     def issuer_der(self) -> bytes:
         """The certificate that signed the leaf (the leaf itself when self-signed)."""
-        return self.path_der[1] if len(self.path_der) > 1 else self.path_der[0]
+        return self.path_ders[1] if len(self.path_ders) > 1 else self.path_ders[0]
 
     def server_context(
         self,
@@ -108,7 +108,7 @@ class IssuedCert:
         from certs.tls import server_context  # certs.tls imports this module for typing
 
         return server_context(
-            self.private_key_pem + self.chain_file_pem,
+            self.private_key_pem + self.chain_pem,
             min_version=min_version,
             max_version=max_version,
         )
@@ -120,7 +120,7 @@ class IssuedCert:
             usage: 3 DANE-EE or 1 PKIX-EE (the leaf), 2 DANE-TA or 0 PKIX-TA (a CA).
             selector: 0 full certificate, 1 SubjectPublicKeyInfo.
             mtype: 0 exact, 1 SHA-256, 2 SHA-512.
-            depth: which certificate of :attr:`path_der` to publish (0 leaf, 1 its
+            depth: which certificate of :attr:`path_ders` to publish (0 leaf, 1 its
                 issuer, ..., -1 the root). Default: the leaf for usages 1 and 3; the
                 issuing CA for usages 0 and 2 (the leaf itself when self-signed).
 
@@ -134,12 +134,12 @@ class IssuedCert:
         if usage not in _EE_USAGES | _TA_USAGES:
             raise CertError(f"TLSA usage {usage!r} is not 0..3", value=usage)
         if depth is None:
-            depth = 0 if usage in _EE_USAGES else min(1, len(self.path_der) - 1)
+            depth = 0 if usage in _EE_USAGES else min(1, len(self.path_ders) - 1)
         try:
-            cert_der = self.path_der[depth]
+            cert_der = self.path_ders[depth]
         except IndexError:
             raise CertError(
-                f"depth {depth!r} is outside the {len(self.path_der)}-certificate path",
+                f"depth {depth!r} is outside the {len(self.path_ders)}-certificate path",
                 value=depth,
             ) from None
         try:

@@ -27,12 +27,14 @@ class HandshakeResult:
         server_error: the server's exception, or None.
         version: the negotiated version (``"TLSv1.3"``) when the client completed, else None.
         cipher: the negotiated cipher name when the client completed, else None.
+        peer_cert_der: the leaf the client received, when it completed, else None.
     """
 
     client_error: Exception | None
     server_error: Exception | None
     version: str | None
     cipher: str | None
+    peer_cert_der: bytes | None
 
     @property
     def ok(self) -> bool:
@@ -84,6 +86,7 @@ def loopback_handshake(
         thread = threading.Thread(target=serve, name=f"tls-server-{port}", daemon=True)
         thread.start()
         version = cipher = None
+        peer: bytes | None = None
         client_error: Exception | None = None
         try:
             with (
@@ -93,6 +96,7 @@ def loopback_handshake(
                 version = tls.version()
                 cipher_info = tls.cipher()
                 cipher = cipher_info[0] if cipher_info else None
+                peer = tls.getpeercert(binary_form=True)
         except OSError as exc:
             client_error = exc
         thread.join(timeout)
@@ -103,4 +107,5 @@ def loopback_handshake(
         server_error=server_errors[0] if server_errors else None,
         version=version,
         cipher=cipher,
+        peer_cert_der=peer,
     )

@@ -31,13 +31,16 @@ class UsageError(Exception):
     """A user mistake outside the parsed grammar (missing file, bad quoting): exit status 2."""
 
 
-def command_group(subparsers: Subparsers, name: str, *, help: str) -> Subparsers:
+def command_group(
+    subparsers: Subparsers, name: str, *, help: str, epilog: str | None = None
+) -> Subparsers:
     """The subparsers of group ``name``, created on first use.
 
     Args:
         subparsers: the top-level subparsers (as handed to ``register``).
         name: the group word, e.g. ``"policy"``.
         help: one line for the top-level ``--help``; used only when the group is new.
+        epilog: examples for the group's ``--help``; used only when the group is new.
 
     Returns:
         The group's own subparsers, to add leaf commands to.
@@ -46,7 +49,13 @@ def command_group(subparsers: Subparsers, name: str, *, help: str) -> Subparsers
     if existing is not None:
         group: Subparsers = existing.get_default(_GROUP_KEY)
         return group
-    parser = subparsers.add_parser(name, help=help, description=help)
+    parser = subparsers.add_parser(
+        name,
+        help=help,
+        description=help,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     group = parser.add_subparsers(title="commands", metavar="COMMAND")
     parser.set_defaults(**{_GROUP_KEY: group, "handler": None, "group_parser": parser})
     return group

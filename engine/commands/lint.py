@@ -53,7 +53,12 @@ and \\\\ escape, and \\DDD is a decimal byte. An unquoted argument is one string
 
 def register(subparsers: Subparsers) -> None:
     """Add ``policy lint`` and ``txt lint``."""
-    policy = command_group(subparsers, "policy", help="MTA-STS policy bodies (RFC 8461 §3.2)")
+    policy = command_group(
+        subparsers,
+        "policy",
+        help="MTA-STS policy bodies (RFC 8461 §3.2)",
+        epilog="example:\n  sts-engine policy lint fixtures/policies/valid/enforce-basic.txt\n",
+    )
     lint = policy.add_parser(
         "lint",
         help="parse a policy body and print it as JSON",
@@ -64,7 +69,12 @@ def register(subparsers: Subparsers) -> None:
     lint.add_argument("file", metavar="FILE", help="policy body file, or - for stdin")
     lint.set_defaults(handler=_lint_policy)
 
-    txt = command_group(subparsers, "txt", help="_mta-sts and _smtp._tls TXT records")
+    txt = command_group(
+        subparsers,
+        "txt",
+        help="_mta-sts and _smtp._tls TXT records",
+        epilog="example:\n  sts-engine txt lint 'v=STSv1; id=20240101'\n",
+    )
     tlint = txt.add_parser(
         "lint",
         help="select and parse a TXT RRset and print the record as JSON",

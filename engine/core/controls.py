@@ -270,77 +270,39 @@ class DecisionRow:
 _DANE_ON = (DaneOption.OPPORTUNISTIC, DaneOption.MANDATORY)
 _S = DaneStatus
 
+# fmt: off
+# The table reads like seg-behaviour.md §2.1: (row, citation, condition, outcome).
 DECISION_TABLE: tuple[DecisionRow, ...] = (
-    DecisionRow(
-        1,
-        "SEG §2.1 row 1 [SEED]: T = No: plain SMTP, no STARTTLS, no DANE, no MTA-STS",
-        lambda f: f.tls is TlsSetting.NO,
-        RowOutcome.PLAIN,
-    ),
-    DecisionRow(
-        2,
-        "SEG §2.1 row 2 [SEED]: DANE usable and passing: TLS authenticated by DANE",
-        lambda f: f.option in _DANE_ON and f.dane in (_S.USABLE, _S.USABLE_PASS),
-        RowOutcome.DANE,
-    ),
-    DecisionRow(
-        3,
-        "SEG §2.1 row 3 [SEED]: Mandatory DANE failed or not applicable: not delivered, deferred",
-        lambda f: (
-            f.option is DaneOption.MANDATORY
-            and f.dane in (_S.USABLE_FAIL, _S.NOT_APPLICABLE, _S.UNUSABLE_ONLY)
-        ),
-        RowOutcome.DEFER,
-    ),
-    DecisionRow(
-        4,
-        "SEG §2.1 row 4 [INF] / RFC 7672 §2.2.3: DANE DNS error: deferred (temporary)",
-        lambda f: f.option in _DANE_ON and f.dane is _S.DNS_ERROR,
-        RowOutcome.DEFER,
-    ),
-    DecisionRow(
-        5,
-        "SEG §2.1 row 5 [INF] / RFC 7672 §2.2: Opportunistic DANE failed: deferred",
-        lambda f: f.option is DaneOption.OPPORTUNISTIC and f.dane is _S.USABLE_FAIL,
-        RowOutcome.DEFER_OR_CONTINUE,
-    ),
-    DecisionRow(
-        6,
-        "SEG §2.1 row 6 [SEED]: DANE not applicable or off: go on to the MTA-STS rows",
-        lambda f: f.option is DaneOption.NONE or f.dane in (_S.NOT_APPLICABLE, _S.UNUSABLE_ONLY),
-        RowOutcome.CONTINUE,
-    ),
-    DecisionRow(
-        7,
-        "SEG §2.1 row 7 [SEED]: MTA-STS off, or SMTP-routed domain: deliver under T",
-        lambda f: not f.sts_on or f.routed,
-        RowOutcome.UNDER_T,
-    ),
-    DecisionRow(
-        8,
-        "SEG §2.1 row 8 [SEED]: no MTA-STS policy (absent / skipped): deliver under T",
-        lambda f: f.sts is None,
-        RowOutcome.UNDER_T,
-    ),
-    DecisionRow(
-        9,
-        "SEG §2.1 row 9 [INF] / RFC 8461 §5: mode none: policy ignored, deliver under T",
-        lambda f: f.sts is Mode.NONE,
-        RowOutcome.UNDER_T,
-    ),
-    DecisionRow(
-        10,
-        "SEG §2.1 row 10 [INF] / RFC 8461 §5: testing: check and report, deliver under T",
-        lambda f: f.sts is Mode.TESTING,
-        RowOutcome.STS_TESTING,
-    ),
-    DecisionRow(
-        11,
-        "SEG §2.1 row 11 [SEED] / RFC 8461 §5: enforce: MX allow-list, TLS >= 1.2, verified cert",
-        lambda f: f.sts is Mode.ENFORCE,
-        RowOutcome.STS_ENFORCE,
-    ),
+    DecisionRow(1, "SEG §2.1 row 1 [SEED]: T = No: plain SMTP; DANE and MTA-STS not evaluated",
+                lambda f: f.tls is TlsSetting.NO, RowOutcome.PLAIN),
+    DecisionRow(2, "SEG §2.1 row 2 [SEED]: DANE usable and passing: TLS authenticated by DANE",
+                lambda f: f.option in _DANE_ON and f.dane in (_S.USABLE, _S.USABLE_PASS),
+                RowOutcome.DANE),
+    DecisionRow(3, "SEG §2.1 row 3 [SEED]: Mandatory DANE failed or not applicable: deferred",
+                lambda f: f.option is DaneOption.MANDATORY
+                and f.dane in (_S.USABLE_FAIL, _S.NOT_APPLICABLE, _S.UNUSABLE_ONLY),
+                RowOutcome.DEFER),
+    DecisionRow(4, "SEG §2.1 row 4 [INF] / RFC 7672 §2.2.3: DANE DNS error: deferred (temporary)",
+                lambda f: f.option in _DANE_ON and f.dane is _S.DNS_ERROR, RowOutcome.DEFER),
+    DecisionRow(5, "SEG §2.1 row 5 [INF] / RFC 7672 §2.2: Opportunistic DANE failed: deferred",
+                lambda f: f.option is DaneOption.OPPORTUNISTIC and f.dane is _S.USABLE_FAIL,
+                RowOutcome.DEFER_OR_CONTINUE),
+    DecisionRow(6, "SEG §2.1 row 6 [SEED]: DANE not applicable or off: on to the MTA-STS rows",
+                lambda f: f.option is DaneOption.NONE
+                or f.dane in (_S.NOT_APPLICABLE, _S.UNUSABLE_ONLY),
+                RowOutcome.CONTINUE),
+    DecisionRow(7, "SEG §2.1 row 7 [SEED]: MTA-STS off, or SMTP-routed domain: deliver under T",
+                lambda f: not f.sts_on or f.routed, RowOutcome.UNDER_T),
+    DecisionRow(8, "SEG §2.1 row 8 [SEED]: no MTA-STS policy (absent/skipped): deliver under T",
+                lambda f: f.sts is None, RowOutcome.UNDER_T),
+    DecisionRow(9, "SEG §2.1 row 9 [INF] / RFC 8461 §5: mode none: policy ignored, under T",
+                lambda f: f.sts is Mode.NONE, RowOutcome.UNDER_T),
+    DecisionRow(10, "SEG §2.1 row 10 [INF] / RFC 8461 §5: testing: check, report, deliver under T",
+                lambda f: f.sts is Mode.TESTING, RowOutcome.STS_TESTING),
+    DecisionRow(11, "SEG §2.1 row 11 [SEED] / RFC 8461 §5: enforce: MX list, TLS>=1.2, verified",
+                lambda f: f.sts is Mode.ENFORCE, RowOutcome.STS_ENFORCE),
 )
+# fmt: on
 
 _UNUSABLE_NOTE = "; RFC 7672 §2.2 / AMB-28: unusable TLSA only: TLS mandatory, unauthenticated"
 

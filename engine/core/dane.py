@@ -144,9 +144,11 @@ def dane_verify(
         if rec.usage == Usage.DANE_EE:
             # RFC 7672 §3.1.1: the leaf must match; names and expiry are not checked (AMB-27).
             if record_matches(rec, certs[0].der):
-                return DaneVerdict(True, f"leaf matches DANE-EE record {rec}", record=rec, depth=0)
+                return DaneVerdict(
+                    True, f"leaf matches DANE-EE record {_short(rec)}", record=rec, depth=0
+                )
             outcome = _Failure(
-                _Stage.NO_MATCH, ResultType.TLSA_INVALID, f"leaf does not match {rec}", rec
+                _Stage.NO_MATCH, ResultType.TLSA_INVALID, f"leaf does not match {_short(rec)}", rec
             )
         else:
             outcome = _verify_ta(certs, rec, refs, when)
@@ -198,26 +200,19 @@ def _verify_ta(
             _Stage.NO_PATH, ResultType.VALIDATION_FAILURE, "leaf certificate is not valid DER", rec
         )
     external = _dns_anchor(rec)
-    best = _Failure(
-        _Stage.NO_MATCH,
-        ResultType.TLSA_INVALID,
-        f"no certificate above the leaf matches DANE-TA record {rec}",  # RFC 7672 §3.1.2; DANE-28
-        rec,
-    )
+    # RFC 7672 §3.1.2: a DANE-TA record must match an issuer, not the leaf (DANE-28).
+    why = f"no certificate above the leaf matches DANE-TA record {_short(rec)}"
+    best = _Failure(_Stage.NO_MATCH, ResultType.TLSA_INVALID, why, rec)
     if external is not None or any(record_matches(rec, c.der) for c in certs[1:]):
-        best = _Failure(
-            _Stage.NO_PATH,
-            ResultType.CERTIFICATE_NOT_TRUSTED,
-            f"no signature path from the leaf to the trust anchor of {rec}",
-            rec,
-        )
+        why = f"no signature path from the leaf to the trust anchor of {_short(rec)}"
+        best = _Failure(_Stage.NO_PATH, ResultType.CERTIFICATE_NOT_TRUSTED, why, rec)
     for below, anchor in _paths(certs, rec, external):
         failure = _check_path(below, anchor, rec, refs, when)
         if failure is None:
             where = "DNS" if anchor.depth is None else f"chain[{anchor.depth}]"
             return DaneVerdict(
                 True,
-                f"DANE-TA record {rec} anchors a valid path of {len(below)} from {where}",
+                f"DANE-TA record {_short(rec)}: {len(below)} cert(s) chain to the TA in {where}",
                 record=rec,
                 depth=anchor.depth,
             )
@@ -280,26 +275,14 @@ def _check_path(
         assert c.cert is not None
         # DANE-31: below the TA the usual validity dates apply (unlike DANE-EE).
         if when > c.cert.not_valid_after_utc:
-            return _Failure(
-                _Stage.DATES,
-                ResultType.CERTIFICATE_EXPIRED,
-                f"chain[{c.index}] expired at {c.cert.not_valid_after_utc.isoformat()}",
-                rec,
-            )
+            why = f"chain[{c.index}] expired at {c.cert.not_valid_after_utc.isoformat()}"
+            return _Failure(_Stage.DATES, ResultType.CERTIFICATE_EXPIRED, why, rec)
         if when < c.cert.not_valid_before_utc:
-            return _Failure(
-                _Stage.DATES,
-                ResultType.VALIDATION_FAILURE,
-                f"chain[{c.index}] not valid before {c.cert.not_valid_before_utc.isoformat()}",
-                rec,
-            )
+            why = f"chain[{c.index}] not valid before {c.cert.not_valid_before_utc.isoformat()}"
+            return _Failure(_Stage.DATES, ResultType.VALIDATION_FAILURE, why, rec)
     if not any(_name_matches(p, r) for p in presented for r in refs):
-        return _Failure(
-            _Stage.NAMES,
-            ResultType.CERTIFICATE_HOST_MISMATCH,
-            f"leaf names {presented!r} match none of the reference IDs {refs!r}",
-            rec,
-        )
+        why = f"leaf names {presented!r} match none of the reference IDs {refs!r}"
+        return _Failure(_Stage.NAMES, ResultType.CERTIFICATE_HOST_MISMATCH, why, rec)
     return None
 
 
@@ -362,6 +345,11 @@ def _name_matches(presented: str, ref: str) -> bool:
     # RFC 7672 §3.2.3: '*' only as the whole left-most label, standing for exactly one label.
     label, dot, tail = ref.partition(".")
     return bool(label and dot) and tail == rest
+
+
+def _short(rec: Tlsa) -> str:
+    text = rec.to_text()
+    return text if len(text) <= 80 else f"{text[:72]}… ({len(rec.data)} octets)"
 
 
 def _norm(name: str) -> str:

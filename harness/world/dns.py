@@ -1,30 +1,18 @@
-"""FakeDns: a validating-resolver look-alike for the simulated world, over UDP and TCP.
+"""FakeDns: the simulated world's DNS, served over UDP and TCP on one loopback port.
 
 Theory of operation
 -------------------
-The engine talks to FakeDns as it would to a trusted validating recursive
-resolver on loopback (RFC 7672 §2.1.1): it sends queries with DO set and reads
-the AD bit. FakeDns does not sign anything; each RRset's DNSSEC status comes
-from its zone (``harness.world.zones``) and is turned into what such a resolver
-would say: secure data gets AD=1, insecure data AD=0, bogus data SERVFAIL with
-an EDE option 6 (RFC 8914 §4.7).
+FakeDns holds the world's zones, the behaviour rules and the query log; how one
+query is answered lives in ``harness.world.dns_answer`` (sans-IO), and the zone
+data in ``harness.world.zones``. This module is the I/O shell around them.
 
-One query is handled in three steps, all synchronous and in memory:
-
-1. ``respond()`` (sans-IO) parses the wire query with dnslib.
-2. ``_walk()`` follows the question through the zones the way a recursive
-   resolver would, CNAME by CNAME, consulting the behaviour rules at every name
-   on the way. The first rule that is not ``answer`` decides the outcome;
-   ``delay_ms`` is the largest delay of any rule met.
-3. ``_reply()`` encodes the outcome: the answer chain, a synthetic SOA for
-   negative answers, OPT (only when the query had one), AD, TC.
-
-The I/O shell is two asyncio protocols on one port of one loopback address:
-TCP is bound first on port 0, then UDP on the port TCP got, retrying when UDP
-finds it taken. Delayed replies are ``call_later`` timers, so no task is ever
-created. Teardown stops listening, aborts open TCP connections, cancels
-pending timers and waits for every transport's ``connection_lost``, so when
-``__aexit__`` returns no socket is left open.
+Both transports listen on one port of one loopback address: TCP is bound first
+on port 0, then UDP on the port TCP got, retrying when UDP finds it taken. Both
+are plain asyncio protocols in the caller's event loop (no threads). Delayed
+replies are ``call_later`` timers, so no task is ever created. Teardown stops
+listening, aborts open TCP connections, cancels pending timers and waits for
+every transport's ``connection_lost``, so when ``__aexit__`` returns no socket is
+left open.
 """
 
 from __future__ import annotations
@@ -32,121 +20,18 @@ from __future__ import annotations
 import asyncio
 import errno
 import itertools
-import struct
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
 from types import MappingProxyType, TracebackType
 from typing import Any
 
-import dnslib
+from harness.world.dns_answer import Behaviour, LoggedQuery, Rule, Transport, answer
+from harness.world.dns_records import RData, ZoneError, canonical_name, check_loopback
+from harness.world.zones import DnssecStatus, Zone
 
-from harness.world.zones import (
-    AAAA,
-    CNAME,
-    MX,
-    TLSA,
-    TXT,
-    A,
-    DnssecStatus,
-    RData,
-    Record,
-    Zone,
-    ZoneError,
-    canonical_name,
-    check_loopback,
-)
+__all__ = ["FakeDns"]
 
-__all__ = ["Behaviour", "FakeDns", "LoggedQuery", "Transport"]
-
-
-class Behaviour(StrEnum):
-    """How FakeDns misbehaves for a (name, type), or for every type at a name."""
-
-    ANSWER = "answer"  # answer normally (useful with delay_ms)
-    NXDOMAIN = "nxdomain"
-    NODATA = "nodata"
-    SERVFAIL = "servfail"
-    REFUSED = "refused"
-    DROP = "drop"  # no reply at all: the client times out
-    TRUNCATE = "truncate"  # UDP: TC=1 and no records; TCP: the full answer
-    GARBAGE = "garbage"  # bytes that are not a DNS message
-
-
-class Transport(StrEnum):
-    """The transport a query arrived on."""
-
-    UDP = "udp"
-    TCP = "tcp"
-
-
-@dataclass(frozen=True, slots=True)
-class LoggedQuery:
-    """One query as FakeDns saw and answered it.
-
-    Attributes:
-        seq: 0, 1, 2 ... in arrival order.
-        qname: canonical query name (lower case, no trailing dot).
-        qtype: type mnemonic, e.g. ``"TXT"``, or ``"TYPE65280"``.
-        transport: ``udp`` or ``tcp``.
-        do: the query's EDNS DO bit.
-        rcode: the rcode sent (``"NOERROR"``, ``"NXDOMAIN"`` ...); None when nothing or
-            garbage was sent.
-        ad: the AD bit sent.
-        tc: the TC bit sent.
-        answers: the answer section in presentation format.
-        behaviour: the rule that applied, if any.
-    """
-
-    seq: int
-    qname: str
-    qtype: str
-    transport: Transport
-    do: bool
-    rcode: str | None
-    ad: bool
-    tc: bool
-    answers: tuple[str, ...]
-    behaviour: Behaviour | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Rule:
-    behaviour: Behaviour
-    delay_ms: int
-
-
-@dataclass(slots=True)
-class _Outcome:
-    rcode: int = 0
-    chain: list[tuple[dnslib.DNSLabel, Record]] = field(default_factory=list)
-    statuses: list[tuple[DnssecStatus, Zone | None]] = field(default_factory=list)
-    soa: Zone | None = None  # zone whose SOA goes in the authority section
-    behaviour: Behaviour | None = None
-    delay_ms: int = 0
-
-
-_MAX_UDP = 1232  # our EDNS buffer size (DNS flag day 2020)
-_MAX_CHAIN = 16
-_EDE, _EDE_DNSSEC_BOGUS = 15, 6  # RFC 8914 §4: EXTENDED-ERROR option, info-code 6
-_GARBAGE = b"\xff\xfe this is not a DNS message \x00\x00"
 _BIND_ATTEMPTS = 20
 _Send = Callable[[bytes], None]
-
-
-def _rdata(rd: RData) -> dnslib.RD:
-    match rd:
-        case A(address) | AAAA(address):
-            return dnslib.A(address) if isinstance(rd, A) else dnslib.AAAA(address)
-        case MX(preference, exchange):
-            return dnslib.MX(exchange + ".", preference)
-        case TXT(strings):
-            return dnslib.TXT(list(strings))
-        case CNAME(target):
-            return dnslib.CNAME(target + ".")
-        case TLSA(usage, selector, mtype, data):
-            return dnslib.TLSA(usage, selector, mtype, data)
-    raise AssertionError(f"unhandled RDATA {rd!r}")
 
 
 class FakeDns:
@@ -176,7 +61,7 @@ class FakeDns:
         self._host = check_loopback(address)
         self._ad_requires_do = ad_requires_do
         self._zones: dict[str, Zone] = {z.apex: z for z in zones}
-        self._rules: dict[tuple[str, str], _Rule] = {}
+        self._rules: dict[tuple[str, str], Rule] = {}
         self._log: list[LoggedQuery] = []
         self._seq = itertools.count()
         self._port: int | None = None
@@ -314,7 +199,7 @@ class FakeDns:
         if delay_ms < 0:
             raise ValueError(f"delay_ms must be >= 0, got {delay_ms!r}")
         key = (canonical_name(name), "*" if rrtype is None else rrtype.upper())
-        self._rules[key] = _Rule(Behaviour(behaviour), delay_ms)
+        self._rules[key] = Rule(Behaviour(behaviour), delay_ms)
 
     def clear_behaviour(self, name: str, rrtype: str | None = None) -> None:
         """Remove the rule for ``name`` (and ``rrtype``; None is the whole-name rule)."""
@@ -359,131 +244,27 @@ class FakeDns:
         """Forget logged queries (sequence numbers keep counting)."""
         self._log.clear()
 
-    # -- answering (sans-IO) -------------------------------------------------------------
+    # -- I/O shell ----------------------------------------------------------------------
 
     def respond(self, wire: bytes, transport: Transport) -> tuple[bytes | None, int]:
-        """Answer one wire-format query and log it.
+        """Answer one wire-format query and log it, without any I/O.
 
         Returns:
             The reply bytes (None: send nothing) and the delay in milliseconds.
         """
-        query = _parse(wire)
-        if query is None:
-            self._log_query("", "", transport, False, "FORMERR", False, False, (), None)
-            # RFC 1035 §4.1.1: FORMERR, echoing the ID when there is a header.
-            return (wire[:2] + b"\x80\x01" + bytes(8) if len(wire) >= 12 else None), 0
-        q = query.q
-        qname, qtype = _name(q.qname), dnslib.QTYPE[q.qtype]
-        opt = next((rr for rr in query.ar if rr.rtype == dnslib.QTYPE.OPT), None)
-        do = bool(opt is not None and opt.edns_do)
-        out = _Outcome()
-        if q.qclass != 1:  # IN only
-            out.rcode = dnslib.RCODE.REFUSED
-        else:
-            self._walk(out, q.qname, qname, qtype, transport)
-        if out.behaviour in (Behaviour.DROP, Behaviour.GARBAGE):
-            self._log_query(qname, qtype, transport, do, None, False, False, (), out.behaviour)
-            if out.behaviour is Behaviour.DROP:
-                return None, out.delay_ms
-            return struct.pack("!H", query.header.id) + _GARBAGE, out.delay_ms
-        reply = self._reply(query, opt, out)
-        wire_out = reply.pack()
-        limit = max(512, min(opt.edns_len, _MAX_UDP)) if opt is not None else 512
-        if transport is Transport.UDP and (
-            out.behaviour is Behaviour.TRUNCATE or len(wire_out) > limit
-        ):
-            # RFC 2181 §9 / RFC 7766 §5: TC=1 without records sends the client to TCP.
-            reply.rr, reply.auth, reply.header.tc, reply.header.ad = [], [], 1, 0
-            wire_out = reply.pack()
-        answers = tuple(
-            f"{owner} {rec.ttl} IN {rec.rdata.rrtype} {rec.rdata.text()}"
-            for owner, rec in (() if reply.header.tc else out.chain)
+        result = answer(
+            wire,
+            transport,
+            next(self._seq),
+            zone_for=self.zone_for,
+            rule_for=self._rule,
+            ad_requires_do=self._ad_requires_do,
         )
-        rcode = dnslib.RCODE[reply.header.rcode]
-        h = reply.header
-        self._log_query(
-            qname, qtype, transport, do, rcode, bool(h.ad), bool(h.tc), answers, out.behaviour
-        )
-        return wire_out, out.delay_ms
+        self._log.append(result.entry)
+        return result.wire, result.delay_ms
 
-    def _log_query(self, *fields: Any) -> None:
-        self._log.append(LoggedQuery(next(self._seq), *fields))
-
-    def _rule(self, name: str, qtype: str) -> _Rule | None:
+    def _rule(self, name: str, qtype: str) -> Rule | None:
         return self._rules.get((name, qtype)) or self._rules.get((name, "*"))
-
-    def _walk(
-        self, out: _Outcome, owner: dnslib.DNSLabel, name: str, qtype: str, transport: Transport
-    ) -> None:
-        for _ in range(_MAX_CHAIN):
-            act = Behaviour.ANSWER
-            rule = self._rule(name, qtype)
-            if rule is not None and not (
-                rule.behaviour is Behaviour.TRUNCATE and transport is Transport.TCP
-            ):
-                out.delay_ms = max(out.delay_ms, rule.delay_ms)
-                act = rule.behaviour
-                if out.behaviour in (None, Behaviour.ANSWER):
-                    out.behaviour = act
-            if act in (Behaviour.DROP, Behaviour.GARBAGE, Behaviour.TRUNCATE):
-                return
-            if act in (Behaviour.SERVFAIL, Behaviour.REFUSED):
-                out.rcode = getattr(dnslib.RCODE, act.upper())
-                return
-            zone = self.zone_for(name)
-            if zone is None:  # outside every zone: nothing exists there
-                out.rcode = dnslib.RCODE.NXDOMAIN
-                out.statuses.append((DnssecStatus.INSECURE, None))
-                return
-            found = zone.lookup(name, qtype)
-            if act in (Behaviour.NXDOMAIN, Behaviour.NODATA):
-                kind, status = act.value, zone.status_of(name, qtype)
-            else:
-                kind, status = found.kind, found.status
-            out.statuses.append((status, zone))
-            if kind == "cname":
-                cname = found.records[0]
-                assert isinstance(cname.rdata, CNAME)
-                out.chain.append((owner, cname))
-                name, owner = cname.rdata.target, dnslib.DNSLabel(cname.rdata.target + ".")
-                continue
-            if kind == "data":
-                out.chain.extend((owner, r) for r in found.records)
-                return
-            out.rcode = dnslib.RCODE.NXDOMAIN if kind == "nxdomain" else 0
-            out.soa = zone
-            return
-        out.rcode, out.chain = dnslib.RCODE.SERVFAIL, []  # CNAME loop or over-long chain
-
-    def _reply(self, query: dnslib.DNSRecord, opt: dnslib.RR | None, out: _Outcome) -> Any:
-        ede = False
-        bogus = [z for s, z in out.statuses if s is DnssecStatus.BOGUS]
-        if bogus and not query.header.cd:  # RFC 4035 §3.2.2: CD=1 turns validation off
-            out.rcode, out.chain, out.soa = dnslib.RCODE.SERVFAIL, [], None
-            ede = bogus[0] is not None and bogus[0].ede
-        want_ad = not self._ad_requires_do or query.header.ad or (opt is not None and opt.edns_do)
-        secure = bool(out.statuses) and all(s is DnssecStatus.SECURE for s, _ in out.statuses)
-        header = dnslib.DNSHeader(
-            id=query.header.id, bitmap=0, qr=1, ra=1, rd=query.header.rd, cd=query.header.cd
-        )
-        header.rcode = out.rcode
-        # RFC 4035 §3.2.3 / RFC 6840 §5.8: AD only for data that validated as secure.
-        header.ad = int(secure and want_ad and out.rcode in (0, dnslib.RCODE.NXDOMAIN))
-        reply = dnslib.DNSRecord(header, q=query.q)
-        for owner, rec in out.chain:
-            rtype = getattr(dnslib.QTYPE, rec.rdata.rrtype)
-            reply.add_answer(dnslib.RR(owner, rtype, ttl=rec.ttl, rdata=_rdata(rec.rdata)))
-        if out.soa is not None:  # RFC 2308 §3: negative answers carry the SOA
-            apex = out.soa.apex + "."
-            soa = dnslib.SOA("ns." + apex, "hostmaster." + apex, (1, 3600, 600, 86400, 300))
-            reply.add_auth(dnslib.RR(apex, dnslib.QTYPE.SOA, ttl=300, rdata=soa))
-        if opt is not None:  # RFC 6891 §7: OPT in the reply only if the query had one
-            opts = [dnslib.EDNSOption(_EDE, struct.pack("!H", _EDE_DNSSEC_BOGUS))] if ede else []
-            flags = "do" if opt.edns_do else ""
-            reply.add_ar(dnslib.EDNS0(".", udp_len=_MAX_UDP, flags=flags, opts=opts))
-        return reply
-
-    # -- I/O shell ----------------------------------------------------------------------
 
     def _serve(self, wire: bytes, transport: Transport, send: _Send) -> None:
         try:
@@ -503,20 +284,6 @@ class FakeDns:
 
         timer = asyncio.get_running_loop().call_later(delay_ms / 1000, fire)
         self._timers.add(timer)
-
-
-def _parse(wire: bytes) -> Any:
-    try:
-        query = dnslib.DNSRecord.parse(wire)
-    except (dnslib.DNSError, ValueError, IndexError, struct.error):
-        return None
-    if len(query.questions) != 1 or query.header.opcode != 0 or query.header.qr:
-        return None
-    return query
-
-
-def _name(label: dnslib.DNSLabel) -> str:
-    return b".".join(label.label).decode("ascii", "backslashreplace").lower()
 
 
 class _Udp(asyncio.DatagramProtocol):

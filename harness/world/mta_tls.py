@@ -32,7 +32,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.x509.oid import NameOID
 
 __all__ = ["ServerCert", "TlsSetup", "describe_cert"]
 
@@ -62,8 +61,8 @@ def describe_cert(chain_pem: bytes) -> str:
         chain_pem: PEM text whose first certificate is the leaf.
 
     Returns:
-        ``"SAN:a,b"`` for the leaf's SAN dNSNames, or ``"CN=..."``-style
-        subject text when it has none.
+        ``"SAN:a,b"`` for the leaf's SAN dNSNames, or its subject as RFC 4514
+        text (``"CN=mx1.example.com"``) when it has none.
 
     Raises:
         ValueError: ``chain_pem`` holds no readable certificate.
@@ -77,8 +76,7 @@ def describe_cert(chain_pem: bytes) -> str:
         names = san.value.get_values_for_type(x509.DNSName)
     if names:
         return "SAN:" + ",".join(names)
-    cn = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return leaf.subject.rfc4514_string() if cn else "(empty subject)"
+    return leaf.subject.rfc4514_string() or "(empty subject)"
 
 
 def _normalise_version(version: ssl.TLSVersion | None) -> ssl.TLSVersion | None:

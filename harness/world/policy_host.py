@@ -370,7 +370,8 @@ class PolicyHost:
         while (await receive()).get("more_body", False):
             pass  # a policy GET has no body; drain whatever came
         if served is None:
-            await _respond(send, 404, [(b"content-type", b"text/plain")], b"not found\n")
+            await _start(send, 404, [(b"content-type", b"text/plain")])
+            await _body(send, b"not found\n")
         else:
             await _perform(served, conn, receive, send)
 
@@ -387,11 +388,12 @@ def _headers(r: PolicyResponse, length: int | None) -> list[tuple[bytes, bytes]]
     return out
 
 
-async def _respond(
-    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
-) -> None:
+async def _start(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _body(send: Send, data: bytes, *, more: bool = False) -> None:
+    await send({"type": "http.response.body", "body": data, "more_body": more})
 
 
 async def _until_disconnect(receive: Receive) -> None:
@@ -403,36 +405,30 @@ async def _perform(
     r: PolicyResponse, conn: Connection | None, receive: Receive, send: Send
 ) -> None:
     b = r.behaviour
-    if b is Behaviour.SERVE or b is Behaviour.REDIRECT:
-        await _respond(send, r.status, _headers(r, len(r.body)), r.body)
-    elif b is Behaviour.HANG:
-        await _until_disconnect(receive)
-    elif b is Behaviour.RESET:
-        if conn is not None:
-            conn.reset()
-        await _until_disconnect(receive)
-    elif b is Behaviour.SLOW_BODY:
-        await send(
-            {"type": "http.response.start", "status": r.status, "headers": _headers(r, len(r.body))}
-        )
+    if b in (Behaviour.HANG, Behaviour.RESET):
+        if b is Behaviour.RESET and conn is not None:
+            conn.reset()  # hypercorn then reports http.disconnect
+        return await _until_disconnect(receive)
+    if b in (Behaviour.SERVE, Behaviour.REDIRECT):
+        await _start(send, r.status, _headers(r, len(r.body)))
+        return await _body(send, r.body)
+    if b is Behaviour.SLOW_BODY:
+        await _start(send, r.status, _headers(r, len(r.body)))
         for i in range(0, len(r.body), r.trickle_bytes):
-            if conn is None or conn.closing:
-                return
-            piece = r.body[i : i + r.trickle_bytes]
-            await send({"type": "http.response.body", "body": piece, "more_body": True})
-            await asyncio.sleep(r.trickle_interval)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-    else:
-        total = None if b is Behaviour.ENDLESS else r.oversize_bytes
-        length = total if b is Behaviour.OVERSIZE else None
-        await send(
-            {"type": "http.response.start", "status": r.status, "headers": _headers(r, length)}
-        )
-        sent, chunk = 0, r.body or _BLOCK
-        while total is None or sent < total:
-            if conn is None or conn.closing:
-                return
-            piece = chunk if total is None else chunk[: total - sent]
-            await send({"type": "http.response.body", "body": piece, "more_body": True})
-            sent, chunk = sent + len(piece), _BLOCK
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await _body(send, r.body[i : i + r.trickle_bytes], more=True)
+            try:  # wait out the interval, unless the client (or shutdown) ends it first
+                async with asyncio.timeout(r.trickle_interval):
+                    return await _until_disconnect(receive)
+            except TimeoutError:
+                pass
+        return await _body(send, b"")
+    total = None if b is Behaviour.ENDLESS else r.oversize_bytes
+    await _start(send, r.status, _headers(r, total if b is Behaviour.OVERSIZE else None))
+    sent, chunk = 0, r.body or _BLOCK
+    while total is None or sent < total:
+        if conn is None or conn.closing:  # the client left; stop producing
+            return
+        piece = chunk if total is None else chunk[: total - sent]
+        await _body(send, piece, more=True)  # hypercorn's drain() gives back-pressure
+        sent, chunk = sent + len(piece), _BLOCK
+    await _body(send, b"")

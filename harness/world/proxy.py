@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from harness.world._tlsserver import NotLoopbackError, require_loopback
+from harness.world._tlsserver import NotLoopbackError, bind_listener, require_loopback
 
 __all__ = ["Proxy", "ProxyEvent", "ProxyFault", "ProxyOutcome", "ProxyResolver"]
 
@@ -116,11 +116,8 @@ class Proxy:
         self._writers: set[asyncio.StreamWriter] = set()
 
     async def __aenter__(self) -> Proxy:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = bind_listener(self._address)
         try:
-            sock.bind((self._address, 0))
-            sock.listen(128)
-            sock.setblocking(False)
             self._port = sock.getsockname()[1]
             self._server = await asyncio.start_server(self._handle, sock=sock)
         except BaseException:

@@ -205,5 +205,6 @@ class ReportSink:
                 host=header(scope, "host"),
             )
         )
-        await send({"type": "http.response.start", "status": status, "headers": []})
+        headers = [(b"content-length", b"0")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"", "more_body": False})

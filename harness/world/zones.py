@@ -1,21 +1,13 @@
-"""Zone data for the fake DNS: records, DNSSEC status, a builder and a dict loader.
+"""Zones for the fake DNS: DNSSEC status, a builder, lookups and a dict loader.
 
 Theory of operation
 -------------------
 A :class:`Zone` is an immutable value: an apex, a DNSSEC status (``secure``,
-``insecure`` or ``bogus``), a tuple of :class:`Record` and per-RRset status
-overrides. Builder methods (``.a()``, ``.mx()``, ``.txt()`` ...) return a new
-zone, so a zone can be shared between worlds and steps without aliasing.
-Every name is stored canonically: ASCII, lower case, no trailing dot (the root
-is ``""``). Nothing here knows about wire formats or sockets; ``harness.world.dns``
-turns lookups into dnslib messages.
-
-Two invariants are checked when a record is added, so a broken world fails at
-build time rather than as a puzzling DNS answer:
-
-* address data is loopback only (127.0.0.0/8, ``::1``): the fake world must
-  never send the engine to an address beyond this machine (DESIGN §4);
-* a CNAME owner holds no other data (RFC 1034 §3.6.2) and at most one CNAME.
+``insecure`` or ``bogus``), a tuple of :class:`~harness.world.dns_records.Record`
+and per-RRset status overrides. Builder methods (``.a()``, ``.mx()``, ``.txt()``
+...) return a new zone, so a zone can be shared between worlds and steps without
+aliasing. A CNAME owner holds no other data (RFC 1034 §3.6.2); that is checked
+when a record is added.
 
 :meth:`Zone.lookup` answers one (name, type) question inside the zone. It
 distinguishes NXDOMAIN from NODATA, treating empty non-terminals as existing
@@ -25,33 +17,26 @@ distinguishes NXDOMAIN from NODATA, treating empty non-terminals as existing
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any
 
-__all__ = [
-    "AAAA",
-    "CNAME",
-    "MX",
-    "TLSA",
-    "TXT",
-    "A",
-    "DnssecStatus",
-    "Lookup",
-    "RData",
-    "Record",
-    "Zone",
-    "ZoneError",
-    "canonical_name",
-    "check_loopback",
-    "zone_from_dict",
-]
+from harness.world.dns_records import (
+    AAAA,
+    CNAME,
+    MX,
+    RDATA_TYPES,
+    TLSA,
+    TXT,
+    A,
+    RData,
+    Record,
+    ZoneError,
+    canonical_name,
+)
 
-
-class ZoneError(ValueError):
-    """Zone data the fake DNS refuses to serve (bad name, non-loopback address ...)."""
+__all__ = ["DnssecStatus", "Lookup", "Zone", "zone_from_dict"]
 
 
 class DnssecStatus(StrEnum):
@@ -60,182 +45,6 @@ class DnssecStatus(StrEnum):
     SECURE = "secure"  # AD=1
     INSECURE = "insecure"  # AD=0
     BOGUS = "bogus"  # SERVFAIL (with EDE 6 "DNSSEC Bogus", RFC 8914 §4.7)
-
-
-def canonical_name(name: str) -> str:
-    """Return ``name`` in canonical form: lower case, no trailing dot, ``""`` for the root.
-
-    Raises:
-        ZoneError: the name is not ASCII (use the A-label) or breaks a length limit.
-    """
-    if not name.isascii():
-        raise ZoneError(f"DNS name {name!r} is not ASCII; give its A-label (xn--...)")
-    text = name.lower().removesuffix(".")
-    if not text:
-        return ""
-    labels = text.split(".")
-    # RFC 1035 §2.3.4: labels 1..63 octets, names up to 255 octets on the wire.
-    if any(not 0 < len(label) <= 63 for label in labels) or len(text) > 253:
-        raise ZoneError(f"DNS name {name!r} has an empty or over-long label, or is too long")
-    return text
-
-
-def check_loopback(address: str) -> str:
-    """Return ``address`` (normalised) if it is in 127.0.0.0/8 or is ``::1``.
-
-    Raises:
-        ZoneError: anything else; the fake world hands out loopback addresses only.
-    """
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        raise ZoneError(f"{address!r} is not an IP address") from None
-    if not ip.is_loopback or (ip.version == 6 and ip != ipaddress.IPv6Address("::1")):
-        raise ZoneError(
-            f"{address!r} is not a loopback address; the fake world may only use "
-            "127.0.0.0/8 and ::1"
-        )
-    return str(ip)
-
-
-@dataclass(frozen=True, slots=True)
-class A:
-    """An IPv4 address record (loopback only)."""
-
-    rrtype: ClassVar[str] = "A"
-    address: str
-
-    def __post_init__(self) -> None:
-        if ":" in self.address:
-            raise ZoneError(f"A record given the IPv6 address {self.address!r}; use AAAA")
-        object.__setattr__(self, "address", check_loopback(self.address))
-
-    def text(self) -> str:
-        """Presentation format of the RDATA."""
-        return self.address
-
-
-@dataclass(frozen=True, slots=True)
-class AAAA:
-    """An IPv6 address record (``::1`` only)."""
-
-    rrtype: ClassVar[str] = "AAAA"
-    address: str
-
-    def __post_init__(self) -> None:
-        if ":" not in self.address:
-            raise ZoneError(f"AAAA record given the IPv4 address {self.address!r}; use A")
-        object.__setattr__(self, "address", check_loopback(self.address))
-
-    def text(self) -> str:
-        """Presentation format of the RDATA."""
-        return self.address
-
-
-@dataclass(frozen=True, slots=True)
-class MX:
-    """A mail exchanger; ``exchange="."`` is a null MX (RFC 7505)."""
-
-    rrtype: ClassVar[str] = "MX"
-    preference: int
-    exchange: str
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.preference <= 0xFFFF:
-            raise ZoneError(f"MX preference {self.preference!r} is not in 0..65535")
-        object.__setattr__(self, "exchange", canonical_name(self.exchange))
-
-    def text(self) -> str:
-        """Presentation format of the RDATA."""
-        return f"{self.preference} {self.exchange}."
-
-
-@dataclass(frozen=True, slots=True)
-class TXT:
-    """One TXT RR made of one or more character-strings (raw bytes; ``str`` is UTF-8)."""
-
-    rrtype: ClassVar[str] = "TXT"
-    strings: tuple[bytes, ...]
-
-    def __post_init__(self) -> None:
-        raw = tuple(s.encode() if isinstance(s, str) else bytes(s) for s in self.strings)
-        if not raw:
-            raise ZoneError("a TXT record needs at least one character-string")
-        for s in raw:
-            if len(s) > 255:  # RFC 1035 §3.3: <character-string> is at most 255 octets
-                raise ZoneError(f"TXT character-string of {len(s)} octets exceeds 255: {s!r}")
-        object.__setattr__(self, "strings", raw)
-
-    def text(self) -> str:
-        """Presentation format: quoted strings, other bytes as ``\\DDD``."""
-
-        return " ".join(_quote(s) for s in self.strings)
-
-
-def _quote(s: bytes) -> str:
-    out = []
-    for b in s:
-        if b in b'"\\':
-            out.append("\\" + chr(b))
-        elif 0x20 <= b < 0x7F:
-            out.append(chr(b))
-        else:
-            out.append(f"\\{b:03d}")
-    return '"' + "".join(out) + '"'
-
-
-@dataclass(frozen=True, slots=True)
-class CNAME:
-    """An alias to ``target``."""
-
-    rrtype: ClassVar[str] = "CNAME"
-    target: str
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "target", canonical_name(self.target))
-
-    def text(self) -> str:
-        """Presentation format of the RDATA."""
-        return f"{self.target}."
-
-
-@dataclass(frozen=True, slots=True)
-class TLSA:
-    """A TLSA record (RFC 6698 §2.1); any octets are allowed in ``data``, even bad lengths."""
-
-    rrtype: ClassVar[str] = "TLSA"
-    usage: int
-    selector: int
-    mtype: int
-    data: bytes
-
-    def __post_init__(self) -> None:
-        for name in ("usage", "selector", "mtype"):
-            if not 0 <= getattr(self, name) <= 255:
-                raise ZoneError(f"TLSA {name} {getattr(self, name)!r} is not in 0..255")
-        if isinstance(self.data, str):
-            try:
-                object.__setattr__(self, "data", bytes.fromhex(self.data))
-            except ValueError:
-                raise ZoneError(f"TLSA data {self.data!r} is not hex") from None
-
-    def text(self) -> str:
-        """Presentation format of the RDATA."""
-        return f"{self.usage} {self.selector} {self.mtype} {self.data.hex().upper()}"
-
-
-RData = A | AAAA | MX | TXT | CNAME | TLSA
-
-_RDATA_TYPES: dict[str, type[RData]] = {t.rrtype: t for t in (A, AAAA, MX, TXT, CNAME, TLSA)}
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One resource record: canonical owner name, RDATA and TTL."""
-
-    name: str
-    rdata: RData
-    ttl: int = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,7 +228,7 @@ def _record_from_dict(zone: Zone, d: Mapping[str, Any], where: str) -> Zone:
         strings = [args[0]] if isinstance(args[0], str | bytes) else list(args[0])
         args = [tuple(s.encode() if isinstance(s, str) else bytes(s) for s in strings)]
     try:
-        rdata = _RDATA_TYPES[rrtype](*args)
+        rdata = RDATA_TYPES[rrtype](*args)
         return zone.add(d["name"], rdata, d.get("ttl"))
     except (ZoneError, TypeError) as exc:
         raise ZoneError(f"{where}: {exc}") from None

@@ -410,7 +410,7 @@ def test_dane_24_ta_name_checks(
         (
             ("MX.Hoster.Example.", "Example.COM", "alias.example.net"),
             ["mx.hoster.example", "example.com", "alias.example.net"],
-        ),  # fmt: skip
+        ),
         # Non-MX destination whose base is the CNAME expansion (DANE-25).
         (
             ("host.example.net", "example.com", "host.example.net"),
@@ -565,8 +565,10 @@ def test_dane_31_ta_expired_leaf(root: trustme.CA) -> None:
     current = chain_of(root.issue_cert(*MX1), ca_der(root))
     assert_verdict(verify(current, tlsa_rdata_for(ca_der(root), 2, 0, 1)), OK)
     # Time may arrive as POSIX seconds too.
-    assert_verdict(verify(chain, tlsa_rdata_for(ca_der(root), 2, 0, 1), now=NOW.timestamp()),
-                   ResultType.CERTIFICATE_EXPIRED)  # fmt: skip
+    assert_verdict(
+        verify(chain, tlsa_rdata_for(ca_der(root), 2, 0, 1), now=NOW.timestamp()),
+        ResultType.CERTIFICATE_EXPIRED,
+    )
 
 
 def test_dane_31_dates_below_the_ta_only() -> None:

@@ -1,0 +1,79 @@
+"""Policy-body parsing speed: ours against postfix-mta-sts-resolver and checkdmarc.
+
+Run as ``python bench/bench_parse.py [--rounds N]``. Prints policies/second for
+each parser and the ratios ours/PMSR and ours/checkdmarc. A competitor that is
+not installed is skipped with a message (``pip install -e '.[bench]'``).
+Benchmarks print; they never assert wall times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from corpus_policies import make_corpus  # noqa: E402
+
+from engine.core.policy import parse_policy  # noqa: E402
+
+Parser = Callable[[str], object]
+
+
+def _competitor(module: str, attr: str, package: str) -> Parser | None:
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        print(f"skip {package}: not installed ({exc}); pip install {package}")
+        return None
+    fn: Parser = getattr(mod, attr)
+    return fn
+
+
+def _rate(parse: Parser, corpus: list[str], rounds: int) -> float:
+    for body in corpus:  # warm up, and check the whole corpus is accepted
+        parse(body)
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for body in corpus:
+            parse(body)
+        best = min(best, time.perf_counter() - start)
+    return len(corpus) / best
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=30, help="timed passes; the best is kept")
+    ap.add_argument("--size", type=int, default=400, help="corpus size")
+    args = ap.parse_args(argv)
+    corpus = make_corpus(args.size)
+    print(f"corpus: {len(corpus)} policy bodies, best of {args.rounds} passes")
+    parsers: dict[str, Parser | None] = {
+        "ours (engine.core.policy)": parse_policy,
+        "PMSR (postfix_mta_sts_resolver.utils)": _competitor(
+            "postfix_mta_sts_resolver.utils", "parse_mta_sts_policy", "postfix-mta-sts-resolver"
+        ),
+        "checkdmarc (checkdmarc.mta_sts)": _competitor(
+            "checkdmarc.mta_sts", "parse_mta_sts_policy", "checkdmarc"
+        ),
+    }
+    rates: dict[str, float] = {}
+    for name, parse in parsers.items():
+        if parse is None:
+            continue
+        rates[name] = _rate(parse, corpus, args.rounds)
+        print(f"{name:40} {rates[name]:>12,.0f} policies/s")
+    ours = rates["ours (engine.core.policy)"]
+    for name, label in (("PMSR", "ours/PMSR"), ("checkdmarc", "ours/checkdmarc")):
+        theirs = next((r for n, r in rates.items() if n.startswith(name)), None)
+        if theirs is not None:
+            print(f"{label:40} {ours / theirs:>12.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
