@@ -23,7 +23,13 @@ _PROVIDERS = [
     "*.mx.{d}",
     "inbound{n}.smtp.hoster.example",
 ]
-_DOMAINS = ["example.com", "example.org", "mail-host.example.net", "shop.example", "xn--bcher-kva.example"]
+_DOMAINS = [
+    "example.com",
+    "example.org",
+    "mail-host.example.net",
+    "shop.example",
+    "xn--bcher-kva.example",
+]
 _EXTENSIONS = [
     "policy_id: 20240101",
     "contact: postmaster@example.com",

@@ -93,7 +93,7 @@ TEMPLATES: dict[str, Template] = {
     "sts.apply": "Applying MTA-STS policy for the domain ({domain})",
     "sts.success": "MTA-STS policy for the domain ({domain}) Successful.",
     "sts.refresh.failed": (
-        "Warning: MTA-STS policy refresh failed for the domain ({domain}): {detail}"
+        "MTA-STS policy refresh failed for the domain ({domain}): {detail}"
     ),
     # Connections and delivery (seg-behaviour §5.1)
     "smtp.connect": "New SMTP DCID {dcid} interface {interface} address {address} port {port}",
@@ -124,7 +124,7 @@ TEMPLATES: dict[str, Template] = {
     "dane.not.applicable": (
         "DANE: No secure TLSA record found for MX host {mx}, falling back to TLS setting"
     ),
-    "config.warning": "Warning: {detail}",
+    "config.warning": "{detail}",
 }
 
 

@@ -14,7 +14,10 @@ values and nothing else (no clock, no I/O):
   (NXDOMAIN/NODATA), :class:`TxtInvalid` (several, none or a broken
   ``v=STSv1`` record) and :class:`TxtTempError` (SERVFAIL, timeout).
 * the last failed fetch for the domain (a :class:`FetchFailure`), for the
-  five-minute retry throttle of FETCH-15, which is per ``id`` (AMB-34).
+  five-minute retry throttle of FETCH-15, which is per ``id`` (AMB-34). Only
+  the latest failure is kept, so if the TXT flips A1 -> A2 -> A1 within five
+  minutes and both fetches fail, A1 is fetched again: a deliberate
+  simplification that errs towards fetching.
 
 The rules, in the order :func:`decide` applies them::
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
 
 from engine.core.events import ResultType
 from engine.core.mx import policy_permits
@@ -465,34 +466,19 @@ def _dane_requirement(
         # SEG §2.1 row 2 [SEED]: "MTA-STS ignored" (AMB-24 dane-precedence).
         return req
     permitted = policy_permits(policy.mx, mx_host)
-    note = f"; AMB-24 {profile.coexistence}"
+    changes: dict[str, Any]
     if policy.mode is Mode.TESTING:
         # RFC 8461 §2 / COEX-2: testing never weakens DANE; its checks are only reported.
-        return replace(
-            req,
-            source=req.source + note,
-            report_checks=(Check.STS_PKIX,),
-            report_mx_mismatch=not permitted,
-            sts_mode=Mode.TESTING,
-        )
-    if profile.coexistence is Coexistence.LITERAL:
+        changes = {"report_checks": (Check.STS_PKIX,), "report_mx_mismatch": not permitted}
+    elif profile.coexistence is Coexistence.LITERAL:
         # AMB-24 literal: both must pass.
-        return replace(
-            req,
-            source=req.source + note,
-            checks=(*req.checks, Check.STS_PKIX),
-            mx_permitted=permitted,
-            sts_mode=Mode.ENFORCE,
-        )
-    # AMB-24 hybrid (COEX-4): keep the enforce MX allow-list; DANE decides the certificate,
-    # the PKIX result is only reported.
-    return replace(
-        req,
-        source=req.source + note,
-        report_checks=(Check.STS_PKIX,),
-        mx_permitted=permitted,
-        sts_mode=Mode.ENFORCE,
-    )
+        changes = {"checks": (*req.checks, Check.STS_PKIX), "mx_permitted": permitted}
+    else:
+        # AMB-24 hybrid (COEX-4): keep the enforce MX allow-list; DANE decides the
+        # certificate, the PKIX result is only reported.
+        changes = {"report_checks": (Check.STS_PKIX,), "mx_permitted": permitted}
+    note = f"; AMB-24 {profile.coexistence}"
+    return replace(req, source=req.source + note, sts_mode=policy.mode, **changes)
 
 
 def _deferred(row: DecisionRow, dane: DaneStatus, mx_host: str) -> TlsRequirement:
@@ -515,8 +501,6 @@ def _deferred(row: DecisionRow, dane: DaneStatus, mx_host: str) -> TlsRequiremen
 
 def _tls_mandatory(req: TlsRequirement) -> TlsRequirement:
     # RFC 7672 §2.2 (DANE-7, AMB-28): unusable-only TLSA: no cleartext, TLS >= 1.2 (AMB-33).
-    if req.starttls is StartTls.NEVER:
-        return req
     checks = req.checks if Check.TLS_1_2 in req.checks else (*req.checks, Check.TLS_1_2)
     return replace(
         req,

@@ -110,24 +110,14 @@ class FetchErrorKind(StrEnum):
 
     @property
     def result_type(self) -> ResultType:
-        """The RFC 8460 §4.3 result type reported for this kind of failure."""
-        return _RESULT_TYPES[self]
-
-
-_RESULT_TYPES: Final[dict[FetchErrorKind, ResultType]] = {
-    FetchErrorKind.DNS: ResultType.STS_POLICY_FETCH_ERROR,
-    FetchErrorKind.CONNECT: ResultType.STS_POLICY_FETCH_ERROR,
-    FetchErrorKind.TLS: ResultType.STS_POLICY_FETCH_ERROR,
-    FetchErrorKind.STATUS: ResultType.STS_POLICY_FETCH_ERROR,
-    FetchErrorKind.REDIRECT: ResultType.STS_POLICY_FETCH_ERROR,
-    FetchErrorKind.TIMEOUT: ResultType.STS_POLICY_FETCH_ERROR,
-    FetchErrorKind.OVERSIZE: ResultType.STS_POLICY_FETCH_ERROR,
-    # RFC 8460 §4.3.2: the policy "could not be authenticated using PKIX validation".
-    FetchErrorKind.CERTIFICATE: ResultType.STS_WEBPKI_INVALID,
-    # RFC 8460 §4.3.2: "the policy ... failed to validate against the policy specification".
-    FetchErrorKind.MEDIA_TYPE: ResultType.STS_POLICY_INVALID,
-    FetchErrorKind.BODY: ResultType.STS_POLICY_INVALID,
-}
+        """The RFC 8460 §4.3.2 result type reported for this kind of failure."""
+        if self is FetchErrorKind.CERTIFICATE:
+            # "the MTA-STS Policy could not be authenticated using PKIX validation"
+            return ResultType.STS_WEBPKI_INVALID
+        if self in (FetchErrorKind.MEDIA_TYPE, FetchErrorKind.BODY):
+            # "the policy ... failed to validate against the policy specification"
+            return ResultType.STS_POLICY_INVALID
+        return ResultType.STS_POLICY_FETCH_ERROR
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,15 +419,8 @@ class PolicyDiscovery:
     def _start_fetch(self, fetch: Fetch) -> None:
         self._fetch = fetch
         self._state = DiscoveryState.NEED_FETCH
-        action = self.next_action()
-        assert isinstance(action, NeedFetch)
-        self._emit(
-            "sts.fetch.start",
-            "debug",
-            txt_id=fetch.txt_id,
-            url=action.url,
-            trigger=str(self.trigger),
-        )
+        url, trigger = self._fetch_url(), str(self.trigger)
+        self._emit("sts.fetch.start", "debug", txt_id=fetch.txt_id, url=url, trigger=trigger)
 
     def _take_fetch(self, outcome: FetchOutcome) -> None:
         assert self._fetch is not None
@@ -491,15 +474,8 @@ class PolicyDiscovery:
         refreshing = self.trigger is Trigger.REFRESH
         if refreshing and fallback is not None and fallback.policy.mode is not Mode.NONE:
             # CACHE-8: alert when refreshing a policy that still matters fails.
-            self._emit(
-                "sts.refresh.failed",
-                "warning",
-                txt_id=txt_id,
-                mode=str(fallback.policy.mode),
-                result_type=str(result_type),
-                detail=failed.detail,
-                expires_at=fallback.expires_at,
-            )
+            fields = {**_entry_fields(fallback), "txt_id": txt_id, "detail": failed.detail}
+            self._emit("sts.refresh.failed", "warning", **fields, result_type=str(result_type))
         if fallback is not None:
             # RFC 8461 §3.3 (CACHE-6): keep applying the unexpired cached policy.
             self._finish_cached(fallback, DecisionReason.FETCH_FAILED, failure=failure)
@@ -513,14 +489,7 @@ class PolicyDiscovery:
         self, entry: CachedPolicy, reason: DecisionReason, *, failure: FetchFailure | None = None
     ) -> None:
         if self.trigger is not Trigger.REFRESH:
-            self._emit(
-                "sts.cache.valid",
-                "debug",
-                txt_id=entry.txt_id,
-                mode=str(entry.policy.mode),
-                expires_at=entry.expires_at,
-                reason=str(reason),
-            )
+            self._emit("sts.cache.valid", "debug", **_entry_fields(entry), reason=str(reason))
         self._finish(PolicySource.CACHE, entry.policy, reason, used_entry=entry, failure=failure)
 
     def _finish_none(self, reason: DecisionReason, *, failure: FetchFailure | None = None) -> None:
@@ -560,6 +529,10 @@ class PolicyDiscovery:
         self._events.append(
             LogEvent(code=code, fields={"domain": self.domain, **fields}, level=level, at=self._now)
         )
+
+
+def _entry_fields(entry: CachedPolicy) -> dict[str, object]:
+    return {"txt_id": entry.txt_id, "mode": str(entry.policy.mode), "expires_at": entry.expires_at}
 
 
 def save_result(store: PolicyStore, result: DiscoveryResult) -> None:

@@ -34,6 +34,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 from cryptography import x509
 
@@ -53,6 +54,7 @@ from engine.core.policy import Mode
 __all__ = [
     "MX_NOT_IN_POLICY",
     "TLS_REQUIRED_NOT_NEGOTIATED",
+    "DaneOutcome",
     "Outcome",
     "PolicyType",
     "ReportEntry",
@@ -150,6 +152,22 @@ class Verdict:
         return self.outcome.delivers
 
 
+class DaneOutcome(Protocol):
+    """What :func:`judge` needs from a DANE match (``engine.core.dane.DaneVerdict`` fits)."""
+
+    @property
+    def ok(self) -> bool:
+        """The chain matched a usable TLSA record."""
+
+    @property
+    def reason(self) -> str:
+        """One human sentence."""
+
+    @property
+    def result_type(self) -> ResultType | None:
+        """The RFC 8460 result type of a failure."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Failure:
     result_type: ResultType
@@ -186,7 +204,7 @@ def judge(
     mx_host: str,
     route_host: str | None = None,
     ptr_host: str | None = None,
-    dane_result: DaneStatus | None = None,
+    dane_result: DaneStatus | DaneOutcome | None = None,
 ) -> Verdict:
     """Judge one connection against its requirement.
 
@@ -199,8 +217,10 @@ def judge(
         mx_host: the MX host connected to (RFC 8461 §4.2 reference identifier).
         route_host: the SMTP route host for a routed domain (Hosted Verify).
         ptr_host: the PTR name of the address connected to (Verify), if known.
-        dane_result: ``USABLE_PASS`` or ``USABLE_FAIL`` from matching the chain against
-            the TLSA records; required when the requirement has a DANE check.
+        dane_result: the TLSA match of the chain, required when the requirement has a
+            DANE check: ``USABLE_PASS`` / ``USABLE_FAIL``, or a :class:`DaneOutcome`
+            (such as ``engine.core.dane.DaneVerdict``) whose failure type and reason
+            are then reported.
 
     Returns:
         The verdict, with one reason and the RFC 8460 result type of the deciding failure.
@@ -213,7 +233,9 @@ def judge(
     return _judge(ctx, requirement, dane_result)
 
 
-def _judge(ctx: _Context, req: TlsRequirement, dane_result: DaneStatus | None) -> Verdict:
+def _judge(
+    ctx: _Context, req: TlsRequirement, dane_result: DaneStatus | DaneOutcome | None
+) -> Verdict:
     obs = ctx.observation
     policy_type = _policy_type(req)
     if req.defer_now is not None:
@@ -272,10 +294,13 @@ def _judge(ctx: _Context, req: TlsRequirement, dane_result: DaneStatus | None) -
         return Verdict(Outcome.DEFER, error, failure.result_type, error, policy_type)
 
     if Check.DANE in req.checks:
-        if dane_result is DaneStatus.USABLE_FAIL:
-            return _dane_failed(ctx, req)
-        if dane_result is not DaneStatus.USABLE_PASS:
-            raise ValueError(f"a DANE check needs dane_result pass/fail, got {dane_result!r}")
+        if isinstance(dane_result, DaneStatus | None):
+            if dane_result not in (DaneStatus.USABLE_PASS, DaneStatus.USABLE_FAIL):
+                raise ValueError(f"a DANE check needs dane_result pass/fail, got {dane_result!r}")
+            if dane_result is DaneStatus.USABLE_FAIL:
+                return _dane_failed(ctx, req, None)
+        elif not dane_result.ok:
+            return _dane_failed(ctx, req, dane_result)
     blocking = _first_failure(ctx, req.checks)
     if blocking is not None:
         floor = blocking.code == _FLOOR_CODE
@@ -356,7 +381,7 @@ def _first_failure(ctx: _Context, checks: tuple[Check, ...]) -> _Failure | None:
     return None
 
 
-def _dane_failed(ctx: _Context, req: TlsRequirement) -> Verdict:
+def _dane_failed(ctx: _Context, req: TlsRequirement, detail: DaneOutcome | None) -> Verdict:
     fallback = req.dane_fallback
     if fallback is not None and fallback.defer_now is None:
         # [INF] knob opportunistic_dane_fail_falls_back: judge under the configured setting.
@@ -365,6 +390,9 @@ def _dane_failed(ctx: _Context, req: TlsRequirement) -> Verdict:
     # passing MTA-STS never overrides this.
     result = fallback.defer_now if fallback and fallback.defer_now else ResultType.TLSA_INVALID
     reason = fallback.defer_reason if fallback else f"DANE Failed for MX host {ctx.mx_host}"
+    if detail is not None:
+        result = detail.result_type or result
+        reason = f"{reason}: {detail.reason}"
     return Verdict(Outcome.DEFER, reason, result, None, PolicyType.TLSA)
 
 

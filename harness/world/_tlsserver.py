@@ -290,10 +290,13 @@ class TlsAsgiServer:
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)
         ssl_object = writer.get_extra_info("ssl_object")
         peer = writer.get_extra_info("peername")
         local = writer.get_extra_info("sockname")
+        if peer is None or local is None:  # gone between accept and handshake end
+            writer.transport.abort()
+            return
+        self._tasks.add(task)
         key = ((peer[0], peer[1]), (local[0], local[1]))
         self._connections[key] = Connection(
             writer=writer,

@@ -34,9 +34,10 @@ import weakref
 from collections.abc import Mapping
 from types import TracebackType
 
+from harness.world.mta_log import SessionConfig
 from harness.world.mta_records import Message, MtaSession, RcptResult, SessionEnd, Transaction
 from harness.world.mta_script import HELO_ONLY, Disconnect, Reply, Script, StartTls, parse_action
-from harness.world.mta_session import MtaProtocol, SessionConfig
+from harness.world.mta_session import MtaProtocol
 from harness.world.mta_tls import ServerCert, TlsSetup, describe_cert
 
 __all__ = [
@@ -61,7 +62,9 @@ def _loopback(host: str) -> str:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        raise ValueError(f"ReceivingMta needs an IPv4 address in 127.0.0.0/8, got {host!r}") from None
+        raise ValueError(
+            f"ReceivingMta needs an IPv4 address in 127.0.0.0/8, got {host!r}"
+        ) from None
     if address.version != 4 or not address.is_loopback:
         # DESIGN §4: the harness must send no traffic beyond loopback.
         raise ValueError(f"ReceivingMta only binds 127.0.0.0/8, refusing {host!r}")
@@ -124,7 +127,7 @@ class ReceivingMta:
         self._closing = False
         self._next_id = 1
         self._live: set[MtaProtocol] = set()
-        self._raw: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
+        self._raw: weakref.WeakSet[asyncio.Transport] = weakref.WeakSet()
         self._idle = asyncio.Event()
         self._idle.set()
         self._sessions: list[MtaSession] = []
@@ -225,7 +228,7 @@ class ReceivingMta:
         """Called by a session when its client connects."""
         self._live.add(protocol)
         self._idle.clear()
-        if protocol.transport is not None:
+        if isinstance(protocol.transport, asyncio.Transport):
             self._raw.add(protocol.transport)
 
     def session_finished(self, protocol: MtaProtocol, record: MtaSession) -> None:
@@ -271,7 +274,7 @@ class ReceivingMta:
     def protocol_errors(self) -> tuple[str, ...]:
         """Every protocol error so far (finished and live sessions), prefixed by session."""
         finished = [(s.session_id, e) for s in self._sessions for e in s.protocol_errors]
-        live = [(p.session_id, e) for p in self._live for e in p.protocol_errors]
+        live = [(p.log.session_id, e) for p in self._live for e in p.log.errors]
         return tuple(f"{self.identity} session {sid}: {e}" for sid, e in sorted(finished + live))
 
     async def settle(self, timeout: float = 5.0) -> None:

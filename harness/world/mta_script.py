@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
+from typing import TypeVar
 
 __all__ = [
     "HELO_ONLY",
@@ -121,7 +122,10 @@ def parse_action(text: str) -> Action:
     return Reply(int(code), rest.strip())
 
 
-def _frozen(mapping: Mapping[str, Action] | Mapping[int, Action]) -> Mapping[object, Action]:
+_K = TypeVar("_K")
+
+
+def _frozen(mapping: Mapping[_K, Action]) -> Mapping[_K, Action]:
     return MappingProxyType(dict(mapping))
 
 

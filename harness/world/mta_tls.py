@@ -23,6 +23,7 @@ is silenced right there and nowhere else.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
 import tempfile
@@ -33,8 +34,11 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-__all__ = ["ServerCert", "TlsSetup", "describe_cert"]
+__all__ = ["ServerCert", "TlsSetup", "break_handshake", "describe_cert"]
 
+# Not a TLS record: a client expecting a handshake record (content type 22)
+# fails with "wrong version number" or "record layer failure".
+_GARBAGE = b"220 this is not a ServerHello\r\n" * 4
 _VERSION_SENTINELS = (ssl.TLSVersion.MINIMUM_SUPPORTED, ssl.TLSVersion.MAXIMUM_SUPPORTED)
 
 
@@ -178,3 +182,29 @@ class TlsSetup:
         if ssl_object not in self._sni_seen:
             return None, None
         return self._sni_seen[ssl_object], self._labels.get(ssl_object.context)
+
+
+async def break_handshake(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, garbage: bool
+) -> None:
+    """Play a server that said 220 to STARTTLS and then cannot do TLS.
+
+    Reads the client's whole ClientHello record (5-byte header, then its
+    body), so that a close afterwards sends FIN rather than RST over unread
+    data. Then returns at once (the caller closes), or with ``garbage`` writes
+    bytes that are no TLS record and reads until the client gives up.
+
+    Args:
+        reader: the connection's reader, just after the 220 reply.
+        writer: the connection's writer.
+        garbage: write garbage instead of just closing.
+    """
+    try:
+        header = await reader.readexactly(5)
+        await reader.readexactly(int.from_bytes(header[3:5], "big"))
+        if garbage:
+            writer.write(_GARBAGE)
+            while await reader.read(4096):
+                pass
+    except asyncio.IncompleteReadError:
+        pass

@@ -180,7 +180,7 @@ class Proxy:
         assert task is not None
         self._tasks.add(task)
         self._writers.add(writer)
-        peer = writer.get_extra_info("peername")
+        peer = writer.get_extra_info("peername") or ("?", 0)  # None if already gone
         client = (peer[0], peer[1])
         try:
             await self._serve(reader, writer, client)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from engine.core.controls import (
@@ -45,9 +47,9 @@ def req(
     routed: bool = False,
     mx: str = MX,
     pol: Policy | None = None,
-    **knobs: object,
+    **knobs: Any,
 ) -> TlsRequirement:
-    profile = DestinationProfile(tls=tls, dane=dane_option, mta_sts=mta_sts, **knobs)  # type: ignore[arg-type]
+    profile = DestinationProfile(tls=tls, dane=dane_option, mta_sts=mta_sts, **knobs)
     if pol is None and mode is not None:
         pol = policy(mode)
     return decide(profile, mx_host=mx, policy=pol, dane=dane, routed=routed)

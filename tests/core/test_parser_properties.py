@@ -7,6 +7,7 @@ import contextlib
 from hypothesis import assume, given, note
 from hypothesis import strategies as st
 
+from engine.core import policy as policy_module
 from engine.core.errors import MxPatternError, PolicyError, TxtRecordError
 from engine.core.mx import MxPattern, mx_matches, normalize_host, parse_mx_pattern
 from engine.core.policy import Policy, parse_policy, render_policy
@@ -153,3 +154,27 @@ def test_abnf_generated_tlsrpt_record_parses(doc: tuple[str, object], data: st.D
     result = select_tlsrpt_record([strings])
     assert not isinstance(result, NoTlsRptRecord)
     assert result == expected
+
+
+def _fast_agrees_with_reference(text: str) -> None:
+    fast = policy_module._parse_fast(text)
+    try:
+        slow = policy_module._parse_lines(text, None)
+    except PolicyError:
+        assert fast is None, "fast path accepted a body the reference rejects"
+        return
+    assert fast is None or fast == slow
+
+
+@given(policy_bodies(), st.data())
+def test_fast_path_agrees_with_line_reader(body: str, data: st.DataObject) -> None:
+    _fast_agrees_with_reference(body)
+    i = data.draw(st.integers(0, len(body)), label="index")
+    c = data.draw(_MUTATION_CHARS, label="char")
+    _fast_agrees_with_reference(body[:i] + c + body[i:])
+    _fast_agrees_with_reference(body[:i] + body[i + 1 :])
+
+
+@given(_POLICYISH)
+def test_fast_path_agrees_on_arbitrary_text(text: str) -> None:
+    _fast_agrees_with_reference(text)

@@ -188,7 +188,10 @@ def test_failures_are_grouped_by_the_failure_details_key() -> None:
         )
     )
     [summary] = agg.summaries("example.com", DAY)
-    counts = {(d.key.result_type, d.key.receiving_ip, d.key.receiving_mx_helo): d.count for d in summary.details}
+    counts = {
+        (d.key.result_type, d.key.receiving_ip, d.key.receiving_mx_helo): d.count
+        for d in summary.details
+    }
     assert counts == {
         (ResultType.CERTIFICATE_EXPIRED, "127.0.0.10", None): 2,
         (ResultType.CERTIFICATE_EXPIRED, "127.0.0.11", None): 1,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import trustme
@@ -21,12 +22,14 @@ from engine.core.controls import (
     TlsSetting,
     decide,
 )
+from engine.core.dane import DaneVerdict
 from engine.core.events import ResultType
 from engine.core.mx import MxPattern
 from engine.core.policy import Mode, Policy
 from engine.core.verdict import (
     MX_NOT_IN_POLICY,
     TLS_REQUIRED_NOT_NEGOTIATED,
+    DaneOutcome,
     Outcome,
     PolicyType,
     TlsObservation,
@@ -45,8 +48,8 @@ ROOTS = [x509.load_pem_x509_certificate(CA.cert_pem.bytes())]
 OTHER_CA = trustme.CA()
 
 
-def chain(*names: str, ca: trustme.CA = CA, **dates: datetime) -> tuple[bytes, ...]:
-    leaf = ca.issue_cert(*names, **dates)  # type: ignore[arg-type]
+def chain(*names: str, ca: trustme.CA = CA) -> tuple[bytes, ...]:
+    leaf = ca.issue_cert(*names)
     certs = [x509.load_pem_x509_certificate(p.bytes()) for p in leaf.cert_chain_pems]
     return tuple(c.public_bytes(serialization.Encoding.DER) for c in certs)
 
@@ -107,11 +110,11 @@ def requirement(
     mx: str = MX,
     dane_option: DaneOption = DaneOption.NONE,
     dane: DaneStatus = DaneStatus.NOT_APPLICABLE,
-    **knobs: object,
+    **knobs: Any,
 ) -> TlsRequirement:
     profile = DestinationProfile(
         tls=tls_setting, dane=dane_option, mta_sts=tls_setting is not T.NO, **knobs
-    )  # type: ignore[arg-type]
+    )
     return decide(profile, mx_host=mx, policy=pol, dane=dane)
 
 
@@ -121,7 +124,7 @@ def verdict(
     *,
     mx: str = MX,
     now: datetime = NOW,
-    dane_result: DaneStatus | None = None,
+    dane_result: DaneStatus | DaneOutcome | None = None,
     ptr: str | None = None,
 ) -> Verdict:
     return judge(
@@ -337,7 +340,7 @@ def test_testing_knob_off_blocks() -> None:
 
 
 def dane_req(
-    *, option: DaneOption = DaneOption.MANDATORY, pol: Policy | None = None, **knobs: object
+    *, option: DaneOption = DaneOption.MANDATORY, pol: Policy | None = None, **knobs: Any
 ) -> TlsRequirement:
     return requirement(T.PREFERRED, pol=pol, dane_option=option, dane=DaneStatus.USABLE, **knobs)
 
@@ -409,3 +412,14 @@ def test_opportunistic_fall_back_knob_judges_under_the_setting() -> None:
 def test_dane_check_without_a_result_is_a_caller_error() -> None:
     with pytest.raises(ValueError, match="dane_result"):
         verdict(tls(GOOD_MX), dane_req())
+
+
+def test_dane_verdict_object_carries_its_failure_type_and_reason() -> None:
+    passed = DaneVerdict(True, "leaf matches DANE-EE record 3 1 1")
+    assert verdict(tls(SELF_SIGNED), dane_req(), dane_result=passed).outcome is (
+        Outcome.DELIVER_VERIFIED
+    )
+    expired = DaneVerdict(False, "certificate expired", ResultType.CERTIFICATE_EXPIRED)
+    v = verdict(tls(GOOD_MX), dane_req(), dane_result=expired)
+    assert v.outcome is Outcome.DEFER and v.result_type is ResultType.CERTIFICATE_EXPIRED
+    assert v.reason.endswith(": certificate expired") and v.policy_type is PolicyType.TLSA

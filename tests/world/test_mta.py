@@ -229,9 +229,10 @@ async def test_no_sni_gets_default_certificate(sni_mx: ReceivingMta, other_ca: t
         await mx.settle()
     session = only_session(mx)
     assert (session.sni, session.cert_served) == (None, "untrusted-default")
-    assert x509.load_der_x509_certificate(peer).issuer == x509.load_pem_x509_certificate(
-        other_ca.cert_pem.bytes()
-    ).subject
+    assert (
+        x509.load_der_x509_certificate(peer).issuer
+        == x509.load_pem_x509_certificate(other_ca.cert_pem.bytes()).subject
+    )
 
 
 @pytest.mark.parametrize(

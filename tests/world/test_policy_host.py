@@ -369,12 +369,12 @@ async def test_shutdown_leaks_no_tasks_or_fds_with_requests_in_flight(ca, trusti
             )
         )
         streaming = await endless
-        while ph.count() < 2:  # both requests have reached the server
-            await asyncio.sleep(0)
+        async with asyncio.timeout(5):  # yield until the hanging request is in the app too
+            while ph.count() < 2:
+                await asyncio.sleep(0)
     with pytest.raises(httpx.HTTPError):
         await hanging
     await streaming.aclose()
-    await asyncio.sleep(0)
     assert asyncio.all_tasks() == tasks_before
     assert _fds() == fds_before
     sock = socket.socket()

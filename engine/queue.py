@@ -1,0 +1,421 @@
+"""The durable outbound queue: messages and per-recipient delivery state in SQLite.
+
+Theory of operation
+-------------------
+A message is accepted by :meth:`Queue.enqueue`, which commits the bytes and
+one row per recipient in a single transaction with ``synchronous=FULL``; the
+listener answers ``250`` only after it returns, so an acknowledged message
+survives a crash and a power loss (durability before acknowledgement). Other
+commits run at ``synchronous=NORMAL``, which in WAL mode survives a process
+crash (``kill -9``) and at worst forgets the last bookkeeping step after a
+power loss, so a message may be delivered twice but is never lost.
+
+Each recipient moves through this table (anything else raises
+:class:`~engine.core.errors.StateError`)::
+
+    state      event                                   next state
+    ---------  --------------------------------------  ----------
+    queued     claim_due (next_attempt_at <= now)      inflight
+    inflight   recover (start-up, or lease expired)    queued
+    queued/inflight  mark_deferred                     queued
+    queued/inflight  mark_delivered                    delivered (final)
+    queued/inflight  mark_bounced                      bounced   (final)
+
+A claim is a *lease*: ``lease_until`` says until when the claimer owns the
+recipient. Nothing renews or ends a lease except the marks; a claimer that
+dies leaves its rows ``inflight``, and :meth:`Queue.recover` (run at start-up
+with every lease, and from time to time for expired ones) puts them back to
+``queued`` with their ``next_attempt_at`` unchanged, hence due at once. So
+every enqueued recipient is always in exactly one state, and it reaches a
+final state only through an explicit mark: delivery is at least once.
+
+Numbering follows the appliance (seg-behaviour.md §5.1): MIDs, DCIDs and
+ICIDs are persistent counters that only increase; RIDs index a message's
+recipients from 0. When every recipient of a message is final the message is
+marked done (``done_at``); :meth:`Queue.purge` deletes done messages later,
+so a bounce can still quote the message it bounces.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from engine.core.errors import MxPatternError, StateError, StsError
+from engine.core.events import ResultType
+from engine.core.mx import normalize_host
+from engine.core.retry import BounceProfile, next_attempt
+
+__all__ = ["Batch", "Message", "Queue", "QueueError", "RcptState", "Recipient"]
+
+
+class RcptState(StrEnum):
+    """Where one recipient of one message stands."""
+
+    QUEUED = "queued"
+    INFLIGHT = "inflight"
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+
+
+_FINAL = (RcptState.DELIVERED, RcptState.BOUNCED)
+_OPEN = (RcptState.QUEUED, RcptState.INFLIGHT)
+
+
+class QueueError(StsError):
+    """A queue operation named a message or recipient that is not there, or a bad address."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """One recipient row (``sts-engine queue show``)."""
+
+    mid: int
+    rid: int
+    rcpt: str
+    domain: str
+    state: RcptState
+    attempts: int
+    first_attempt_at: float | None
+    next_attempt_at: float
+    lease_until: float | None
+    last_error: str | None
+    last_result_type: ResultType | None
+    last_reply: str | None
+    delay_warned: bool
+    final_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A queued message with its bytes and its recipients (in RID order)."""
+
+    mid: int
+    mail_from: str
+    data: bytes
+    received_at: float
+    icid: int | None
+    done_at: float | None
+    recipients: tuple[Recipient, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Claimed recipients for one destination domain (seg-behaviour.md §4: queued per domain).
+
+    Attributes:
+        domain: the destination domain (lower-case A-labels).
+        lease_until: when the claim lapses unless a mark ends it.
+        recipients: the claimed recipients, due-time order.
+    """
+
+    domain: str
+    lease_until: float
+    recipients: tuple[Recipient, ...]
+
+    def by_message(self) -> dict[int, tuple[int, ...]]:
+        """MID -> RIDs, for ``Delivery start DCID d MID m to RID [0, 1]`` (§5.1)."""
+        out: dict[int, tuple[int, ...]] = {}
+        for r in self.recipients:
+            out[r.mid] = (*out.get(r.mid, ()), r.rid)
+        return out
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO counter VALUES ('mid', 0), ('dcid', 0), ('icid', 0);
+CREATE TABLE IF NOT EXISTS message (
+    mid INTEGER PRIMARY KEY,
+    mail_from TEXT NOT NULL,
+    data BLOB NOT NULL,
+    received_at REAL NOT NULL,
+    icid INTEGER,
+    done_at REAL
+);
+CREATE TABLE IF NOT EXISTS recipient (
+    mid INTEGER NOT NULL,
+    rid INTEGER NOT NULL,
+    rcpt TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'inflight', 'delivered', 'bounced')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    first_attempt_at REAL,
+    next_attempt_at REAL NOT NULL,
+    lease_until REAL,
+    last_error TEXT,
+    last_result_type TEXT,
+    last_reply TEXT,
+    delay_warned INTEGER NOT NULL DEFAULT 0,
+    final_at REAL,
+    PRIMARY KEY (mid, rid)
+);
+CREATE INDEX IF NOT EXISTS recipient_due ON recipient (state, next_attempt_at);
+"""
+_COLUMNS = (
+    "mid, rid, rcpt, domain, state, attempts, first_attempt_at, next_attempt_at, lease_until, "
+    "last_error, last_result_type, last_reply, delay_warned, final_at"
+)
+_Row = tuple[object, ...]
+
+
+def _recipient(row: _Row) -> Recipient:
+    (mid, rid, rcpt, domain, state, attempts, first, nxt, lease, err, rtype, reply, warned, fin) = (
+        row
+    )
+    return Recipient(
+        int(mid),  # type: ignore[call-overload]
+        int(rid),  # type: ignore[call-overload]
+        str(rcpt),
+        str(domain),
+        RcptState(state),
+        int(attempts),  # type: ignore[call-overload]
+        first,  # type: ignore[arg-type]
+        float(nxt),  # type: ignore[arg-type]
+        lease,  # type: ignore[arg-type]
+        err,  # type: ignore[arg-type]
+        None if rtype is None else ResultType(rtype),
+        reply,  # type: ignore[arg-type]
+        bool(warned),
+        fin,  # type: ignore[arg-type]
+    )
+
+
+def _rcpt_domain(rcpt: str) -> str:
+    local, at, domain = rcpt.rpartition("@")
+    if not at or not local or not domain:
+        raise QueueError(f"recipient {rcpt!r} has no domain")
+    if domain.startswith("[") and domain.endswith("]"):
+        return domain.lower()  # RFC 5321 §4.1.3 address literal: routed as written
+    try:
+        # The queue is per destination domain in A-labels (DESIGN.md §3.3, RFC 8461 §4.1).
+        return normalize_host(domain)
+    except MxPatternError as exc:
+        raise QueueError(f"recipient {rcpt!r}: {exc.reason}") from exc
+
+
+class Queue:
+    """The outbound queue in one SQLite file.
+
+    Args:
+        path: the database file (created if missing), or ``":memory:"`` (tests only: no WAL).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        if self.path != ":memory:":
+            self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        with self._tx():
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+
+    def close(self) -> None:
+        """Close the database; leases held stay ``inflight`` until :meth:`recover`."""
+        self._db.close()
+
+    def __enter__(self) -> Queue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        if durable:
+            # Durability before acknowledgement: fsync the WAL at this commit.
+            self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            self._db.execute("COMMIT")
+        finally:
+            if durable:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+
+    def _bump(self, name: str) -> int:
+        row = self._db.execute(
+            "UPDATE counter SET value = value + 1 WHERE name = ? RETURNING value", (name,)
+        ).fetchone()
+        return int(row[0])
+
+    def next_dcid(self) -> int:
+        """A new delivery connection ID (persistent, increasing)."""
+        with self._tx():
+            return self._bump("dcid")
+
+    def next_icid(self) -> int:
+        """A new injection connection ID (persistent, increasing)."""
+        with self._tx():
+            return self._bump("icid")
+
+    def enqueue(
+        self,
+        mail_from: str,
+        rcpts: Sequence[str],
+        data: bytes,
+        now: float,
+        *,
+        icid: int | None = None,
+    ) -> tuple[int, list[int]]:
+        """Accept a message durably; answer the client only after this returns.
+
+        Args:
+            mail_from: the envelope sender (``""`` for the null sender).
+            rcpts: the envelope recipients, in RCPT order (RID = index).
+            data: the message bytes.
+            now: the engine clock; every recipient is due at once.
+            icid: the injection connection, if the message came over SMTP.
+
+        Returns:
+            The new MID and the RIDs.
+
+        Raises:
+            QueueError: no recipients, or a recipient without a usable domain.
+        """
+        if not rcpts:
+            raise QueueError("a message needs at least one recipient")
+        domains = [_rcpt_domain(r) for r in rcpts]
+        with self._tx(durable=True) as db:
+            mid = self._bump("mid")
+            db.execute(
+                "INSERT INTO message (mid, mail_from, data, received_at, icid) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (mid, mail_from, bytes(data), now, icid),
+            )
+            db.executemany(
+                "INSERT INTO recipient (mid, rid, rcpt, domain, state, next_attempt_at) "
+                "VALUES (?, ?, ?, ?, 'queued', ?)",
+                [(mid, rid, r, d, now) for rid, (r, d) in enumerate(zip(rcpts, domains))],
+            )
+        return mid, list(range(len(rcpts)))
+
+    def claim_due(self, now: float, *, limit: int, lease_seconds: float) -> list[Batch]:
+        """Lease up to ``limit`` due recipients, grouped by destination domain.
+
+        Args:
+            now: the engine clock.
+            limit: the most recipients to claim (>= 1).
+            lease_seconds: how long the claim lasts (> 0).
+
+        Returns:
+            One batch per domain, in the order of each domain's most overdue recipient.
+
+        Raises:
+            ValueError: ``limit`` below 1 or a lease that is not positive.
+        """
+        if limit < 1 or lease_seconds <= 0:
+            raise ValueError(f"limit {limit!r} must be >= 1, lease {lease_seconds!r} > 0")
+        lease = now + lease_seconds
+        with self._tx() as db:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM recipient WHERE state = 'queued' "
+                "AND next_attempt_at <= ? ORDER BY next_attempt_at, mid, rid LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            db.executemany(
+                "UPDATE recipient SET state = 'inflight', lease_until = ? "
+                "WHERE mid = ? AND rid = ?",
+                [(lease, row[0], row[1]) for row in rows],
+            )
+        groups: dict[str, list[Recipient]] = {}
+        for row in rows:
+            r = _recipient(row)
+            claimed = Recipient(**{**_fields(r), "state": RcptState.INFLIGHT, "lease_until": lease})
+            groups.setdefault(r.domain, []).append(claimed)
+        return [Batch(d, lease, tuple(rs)) for d, rs in groups.items()]
+
+    def recover(self, now: float, *, expired_only: bool = False) -> int:
+        """Return leased recipients to ``queued``.
+
+        Args:
+            now: the engine clock.
+            expired_only: only leases that ended at or before ``now``; at start-up pass
+                False, since no claimer from before the restart is alive.
+
+        Returns:
+            How many recipients were returned.
+        """
+        sql = "UPDATE recipient SET state = 'queued', lease_until = NULL WHERE state = 'inflight'"
+        with self._tx() as db:
+            if expired_only:
+                return db.execute(sql + " AND lease_until <= ?", (now,)).rowcount
+            return db.execute(sql).rowcount
+
+    def _open_state(self, mid: int, rid: int, event: str) -> Recipient:
+        row = self._db.execute(
+            f"SELECT {_COLUMNS} FROM recipient WHERE mid = ? AND rid = ?", (mid, rid)
+        ).fetchone()
+        if row is None:
+            raise QueueError(f"no recipient RID {rid!r} in MID {mid!r}")
+        r = _recipient(row)
+        if r.state not in _OPEN:
+            raise StateError("queue", r.state.value, f"{event} MID {mid} RID {rid}")
+        return r
+
+    def _finish(self, mid: int, rid: int, event: str, state: RcptState, now: float, **cols: object) -> None:
+        with self._tx() as db:
+            r = self._open_state(mid, rid, event)
+            sets = {"state": state.value, "lease_until": None, **cols}
+            if state in _FINAL:
+                sets["final_at"] = now
+            if cols.pop("_attempted", True):
+                sets["attempts"] = r.attempts + 1
+                sets["first_attempt_at"] = now if r.first_attempt_at is None else r.first_attempt_at
+            sets.pop("_attempted", None)
+            assignments = ", ".join(f"{k} = ?" for k in sets)
+            db.execute(
+                f"UPDATE recipient SET {assignments} WHERE mid = ? AND rid = ?",
+                (*sets.values(), mid, rid),
+            )
+            if state in _FINAL:
+                db.execute(
+                    "UPDATE message SET done_at = ? WHERE mid = ? AND NOT EXISTS "
+                    "(SELECT 1 FROM recipient WHERE mid = ? AND state IN ('queued', 'inflight'))",
+                    (now, mid, mid),
+                )
+
+    def mark_delivered(self, mid: int, rid: int, now: float, *, reply: str | None = None) -> None:
+        """The recipient was accepted by the next hop (one attempt counted).
+
+        Raises:
+            QueueError: no such recipient.
+            StateError: the recipient is already final.
+        """
+        self._finish(mid, rid, "mark_delivered", RcptState.DELIVERED, now, last_reply=reply)
+
+    def mark_deferred(
+        self,
+        mid: int,
+        rid: int,
+        now: float,
+        reason: str,
+        next_attempt_at: float,
+        *,
+        result_type: ResultType | None = None,
+    ) -> None:
+        """The attempt failed temporarily; try again at ``next_attempt_at``.
+
+        Raises:
+            QueueError: no such recipient.
+            StateError: the recipient is already final.
+        """
+        self._finish(
+            mid,
+            rid,
+            "mark_deferred",
+            RcptState.QUEUED,
+            now,
+            next_attempt_at=next_attempt_at,
+            last_error=reason,
+            last_result_type=None if result_type is None else result_type.value,
+        )

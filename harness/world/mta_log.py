@@ -1,0 +1,262 @@
+"""The fake MX's per-session logic, without I/O: apply the script, record what happens.
+
+Theory of operation
+-------------------
+``SessionLog`` is the sans-IO half of a session (h11 style). The aiosmtpd
+protocol (``mta_session.py``) tells it what arrived -- a command verb, an
+EHLO name, a recipient, a message, a handshake result -- and gets back an
+``Answer``: the reply lines to send, whether the stage succeeded, whether the
+reply was scripted, or that the connection must be dropped. The log keeps the
+mutable record and turns it into a frozen ``MtaSession`` at the end.
+
+A 5yz reply the script did not choose means the client broke the protocol
+(aiosmtpd only says 5yz by itself for bad syntax or bad sequence); it is
+recorded as a protocol error so the harness fails loudly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from harness.world.mta_records import Message, MtaSession, RcptResult, SessionEnd, Transaction
+from harness.world.mta_script import Action, Disconnect, Reply, Script, StartTls
+from harness.world.mta_tls import TlsSetup
+
+__all__ = ["Answer", "SessionConfig", "SessionLog"]
+
+_ENVELOPE_VERBS = frozenset({"MAIL", "RCPT", "DATA"})
+_RESET_VERBS = frozenset({"EHLO", "HELO", "RSET", "STARTTLS"})
+_BAD_SEQUENCE = Reply(503, "5.5.1 Error: bad sequence of commands")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """The MTA's configuration, snapshotted when a client connects."""
+
+    session_id: int
+    identity: str
+    starttls: StartTls
+    script: Script
+    tls: TlsSetup | None
+    idle_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the server does at one stage.
+
+    Attributes:
+        lines: reply lines to send (empty when hanging up).
+        accepted: the stage succeeded (greeting, sender, recipient, message taken).
+        scripted: the script chose this reply, so a 5yz here is no protocol error.
+        hangup: drop the connection instead of replying.
+    """
+
+    lines: tuple[str, ...]
+    accepted: bool = True
+    scripted: bool = False
+    hangup: bool = False
+
+
+_HANGUP = Answer((), accepted=False, scripted=True, hangup=True)
+
+
+def _answer(action: Action | None, default: str) -> Answer:
+    if action is None:
+        return Answer((default,))
+    if isinstance(action, Disconnect):
+        return _HANGUP
+    return Answer((action.line,), accepted=action.positive, scripted=True)
+
+
+@dataclass
+class _Txn:
+    mail_from: str
+    over_tls: bool
+    mail_reply: str | None = None
+    rcpts: list[RcptResult] = field(default_factory=list)
+    data_reply: str | None = None
+    message: bytes | None = None
+
+    def freeze(self) -> Transaction:
+        rcpts = tuple(self.rcpts)
+        return Transaction(
+            self.mail_from, self.mail_reply, rcpts, self.data_reply, self.message, self.over_tls
+        )
+
+
+class SessionLog:
+    """One session's script decisions and record.
+
+    Args:
+        config: the MTA's configuration when the client connected.
+    """
+
+    def __init__(self, config: SessionConfig) -> None:
+        self.session_id = config.session_id
+        self.identity = config.identity
+        self.script = config.script
+        self.starttls_mode = config.starttls
+        self.client: tuple[str, int] = ("", 0)
+        self.helo_verb: str | None = None
+        self.helo_name: str | None = None
+        self.starttls_offered = False
+        self.starttls_attempted = False
+        self.tls_version: str | None = None
+        self.cipher: str | None = None
+        self.sni: str | None = None
+        self.cert_served: str | None = None
+        self.tls_error: str | None = None
+        self.in_clear = False
+        self.commands: list[str] = []
+        self.ended: SessionEnd | None = None
+        self.errors: list[str] = []
+        self._txns: list[_Txn] = []
+        self._txn: _Txn | None = None
+        self._accepted_rcpts: list[str] = []
+        self._refusing = False  # a non-220 banner was sent (RFC 5321 §3.1)
+        self._current = "(banner)"
+
+    # -- recording ---------------------------------------------------------------
+
+    def end(self, how: SessionEnd) -> None:
+        """Note how the session ends; the first cause noted wins."""
+        if self.ended is None:
+            self.ended = how
+
+    def reply_sent(self, line: str, *, scripted: bool) -> None:
+        """Note a reply going out; an unscripted 5yz is a protocol error."""
+        if line.startswith("5") and not scripted:
+            self.errors.append(f"{self._current}: server replied {line!r}")
+
+    def internal_error(self, error: BaseException) -> None:
+        """Note a failure of the fake MTA itself (a bug to fix, not a finding)."""
+        self.errors.append(f"{self._current}: fake MTA failed with {error!r}")
+
+    def tls_established(self, version: str | None, cipher: str | None) -> None:
+        """Note a completed handshake."""
+        self.tls_version, self.cipher = version, cipher
+
+    def freeze(self) -> MtaSession:
+        """The final record (the session must have ended)."""
+        assert self.ended is not None, f"session {self.session_id} has not ended"
+        return MtaSession(
+            session_id=self.session_id,
+            mx_host=self.identity,
+            client=self.client,
+            helo_verb=self.helo_verb,
+            helo_name=self.helo_name,
+            starttls_offered=self.starttls_offered,
+            starttls_attempted=self.starttls_attempted,
+            tls_completed=self.tls_version is not None,
+            tls_version=self.tls_version,
+            cipher=self.cipher,
+            sni=self.sni,
+            cert_served=self.cert_served,
+            tls_error=self.tls_error,
+            transactions=tuple(t.freeze() for t in self._txns),
+            in_clear=self.in_clear,
+            commands=tuple(self.commands),
+            ended=self.ended,
+            protocol_errors=tuple(self.errors),
+        )
+
+    # -- stages ------------------------------------------------------------------
+
+    def greet(self, default: str) -> Answer:
+        """The banner."""
+        answer = _answer(self.script.banner, default)
+        if answer.scripted and not answer.hangup:
+            self._refusing = not answer.lines[0].startswith("220")
+        return answer
+
+    def command(self, verb: str, arg: str | None, *, tls_active: bool) -> Answer | None:
+        """A command arrived; an ``Answer`` pre-empts it, None lets it run."""
+        self._current = f"{verb} {arg}" if arg else verb
+        self.commands.append(verb)
+        if verb in _ENVELOPE_VERBS and not tls_active:
+            self.in_clear = True
+        if verb in _RESET_VERBS:
+            self._txn, self._accepted_rcpts = None, []
+        if verb == "QUIT" and not arg:
+            self.end(SessionEnd.QUIT)
+            return None
+        if self._refusing:
+            return _answer(_BAD_SEQUENCE, "")
+        start = self.script.data_start
+        if verb == "DATA" and start is not None and not arg and self._accepted_rcpts:
+            assert self._txn is not None
+            answer = _answer(start, "")
+            self._txn.data_reply = answer.lines[0] if answer.lines else None
+            return answer
+        return None
+
+    def ehlo(self, name: str, keywords: list[str], *, tls_possible: bool) -> Answer:
+        """EHLO: the script, else aiosmtpd's keywords with STARTTLS per the mode."""
+        if self.script.ehlo is not None:
+            answer = _answer(self.script.ehlo, "")
+            if answer.accepted:  # a 2yz with no extensions at all
+                self.helo_verb, self.helo_name = "EHLO", name
+            return answer
+        self.helo_verb, self.helo_name = "EHLO", name
+        # An MX offers no AUTH; whether it offers STARTTLS is ours to decide.
+        kept = [k for k in keywords if not k.upper().startswith(("STARTTLS", "AUTH"))]
+        if self.starttls_mode is not StartTls.ABSENT and tls_possible:
+            kept.insert(1, "STARTTLS")
+            self.starttls_offered = True
+        lines = [f"250-{k}" for k in kept[:-1]] + [f"250 {kept[-1]}"]
+        return Answer(tuple(lines))
+
+    def helo(self, name: str) -> Answer:
+        """HELO."""
+        answer = _answer(self.script.helo, f"250 {self.identity}")
+        if answer.accepted:
+            self.helo_verb, self.helo_name = "HELO", name
+        return answer
+
+    def mail(self, address: str, *, tls_active: bool) -> Answer:
+        """MAIL FROM: starts a transaction record whatever the reply."""
+        self._txn = _Txn(address, over_tls=tls_active)
+        self._txns.append(self._txn)
+        answer = _answer(self.script.mail, "250 2.1.0 OK")
+        self._txn.mail_reply = answer.lines[0] if answer.lines else None
+        return answer
+
+    def rcpt(self, address: str) -> Answer:
+        """RCPT TO: by address, else by index in the transaction."""
+        assert self._txn is not None, "aiosmtpd passed RCPT before MAIL"
+        action = self.script.rcpt_action(address, len(self._txn.rcpts))
+        answer = _answer(action, "250 2.1.5 OK")
+        self._txn.rcpts.append(RcptResult(address, answer.lines[0] if answer.lines else None))
+        if answer.accepted:
+            self._accepted_rcpts.append(address)
+        return answer
+
+    def data(self, message: bytes) -> tuple[Answer, Message | None]:
+        """The message after DATA arrived; returns the answer and, if accepted, the mail."""
+        assert self._txn is not None, "aiosmtpd passed DATA before MAIL"
+        txn, rcpts = self._txn, tuple(self._accepted_rcpts)
+        self._txn, self._accepted_rcpts = None, []
+        txn.message = message
+        answer = _answer(self.script.data, "250 2.0.0 OK: queued")
+        txn.data_reply = answer.lines[0] if answer.lines else None
+        if not answer.accepted:
+            return answer, None
+        delivered = Message(
+            self.session_id, self.identity, txn.mail_from, rcpts, message, self.tls_version
+        )
+        return answer, delivered
+
+    def starttls(self, arg: str | None, *, tls_started: bool) -> Answer | None:
+        """STARTTLS: an ``Answer`` refuses it; None means say 220 and go on."""
+        self.starttls_attempted = True
+        if arg or tls_started:
+            # RFC 3207 §4: no parameters, and once per session. Unscripted, so
+            # it counts as a protocol error.
+            return Answer(("501 5.5.4 Syntax: STARTTLS (once per session)",), accepted=False)
+        if self.starttls_mode is StartTls.ABSENT:
+            self.errors.append("client sent STARTTLS although it was not advertised")
+            return _answer(Reply(500, '5.5.1 Error: command "STARTTLS" unknown'), "")
+        if self.starttls_mode is StartTls.REFUSED:
+            return _answer(Reply(454, "4.7.0 TLS not available"), "")
+        return None

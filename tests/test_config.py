@@ -1,0 +1,337 @@
+"""engine.config: the TOML configuration (destination controls, routes, bounce profiles, ...)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.config import DEFAULT_PROFILE_STS_WARNING, EngineConfig, load_config, parse_config
+from engine.core.controls import (
+    Coexistence,
+    DaneOption,
+    DestinationProfile,
+    IpSortPref,
+    PostStarttlsFailure,
+    Route,
+    TlsSetting,
+)
+from engine.core.errors import ConfigError
+from engine.core.retry import BounceProfile, Growth
+
+FULL = """
+[destination_controls.default]
+tls = "preferred"
+dane = "opportunistic"
+max_concurrency = 100
+ip_sort_pref = "PREFER_V6"
+
+[destination_controls."Example.COM"]
+tls = "required-verify-hosted"
+mta_sts = true
+bounce_profile = "fast"
+coexistence = "literal"
+
+[destination_controls."bücher.example"]
+tls = "required_verify"
+preferred_post220_failure = "clear"
+opportunistic_dane_fail_falls_back = true
+sts_testing_falls_back = false
+
+[routes]
+"routed.example" = ["relay.example.net:2525", "[2001:db8::1]:26", "192.0.2.7"]
+
+[bounce_profiles.fast]
+max_retries = 3
+max_queue_seconds = 600
+initial_retry = 10
+max_retry = 60
+growth = "constant"
+delay_warnings = true
+
+[dns]
+resolvers = ["127.0.0.53:5353", "::1"]
+
+[tls]
+ca_file = "roots.pem"
+
+[policy_fetch]
+timeout = 2.5
+max_body = 1024
+proxy = "127.0.0.9:3128"
+
+[logging]
+level = "debug"
+
+[queue]
+path = "/var/spool/engine/queue.sqlite"
+
+[listener]
+host = "127.0.0.1"
+port = 10025
+"""
+
+
+@pytest.fixture
+def full(tmp_path: Path) -> EngineConfig:
+    path = tmp_path / "engine.toml"
+    path.write_text(FULL, encoding="utf-8")
+    return load_config(path)
+
+
+def test_full_config_values(full: EngineConfig, tmp_path: Path) -> None:
+    d = full.default_profile
+    assert (d.tls, d.dane, d.max_concurrency, d.ip_sort_pref) == (
+        TlsSetting.PREFERRED,
+        DaneOption.OPPORTUNISTIC,
+        100,
+        IpSortPref.PREFER_V6,
+    )
+    assert full.routes["routed.example"] == (
+        Route("relay.example.net", 2525),
+        Route("2001:db8::1", 26),
+        Route("192.0.2.7", 25),
+    )
+    assert full.bounce_profiles["fast"] == BounceProfile(
+        name="fast",
+        max_retries=3,
+        max_queue_seconds=600,
+        initial_retry=10,
+        max_retry=60,
+        growth=Growth.CONSTANT,
+        delay_warnings=True,
+    )
+    assert full.bounce_profiles["default"] == BounceProfile()
+    assert full.dns.resolvers == (("127.0.0.53", 5353), ("::1", 53))
+    assert full.tls.ca_file == tmp_path / "roots.pem"  # relative to the config file
+    assert (full.policy_fetch.timeout, full.policy_fetch.max_body) == (2.5, 1024)
+    assert full.policy_fetch.proxy == ("127.0.0.9", 3128)
+    assert full.logging.level == "debug"
+    assert full.queue.path == Path("/var/spool/engine/queue.sqlite")
+    assert (full.listener.host, full.listener.port) == ("127.0.0.1", 10025)
+    assert full.warnings == () and full.source.endswith("engine.toml")
+
+
+def test_domain_entry_inherits_missing_keys_from_default(full: EngineConfig) -> None:
+    p = full.profile_for("example.com")
+    assert p.tls is TlsSetting.REQUIRED_VERIFY_HOSTED and p.mta_sts
+    assert p.coexistence is Coexistence.LITERAL
+    # Not set in the domain entry: from the Default entry (seg-behaviour.md §1).
+    assert (p.dane, p.max_concurrency, p.ip_sort_pref) == (
+        DaneOption.OPPORTUNISTIC,
+        100,
+        IpSortPref.PREFER_V6,
+    )
+    assert full.bounce_profile_for("example.com").name == "fast"
+
+
+def test_knobs_and_underscore_spelling(full: EngineConfig) -> None:
+    p = full.profile_for("xn--bcher-kva.example")
+    assert p.tls is TlsSetting.REQUIRED_VERIFY
+    assert p.preferred_post220_failure is PostStarttlsFailure.CLEAR
+    assert p.opportunistic_dane_fail_falls_back and not p.sts_testing_falls_back
+
+
+@pytest.mark.parametrize("name", ["example.com", "EXAMPLE.com.", "Example.Com"])
+def test_profile_for_is_case_insensitive_and_ignores_root_dot(
+    full: EngineConfig, name: str
+) -> None:
+    assert full.profile_for(name).tls is TlsSetting.REQUIRED_VERIFY_HOSTED
+
+
+def test_profile_for_idn_uses_a_labels(full: EngineConfig) -> None:
+    assert full.profile_for("BÜCHER.example").tls is TlsSetting.REQUIRED_VERIFY
+
+
+def test_profile_for_unknown_domain_is_the_default(full: EngineConfig) -> None:
+    assert full.profile_for("elsewhere.example") == full.default_profile
+    assert full.profile_for("") == full.default_profile
+    assert full.routes_for("elsewhere.example") == ()
+    assert full.bounce_profile_for("elsewhere.example") == BounceProfile()
+
+
+def test_empty_config_is_all_defaults() -> None:
+    cfg = parse_config("")
+    assert cfg.default_profile == DestinationProfile()
+    assert cfg.profiles == {} and cfg.routes == {} and cfg.warnings == ()
+    assert cfg.policy_fetch.max_body == 65_536 and cfg.policy_fetch.proxy is None
+
+
+# --- warnings ---------------------------------------------------------------------------
+
+
+def test_warning_when_mta_sts_is_on_in_the_default_profile() -> None:
+    cfg = parse_config('[destination_controls.default]\ntls = "preferred"\nmta_sts = true\n')
+    assert cfg.warnings == (DEFAULT_PROFILE_STS_WARNING,)
+    assert cfg.profile_for("any.example").mta_sts  # the Default covers every other domain
+
+
+def test_no_warning_when_mta_sts_is_per_domain() -> None:
+    cfg = parse_config('[destination_controls."a.example"]\ntls = "preferred"\nmta_sts = true\n')
+    assert cfg.warnings == ()
+
+
+# --- errors: every one names file, key and (for values) the value ---------------------------
+
+
+def _error(text: str) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, file="engine.toml")
+    err = info.value
+    assert err.file == "engine.toml" and "engine.toml" in str(err)
+    return err
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[destination_control]\n", "destination_control"),
+        (
+            '[destination_controls."example.com"]\ntsl = "no"\n',
+            'destination_controls."example.com".tsl',
+        ),
+        (
+            "[destination_controls.default]\nmax_host_concurrency = 5\n",
+            "destination_controls.default.max_host_concurrency",
+        ),
+        ("[bounce_profiles.x]\nretries = 1\n", "bounce_profiles.x.retries"),
+        ("[dns]\nresolver = []\n", "dns.resolver"),
+        ("[policy_fetch]\nproxies = 1\n", "policy_fetch.proxies"),
+        ("[listener]\naddress = 1\n", "listener.address"),
+    ],
+)
+def test_unknown_keys_name_file_and_key_path(text: str, key: str) -> None:
+    err = _error(text)
+    assert err.key == key and "unknown key" in err.reason and key in str(err)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "value", "allowed"),
+    [
+        (
+            '[destination_controls.default]\ntls = "maybe"\n',
+            "destination_controls.default.tls",
+            "maybe",
+            "required-verify-hosted",
+        ),
+        (
+            '[destination_controls."a.example"]\ndane = "always"\n',
+            'destination_controls."a.example".dane',
+            "always",
+            "opportunistic",
+        ),
+        (
+            '[destination_controls.default]\ncoexistence = "both"\n',
+            "destination_controls.default.coexistence",
+            "both",
+            "dane-precedence",
+        ),
+        (
+            '[destination_controls.default]\nip_sort_pref = "v4"\n',
+            "destination_controls.default.ip_sort_pref",
+            "v4",
+            "PREFER_V4",
+        ),
+        (
+            "[destination_controls.default]\nmax_concurrency = 0\n",
+            "destination_controls.default.max_concurrency",
+            0,
+            "integer >= 1",
+        ),
+        (
+            "[destination_controls.default]\nmax_messages_per_connection = true\n",
+            "destination_controls.default.max_messages_per_connection",
+            True,
+            "integer",
+        ),
+        (
+            '[destination_controls.default]\nmta_sts = "yes"\n',
+            "destination_controls.default.mta_sts",
+            "yes",
+            "boolean",
+        ),
+        (
+            '[destination_controls.default]\nbounce_profile = "nope"\n',
+            "destination_controls.default.bounce_profile",
+            "nope",
+            "bounce_profiles",
+        ),
+        (
+            '[routes]\n"r.example" = ["relay.example.net:99999"]\n',
+            'routes."r.example"[0]',
+            "relay.example.net:99999",
+            "port",
+        ),
+        ('[routes]\n"r.example" = []\n', 'routes."r.example"', [], "non-empty list"),
+        (
+            '[routes]\n"bad..example" = ["x.example"]\n',
+            'routes."bad..example"',
+            "bad..example",
+            "domain",
+        ),
+        (
+            '[dns]\nresolvers = ["dns.example:53"]\n',
+            "dns.resolvers[0]",
+            "dns.example:53",
+            "IP address",
+        ),
+        (
+            '[policy_fetch]\nproxy = "proxy example:1"\n',
+            "policy_fetch.proxy",
+            "proxy example:1",
+            "host name",
+        ),
+        ("[policy_fetch]\ntimeout = -1\n", "policy_fetch.timeout", -1, "greater than 0"),
+        ('[logging]\nlevel = "trace"\n', "logging.level", "trace", "info, debug"),
+        ("[listener]\nport = 70000\n", "listener.port", 70000, "0..65535"),
+        (
+            "[bounce_profiles.x]\ninitial_retry = 100\nmax_retry = 10\n",
+            "bounce_profiles.x.initial_retry",
+            100,
+            "max_retry",
+        ),
+        (
+            '[bounce_profiles.x]\ngrowth = "tripling"\n',
+            "bounce_profiles.x.growth",
+            "tripling",
+            "doubling",
+        ),
+        ('[tls]\nca_file = ""\n', "tls.ca_file", "", "non-empty path"),
+    ],
+)
+def test_bad_values_name_file_key_value_and_allowed(
+    text: str, key: str, value: object, allowed: str
+) -> None:
+    err = _error(text)
+    assert err.key == key
+    assert err.value == value and type(err.value) is type(value)
+    assert allowed in err.reason and repr(value) in str(err)
+
+
+def test_mta_sts_with_tls_no_is_an_error() -> None:
+    err = _error('[destination_controls.default]\ntls = "no"\nmta_sts = true\n')
+    assert err.key == "destination_controls.default.mta_sts" and "MTA-STS" in err.reason
+
+
+def test_mta_sts_on_domain_inheriting_tls_no_is_an_error() -> None:
+    err = _error('[destination_controls."a.example"]\nmta_sts = true\n')  # Default tls = "no"
+    assert err.key == 'destination_controls."a.example".mta_sts'
+
+
+def test_duplicate_domain_entries_after_normalisation() -> None:
+    err = _error(
+        '[destination_controls."a.example"]\ntls = "no"\n'
+        '[destination_controls."A.EXAMPLE."]\ntls = "no"\n'
+    )
+    assert err.key == 'destination_controls."A.EXAMPLE."' and "already configured" in err.reason
+
+
+def test_toml_syntax_error_names_the_file() -> None:
+    err = _error("[dns\n")
+    assert "TOML syntax error" in err.reason
+
+
+def test_missing_file_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "absent.toml")
+    assert info.value.file == str(tmp_path / "absent.toml")
