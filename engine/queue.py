@@ -41,7 +41,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -159,28 +159,33 @@ _COLUMNS = (
     "mid, rid, rcpt, domain, state, attempts, first_attempt_at, next_attempt_at, lease_until, "
     "last_error, last_result_type, last_reply, delay_warned, final_at"
 )
-_Row = tuple[object, ...]
 
 
-def _recipient(row: _Row) -> Recipient:
-    (mid, rid, rcpt, domain, state, attempts, first, nxt, lease, err, rtype, reply, warned, fin) = (
-        row
-    )
+def _opt_float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _recipient(row: Sequence[object]) -> Recipient:
+    mid, rid, rcpt, domain, state, attempts, first, nxt, lease, err, rtype, reply, warned, fin = row
     return Recipient(
-        int(mid),  # type: ignore[call-overload]
-        int(rid),  # type: ignore[call-overload]
-        str(rcpt),
-        str(domain),
-        RcptState(state),
-        int(attempts),  # type: ignore[call-overload]
-        first,  # type: ignore[arg-type]
-        float(nxt),  # type: ignore[arg-type]
-        lease,  # type: ignore[arg-type]
-        err,  # type: ignore[arg-type]
-        None if rtype is None else ResultType(rtype),
-        reply,  # type: ignore[arg-type]
-        bool(warned),
-        fin,  # type: ignore[arg-type]
+        mid=int(mid),  # type: ignore[call-overload]
+        rid=int(rid),  # type: ignore[call-overload]
+        rcpt=str(rcpt),
+        domain=str(domain),
+        state=RcptState(state),
+        attempts=int(attempts),  # type: ignore[call-overload]
+        first_attempt_at=_opt_float(first),
+        next_attempt_at=float(nxt),  # type: ignore[arg-type]
+        lease_until=_opt_float(lease),
+        last_error=_opt_str(err),
+        last_result_type=None if rtype is None else ResultType(rtype),
+        last_reply=_opt_str(reply),
+        delay_warned=bool(warned),
+        final_at=_opt_float(fin),
     )
 
 
@@ -330,7 +335,7 @@ class Queue:
         groups: dict[str, list[Recipient]] = {}
         for row in rows:
             r = _recipient(row)
-            claimed = Recipient(**{**_fields(r), "state": RcptState.INFLIGHT, "lease_until": lease})
+            claimed = replace(r, state=RcptState.INFLIGHT, lease_until=lease)
             groups.setdefault(r.domain, []).append(claimed)
         return [Batch(d, lease, tuple(rs)) for d, rs in groups.items()]
 
@@ -362,22 +367,32 @@ class Queue:
             raise StateError("queue", r.state.value, f"{event} MID {mid} RID {rid}")
         return r
 
-    def _finish(self, mid: int, rid: int, event: str, state: RcptState, now: float, **cols: object) -> None:
+    def _mark(
+        self,
+        mid: int,
+        rid: int,
+        event: str,
+        state: RcptState,
+        now: float,
+        changes: dict[str, object],
+        *,
+        attempted: bool = True,
+    ) -> None:
         with self._tx() as db:
             r = self._open_state(mid, rid, event)
-            sets = {"state": state.value, "lease_until": None, **cols}
-            if state in _FINAL:
-                sets["final_at"] = now
-            if cols.pop("_attempted", True):
+            sets: dict[str, object] = {"state": state.value, "lease_until": None, **changes}
+            if attempted:
                 sets["attempts"] = r.attempts + 1
                 sets["first_attempt_at"] = now if r.first_attempt_at is None else r.first_attempt_at
-            sets.pop("_attempted", None)
+            if state in _FINAL:
+                sets["final_at"] = now
             assignments = ", ".join(f"{k} = ?" for k in sets)
             db.execute(
                 f"UPDATE recipient SET {assignments} WHERE mid = ? AND rid = ?",
                 (*sets.values(), mid, rid),
             )
             if state in _FINAL:
+                # A message is done when none of its recipients is still open.
                 db.execute(
                     "UPDATE message SET done_at = ? WHERE mid = ? AND NOT EXISTS "
                     "(SELECT 1 FROM recipient WHERE mid = ? AND state IN ('queued', 'inflight'))",
@@ -385,13 +400,13 @@ class Queue:
                 )
 
     def mark_delivered(self, mid: int, rid: int, now: float, *, reply: str | None = None) -> None:
-        """The recipient was accepted by the next hop (one attempt counted).
+        """The next hop accepted the recipient (counts one attempt).
 
         Raises:
             QueueError: no such recipient.
             StateError: the recipient is already final.
         """
-        self._finish(mid, rid, "mark_delivered", RcptState.DELIVERED, now, last_reply=reply)
+        self._mark(mid, rid, "mark_delivered", RcptState.DELIVERED, now, {"last_reply": reply})
 
     def mark_deferred(
         self,
@@ -403,19 +418,188 @@ class Queue:
         *,
         result_type: ResultType | None = None,
     ) -> None:
-        """The attempt failed temporarily; try again at ``next_attempt_at``.
+        """The attempt failed temporarily; try again at ``next_attempt_at`` (counts one attempt).
 
         Raises:
             QueueError: no such recipient.
             StateError: the recipient is already final.
         """
-        self._finish(
-            mid,
-            rid,
-            "mark_deferred",
-            RcptState.QUEUED,
-            now,
-            next_attempt_at=next_attempt_at,
-            last_error=reason,
-            last_result_type=None if result_type is None else result_type.value,
+        changes: dict[str, object] = {
+            "next_attempt_at": next_attempt_at,
+            "last_error": reason,
+            "last_result_type": None if result_type is None else result_type.value,
+        }
+        self._mark(mid, rid, "mark_deferred", RcptState.QUEUED, now, changes)
+
+    def mark_bounced(
+        self,
+        mid: int,
+        rid: int,
+        now: float,
+        reason: str,
+        *,
+        result_type: ResultType | None = None,
+        attempted: bool = True,
+    ) -> None:
+        """The recipient hard-bounced.
+
+        Args:
+            mid: the message.
+            rid: the recipient.
+            now: the engine clock.
+            reason: why (the reply or the expiry), for ``queue show`` and the DSN.
+            result_type: the TLS failure behind the bounce, if any.
+            attempted: the bounce follows a delivery attempt (a 5xx); False for a bounce
+                decided without one (expiry, an operator's delete-with-bounce).
+
+        Raises:
+            QueueError: no such recipient.
+            StateError: the recipient is already final.
+        """
+        changes: dict[str, object] = {
+            "last_error": reason,
+            "last_result_type": None if result_type is None else result_type.value,
+        }
+        self._mark(mid, rid, "mark_bounced", RcptState.BOUNCED, now, changes, attempted=attempted)
+
+    def defer_or_bounce(
+        self,
+        mid: int,
+        rid: int,
+        now: float,
+        reason: str,
+        profile: BounceProfile,
+        *,
+        result_type: ResultType | None = None,
+    ) -> float | None:
+        """A failed attempt: defer by the bounce profile's schedule, or bounce when it ends.
+
+        Returns:
+            The next attempt time, or None when the recipient was bounced
+            (seg-behaviour.md §4: retries used up, or past the maximum time in queue).
+
+        Raises:
+            QueueError: no such recipient.
+            StateError: the recipient is already final.
+        """
+        r = self._open_state(mid, rid, "defer_or_bounce")
+        first = now if r.first_attempt_at is None else r.first_attempt_at
+        when = next_attempt(first, r.attempts + 1, now, profile)
+        if when is None:
+            self.mark_bounced(mid, rid, now, reason, result_type=result_type)
+        else:
+            self.mark_deferred(mid, rid, now, reason, when, result_type=result_type)
+        return when
+
+    def mark_delay_warned(self, mid: int, rid: int) -> None:
+        """Note that a delay-warning DSN went out for this recipient (CISCO 212837)."""
+        with self._tx() as db:
+            self._open_state(mid, rid, "mark_delay_warned")
+            db.execute(
+                "UPDATE recipient SET delay_warned = 1 WHERE mid = ? AND rid = ?", (mid, rid)
+            )
+
+    def recipient(self, mid: int, rid: int) -> Recipient | None:
+        """One recipient row, or None."""
+        row = self._db.execute(
+            f"SELECT {_COLUMNS} FROM recipient WHERE mid = ? AND rid = ?", (mid, rid)
+        ).fetchone()
+        return None if row is None else _recipient(row)
+
+    def message(self, mid: int) -> Message | None:
+        """The message with its bytes and recipients (``queue show``), or None."""
+        row = self._db.execute(
+            "SELECT mid, mail_from, data, received_at, icid, done_at FROM message WHERE mid = ?",
+            (mid,),
+        ).fetchone()
+        if row is None:
+            return None
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM recipient WHERE mid = ? ORDER BY rid", (mid,)
+        ).fetchall()
+        return Message(
+            mid=row[0],
+            mail_from=row[1],
+            data=bytes(row[2]),
+            received_at=row[3],
+            icid=row[4],
+            done_at=row[5],
+            recipients=tuple(_recipient(r) for r in rows),
         )
+
+    def counts(self) -> dict[RcptState, int]:
+        """How many recipients are in each state (every state listed)."""
+        rows = self._db.execute("SELECT state, count(*) FROM recipient GROUP BY state")
+        found = {RcptState(s): int(n) for s, n in rows}
+        return {s: found.get(s, 0) for s in RcptState}
+
+    def retry(self, now: float, mid: int | None = None) -> int:
+        """Make queued recipients due now (``queue retry``; the appliance's ``delivernow``).
+
+        Args:
+            now: the engine clock.
+            mid: one message, or None for every message.
+
+        Returns:
+            How many recipients were made due.
+        """
+        sql = "UPDATE recipient SET next_attempt_at = ? WHERE state = 'queued'"
+        with self._tx() as db:
+            if mid is None:
+                return db.execute(sql, (now,)).rowcount
+            return db.execute(sql + " AND mid = ?", (now, mid)).rowcount
+
+    def delete(self, mid: int) -> bool:
+        """Remove a message and its recipients whatever their state (``queue delete``).
+
+        Returns:
+            False when there was no such message.
+        """
+        with self._tx() as db:
+            db.execute("DELETE FROM recipient WHERE mid = ?", (mid,))
+            return db.execute("DELETE FROM message WHERE mid = ?", (mid,)).rowcount > 0
+
+    def purge(self, before: float) -> int:
+        """Delete messages that were done before ``before``; returns how many."""
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM recipient WHERE mid IN "
+                "(SELECT mid FROM message WHERE done_at IS NOT NULL AND done_at < ?)",
+                (before,),
+            )
+            return db.execute(
+                "DELETE FROM message WHERE done_at IS NOT NULL AND done_at < ?", (before,)
+            ).rowcount
+
+    def list(
+        self,
+        *,
+        state: RcptState | None = None,
+        domain: str | None = None,
+        include_done: bool = False,
+    ) -> tuple[Recipient, ...]:
+        """Recipient rows in MID, RID order (``queue list``).
+
+        Args:
+            state: only this state.
+            domain: only this destination domain (any case).
+            include_done: include recipients of messages that are done.
+
+        Returns:
+            The matching rows.
+        """
+        where, args = [], []
+        if state is not None:
+            where.append("r.state = ?")
+            args.append(RcptState(state).value)
+        if domain is not None:
+            where.append("r.domain = ?")
+            args.append(domain.lower().rstrip("."))
+        if not include_done:
+            where.append("m.done_at IS NULL")
+        cols = ", ".join(f"r.{c.strip()}" for c in _COLUMNS.split(","))
+        sql = f"SELECT {cols} FROM recipient r JOIN message m ON m.mid = r.mid"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self._db.execute(sql + " ORDER BY r.mid, r.rid", args).fetchall()
+        return tuple(_recipient(r) for r in rows)
