@@ -1,4 +1,4 @@
-"""mta-sts-harness sending engine: strict MTA-STS (RFC 8461), DANE (RFC 7672), TLS-RPT (RFC 8460)."""
+"""mta-sts-harness sending engine: MTA-STS (RFC 8461), DANE (RFC 7672), TLS-RPT (RFC 8460)."""
 
 from __future__ import annotations
 

@@ -92,9 +92,7 @@ TEMPLATES: dict[str, Template] = {
     ),
     "sts.apply": "Applying MTA-STS policy for the domain ({domain})",
     "sts.success": "MTA-STS policy for the domain ({domain}) Successful.",
-    "sts.refresh.failed": (
-        "MTA-STS policy refresh failed for the domain ({domain}): {detail}"
-    ),
+    "sts.refresh.failed": ("MTA-STS policy refresh failed for the domain ({domain}): {detail}"),
     # Connections and delivery (seg-behaviour §5.1)
     "smtp.connect": "New SMTP DCID {dcid} interface {interface} address {address} port {port}",
     "smtp.connect.error": (

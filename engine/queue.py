@@ -41,152 +41,27 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from enum import StrEnum
+from dataclasses import replace
 from pathlib import Path
 
-from engine.core.errors import MxPatternError, StateError, StsError
+from engine.core.errors import MxPatternError, StateError
 from engine.core.events import ResultType
 from engine.core.mx import normalize_host
 from engine.core.retry import BounceProfile, next_attempt
-
-__all__ = ["Batch", "Message", "Queue", "QueueError", "RcptState", "Recipient"]
-
-
-class RcptState(StrEnum):
-    """Where one recipient of one message stands."""
-
-    QUEUED = "queued"
-    INFLIGHT = "inflight"
-    DELIVERED = "delivered"
-    BOUNCED = "bounced"
-
-
-_FINAL = (RcptState.DELIVERED, RcptState.BOUNCED)
-_OPEN = (RcptState.QUEUED, RcptState.INFLIGHT)
-
-
-class QueueError(StsError):
-    """A queue operation named a message or recipient that is not there, or a bad address."""
-
-
-@dataclass(frozen=True, slots=True)
-class Recipient:
-    """One recipient row (``sts-engine queue show``)."""
-
-    mid: int
-    rid: int
-    rcpt: str
-    domain: str
-    state: RcptState
-    attempts: int
-    first_attempt_at: float | None
-    next_attempt_at: float
-    lease_until: float | None
-    last_error: str | None
-    last_result_type: ResultType | None
-    last_reply: str | None
-    delay_warned: bool
-    final_at: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A queued message with its bytes and its recipients (in RID order)."""
-
-    mid: int
-    mail_from: str
-    data: bytes
-    received_at: float
-    icid: int | None
-    done_at: float | None
-    recipients: tuple[Recipient, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """Claimed recipients for one destination domain (seg-behaviour.md §4: queued per domain).
-
-    Attributes:
-        domain: the destination domain (lower-case A-labels).
-        lease_until: when the claim lapses unless a mark ends it.
-        recipients: the claimed recipients, due-time order.
-    """
-
-    domain: str
-    lease_until: float
-    recipients: tuple[Recipient, ...]
-
-    def by_message(self) -> dict[int, tuple[int, ...]]:
-        """MID -> RIDs, for ``Delivery start DCID d MID m to RID [0, 1]`` (§5.1)."""
-        out: dict[int, tuple[int, ...]] = {}
-        for r in self.recipients:
-            out[r.mid] = (*out.get(r.mid, ()), r.rid)
-        return out
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT OR IGNORE INTO counter VALUES ('mid', 0), ('dcid', 0), ('icid', 0);
-CREATE TABLE IF NOT EXISTS message (
-    mid INTEGER PRIMARY KEY,
-    mail_from TEXT NOT NULL,
-    data BLOB NOT NULL,
-    received_at REAL NOT NULL,
-    icid INTEGER,
-    done_at REAL
-);
-CREATE TABLE IF NOT EXISTS recipient (
-    mid INTEGER NOT NULL,
-    rid INTEGER NOT NULL,
-    rcpt TEXT NOT NULL,
-    domain TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('queued', 'inflight', 'delivered', 'bounced')),
-    attempts INTEGER NOT NULL DEFAULT 0,
-    first_attempt_at REAL,
-    next_attempt_at REAL NOT NULL,
-    lease_until REAL,
-    last_error TEXT,
-    last_result_type TEXT,
-    last_reply TEXT,
-    delay_warned INTEGER NOT NULL DEFAULT 0,
-    final_at REAL,
-    PRIMARY KEY (mid, rid)
-);
-CREATE INDEX IF NOT EXISTS recipient_due ON recipient (state, next_attempt_at);
-"""
-_COLUMNS = (
-    "mid, rid, rcpt, domain, state, attempts, first_attempt_at, next_attempt_at, lease_until, "
-    "last_error, last_result_type, last_reply, delay_warned, final_at"
+from engine.queue_model import (
+    COLUMNS,
+    FINAL,
+    OPEN,
+    SCHEMA,
+    Batch,
+    Message,
+    QueueError,
+    RcptState,
+    Recipient,
+    recipient_from_row,
 )
 
-
-def _opt_float(value: object) -> float | None:
-    return None if value is None else float(value)  # type: ignore[arg-type]
-
-
-def _opt_str(value: object) -> str | None:
-    return None if value is None else str(value)
-
-
-def _recipient(row: Sequence[object]) -> Recipient:
-    mid, rid, rcpt, domain, state, attempts, first, nxt, lease, err, rtype, reply, warned, fin = row
-    return Recipient(
-        mid=int(mid),  # type: ignore[call-overload]
-        rid=int(rid),  # type: ignore[call-overload]
-        rcpt=str(rcpt),
-        domain=str(domain),
-        state=RcptState(state),
-        attempts=int(attempts),  # type: ignore[call-overload]
-        first_attempt_at=_opt_float(first),
-        next_attempt_at=float(nxt),  # type: ignore[arg-type]
-        lease_until=_opt_float(lease),
-        last_error=_opt_str(err),
-        last_result_type=None if rtype is None else ResultType(rtype),
-        last_reply=_opt_str(reply),
-        delay_warned=bool(warned),
-        final_at=_opt_float(fin),
-    )
+__all__ = ["Batch", "Message", "Queue", "QueueError", "RcptState", "Recipient"]
 
 
 def _rcpt_domain(rcpt: str) -> str:
@@ -216,7 +91,7 @@ class Queue:
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         with self._tx():
-            for statement in _SCHEMA.split(";"):
+            for statement in SCHEMA.split(";"):
                 if statement.strip():
                     self._db.execute(statement)
 
@@ -300,7 +175,10 @@ class Queue:
             db.executemany(
                 "INSERT INTO recipient (mid, rid, rcpt, domain, state, next_attempt_at) "
                 "VALUES (?, ?, ?, ?, 'queued', ?)",
-                [(mid, rid, r, d, now) for rid, (r, d) in enumerate(zip(rcpts, domains))],
+                [
+                    (mid, rid, r, d, now)
+                    for rid, (r, d) in enumerate(zip(rcpts, domains, strict=True))
+                ],
             )
         return mid, list(range(len(rcpts)))
 
@@ -323,7 +201,7 @@ class Queue:
         lease = now + lease_seconds
         with self._tx() as db:
             rows = db.execute(
-                f"SELECT {_COLUMNS} FROM recipient WHERE state = 'queued' "
+                f"SELECT {COLUMNS} FROM recipient WHERE state = 'queued' "
                 "AND next_attempt_at <= ? ORDER BY next_attempt_at, mid, rid LIMIT ?",
                 (now, limit),
             ).fetchall()
@@ -334,7 +212,7 @@ class Queue:
             )
         groups: dict[str, list[Recipient]] = {}
         for row in rows:
-            r = _recipient(row)
+            r = recipient_from_row(row)
             claimed = replace(r, state=RcptState.INFLIGHT, lease_until=lease)
             groups.setdefault(r.domain, []).append(claimed)
         return [Batch(d, lease, tuple(rs)) for d, rs in groups.items()]
@@ -358,12 +236,12 @@ class Queue:
 
     def _open_state(self, mid: int, rid: int, event: str) -> Recipient:
         row = self._db.execute(
-            f"SELECT {_COLUMNS} FROM recipient WHERE mid = ? AND rid = ?", (mid, rid)
+            f"SELECT {COLUMNS} FROM recipient WHERE mid = ? AND rid = ?", (mid, rid)
         ).fetchone()
         if row is None:
             raise QueueError(f"no recipient RID {rid!r} in MID {mid!r}")
-        r = _recipient(row)
-        if r.state not in _OPEN:
+        r = recipient_from_row(row)
+        if r.state not in OPEN:
             raise StateError("queue", r.state.value, f"{event} MID {mid} RID {rid}")
         return r
 
@@ -384,14 +262,14 @@ class Queue:
             if attempted:
                 sets["attempts"] = r.attempts + 1
                 sets["first_attempt_at"] = now if r.first_attempt_at is None else r.first_attempt_at
-            if state in _FINAL:
+            if state in FINAL:
                 sets["final_at"] = now
             assignments = ", ".join(f"{k} = ?" for k in sets)
             db.execute(
                 f"UPDATE recipient SET {assignments} WHERE mid = ? AND rid = ?",
                 (*sets.values(), mid, rid),
             )
-            if state in _FINAL:
+            if state in FINAL:
                 # A message is done when none of its recipients is still open.
                 db.execute(
                     "UPDATE message SET done_at = ? WHERE mid = ? AND NOT EXISTS "
@@ -502,9 +380,9 @@ class Queue:
     def recipient(self, mid: int, rid: int) -> Recipient | None:
         """One recipient row, or None."""
         row = self._db.execute(
-            f"SELECT {_COLUMNS} FROM recipient WHERE mid = ? AND rid = ?", (mid, rid)
+            f"SELECT {COLUMNS} FROM recipient WHERE mid = ? AND rid = ?", (mid, rid)
         ).fetchone()
-        return None if row is None else _recipient(row)
+        return None if row is None else recipient_from_row(row)
 
     def message(self, mid: int) -> Message | None:
         """The message with its bytes and recipients (``queue show``), or None."""
@@ -515,7 +393,7 @@ class Queue:
         if row is None:
             return None
         rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM recipient WHERE mid = ? ORDER BY rid", (mid,)
+            f"SELECT {COLUMNS} FROM recipient WHERE mid = ? ORDER BY rid", (mid,)
         ).fetchall()
         return Message(
             mid=row[0],
@@ -524,7 +402,7 @@ class Queue:
             received_at=row[3],
             icid=row[4],
             done_at=row[5],
-            recipients=tuple(_recipient(r) for r in rows),
+            recipients=tuple(recipient_from_row(r) for r in rows),
         )
 
     def counts(self) -> dict[RcptState, int]:
@@ -597,9 +475,9 @@ class Queue:
             args.append(domain.lower().rstrip("."))
         if not include_done:
             where.append("m.done_at IS NULL")
-        cols = ", ".join(f"r.{c.strip()}" for c in _COLUMNS.split(","))
+        cols = ", ".join(f"r.{c.strip()}" for c in COLUMNS.split(","))
         sql = f"SELECT {cols} FROM recipient r JOIN message m ON m.mid = r.mid"
         if where:
             sql += " WHERE " + " AND ".join(where)
         rows = self._db.execute(sql + " ORDER BY r.mid, r.rid", args).fetchall()
-        return tuple(_recipient(r) for r in rows)
+        return tuple(recipient_from_row(r) for r in rows)

@@ -22,7 +22,7 @@ import errno
 import itertools
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType, TracebackType
-from typing import Any
+from typing import Any, cast
 
 from harness.world.dns_answer import Behaviour, LoggedQuery, Rule, Transport, answer
 from harness.world.dns_records import RData, ZoneError, canonical_name, check_loopback
@@ -293,8 +293,7 @@ class _Udp(asyncio.DatagramProtocol):
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         self._dns._serve(data, Transport.UDP, lambda reply: self._send(reply, addr))
@@ -320,8 +319,7 @@ class _Tcp(asyncio.Protocol):
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
         self._dns._tcp.add(self)
 
     def data_received(self, data: bytes) -> None:

@@ -127,11 +127,17 @@ class SessionLog:
     def reply_sent(self, line: str, *, scripted: bool) -> None:
         """Note a reply going out; an unscripted 5yz is a protocol error."""
         if line.startswith("5") and not scripted:
-            self.errors.append(f"{self._current}: server replied {line!r}")
+            self.errors.append(f"server replied {line!r} (last command: {self._current})")
 
     def internal_error(self, error: BaseException) -> None:
         """Note a failure of the fake MTA itself (a bug to fix, not a finding)."""
         self.errors.append(f"{self._current}: fake MTA failed with {error!r}")
+
+    def cleartext_after_tls_failure(self, data: bytes) -> None:
+        """Note SMTP sent in clear on a connection whose TLS handshake failed."""
+        self.errors.append(f"cleartext after the failed STARTTLS handshake: {data[:80]!r}")
+        if any(verb in data.upper() for verb in (b"MAIL", b"RCPT", b"DATA")):
+            self.in_clear = True
 
     def tls_established(self, version: str | None, cipher: str | None) -> None:
         """Note a completed handshake."""

@@ -40,7 +40,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 from harness.world.mta_log import Answer, SessionConfig, SessionLog
 from harness.world.mta_records import Message, MtaSession, SessionEnd
 from harness.world.mta_script import StartTls
-from harness.world.mta_tls import break_handshake
+from harness.world.mta_tls import break_handshake, is_tls_record
 
 __all__ = ["MtaProtocol", "SessionOwner"]
 
@@ -290,8 +290,15 @@ class MtaProtocol(SMTP):
             await self.push("220 2.0.0 Ready to start TLS")
             self.log.end(SessionEnd.TLS_FAILED)
             self.log.tls_error = f"server broke the handshake on purpose ({mode})"
-            garbage = mode is StartTls.BROKEN_GARBAGE
-            await break_handshake(self._reader, self._writer, garbage=garbage)
+            after = bytearray()
+            try:
+                garbage = mode is StartTls.BROKEN_GARBAGE
+                await break_handshake(self._reader, self._writer, garbage=garbage, after=after)
+            finally:  # also when the client's EOF cancels us
+                if after and not is_tls_record(after):
+                    # seg-behaviour §1.1, the "220 boundary": past the 220, a failed
+                    # handshake must not turn into cleartext on this connection.
+                    self.log.cleartext_after_tls_failure(bytes(after))
             return self.hangup(SessionEnd.TLS_FAILED)
         assert self._tls is not None, "starttls='offered' without a certificate"
         self.tls_context = self._tls.front

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-__all__ = ["ServerCert", "TlsSetup", "break_handshake", "describe_cert"]
+__all__ = ["ServerCert", "TlsSetup", "break_handshake", "describe_cert", "is_tls_record"]
 
 # Not a TLS record: a client expecting a handshake record (content type 22)
 # fails with "wrong version number" or "record layer failure".
@@ -185,7 +185,11 @@ class TlsSetup:
 
 
 async def break_handshake(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, garbage: bool
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    *,
+    garbage: bool,
+    after: bytearray,
 ) -> None:
     """Play a server that said 220 to STARTTLS and then cannot do TLS.
 
@@ -198,13 +202,21 @@ async def break_handshake(
         reader: the connection's reader, just after the 220 reply.
         writer: the connection's writer.
         garbage: write garbage instead of just closing.
+        after: receives the start (up to 1 KiB) of what the client sends after
+            the garbage -- normally a TLS alert or nothing. Filled as it
+            arrives, so it is complete even if the read is cancelled by EOF.
     """
     try:
         header = await reader.readexactly(5)
         await reader.readexactly(int.from_bytes(header[3:5], "big"))
         if garbage:
             writer.write(_GARBAGE)
-            while await reader.read(4096):
-                pass
+            while chunk := await reader.read(4096):
+                after += chunk[: max(0, 1024 - len(after))]
     except asyncio.IncompleteReadError:
         pass
+
+
+def is_tls_record(data: bytes | bytearray) -> bool:
+    """True if ``data`` starts like a TLS record (content type 20..23, RFC 8446 §5.1)."""
+    return bool(data) and 20 <= data[0] <= 23

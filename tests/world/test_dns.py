@@ -443,7 +443,7 @@ async def test_malformed_query_gets_formerr(server: FakeDns) -> None:
 
 @pytest.mark.parametrize("address", ["192.0.2.1", "0.0.0.0", "::", "2001:db8::1", "localhost"])
 def test_binding_beyond_loopback_is_refused(address: str) -> None:
-    with pytest.raises(ValueError, match="loopback|not an IP"):
+    with pytest.raises(ValueError, match=r"loopback|not an IP"):
         FakeDns(address=address)
 
 
@@ -479,7 +479,7 @@ async def test_serves_on_ipv6_loopback() -> None:
         assert texts(await ask(fake, "mx2.example.com", "A", tcp=True)) == ["127.0.1.2"]
 
 
-# -- lifecycle ---------------------------------------------------------------------------------------
+# -- lifecycle ---------------------------------------------------------------------------
 
 
 def open_fds() -> set[str]:

@@ -27,6 +27,7 @@ from harness.world.mta import (
     StartTls,
     parse_action,
 )
+from harness.world.mta_log import SessionConfig, SessionLog
 
 MX = "mx1.example.com"
 ADDR = "127.0.0.25"
@@ -177,13 +178,14 @@ async def test_starttls_records_sni_version_cipher_and_cert(
 ) -> None:
     async with ReceivingMta(ADDR, MX, cert=mx_cert) as mx:
         client, sslobj = await tls_session(mx, trusting(ca))
+        version, cipher = sslobj.version(), sslobj.cipher()
         await client.sendmail("a@sender.test", ["r@example.com"], MESSAGE)
         await client.quit()
         await mx.settle()
     session = only_session(mx)
     assert session.starttls_offered and session.starttls_attempted and session.tls_completed
-    assert session.tls_version == sslobj.version() and session.tls_version in {"TLSv1.2", "TLSv1.3"}
-    assert session.cipher == sslobj.cipher()[0]
+    assert cipher is not None and session.cipher == cipher[0]
+    assert session.tls_version == version and version in {"TLSv1.2", "TLSv1.3"}
     assert (session.sni, session.cert_served) == (MX, "mx1-trusted")
     assert session.commands == ("EHLO", "STARTTLS", "EHLO", "MAIL", "RCPT", "DATA", "QUIT")
     assert not session.in_clear and session.ended is SessionEnd.QUIT
@@ -215,7 +217,7 @@ def sni_mx(mx_cert: ServerCert, other_ca: trustme.CA) -> ReceivingMta:
 
 async def test_sni_selects_certificate_that_verifies(sni_mx: ReceivingMta, ca: trustme.CA) -> None:
     async with sni_mx as mx:
-        client, sslobj = await tls_session(mx, trusting(ca), sni=MX)
+        client, _ = await tls_session(mx, trusting(ca), sni=MX)
         await client.quit()
         await mx.settle()
     assert (only_session(mx).sni, only_session(mx).cert_served) == (MX, "mx1-trusted")
@@ -227,6 +229,7 @@ async def test_no_sni_gets_default_certificate(sni_mx: ReceivingMta, other_ca: t
         peer = sslobj.getpeercert(binary_form=True)
         await client.quit()
         await mx.settle()
+    assert peer is not None
     session = only_session(mx)
     assert (session.sni, session.cert_served) == (None, "untrusted-default")
     assert (
@@ -328,6 +331,33 @@ async def test_broken_starttls_fails_the_handshake(mode: StartTls) -> None:
     assert session.commands == ("EHLO", "STARTTLS")  # the 220 came, then nothing usable
     assert session.ended is SessionEnd.TLS_FAILED and not session.tls_completed
     assert mode in (session.tls_error or "")
+
+
+async def read_reply(reader: asyncio.StreamReader) -> bytes:
+    """The last line of one (possibly multi-line) SMTP reply."""
+    while (line := await reader.readline())[3:4] == b"-":
+        pass
+    return line
+
+
+async def test_cleartext_after_broken_handshake_is_a_protocol_error() -> None:
+    async with ReceivingMta(ADDR, MX, starttls=StartTls.BROKEN_GARBAGE) as mx:
+        reader, writer = await asyncio.open_connection(*mx.address)
+        await read_reply(reader)
+        writer.write(b"EHLO c.test\r\nSTARTTLS\r\n")
+        assert b"250 " in await read_reply(reader)
+        assert (await read_reply(reader)).startswith(b"220 2.0.0")
+        writer.write(b"\x16\x03\x01\x00\x04\x01\x00\x00\x00")  # a tiny handshake record
+        assert (await reader.readline()).startswith(b"220 this is not")
+        writer.write(b"MAIL FROM:<a@sender.test>\r\n")  # a client ignoring the failure
+        writer.write_eof()
+        await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        await mx.settle()
+    session = only_session(mx)
+    assert session.in_clear and session.ended is SessionEnd.TLS_FAILED
+    assert "cleartext after the failed STARTTLS" in session.protocol_errors[0]
 
 
 # -- TLS version limits --------------------------------------------------------------------
@@ -568,7 +598,7 @@ async def test_address_reports_bound_port_and_is_ready() -> None:
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "10.0.0.1", "192.0.2.1", "::1", "localhost", ""])
 def test_refuses_non_loopback_addresses(host: str) -> None:
-    with pytest.raises(ValueError, match="127.0.0.0/8"):
+    with pytest.raises(ValueError, match=r"127\.0\.0\.0/8"):
         ReceivingMta(host, MX, starttls=StartTls.ABSENT)
 
 
@@ -599,6 +629,73 @@ def test_script_validates_eagerly() -> None:
     with pytest.raises(ValueError, match="one line"):
         Reply(550, "a\r\nb")
     assert HELO_ONLY.code == 502
+
+
+def _log(script: Script | None = None, starttls: StartTls = StartTls.OFFERED) -> SessionLog:
+    return SessionLog(SessionConfig(7, MX, starttls, script or Script(), None, 1.0))
+
+
+def test_log_ehlo_drops_auth_and_places_starttls() -> None:
+    keywords = [MX, "SIZE 100", "8BITMIME", "AUTH LOGIN", "STARTTLS", "HELP"]
+    answer = _log().ehlo("c.test", keywords, tls_possible=True)
+    assert answer.lines == (f"250-{MX}", "250-STARTTLS", "250-SIZE 100", "250-8BITMIME", "250 HELP")
+    absent = _log(starttls=StartTls.ABSENT).ehlo("c.test", keywords, tls_possible=True)
+    assert not any("STARTTLS" in line or "AUTH" in line for line in absent.lines)
+    after_tls = _log().ehlo("c.test", keywords, tls_possible=False)
+    assert "250-STARTTLS" not in after_tls.lines
+
+
+def test_log_data_start_applies_only_after_an_accepted_recipient() -> None:
+    log = _log(Script(data_start=Reply(451, "4.3.0 later"), rcpt_by_index={0: Reply(550, "no")}))
+    assert log.command("MAIL", "FROM:<a@b.test>", tls_active=True) is None
+    log.mail("a@b.test", tls_active=True)
+    log.rcpt("x@example.com")  # refused: DATA is aiosmtpd's to refuse (503)
+    assert log.command("DATA", None, tls_active=True) is None
+    log.rcpt("y@example.com")
+    answer = log.command("DATA", None, tls_active=True)
+    assert answer is not None and answer.lines == ("451 4.3.0 later",) and answer.scripted
+
+
+def test_log_counts_only_unscripted_5yz_and_ends_once() -> None:
+    log = _log()
+    log.reply_sent("550 5.1.1 scripted", scripted=True)
+    log.reply_sent("250 OK", scripted=False)
+    log.command("RCPT", "TO:<x@example.com>", tls_active=False)
+    log.reply_sent("503 Error: need MAIL command", scripted=False)
+    assert log.errors == [
+        "server replied '503 Error: need MAIL command' (last command: RCPT TO:<x@example.com>)"
+    ]
+    log.end(SessionEnd.QUIT)
+    log.end(SessionEnd.CLIENT_DROP)
+    record = log.freeze()
+    assert record.ended is SessionEnd.QUIT and record.in_clear and record.session_id == 7
+
+
+async def test_settle_times_out_while_a_client_stays() -> None:
+    async with ReceivingMta(ADDR, MX, starttls=StartTls.ABSENT) as mx:
+        reader, writer = await asyncio.open_connection(*mx.address)
+        await reader.readline()
+        assert mx.live_sessions == 1
+        with pytest.raises(TimeoutError):
+            await mx.settle(timeout=0.01)
+        writer.close()
+        await writer.wait_closed()
+        await mx.settle()
+    assert only_session(mx).ended is SessionEnd.CLIENT_DROP
+    mx.clear()
+    assert mx.sessions == () and mx.messages == ()
+
+
+def test_rotate_cert_validates(mx_cert: ServerCert) -> None:
+    mx = ReceivingMta(ADDR, MX, cert=mx_cert)
+    with pytest.raises(ValueError, match="needs a certificate"):
+        mx.rotate_cert(None)
+    mx.starttls = StartTls.ABSENT
+    with pytest.raises(ValueError, match="default cert"):
+        mx.rotate_cert(None, sni_certs={MX: mx_cert})
+    with pytest.raises(ValueError, match="cannot load"):
+        mx.rotate_cert(ServerCert(mx_cert.chain_pem, mx_cert.chain_pem, label="no key"))
+    mx.rotate_cert(None)
 
 
 def test_public_api_is_pinned() -> None:

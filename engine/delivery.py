@@ -1,0 +1,340 @@
+"""One delivery attempt for one destination domain.
+
+Theory of operation
+-------------------
+For the recipients of one message at one domain, :func:`deliver_domain`:
+
+1. resolves the domain's Destination Controls profile and SMTP route;
+2. finds the MTA-STS policy in force, when the profile has MTA-STS on, the TLS
+   setting is not No and the domain is not routed (seed: routed domains skip
+   MTA-STS; ``engine.mtasts`` drives discovery and the cache);
+3. resolves next hops (``engine.nexthop``): MX in preference order, or the
+   route hosts; a lookup error defers, never falls back (AMB-26);
+4. walks the hosts once, in order (RFC 8461 §8.4, MX-8: an invalid candidate is
+   an unreachable host), asking ``engine.core.controls.decide`` for each host's
+   TLS requirement and ``engine.session.run_session`` to try each address;
+5. gives every recipient an outcome: delivered, deferred (with the one reason
+   and RFC 8460 result type that explain it) or bounced.
+
+Before a final failure of mail blocked by an ``enforce`` policy, the TXT record
+is looked up again and a new policy, if any, is tried (RFC 8461 §5.1, APPLY-6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine.core.controls import (
+    DaneOption,
+    DaneStatus,
+    DestinationProfile,
+    TlsRequirement,
+    TlsSetting,
+    decide,
+)
+from engine.core.events import LogEvent, ResultType
+from engine.core.policy import Mode, Policy
+from engine.core.verdict import Outcome, TlsObservation, judge
+from engine.mtasts import discover_policy
+from engine.nexthop import DaneState, NextHop, resolve_host, resolve_mx
+from engine.services import Message, Services
+from engine.session import RcptOutcome, SessionResult, run_session
+
+__all__ = ["RecipientResult", "deliver_domain"]
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientResult:
+    """The outcome of one recipient after one attempt.
+
+    Attributes:
+        rid: recipient index in the message.
+        rcpt: the address.
+        status: ``delivered`` | ``deferred`` | ``bounced``.
+        mx: the host that took (or last refused) the message.
+        address: the address connected to.
+        tls: the TLS protocol used, or None for clear text.
+        verified: ``dane`` | ``pkix`` | ``none`` (TLS unverified) | ``clear``.
+        reason: the one reason that explains a failure.
+        result_type: its RFC 8460 result type, if it has one.
+        reply: the last SMTP reply concerning this recipient.
+    """
+
+    rid: int
+    rcpt: str
+    status: str
+    mx: str | None = None
+    address: str | None = None
+    tls: str | None = None
+    verified: str = "clear"
+    reason: str = ""
+    result_type: str | None = None
+    reply: str | None = None
+    dcid: int = 0
+
+
+_DANE_STATE = {
+    DaneState.USABLE: DaneStatus.USABLE,
+    DaneState.UNUSABLE: DaneStatus.UNUSABLE_ONLY,
+    DaneState.NOT_APPLICABLE: DaneStatus.NOT_APPLICABLE,
+    DaneState.DNS_ERROR: DaneStatus.DNS_ERROR,
+    DaneState.NOT_CHECKED: DaneStatus.NOT_APPLICABLE,
+}
+
+
+@dataclass(slots=True)
+class _Attempt:
+    pending: dict[int, str]
+    results: dict[int, RecipientResult] = field(default_factory=dict)
+    last_reason: str = ""
+    last_type: ResultType | None = None
+    last_mx: str | None = None
+    last_dcid: int = 0
+    sts_blocked: bool = False
+
+
+def _emit(services: Services, code: str, level: str = "info", **fields: object) -> None:
+    services.sink.emit(LogEvent(code, fields, level, services.clock.now()))
+
+
+def _emit_map(services: Services, code: str, fields: dict[str, object]) -> None:
+    services.sink.emit(LogEvent(code, fields, "info", services.clock.now()))
+
+
+async def deliver_domain(
+    services: Services,
+    message: Message,
+    rcpts: list[tuple[int, str]],
+    domain: str,
+    *,
+    final: bool = False,
+) -> list[RecipientResult]:
+    """Try once to deliver ``rcpts`` (all at ``domain``) of ``message``.
+
+    Args:
+        services: the engine's adapters.
+        message: the message.
+        rcpts: (rid, address) pairs at ``domain``.
+        domain: the destination domain (lower-case A-labels).
+        final: this is the last attempt before a bounce (APPLY-6 re-check).
+    """
+    profile = services.config.profile_for(domain)
+    routes = services.config.routes_for(domain)
+    attempt = _Attempt(dict(rcpts))
+    policy: Policy | None = None
+    sts_wanted = profile.tls is not TlsSetting.NO and profile.mta_sts and not routes
+    if sts_wanted:
+        found = await _policy(services, domain, recheck=False)
+        policy = found
+    await _walk(services, message, domain, attempt, policy=policy, routes=routes)
+    if final and attempt.pending and attempt.sts_blocked and sts_wanted:
+        # RFC 8461 §5.1 (3) / APPLY-6: re-check the TXT record for a new policy before
+        # a message blocked by `enforce` is failed for good.
+        renewed = await _policy(services, domain, recheck=True)
+        if renewed is not None and renewed != policy:
+            attempt.sts_blocked = False
+            await _walk(services, message, domain, attempt, policy=renewed, routes=routes)
+    for rid, rcpt in sorted(attempt.pending.items()):
+        attempt.results[rid] = RecipientResult(
+            rid,
+            rcpt,
+            "deferred",
+            attempt.last_mx,
+            reason=attempt.last_reason or "no host",
+            result_type=attempt.last_type.value if attempt.last_type else None,
+            dcid=attempt.last_dcid,
+        )
+    return [attempt.results[rid] for rid, _ in rcpts]
+
+
+async def _policy(services: Services, domain: str, *, recheck: bool) -> Policy | None:
+    result = await discover_policy(
+        domain,
+        resolver=services.resolver,
+        fetcher=services.fetcher,
+        store=services.store,
+        clock=services.clock,
+        sink=services.sink,
+        recheck=recheck,
+    )
+    if result.policy is None:
+        return None
+    if result.policy.mode is not Mode.NONE:
+        _emit(services, "sts.apply", domain=domain, mode=result.policy.mode.value)
+    return result.policy
+
+
+async def _walk(
+    services: Services,
+    message: Message,
+    domain: str,
+    attempt: _Attempt,
+    *,
+    policy: Policy | None,
+    routes: tuple[object, ...],
+) -> None:
+    profile = services.config.profile_for(domain)
+    want_dane = profile.tls is not TlsSetting.NO and profile.dane is not DaneOption.NONE
+    candidates: list[tuple[int, str, int]]
+    mx_secure = False
+    if routes:
+        candidates = [(i, r.host, r.port) for i, r in enumerate(routes)]  # type: ignore[attr-defined]
+    else:
+        mx = await resolve_mx(services.resolver, domain, services.rng)
+        if mx.status == "defer":
+            attempt.last_reason, attempt.last_type = mx.detail, None
+            return
+        if mx.status == "fail":
+            _bounce_all(attempt, mx.detail)
+            return
+        mx_secure = mx.secure
+        candidates = [(pref, host, 25) for pref, host in mx.hosts]
+    for pref, host, port in candidates:
+        if not attempt.pending:
+            return
+        hop = await resolve_host(
+            services.resolver, host, port, preference=pref, want_dane=want_dane
+        )
+        dane = _DANE_STATE[hop.dane]
+        if profile.dane is DaneOption.MANDATORY and not mx_secure and not routes:
+            # RFC 7672 §2.2.1 / DANE-9: an insecure MX RRset under mandatory DANE: delay.
+            dane = DaneStatus.NOT_APPLICABLE
+        requirement = decide(
+            profile, mx_host=hop.host, policy=policy, dane=dane, routed=bool(routes)
+        )
+        if not hop.addresses or requirement.defer_now is not None or not requirement.mx_permitted:
+            _skip_host(services, domain, attempt, hop, requirement)
+            continue
+        for address in hop.addresses:
+            session = await run_session(
+                services,
+                message,
+                sorted(attempt.pending.items()),
+                domain=domain,
+                hop=hop,
+                address=address,
+                requirement=requirement,
+                next_hop_secure=mx_secure,
+                route_host=host if routes else None,
+            )
+            if session.verdict is not None and session.verdict.outcome is Outcome.RECONNECT_CLEAR:
+                plain = decide(DestinationProfile(tls=TlsSetting.NO), mx_host=hop.host)
+                session = await run_session(
+                    services,
+                    message,
+                    sorted(attempt.pending.items()),
+                    domain=domain,
+                    hop=hop,
+                    address=address,
+                    requirement=plain,
+                    next_hop_secure=mx_secure,
+                )
+            _absorb(attempt, hop, address, session, policy)
+            if not attempt.pending or not session.try_next:
+                break
+        if not attempt.pending:
+            return
+
+
+def _skip_host(
+    services: Services, domain: str, attempt: _Attempt, hop: NextHop, req: TlsRequirement
+) -> None:
+    if not hop.addresses:
+        attempt.last_reason, attempt.last_type = hop.detail, None
+        attempt.last_mx = hop.host
+        return
+    verdict = judge(
+        TlsObservation(),
+        req,
+        now=services.clock.now(),
+        roots=services.roots,
+        rcpt_domain=domain,
+        mx_host=hop.host,
+    )
+    attempt.last_reason = verdict.reason
+    attempt.last_type = verdict.result_type
+    attempt.last_mx = hop.host
+    if not req.mx_permitted:
+        attempt.sts_blocked = True
+    fields: dict[str, object] = {"domain": domain, "mx": hop.host, "detail": verdict.reason}
+    if verdict.result_type is not None:
+        fields["result_type"] = verdict.result_type.value
+    _emit_map(services, "delivery.host.skipped", fields)
+    _emit(
+        services,
+        "tls.session",
+        "debug",
+        domain=domain,
+        mx=hop.host,
+        tlsa_base=hop.tlsa_base,
+        receiving_ip=hop.addresses[0],
+        sending_ip=services.interface,
+        row=req.row,
+        sts_mode=req.sts_mode.value if req.sts_mode else None,
+        dane=False,
+        success=False,
+        outcome="defer",
+        failures=[
+            {
+                "policy_type": verdict.policy_type.value if verdict.policy_type else None,
+                "result_type": verdict.result_type.value if verdict.result_type else None,
+                "reason_code": verdict.failure_reason_code,
+            }
+        ],
+    )
+
+
+def _absorb(
+    attempt: _Attempt, hop: NextHop, address: str, session: SessionResult, policy: Policy | None
+) -> None:
+    attempt.last_mx = hop.host
+    attempt.last_dcid = session.dcid
+    if session.reason:
+        attempt.last_reason = session.reason
+        attempt.last_type = session.result_type
+    verdict, obs = session.verdict, session.observation
+    if (
+        verdict is not None
+        and not verdict.delivers
+        and policy is not None
+        and policy.mode is Mode.ENFORCE
+    ):
+        attempt.sts_blocked = True
+    for out in session.outcomes:
+        attempt.pending.pop(out.rid, None)
+        attempt.results[out.rid] = _result(out, hop, address, session, obs)
+
+
+def _result(
+    out: RcptOutcome,
+    hop: NextHop,
+    address: str,
+    session: SessionResult,
+    obs: TlsObservation | None,
+) -> RecipientResult:
+    verdict = session.verdict
+    tls = obs.protocol if obs is not None and obs.handshake_ok else None
+    verified = "clear"
+    if tls is not None and verdict is not None:
+        if verdict.outcome is Outcome.DELIVER_VERIFIED:
+            verified = "dane" if "dane" in verdict.reason else "pkix"
+        else:
+            verified = "none"
+    return RecipientResult(
+        out.rid,
+        out.rcpt,
+        out.status,
+        hop.host,
+        address,
+        tls,
+        verified,
+        reason=out.reason if out.status != "delivered" else "",
+        reply=str(out.reply) if out.reply is not None else None,
+        dcid=session.dcid,
+    )
+
+
+def _bounce_all(attempt: _Attempt, reason: str) -> None:
+    for rid, rcpt in list(attempt.pending.items()):
+        attempt.results[rid] = RecipientResult(rid, rcpt, "bounced", reason=reason)
+    attempt.pending.clear()

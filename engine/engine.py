@@ -1,0 +1,256 @@
+"""The engine object: one message in, the per-recipient report out.
+
+:class:`Engine` wires the adapters (DNS, HTTPS fetch, SMTP dialer, policy
+store) to the configuration and the clock, and :meth:`Engine.deliver` makes
+one delivery attempt for every recipient of one message, domain by domain.
+The durable queue, retries and bounces of the gateway build on it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import random
+import ssl
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from engine.config import EngineConfig
+from engine.core.cache import MemoryPolicyStore, PolicyStore
+from engine.core.clock import Clock
+from engine.core.events import EventSink, LogEvent
+from engine.core.mx import normalize_host
+from engine.core.pkix import rfc6125_match, verify_chain
+from engine.delivery import RecipientResult, deliver_domain
+from engine.io.dialer import Dialer
+from engine.io.dns import DnsResolver, ResolverAddress
+from engine.io.fetch import PolicyFetcher
+from engine.io.smtp import SmtpTimeouts
+from engine.services import Message, Services
+
+__all__ = ["DeliveryReport", "Engine", "SystemClock", "load_roots"]
+
+
+class SystemClock:
+    """The wall clock (production)."""
+
+    def now(self) -> float:
+        """POSIX seconds."""
+        return time.time()
+
+
+def load_roots(ca_file: str | Path | None) -> list[bytes]:
+    """Trusted roots as DER: from ``ca_file`` (PEM), else the system's default bundle."""
+    if ca_file is None:
+        paths = ssl.get_default_verify_paths()
+        ca_file = paths.cafile or paths.openssl_cafile
+    if not ca_file or not Path(ca_file).exists():
+        return []
+    certs = x509.load_pem_x509_certificates(Path(ca_file).read_bytes())
+    return [c.public_bytes(Encoding.DER) for c in certs]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    """The outcome of one attempt for every recipient of one message."""
+
+    mid: int
+    recipients: tuple[RecipientResult, ...]
+
+    @property
+    def status(self) -> str:
+        """``delivered`` if all were, ``bounced`` if any bounced and none is pending,
+        else ``deferred``."""
+        states = {r.status for r in self.recipients}
+        if states == {"delivered"}:
+            return "delivered"
+        if "deferred" in states:
+            return "deferred"
+        return "bounced"
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready report (per recipient: outcome, MX, TLS, verification, reason)."""
+        return {
+            "mid": self.mid,
+            "status": self.status,
+            "recipients": [
+                {
+                    "rid": r.rid,
+                    "rcpt": r.rcpt,
+                    "outcome": r.status,
+                    "mx": r.mx,
+                    "address": r.address,
+                    "tls": r.tls,
+                    "verification": r.verified,
+                    "reason": r.reason or None,
+                    "result_type": r.result_type,
+                    "reply": r.reply,
+                }
+                for r in self.recipients
+            ],
+        }
+
+
+def _judge_policy_host(roots: list[bytes]) -> Any:
+    def judge(chain: list[bytes], host: str, now: float) -> str | None:
+        verdict = verify_chain(chain, roots, now)
+        if not verdict.ok:
+            return verdict.reason or "certificate not valid"
+        leaf = verdict.chain[0]
+        # RFC 8461 §3.3: the certificate must name mta-sts.<domain> (DNS-ID, FETCH-2..4).
+        if not rfc6125_match(leaf, host):
+            return f"certificate does not match {host}"
+        return None
+
+    return judge
+
+
+class Engine:
+    """The sending engine.
+
+    Args:
+        config: the engine configuration.
+        clock: the engine clock (the harness passes a manual one).
+        sink: where events go.
+        store: the policy cache (default: in memory).
+        dialer: where connections go (the harness passes its endpoint map).
+        roots: trusted CA certificates (DER); default from ``config.tls.ca_file``.
+        smtp_timeouts: per-stage SMTP timeouts.
+        rng: randomness for MX shuffling.
+    """
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        *,
+        clock: Clock | None = None,
+        sink: EventSink,
+        store: PolicyStore | None = None,
+        dialer: Dialer | None = None,
+        roots: list[bytes] | None = None,
+        smtp_timeouts: SmtpTimeouts | None = None,
+        rng: random.Random | None = None,
+        local_hostname: str = "sts-engine.localdomain",
+    ) -> None:
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.sink = sink
+        for warning in config.warnings:
+            sink.emit(LogEvent("config.warning", {"detail": warning}, "warning", self.clock.now()))
+        roots = roots if roots is not None else load_roots(config.tls.ca_file)
+        # DANE-1: the AD bit is believed only from loopback resolvers.
+        resolvers = [
+            ResolverAddress(h, p, ipaddress.ip_address(h).is_loopback)
+            for h, p in config.dns.resolvers
+        ] or [ResolverAddress("127.0.0.1", 53)]
+        self.resolver = DnsResolver(
+            resolvers, timeout=config.dns.timeout, sink=sink, clock=self.clock
+        )
+        dialer = dialer or Dialer()
+        proxy = config.policy_fetch.proxy
+        self.fetcher = PolicyFetcher(
+            self.resolver,
+            dialer,
+            _judge_policy_host(roots),
+            self.clock,
+            timeout=config.policy_fetch.timeout,
+            max_body=config.policy_fetch.max_body,
+            proxy=f"{proxy[0]}:{proxy[1]}" if proxy else None,
+            sink=sink,
+        )
+        self.services = Services(
+            config=config,
+            clock=self.clock,
+            sink=sink,
+            resolver=self.resolver,
+            fetcher=self.fetcher,
+            store=store or MemoryPolicyStore(),
+            dialer=dialer,
+            roots=roots,
+            smtp_timeouts=smtp_timeouts or SmtpTimeouts(),
+            local_hostname=local_hostname,
+            rng=rng or random.Random(),
+        )
+        self._mids = itertools.count(1)
+
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close pooled connections."""
+        await self.fetcher.aclose()
+
+    def new_mid(self) -> int:
+        """The next message id (in-process numbering)."""
+        return next(self._mids)
+
+    async def deliver(
+        self,
+        mail_from: str,
+        rcpts: list[str],
+        data: bytes,
+        *,
+        mid: int | None = None,
+        rids: list[int] | None = None,
+        final: bool = False,
+    ) -> DeliveryReport:
+        """One delivery attempt for every recipient of one message.
+
+        Args:
+            mail_from: the envelope sender.
+            rcpts: the envelope recipients.
+            data: the message bytes.
+            mid: the message id (default: the next in-process one).
+            rids: recipient indexes (default 0..n-1).
+            final: the last attempt before bounce (APPLY-6).
+        """
+        mid = self.new_mid() if mid is None else mid
+        rids = list(range(len(rcpts))) if rids is None else rids
+        message = Message(mid, mail_from, tuple(rcpts), data)
+        by_domain: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        for rid, rcpt in zip(rids, rcpts, strict=True):
+            by_domain[normalize_host(rcpt.rpartition("@")[2])].append((rid, rcpt))
+        results: list[RecipientResult] = []
+        for domain, pending in by_domain.items():
+            results += await deliver_domain(self.services, message, pending, domain, final=final)
+        report = DeliveryReport(mid, tuple(sorted(results, key=lambda r: r.rid)))
+        self._log_outcomes(message, report)
+        return report
+
+    def _log_outcomes(self, message: Message, report: DeliveryReport) -> None:
+        now = self.clock.now()
+        for r in report.recipients:
+            if r.status == "delivered":
+                continue
+            code = "delivery.delayed" if r.status == "deferred" else "delivery.bounced"
+            reply = r.reply or ""
+            self.sink.emit(
+                LogEvent(
+                    code,
+                    {
+                        "dcid": r.dcid,
+                        "mid": message.mid,
+                        "mail_from": message.mail_from,
+                        "rcpt": r.rcpt,
+                        "rid": r.rid,
+                        "enhanced": "4.0.0" if r.status == "deferred" else "5.0.0",
+                        "reason": r.reason,
+                        "code": reply[:3] if reply[:3].isdigit() else "000",
+                        "reply_lines": [reply[4:]] if reply else [],
+                        "result_type": r.result_type,
+                    },
+                    "info",
+                    now,
+                )
+            )
+        if all(r.status != "deferred" for r in report.recipients):
+            self.sink.emit(LogEvent("message.finished", {"mid": message.mid}, "info", now))

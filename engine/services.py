@@ -1,0 +1,56 @@
+"""What one delivery needs from the engine: adapters, settings and counters.
+
+A plain bundle, built once by :class:`engine.engine.Engine` and handed to the
+delivery code, so that code never reaches for globals.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from engine.config import EngineConfig
+from engine.core.cache import PolicyStore
+from engine.core.clock import Clock
+from engine.core.events import EventSink
+from engine.io.dialer import Dialer
+from engine.io.dns import DnsResolver
+from engine.io.fetch import PolicyFetcher
+from engine.io.smtp import SmtpTimeouts
+
+__all__ = ["Message", "Services"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message to deliver: envelope and bytes, with its MID."""
+
+    mid: int
+    mail_from: str
+    rcpts: tuple[str, ...]
+    data: bytes
+
+
+@dataclass(slots=True)
+class Services:
+    """The engine's adapters and settings, as one delivery sees them."""
+
+    config: EngineConfig
+    clock: Clock
+    sink: EventSink
+    resolver: DnsResolver
+    fetcher: PolicyFetcher
+    store: PolicyStore
+    dialer: Dialer
+    roots: list[bytes]
+    smtp_timeouts: SmtpTimeouts = field(default_factory=SmtpTimeouts)
+    local_hostname: str = "sts-engine.localdomain"
+    interface: str = "127.0.0.1"
+    rng: random.Random = field(default_factory=random.Random)
+    dcids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def next_dcid(self) -> int:
+        """The next delivery connection id."""
+        return next(self.dcids)
