@@ -33,10 +33,13 @@ class Dialer:
     Attributes:
         endpoint_map: (address, port) -> (address, port) actually dialled.
         loopback_only: refuse every non-loopback destination.
+        port_map: standard port -> port dialled, for hosts not in the map
+            (``sts-engine send --smtp-port``).
     """
 
     endpoint_map: Mapping[Endpoint, Endpoint] = field(default_factory=dict)
     loopback_only: bool = False
+    port_map: Mapping[int, int] = field(default_factory=dict)
 
     def resolve(self, host: str, port: int) -> Endpoint:
         """Where a connection to ``host:port`` really goes.
@@ -44,7 +47,9 @@ class Dialer:
         Raises:
             DialRefused: loopback-only mode and the destination is not loopback.
         """
-        target = self.endpoint_map.get((host, port), (host, port))
+        target = self.endpoint_map.get((host, port))
+        if target is None:
+            target = (host, self.port_map.get(port, port))
         if self.loopback_only:
             try:
                 ok = ipaddress.ip_address(target[0]).is_loopback
