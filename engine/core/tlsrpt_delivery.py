@@ -95,12 +95,12 @@ def _https_target(rest: str) -> str:
     m = _HTTPS_RE.fullmatch(rest)
     if m is None:
         raise ValueError("not an https URL with a host")
-    host = m.group(1)
-    if not host.startswith("["):
-        domain_alabels(host, "host")
-    if m.group(2) and not 0 < int(m.group(2)[1:]) < 65536:
-        raise ValueError(f"port {m.group(2)[1:]!r} out of range")
-    return "https:" + rest
+    host, port, tail = m.group(1), m.group(2) or "", m.group(3) or ""
+    # RFC 3986 §6.2.2.1: the host is case-insensitive; lower it so duplicates compare equal.
+    host = host.lower() if host.startswith("[") else domain_alabels(host, "host")
+    if port and not 0 < int(port[1:]) < 65536:
+        raise ValueError(f"port {port[1:]!r} out of range")
+    return f"https://{host}{port}{tail}"
 
 
 def report_destinations(rua: Sequence[str]) -> ReportDestinations:

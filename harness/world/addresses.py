@@ -33,7 +33,11 @@ from harness.errors import WorldError
 __all__ = [
     "DEFAULT_ALLOCATOR",
     "DNS_HOST",
-    "AddressBlock", "LoopbackAllocator", "is_loopback_v4", "process_slot"]
+    "AddressBlock",
+    "LoopbackAllocator",
+    "is_loopback_v4",
+    "process_slot",
+]
 
 DNS_HOST = 53
 _HOSTS = tuple(h for h in range(1, 255) if h != DNS_HOST)
@@ -90,7 +94,6 @@ class AddressBlock:
         release, self._release = self._release, None
         if release is not None:
             release()
-
 
 
 class LoopbackAllocator:

@@ -173,8 +173,13 @@ class FakeDns:
             zone = zone.add(name, rd, ttl)
         self._zones[zone.apex] = zone
 
-    def set_status(self, name: str, rrtype: str, status: DnssecStatus | str) -> None:
-        """Give the RRset (``name``, ``rrtype``) its own DNSSEC status."""
+    def set_status(self, name: str, rrtype: str | None, status: DnssecStatus | str) -> None:
+        """Give the RRset (``name``, ``rrtype``; None: every type) its own DNSSEC status.
+
+        Raises:
+            ZoneError: no zone holds ``name``.
+            ValueError: unknown status.
+        """
         zone = self._owning_zone(name).with_status(name, rrtype, status)
         self._zones[zone.apex] = zone
 

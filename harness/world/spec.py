@@ -194,8 +194,8 @@ _DOMAIN_KEYS = ("dnssec", "mx", "mta_sts_txt", "tlsrpt_txt", "policy", "policy_h
 _RESPONSE_KEYS = ("behaviour", "status", "content_type", "headers", "location")
 _RESPONSE_NUMBERS = ("trickle_interval", "trickle_bytes", "oversize_bytes")
 _POLICY_HOST_KEYS = ("cert", "names", "key_type", "address", *_RESPONSE_KEYS, *_RESPONSE_NUMBERS)
-_HOST_KEYS = ("cert", "names", "key_type", "address", "starttls", "tls_min", "tls_max")
-_HOST_KEYS += ("tlsa", "tlsa_raw", "replies")
+_HOST_KEYS: tuple[str, ...] = ("cert", "names", "key_type", "address", "starttls")
+_HOST_KEYS += ("tls_min", "tls_max", "tlsa", "tlsa_raw", "replies")
 
 
 def name_of(node: Node) -> str:
@@ -214,10 +214,17 @@ def address_of(node: Node) -> str:
     return text
 
 
-def _cert(node: Node, allow_none: bool) -> CertProfile | None:
-    if allow_none and node.value == _NO_CERT:
+def _profile(node: Node) -> CertProfile:
+    allowed = [p.value for p in CertProfile]
+    if node.value not in allowed:
+        raise node.error(f"{node.value!r} is not a certificate profile", allowed)
+    return CertProfile(node.value)
+
+
+def _host_cert(node: Node) -> CertProfile | None:
+    if node.value == _NO_CERT:
         return None
-    allowed = [p.value for p in CertProfile] + ([_NO_CERT] if allow_none else [])
+    allowed = [p.value for p in CertProfile] + [_NO_CERT]
     if node.value not in allowed:
         raise node.error(f"{node.value!r} is not a certificate profile", allowed)
     return CertProfile(node.value)
@@ -230,18 +237,21 @@ def _tls(node: Node) -> ssl.TLSVersion:
 
 
 def _mx(node: Node) -> tuple[int, str]:
+    shape = "expected [preference, host] or 'preference host'"
     if isinstance(node.value, str):
         pref, _, exchange = node.value.strip().partition(" ")
         if not pref.isdigit():
-            raise node.error("expected [preference, host] or 'preference host'")
-        node = node.child(0, [int(pref), exchange.strip()]).child(0, None)._replace_path(node)
+            raise node.error(shape)
+        return Node(int(pref), node.file, node.path).integer(0, 65535), name_of(
+            Node(exchange.strip(), node.file, node.path)
+        )
     parts = node.items()
     if len(parts) != 2:
-        raise node.error("expected [preference, host] or 'preference host'")
+        raise node.error(shape)
     return parts[0].integer(0, 65535), name_of(parts[1])
 
 
-def _response(entries: dict[str, Node]) -> PolicyResponse:
+def _response(node: Node, entries: dict[str, Node]) -> PolicyResponse:
     kw: dict[str, Any] = {}
     if "behaviour" in entries:
         kw["behaviour"] = entries["behaviour"].choice(PolicyBehaviour)
@@ -263,17 +273,14 @@ def _response(entries: dict[str, Node]) -> PolicyResponse:
     try:
         return PolicyResponse(**kw)
     except ValueError as exc:
-        raise Node(dict(entries), next(iter(entries.values())).file).error(str(exc)) from None
+        raise node.error(str(exc)) from None
 
 
 def _policy_host(node: Node) -> PolicyHostSpec:
     e = node.table(_POLICY_HOST_KEYS)
-    try:
-        response = _response({k: v for k, v in e.items() if k in _RESPONSE_KEYS + _RESPONSE_NUMBERS})
-    except SpecError as exc:
-        raise node.error(exc.reason) from None
+    response = _response(node, e)
     return PolicyHostSpec(
-        cert=_cert(e["cert"], False) or CertProfile.VALID if "cert" in e else CertProfile.VALID,
+        cert=_profile(e["cert"]) if "cert" in e else CertProfile.VALID,
         names=tuple(name_of(n) for n in e["names"].items()) if "names" in e else (),
         key_type=e["key_type"].choice(KeyType) if "key_type" in e else None,
         address=address_of(e["address"]) if "address" in e else None,
@@ -310,7 +317,7 @@ def host_from(node: Node, name: str) -> HostSpec:
     e = node.table(_HOST_KEYS)
     host = HostSpec(
         name=name,
-        cert=_cert(e["cert"], True) if "cert" in e else CertProfile.VALID,
+        cert=_host_cert(e["cert"]) if "cert" in e else CertProfile.VALID,
         names=tuple(name_of(n) for n in e["names"].items()) if "names" in e else (),
         key_type=e["key_type"].choice(KeyType) if "key_type" in e else None,
         address=address_of(e["address"]) if "address" in e else None,
@@ -318,7 +325,7 @@ def host_from(node: Node, name: str) -> HostSpec:
         tls_min=_tls(e["tls_min"]) if "tls_min" in e else None,
         tls_max=_tls(e["tls_max"]) if "tls_max" in e else None,
         tlsa=tuple(parse_tlsa(n) for n in e["tlsa"].items()) if "tlsa" in e else (),
-        tlsa_raw=tuple(parse_tlsa(n, raw=True) for n in e["tlsa_raw"].items())  # type: ignore[misc]
+        tlsa_raw=tuple(parse_tlsa(n, raw=True) for n in e["tlsa_raw"].items())
         if "tlsa_raw" in e
         else (),
         script=parse_replies(e["replies"]) if "replies" in e else Script(),
@@ -346,13 +353,16 @@ def _dns_rules(node: Node) -> tuple[DnsRule, ...]:
             if action.value not in allowed:
                 raise action.error(f"{action.value!r} is not a DNS behaviour or status", allowed)
             value = action.value
-            act = DnssecStatus(value) if value in DnssecStatus else DnsBehaviour(value)
+            statuses = {s.value for s in DnssecStatus}
+            act = DnssecStatus(value) if value in statuses else DnsBehaviour(value)
             rtype = None if rrtype == "*" else rrtype.upper()
             rules.append(DnsRule(name, rtype, act, delay))
     return tuple(rules)
 
 
-def load_world_spec(data: Mapping[str, Any], source: str = "<world>", prefix: str = "") -> WorldSpec:
+def load_world_spec(
+    data: Mapping[str, Any], source: str = "<world>", prefix: str = ""
+) -> WorldSpec:
     """Check and complete a world spec given as a dict.
 
     Args:
@@ -393,7 +403,7 @@ def load_world_spec(data: Mapping[str, Any], source: str = "<world>", prefix: st
         r = top["report_sink"].table(("name", "cert", "address", "statuses"), required=("name",))
         sink = ReportSinkSpec(
             name=name_of(r["name"]),
-            cert=_cert(r["cert"], False) or CertProfile.VALID if "cert" in r else CertProfile.VALID,
+            cert=_profile(r["cert"]) if "cert" in r else CertProfile.VALID,
             address=address_of(r["address"]) if "address" in r else None,
             statuses=tuple(
                 (path, tuple(s.integer(100, 599) for s in codes.items()))

@@ -77,7 +77,8 @@ class Zone:
         status: DNSSEC status of every RRset without an override.
         records: the records, in insertion order.
         overrides: ``(name, rrtype, status)`` triples for single RRsets (``rrtype``
-            may be any type name, also one without records: secure NODATA, bogus TLSA).
+            may be any type name, also one without records: secure NODATA, bogus TLSA;
+            ``"*"`` covers every type at the name).
         ede: bogus answers carry an EDE option 6 "DNSSEC Bogus" when the query had EDNS.
         ttl: TTL of records added by the builder methods.
     """
@@ -111,11 +112,10 @@ class Zone:
         return canon
 
     def status_of(self, name: str, rrtype: str) -> DnssecStatus:
-        """The DNSSEC status that applies to the RRset (``name``, ``rrtype``)."""
-        for oname, otype, status in reversed(self.overrides):
-            if oname == name and otype == rrtype:
-                return status
-        return self.status
+        """The DNSSEC status of the RRset (``name``, ``rrtype``): its override, the
+        whole-name override, or the zone's status."""
+        found = {(o[0], o[1]): o[2] for o in self.overrides}
+        return found.get((name, rrtype)) or found.get((name, "*")) or self.status
 
     def lookup(self, name: str, rrtype: str) -> Lookup:
         """Answer (canonical ``name``, ``rrtype``) from this zone's data.
@@ -178,10 +178,15 @@ class Zone:
         raw = bytes.fromhex(data) if isinstance(data, str) else data
         return self.add(name, TLSA(usage, selector, mtype, raw))
 
-    def with_status(self, name: str, rrtype: str, status: DnssecStatus | str) -> Zone:
-        """Return a copy where the RRset (``name``, ``rrtype``) has its own DNSSEC status."""
-        entry = (self.owner(name), rrtype.upper(), DnssecStatus(status))
-        return dataclasses.replace(self, overrides=(*self.overrides, entry))
+    def with_status(self, name: str, rrtype: str | None, status: DnssecStatus | str) -> Zone:
+        """Return a copy where the RRset (``name``, ``rrtype``) has its own DNSSEC status.
+
+        ``rrtype`` None covers every type at ``name`` (a type-specific override wins).
+        """
+        owner, rtype = self.owner(name), "*" if rrtype is None else rrtype.upper()
+        kept = tuple(o for o in self.overrides if o[:2] != (owner, rtype))
+        entry = (owner, rtype, DnssecStatus(status))
+        return dataclasses.replace(self, overrides=(*kept, entry))
 
     def without(self, name: str, rrtype: str | None = None) -> Zone:
         """Return a copy without the records at ``name`` (of ``rrtype`` only, if given)."""
@@ -206,7 +211,9 @@ _RECORD_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _keys(d: Mapping[str, Any], where: str, required: set[str], optional: set[str]) -> None:
+def _keys(d: Any, where: str, required: set[str], optional: set[str]) -> None:
+    if not isinstance(d, Mapping):
+        raise ZoneError(f"{where}: expected a table, got {d!r}")
     unknown = sorted(set(d) - required - optional)
     if unknown:
         raise ZoneError(
@@ -217,7 +224,9 @@ def _keys(d: Mapping[str, Any], where: str, required: set[str], optional: set[st
         raise ZoneError(f"{where}.{missing[0]}: missing key")
 
 
-def _record_from_dict(zone: Zone, d: Mapping[str, Any], where: str) -> Zone:
+def _record_from_dict(zone: Zone, d: Any, where: str) -> Zone:
+    if not isinstance(d, Mapping):
+        raise ZoneError(f"{where}: expected a table, got {d!r}")
     rrtype = str(d.get("type", "")).upper()
     if rrtype not in _RECORD_FIELDS:
         raise ZoneError(f"{where}.type: {d.get('type')!r} is not one of {sorted(_RECORD_FIELDS)}")
@@ -226,7 +235,9 @@ def _record_from_dict(zone: Zone, d: Mapping[str, Any], where: str) -> Zone:
     args = [d[f] for f in fields]
     if rrtype == "TXT":
         strings = [args[0]] if isinstance(args[0], str | bytes) else list(args[0])
-        args = [tuple(s.encode() if isinstance(s, str) else bytes(s) for s in strings)]
+        if not all(isinstance(s, str | bytes) for s in strings):
+            raise ZoneError(f"{where}.strings: {args[0]!r} is not a string or a list of strings")
+        args = [tuple(s.encode() if isinstance(s, str) else s for s in strings)]
     try:
         rdata = RDATA_TYPES[rrtype](*args)
         return zone.add(d["name"], rdata, d.get("ttl"))
@@ -255,6 +266,7 @@ def zone_from_dict(d: Mapping[str, Any], where: str = "zone") -> Zone:
             ],                             # each may add "ttl"; TXT "strings" may be one str
             "overrides": [                 # optional per-RRset DNSSEC status
                 {"name": "mx1.example.com", "type": "A", "status": "bogus"},
+                {"name": "mx2.example.com", "status": "insecure"},  # every type
             ],
         }
 
@@ -271,13 +283,17 @@ def zone_from_dict(d: Mapping[str, Any], where: str = "zone") -> Zone:
         zone = dataclasses.replace(zone, ttl=int(d.get("ttl", 300)))
     except ValueError as exc:
         raise ZoneError(f"{where}: {exc}") from None
+    for key in ("records", "overrides"):
+        if not isinstance(d.get(key, []), list | tuple):
+            raise ZoneError(f"{where}.{key}: expected a list, got {d[key]!r}")
     for i, rd in enumerate(d.get("records", ())):
         zone = _record_from_dict(zone, rd, f"{where}.records[{i}]")
     for i, od in enumerate(d.get("overrides", ())):
         at = f"{where}.overrides[{i}]"
-        _keys(od, at, {"name", "type", "status"}, set())
+        _keys(od, at, {"name", "status"}, {"type"})
         try:
-            zone = zone.with_status(od["name"], od["type"], od["status"])
+            rrtype = od.get("type", "*")
+            zone = zone.with_status(od["name"], None if rrtype == "*" else rrtype, od["status"])
         except ValueError as exc:
             raise ZoneError(f"{at}: {exc}") from None
     return zone

@@ -109,6 +109,8 @@ def test_duplicates_are_skipped() -> None:
     result = report_destinations(["mailto:r@rpt.example", "mailto:r@RPT.example"])
     assert len(result.targets) == 1
     assert result.skipped[0].reason == "duplicate destination"
+    result = report_destinations(["https://C.rpt.example/R", "HTTPS://c.rpt.example/R"])
+    assert result.targets == (ReportDestination(HTTPS, "https://c.rpt.example/R"),)
 
 
 def test_works_on_a_parsed_record() -> None:

@@ -455,6 +455,22 @@ async def test_malformed_query_gets_formerr(server: FakeDns) -> None:
     assert server.queries()[-1].rcode == "FORMERR"
 
 
+async def test_status_overrides_replace_each_other(server: FakeDns) -> None:
+    server.set_status("mx1.dane.example", "A", DnssecStatus.BOGUS)
+    server.set_status("mx1.dane.example", "a", DnssecStatus.INSECURE)
+    assert len(server.zones["dane.example"].overrides) == 1
+    reply = await ask(server, "mx1.dane.example", "A")
+    assert reply.answer and not is_ad(reply)
+
+
+async def test_whole_name_status_covers_every_type(server: FakeDns) -> None:
+    server.set_status("mx1.dane.example", None, "bogus")
+    server.set_status("mx1.dane.example", "AAAA", "secure")
+    assert (await ask(server, "mx1.dane.example", "A")).rcode() == dns.rcode.SERVFAIL
+    assert (await ask(server, "mx1.dane.example", "TXT")).rcode() == dns.rcode.SERVFAIL
+    assert is_ad(await ask(server, "mx1.dane.example", "AAAA"))
+
+
 # -- loopback only -------------------------------------------------------------------------------
 
 
@@ -590,7 +606,10 @@ ZONE_DICT: dict[str, Any] = {
             "data": DIGEST.hex(),
         },
     ],
-    "overrides": [{"name": "mx1.dict.example", "type": "A", "status": "insecure"}],
+    "overrides": [
+        {"name": "mx1.dict.example", "type": "A", "status": "insecure"},
+        {"name": "www.dict.example", "status": "bogus"},
+    ],
 }
 
 
@@ -605,12 +624,14 @@ async def test_zone_from_dict_serves_like_the_builder() -> None:
         .txt("_smtp._tls.dict.example", "v=TLSRPTv1; rua=x")
         .cname("www.dict.example", "mx1.dict.example")
         .tlsa("_25._tcp.mx1.dict.example", 3, 1, 1, DIGEST)
-        .with_status("mx1.dict.example", "A", "insecure")
+        .with_status("mx1.dict.example", "A", DnssecStatus.INSECURE)
+        .with_status("www.dict.example", None, DnssecStatus.BOGUS)
     )
     assert zone == built
     async with FakeDns([zone]) as fake:
         assert not is_ad(await ask(fake, "mx1.dict.example", "A"))
         assert is_ad(await ask(fake, "mx1.dict.example", "AAAA"))
+        assert (await ask(fake, "www.dict.example", "A")).rcode() == dns.rcode.SERVFAIL
 
 
 @pytest.mark.parametrize(
@@ -624,6 +645,12 @@ async def test_zone_from_dict_serves_like_the_builder() -> None:
         (lambda d: d["records"][0].update(type="SRV"), r"records\[0\]\.type: 'SRV'"),
         (lambda d: d["records"][3].pop("strings"), r"records\[3\]\.strings: missing"),
         (lambda d: d["overrides"][0].update(status="x"), r"overrides\[0\]: 'x'"),
+        (lambda d: d["overrides"][0].update(colour="x"), r"overrides\[0\]\.colour: unknown"),
+        (lambda d: d["records"][3].update(strings=[5]), r"records\[3\]\.strings: \[5\]"),
+        (lambda d: d["records"].append("A 127.0.0.1"), r"records\[7\]: expected a table"),
+        (lambda d: d.update(records={}), r"zone\.records: expected a list"),
+        (lambda d: d["records"][0].update(preference="ten"), r"records\[0\]: "),
+        (lambda d: d["records"][6].update(data="zz"), r"records\[6\]: TLSA data 'zz'"),
     ],
 )
 def test_zone_from_dict_errors_name_the_key_path(

@@ -1,0 +1,141 @@
+"""Parts of the world spec that are small languages: raw records, TLSA, SMTP replies.
+
+Each parser takes a :class:`~harness.world.spec_values.Node` and returns a checked
+value or raises :class:`~harness.errors.SpecError` at the node's key path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from harness.world.dns_records import AAAA, CNAME, MX, TLSA, TXT, A, RData, ZoneError
+from harness.world.mta_script import Action, Script, parse_action
+from harness.world.spec_values import Node
+from harness.world.zones import DnssecStatus
+
+__all__ = ["ALL_RCPTS", "RecordSpec", "parse_record", "parse_replies", "parse_tlsa"]
+
+_TYPES = ("A", "AAAA", "CNAME", "MX", "TLSA", "TXT")
+_STAGES = ("banner", "ehlo", "helo", "mail", "data_start", "data")
+#: ``rcpt = "<reply>"`` scripts this many RCPTs by position (RFC 5321 §4.5.3.1.8: a
+#: server must accept at least 100 recipients, so no sane transaction has more).
+ALL_RCPTS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class RecordSpec:
+    """One raw record from ``[[records]]``.
+
+    Attributes:
+        name: canonical owner name.
+        rdata: the record data.
+        ttl: its TTL, or None for the zone's default.
+        dnssec: a DNSSEC status for its RRset, or None for the zone's.
+    """
+
+    name: str
+    rdata: RData
+    ttl: int | None = None
+    dnssec: DnssecStatus | None = None
+
+
+def _words(node: Node, count: int) -> list[Any]:
+    """``"a b c"`` or ``[a, b, c]`` as a list of ``count`` raw values."""
+    if isinstance(node.value, str):
+        words: list[Any] = node.value.split(None, count - 1)
+    else:
+        words = [n.value for n in node.items()]
+    if len(words) != count:
+        raise node.error(f"expected {count} fields, got {node.value!r}")
+    return words
+
+
+def parse_tlsa(node: Node, *, raw: bool = False) -> Any:
+    """``[usage, selector, mtype]`` (raw: ``"u s m HEX"`` or ``[u, s, m, "HEX"]``).
+
+    Returns:
+        ``(u, s, m)``, or ``(u, s, m, data)`` when ``raw``.
+    """
+    words = _words(node, 4 if raw else 3)
+    try:
+        numbers = tuple(int(w) for w in words[:3])
+    except (TypeError, ValueError):
+        raise node.error("usage, selector and matching type must be integers") from None
+    if any(not 0 <= n <= 255 for n in numbers):
+        raise node.error("usage, selector and matching type must be in 0..255")
+    if not raw:
+        return numbers
+    try:
+        data = bytes.fromhex(str(words[3]))
+    except ValueError:
+        raise node.error(f"TLSA data {words[3]!r} is not hex") from None
+    return (*numbers, data)
+
+
+def _rdata(rrtype: str, value: Node) -> RData:
+    try:
+        if rrtype in ("A", "AAAA"):
+            return A(value.text()) if rrtype == "A" else AAAA(value.text())
+        if rrtype == "MX":
+            pref, exchange = _words(value, 2)
+            return MX(int(pref), str(exchange))
+        if rrtype == "TXT":
+            return TXT(tuple(s.encode() for s in value.strings()))
+        if rrtype == "CNAME":
+            return CNAME(value.text())
+        u, s, m, data = parse_tlsa(value, raw=True)
+        return TLSA(u, s, m, data)
+    except (ZoneError, ValueError) as exc:
+        raise value.error(str(exc)) from None
+
+
+def parse_record(node: Node) -> RecordSpec:
+    """One ``[[records]]`` entry: ``name``, ``type``, ``value``, optional ``ttl``, ``dnssec``.
+
+    ``value`` is presentation text (``"10 mx.example.net"``, ``"3 1 1 AB.."``), or for
+    MX/TLSA a list of fields, or for TXT a list of character-strings (one RR).
+    """
+    from harness.world.spec import name_of  # spec imports this module
+
+    e = node.table(("name", "type", "value", "ttl", "dnssec"), required=("name", "type", "value"))
+    rrtype = str(e["type"].value).upper()
+    if rrtype not in _TYPES:
+        raise e["type"].error(f"{e['type'].value!r} is not a record type", _TYPES)
+    return RecordSpec(
+        name=name_of(e["name"]),
+        rdata=_rdata(rrtype, e["value"]),
+        ttl=e["ttl"].integer(0, 2**31 - 1) if "ttl" in e else None,
+        dnssec=e["dnssec"].choice(DnssecStatus) if "dnssec" in e else None,
+    )
+
+
+def _action(node: Node) -> Action:
+    try:
+        return parse_action(node.text())
+    except ValueError as exc:
+        raise node.error(str(exc)) from None
+
+
+def parse_replies(node: Node) -> Script:
+    """A host's ``replies`` table as a :class:`~harness.world.mta_script.Script`.
+
+    Stages take ``"<code> <text>"`` or ``"disconnect"``. ``rcpt`` is one reply for every
+    recipient, or a table by recipient address; ``rcpt_by_index`` a list by position.
+    """
+    e = node.table((*_STAGES, "rcpt", "rcpt_by_index"))
+    stages = {k: _action(e[k]) for k in _STAGES if k in e}
+    by_address: dict[str, Action] = {}
+    by_index: dict[int, Action] = {}
+    if "rcpt" in e:
+        if isinstance(e["rcpt"].value, str):
+            every = _action(e["rcpt"])
+            by_index = dict.fromkeys(range(ALL_RCPTS), every)
+        else:
+            by_address = {k: _action(v) for k, v in e["rcpt"].mapping().items()}
+    if "rcpt_by_index" in e:
+        by_index.update({i: _action(n) for i, n in enumerate(e["rcpt_by_index"].items())})
+    try:
+        return Script(rcpt=by_address, rcpt_by_index=by_index, **stages)
+    except ValueError as exc:
+        raise node.error(str(exc)) from None
