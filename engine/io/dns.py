@@ -36,6 +36,7 @@ import dns.name
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
+import dns.rdtypes.ANY.TLSA
 import dns.rrset
 
 from engine.core.clock import Clock
@@ -44,6 +45,14 @@ from engine.core.events import EventSink, LogEvent
 __all__ = ["DnsAnswer", "DnsResolver", "DnsStatus", "ResolverAddress", "parse_resolver"]
 
 _EDE_DNSSEC_BOGUS = 6  # RFC 8914 §4.7
+
+# RFC 7672 §2.2 / DANE-7: a TLSA record whose digest length does not fit its matching
+# type is *unusable*, and the rest of the RRset still counts (an all-unusable RRset makes
+# TLS mandatory). dnspython rejects the whole reply on such a record, which would turn
+# "unusable" into "lookup error" (DANE-5: host unreachable). So TLSA RDATA is parsed
+# without the length check here, and engine.core.tlsa.unusable_reason judges it instead.
+# The attribute is shadowed on the TLSA class only; SMIMEA and the base class keep theirs.
+dns.rdtypes.ANY.TLSA.TLSA._cert_length_by_mtype = {}
 
 
 class DnsStatus(StrEnum):

@@ -1,1 +1,190 @@
-"""The pieces of a simulated world: DNS, policy hosts, receiving MTAs, proxy, report sink."""
+"""The pieces of a simulated world: DNS, policy hosts, receiving MTAs, proxy, report sink.
+
+Everything public is re-exported here; :class:`World` assembles them from a world spec::
+
+    from harness.world import World, read_world_spec
+
+    async with World(read_world_spec("fixtures/worlds/w-sts.toml")) as w:
+        w.resolver, w.endpoint_map, w.ca_file
+"""
+
+from __future__ import annotations
+
+from harness.world.addresses import (
+    DEFAULT_ALLOCATOR,
+    DNS_HOST,
+    AddressBlock,
+    LoopbackAllocator,
+    is_loopback_v4,
+    process_slot,
+)
+from harness.world.dns import FakeDns
+from harness.world.dns_answer import Answer, LoggedQuery, Rule, Transport, answer
+from harness.world.dns_answer import Behaviour as DnsBehaviour
+from harness.world.dns_records import (
+    AAAA,
+    CNAME,
+    MX,
+    RDATA_TYPES,
+    TLSA,
+    TXT,
+    A,
+    RData,
+    Record,
+    ZoneError,
+    canonical_name,
+    check_loopback,
+)
+from harness.world.mta import ReceivingMta
+from harness.world.mta_records import Message, MtaSession, RcptResult, SessionEnd, Transaction
+from harness.world.mta_script import (
+    HELO_ONLY,
+    Action,
+    Disconnect,
+    Reply,
+    Script,
+    StartTls,
+    parse_action,
+)
+from harness.world.mta_tls import ServerCert, TlsSetup, describe_cert
+from harness.world.policy_host import (
+    DEFAULT_CERT_NAME,
+    POLICY_PATH,
+    ClientHello,
+    PolicyHost,
+    PolicyRequest,
+    PolicyResponse,
+)
+from harness.world.policy_host import Behaviour as PolicyBehaviour
+from harness.world.proxy import Proxy, ProxyEvent, ProxyFault, ProxyOutcome, ProxyResolver
+from harness.world.report_sink import GZIP_TYPE, JSON_TYPE, ReceivedReport, ReportSink
+from harness.world.spec import (
+    DnsRule,
+    DomainSpec,
+    HostSpec,
+    PolicyHostSpec,
+    ProxySpec,
+    RecordSpec,
+    ReportSinkSpec,
+    WorldSpec,
+    load_world_spec,
+    read_world_spec,
+)
+from harness.world.spec_values import Node, key_path
+from harness.world.timeline import (
+    Exchange,
+    ExchangeKind,
+    StampedLog,
+    TimedDns,
+    TimedMta,
+    TimedPolicyHost,
+    TimedProxy,
+    TimedReportSink,
+    WorldSnapshot,
+    merge,
+    monotonic_clock,
+)
+from harness.world.world import Now, World, shared_cert_factory
+from harness.world.world_changes import changed_dns, changed_domain, changed_policy
+from harness.world.world_servers import HostInfo, HostRole, Servers
+from harness.world.world_zones import build_zones, tlsa_name, zone_apex
+from harness.world.zones import DnssecStatus, Lookup, Zone, zone_from_dict
+
+__all__ = [
+    "AAAA",
+    "CNAME",
+    "DEFAULT_ALLOCATOR",
+    "DEFAULT_CERT_NAME",
+    "DNS_HOST",
+    "GZIP_TYPE",
+    "HELO_ONLY",
+    "JSON_TYPE",
+    "MX",
+    "POLICY_PATH",
+    "RDATA_TYPES",
+    "TLSA",
+    "TXT",
+    "A",
+    "Action",
+    "AddressBlock",
+    "Answer",
+    "ClientHello",
+    "Disconnect",
+    "DnsBehaviour",
+    "DnsRule",
+    "DnssecStatus",
+    "DomainSpec",
+    "Exchange",
+    "ExchangeKind",
+    "FakeDns",
+    "HostInfo",
+    "HostRole",
+    "HostSpec",
+    "LoggedQuery",
+    "Lookup",
+    "LoopbackAllocator",
+    "Message",
+    "MtaSession",
+    "Node",
+    "Now",
+    "PolicyBehaviour",
+    "PolicyHost",
+    "PolicyHostSpec",
+    "PolicyRequest",
+    "PolicyResponse",
+    "Proxy",
+    "ProxyEvent",
+    "ProxyFault",
+    "ProxyOutcome",
+    "ProxyResolver",
+    "ProxySpec",
+    "RData",
+    "RcptResult",
+    "ReceivedReport",
+    "ReceivingMta",
+    "Record",
+    "RecordSpec",
+    "Reply",
+    "ReportSink",
+    "ReportSinkSpec",
+    "Rule",
+    "Script",
+    "ServerCert",
+    "Servers",
+    "SessionEnd",
+    "StampedLog",
+    "StartTls",
+    "TimedDns",
+    "TimedMta",
+    "TimedPolicyHost",
+    "TimedProxy",
+    "TimedReportSink",
+    "TlsSetup",
+    "Transaction",
+    "Transport",
+    "World",
+    "WorldSnapshot",
+    "WorldSpec",
+    "Zone",
+    "ZoneError",
+    "answer",
+    "build_zones",
+    "canonical_name",
+    "changed_dns",
+    "changed_domain",
+    "changed_policy",
+    "check_loopback",
+    "describe_cert",
+    "is_loopback_v4",
+    "key_path",
+    "load_world_spec",
+    "merge",
+    "monotonic_clock",
+    "parse_action",
+    "process_slot",
+    "read_world_spec",
+    "shared_cert_factory",
+    "tlsa_name",
+    "zone_apex",
+    "zone_from_dict",
+]

@@ -31,6 +31,7 @@ from harness.world.zones import DnssecStatus, Zone
 __all__ = ["FakeDns"]
 
 _BIND_ATTEMPTS = 20
+_TEARDOWN_S = 1.0
 _Send = Callable[[bytes], None]
 
 
@@ -70,6 +71,7 @@ class FakeDns:
         self._tcp: set[_Tcp] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         self._errors: list[Exception] = []
+        self._closing = False
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -102,19 +104,28 @@ class FakeDns:
     ) -> None:
         server, udp = self._server, self._udp
         assert server is not None and udp is not None, "FakeDns exited without entering"
+        self._closing = True
+        # Stop accepting, then yield once so that accepts already under way attach
+        # their transports while the server is still open: asyncio (3.11, 3.12) leaks
+        # the accepted socket when a transport is made for a closed server. Protocols
+        # built from now on are born doomed and abort in connection_made.
+        for sock in server.sockets:
+            asyncio.get_running_loop().remove_reader(sock.fileno())
+        await asyncio.sleep(0)
         server.close()
-        await asyncio.sleep(0)  # let just-accepted connections reach connection_made
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
         closing = [udp.closed, *(conn.closed for conn in self._tcp)]
         for conn in list(self._tcp):
-            conn.transport.abort()
+            conn.doom()
         if udp.transport is not None:
             udp.transport.close()
-        await asyncio.gather(*closing)
+        # Bounded: a protocol whose transport never got made would never report.
+        await asyncio.wait(closing, timeout=_TEARDOWN_S)
         await server.wait_closed()
-        self._server = self._udp = None
+        self._server = self._udp = self._port = None
+        self._closing = False
         if self._errors and exc_type is None:
             raise ExceptionGroup("FakeDns failed while answering", self._errors)
 
@@ -317,15 +328,24 @@ class _Udp(asyncio.DatagramProtocol):
 
 class _Tcp(asyncio.Protocol):
     # RFC 1035 §4.2.2 / RFC 7766: two-octet length prefix, several queries per connection.
+    # Registered when built (before connection_made) so teardown cannot miss one.
     def __init__(self, dns: FakeDns) -> None:
         self._dns = dns
         self._buffer = bytearray()
-        self.transport: asyncio.Transport
+        self._doomed = dns._closing
+        self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        dns._tcp.add(self)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self._dns._tcp.add(self)
+        if self._doomed:
+            self.transport.abort()
+
+    def doom(self) -> None:
+        self._doomed = True
+        if self.transport is not None:
+            self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
@@ -338,7 +358,7 @@ class _Tcp(asyncio.Protocol):
             self._dns._serve(message, Transport.TCP, self._send)
 
     def _send(self, reply: bytes) -> None:
-        if not self.transport.is_closing():
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.write(len(reply).to_bytes(2, "big") + reply)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -66,8 +66,12 @@ class Zone:
 
     Example::
 
-        Zone("example.com").mx(10, "mx1.example.com").a("mx1.example.com", "127.0.1.1")
+        zone = (
+            Zone("example.com", DnssecStatus.SECURE)
+            .mx(10, "mx1.example.com")
+            .a("mx1.example.com", "127.0.1.1")
             .txt("_mta-sts.example.com", "v=STSv1; id=A1")
+        )
 
     Names are absolute (``"mx1.example.com"``) or ``"@"`` for the apex, and must
     lie at or under the apex.

@@ -542,6 +542,20 @@ async def test_teardown_leaves_no_tasks_sockets_or_threads() -> None:
         _ = FakeDns().address
 
 
+@pytest.mark.parametrize("yields", range(5))
+async def test_teardown_racing_an_accept_leaks_nothing(yields: int) -> None:
+    # A client connects just before teardown: the accept may be at any stage.
+    fds = open_fds()
+    async with FakeDns() as fake:
+        client = socket.create_connection(fake.address)
+        for _ in range(yields):
+            await asyncio.sleep(0)  # a bare yield to the loop, not a wait
+    try:
+        assert open_fds() - {str(client.fileno())} == fds
+    finally:
+        client.close()
+
+
 async def test_two_servers_share_an_address() -> None:
     async with FakeDns([W_STS]) as one, FakeDns([PROVIDER]) as two:
         assert one.address[0] == two.address[0] and one.address[1] != two.address[1]
@@ -660,3 +674,25 @@ def test_zone_from_dict_errors_name_the_key_path(
     mutate(d)
     with pytest.raises(ZoneError, match=message):
         zone_from_dict(d)
+
+
+def test_public_api_is_pinned() -> None:
+    import harness.world.dns as dns_module
+    import harness.world.dns_answer as answer_module
+    import harness.world.dns_records as records_module
+    import harness.world.zones as zones_module
+
+    assert dns_module.__all__ == ["FakeDns"]
+    assert sorted(answer_module.__all__) == [
+        "Answer",
+        "Behaviour",
+        "LoggedQuery",
+        "Rule",
+        "Transport",
+        "answer",
+    ]
+    assert sorted(zones_module.__all__) == ["DnssecStatus", "Lookup", "Zone", "zone_from_dict"]
+    assert set(records_module.__all__) == {
+        *("A", "AAAA", "CNAME", "MX", "TLSA", "TXT", "RDATA_TYPES", "RData", "Record"),
+        *("ZoneError", "canonical_name", "check_loopback"),
+    }

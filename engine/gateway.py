@@ -1,0 +1,303 @@
+"""The gateway: listener, queue, scheduler, policy refresh and TLS reporting in one loop.
+
+Theory of operation
+-------------------
+:class:`Gateway` is an async context manager that owns, in one event loop:
+
+* the durable :class:`~engine.queue.Queue` (``[queue] path``), whose leases
+  are all recovered at start-up: nothing from before a crash is alive;
+* the persistent policy cache (:func:`policy_cache_path`, beside the queue);
+* the :class:`~engine.engine.Engine`, whose events pass through a filter: its
+  own per-attempt ``delivery.delayed``/``delivery.bounced``/``message.finished``
+  are dropped, because only the gateway knows the queue's verdict (a deferral
+  may be the bounce at expiry), and the scheduler emits those lines instead;
+  ``tls.session`` events also go to the TLS reporter;
+* the :class:`~engine.scheduler.Scheduler`, the :class:`~engine.listener.Listener`
+  (optional) and the :class:`~engine.tlsrpt.TlsReporter`.
+
+Time: tests drive :meth:`Gateway.run_once` with the harness's ManualClock;
+``serve`` runs :meth:`Gateway.serve`, which sleeps until the next due time or
+until :attr:`Gateway.wakeup` is set by a new message, a reload request or a
+stop. A configuration reload (SIGHUP, ``sts-engine commit``) is applied
+between rounds: a new Engine is built and the old one closed after the round
+in progress ends, so no delivery is cut and the queue stays open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.config import EngineConfig, load_config
+from engine.core.cache import refresh_due
+from engine.core.clock import Clock
+from engine.core.events import EventSink, LogEvent
+from engine.engine import Engine, SystemClock
+from engine.io.dialer import Dialer
+from engine.io.smtp import SmtpTimeouts
+from engine.io.store import SqlitePolicyStore
+from engine.listener import DEFAULT_RELAY_NETWORKS, Listener
+from engine.mtasts import refresh_policy
+from engine.queue import Queue
+from engine.scheduler import RoundStats, Scheduler
+from engine.tlsrpt import ReportSettings, TlsReporter
+
+__all__ = ["Gateway", "GatewaySettings", "policy_cache_path"]
+
+_ENGINE_OUTCOME_CODES = frozenset({"delivery.delayed", "delivery.bounced", "message.finished"})
+_MAX_SLEEP = 60.0
+
+
+def policy_cache_path(config: EngineConfig) -> Path:
+    """The policy cache file: ``policy-cache.sqlite`` beside the queue database."""
+    return Path(config.queue.path).with_name("policy-cache.sqlite")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """Gateway settings that ``[listener]``/``[queue]`` do not (yet) carry.
+
+    Attributes:
+        hostname: our name (banner, EHLO, DSN ``Reporting-MTA``).
+        relay_networks: client networks that may relay (default: loopback).
+        max_message_size: bytes; larger messages get ``552 5.3.4``.
+        tls_cert: PEM certificate chain to offer STARTTLS with (with ``tls_key``).
+        tls_key: its PEM private key.
+        listen: run the injection listener.
+        lease_seconds: claim lease; a crashed round's recipients return after it.
+        claim_limit: the most recipients per round.
+        report: TLS reporting settings, or None to switch reporting off.
+    """
+
+    hostname: str = "sts-engine.localdomain"
+    relay_networks: tuple[str, ...] = DEFAULT_RELAY_NETWORKS
+    max_message_size: int = 10 * 1024 * 1024
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    listen: bool = True
+    lease_seconds: float = 600.0
+    claim_limit: int = 1000
+    report: ReportSettings | None = field(default_factory=ReportSettings)
+
+
+class _EngineSink:
+    """The engine's sink: drops per-attempt outcome lines, feeds the TLS reporter."""
+
+    def __init__(self, outer: EventSink, reporter: TlsReporter | None) -> None:
+        self.outer, self.reporter = outer, reporter
+
+    def emit(self, event: LogEvent) -> None:
+        if event.code in _ENGINE_OUTCOME_CODES:
+            return
+        if event.code == "tls.session" and self.reporter is not None:
+            self.reporter.emit(event)
+        self.outer.emit(event)
+
+
+def _stable_fraction(*parts: object) -> float:
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+class Gateway:
+    """The sending gateway (async context manager).
+
+    Args:
+        config: the engine configuration (``config.source`` is re-read on reload).
+        clock: the engine clock (default: the wall clock).
+        sink: where every event goes.
+        settings: see :class:`GatewaySettings`.
+        dialer: where connections go (the harness passes its endpoint map).
+        roots: trusted roots (DER); default from ``[tls] ca_file``.
+        smtp_timeouts: per-stage SMTP timeouts.
+        rng: randomness (MX shuffling, report jitter).
+    """
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        *,
+        clock: Clock | None = None,
+        sink: EventSink,
+        settings: GatewaySettings | None = None,
+        dialer: Dialer | None = None,
+        roots: list[bytes] | None = None,
+        smtp_timeouts: SmtpTimeouts | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.sink = sink
+        self.settings = settings or GatewaySettings()
+        self._dialer, self._roots, self._timeouts = dialer, roots, smtp_timeouts
+        self.rng = rng or random.Random()
+        self.wakeup = asyncio.Event()
+        self._reload_requested = False
+        self.queue = Queue(config.queue.path)
+        self.store = SqlitePolicyStore(policy_cache_path(config))
+        self.reporter: TlsReporter | None = None
+        if self.settings.report is not None:
+            self.reporter = TlsReporter(
+                Path(config.queue.path).with_name("tlsrpt-state.json"),
+                gateway=self,
+                settings=self.settings.report,
+            )
+        self.engine = self._new_engine(config)
+        self.scheduler = Scheduler(
+            self.queue,
+            self.engine,
+            clock=self.clock,
+            sink=sink,
+            hostname=self.settings.hostname,
+            lease_seconds=self.settings.lease_seconds,
+            claim_limit=self.settings.claim_limit,
+            on_enqueued=self.notify,
+        )
+        self.listener: Listener | None = None
+
+    def _new_engine(self, config: EngineConfig) -> Engine:
+        return Engine(
+            config,
+            clock=self.clock,
+            sink=_EngineSink(self.sink, self.reporter),
+            store=self.store,
+            dialer=self._dialer,
+            roots=self._roots,
+            smtp_timeouts=self._timeouts,
+            rng=self.rng,
+            local_hostname=self.settings.hostname,
+        )
+
+    async def __aenter__(self) -> Gateway:
+        # Start-up: no claimer from before a restart is alive (at-least-once delivery).
+        recovered = self.queue.recover(self.clock.now())
+        if recovered:
+            self._emit("queue.recovered", count=recovered)
+        if self.settings.listen:
+            self.listener = Listener(
+                self.queue,
+                clock=self.clock,
+                sink=self.sink,
+                host=self.config.listener.host,
+                port=self.config.listener.port,
+                hostname=self.settings.hostname,
+                relay_networks=self.settings.relay_networks,
+                max_message_size=self.settings.max_message_size,
+                tls_context=self._tls_context(),
+                on_queued=self.notify,
+            )
+            await self.listener.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.listener is not None:
+            await self.listener.aclose()
+        await self.engine.aclose()
+        if self.reporter is not None:
+            await self.reporter.aclose()
+        self.store.close()
+        self.queue.close()
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        s = self.settings
+        if s.tls_cert is None:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(s.tls_cert, s.tls_key)
+        return ctx
+
+    def _emit(self, code: str, level: str = "info", **fields: object) -> None:
+        self.sink.emit(LogEvent(code, fields, level, self.clock.now()))
+
+    def notify(self, mid: int | None = None) -> None:
+        """Wake the serve loop (a new message, a reload request, a stop)."""
+        self.wakeup.set()
+
+    def request_reload(self) -> None:
+        """Ask for the configuration to be re-read before the next round (SIGHUP)."""
+        self._reload_requested = True
+        self.notify()
+
+    def enqueue(self, mail_from: str, rcpts: list[str], data: bytes) -> int:
+        """Put a locally generated message (a DSN, a report) into the queue; returns its MID."""
+        mid, _ = self.queue.enqueue(mail_from, rcpts, data, self.clock.now())
+        self._emit("message.queued", mid=mid)
+        self.notify(mid)
+        return mid
+
+    async def _reload(self) -> None:
+        self._reload_requested = False
+        try:
+            config = load_config(self.config.source)
+        except Exception as exc:  # a bad file keeps the running configuration
+            self._emit("config.reload.failed", "warning", detail=str(exc))
+            return
+        old, self.config = self.engine, config
+        self.engine = self.scheduler.engine = self._new_engine(config)
+        await old.aclose()
+        self._emit("config.reloaded", source=config.source)
+
+    async def run_once(self, now: float | None = None) -> RoundStats:
+        """One round: reload if asked, refresh policies, deliver what is due, report.
+
+        Args:
+            now: the time the round runs at (default: the clock's).
+        """
+        if self._reload_requested:
+            await self._reload()
+        now = self.clock.now() if now is None else now
+        await self._refresh_policies(now)
+        stats = await self.scheduler.run_once(now)
+        if self.reporter is not None:
+            await self.reporter.run(now)
+        return stats
+
+    async def _refresh_policies(self, now: float) -> None:
+        # RFC 8461 §10.2 / CACHE-7: refresh cached policies in use before they expire.
+        for entry in self.store.all():
+            due = refresh_due(
+                entry,
+                now,
+                last_used=self.store.last_used(entry.domain),
+                rng_value=_stable_fraction(entry.domain, entry.fetched_at),
+                last_failure=self.store.get_failure(entry.domain),
+            )
+            if due is not None and due <= now:
+                e = self.engine
+                await refresh_policy(
+                    entry, resolver=e.resolver, fetcher=e.fetcher, store=self.store,
+                    clock=self.clock, sink=self.sink,
+                )
+
+    def next_wake(self) -> float | None:
+        """The next time something is due: a recipient or a report."""
+        times = [self.scheduler.next_due()]
+        if self.reporter is not None:
+            times.append(self.reporter.next_due())
+        known = [t for t in times if t is not None]
+        return min(known) if known else None
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Run rounds until ``stop`` is set; sleep until due or woken (no busy loop).
+
+        On stop the listener stops accepting first; the round in progress finishes
+        (its deliveries complete and are marked), then the loop returns.
+        """
+        while not stop.is_set():
+            self.wakeup.clear()
+            await self.run_once()
+            if stop.is_set():
+                break
+            wake = self.next_wake()
+            delay = _MAX_SLEEP if wake is None else min(_MAX_SLEEP, wake - self.clock.now())
+            if delay > 0 and not self.wakeup.is_set():
+                try:
+                    await asyncio.wait_for(self.wakeup.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+        if self.listener is not None:
+            self.listener.stop_accepting()

@@ -1,0 +1,238 @@
+"""The delivery scheduler: due recipients out of the queue, outcomes back into it.
+
+Theory of operation
+-------------------
+One *round* (:meth:`Scheduler.run_once`) claims every due recipient (a lease,
+so a crash leaves them for :meth:`~engine.queue.Queue.recover`), grouped by
+destination domain (seg-behaviour.md §4: recipients are queued per domain),
+and delivers each domain's messages under its Destination Controls limits:
+
+* ``max_concurrency``: at most that many *connection groups* of one domain
+  are in flight at once (one semaphore per domain and round);
+* ``max_messages_per_connection`` (default 50, CISCO 118548): a connection
+  group carries at most that many messages, one after the other. This is an
+  approximation of connection reuse: :meth:`engine.engine.Engine.deliver`
+  opens one SMTP session per message, so a group is a logical connection,
+  not one TCP connection.
+
+Each attempt's per-recipient outcome is marked in the queue: delivered,
+bounced (5xx, a DSN to the sender), or deferred by the bounce profile
+(:func:`engine.core.retry.next_attempt`), which may turn into a bounce at
+expiry (``5.4.7 - Delivery expired (message too old)``, seg-behaviour.md §5.5).
+APPLY-6: the attempt after which a recipient would bounce is made with
+``final=True`` so the engine re-checks the MTA-STS TXT record first.
+
+Which message a delivery belongs to is carried in a :class:`contextvars.ContextVar`
+(:data:`CURRENT_DELIVERY`) for the length of the ``deliver`` call, so event
+sinks (TLS reporting) can tell report mail from other mail without the engine
+knowing about it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from engine.config import EngineConfig
+from engine.core.clock import Clock
+from engine.core.events import EventSink, LogEvent
+from engine.core.retry import expires_at, next_attempt
+from engine.delivery import RecipientResult
+from engine.engine import Engine
+from engine.queue import Queue, RcptState
+from engine.queue_model import Message, Recipient
+from engine.scheduler_outcome import settle_expired, settle_result
+
+__all__ = ["CURRENT_DELIVERY", "DeliveryContext", "RoundStats", "Scheduler"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryContext:
+    """The message a running ``Engine.deliver`` call is about."""
+
+    mid: int
+    report_mail: bool
+
+
+CURRENT_DELIVERY: contextvars.ContextVar[DeliveryContext | None] = contextvars.ContextVar(
+    "current_delivery", default=None
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RoundStats:
+    """What one round did: recipients claimed, and how each attempt ended."""
+
+    claimed: int = 0
+    delivered: int = 0
+    deferred: int = 0
+    bounced: int = 0
+
+
+def is_report_mail(data: bytes) -> bool:
+    """Whether a message is a TLS report (RFC 8460 §5.3 ``TLS-Report-Domain`` header)."""
+    head = data.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0].lower()
+    return head.startswith(b"tls-report-domain:") or b"\ntls-report-domain:" in head
+
+
+class Scheduler:
+    """Runs delivery rounds over the queue.
+
+    Args:
+        queue: the durable queue.
+        engine: the sending engine (replaceable between rounds: config reload).
+        clock: the engine clock.
+        sink: where the gateway's Delayed/Bounced/finished events go.
+        hostname: our name, for DSNs.
+        lease_seconds: how long a claim lasts before another round may recover it.
+        claim_limit: the most recipients claimed per round.
+        on_enqueued: called with the MID of every DSN the scheduler enqueues.
+    """
+
+    def __init__(
+        self,
+        queue: Queue,
+        engine: Engine,
+        *,
+        clock: Clock,
+        sink: EventSink,
+        hostname: str = "sts-engine.localdomain",
+        lease_seconds: float = 600.0,
+        claim_limit: int = 1000,
+        on_enqueued: Callable[[int], None] | None = None,
+    ) -> None:
+        self.queue = queue
+        self.engine = engine
+        self.clock = clock
+        self.sink = sink
+        self.hostname = hostname
+        self.lease_seconds = lease_seconds
+        self.claim_limit = claim_limit
+        self.on_enqueued = on_enqueued
+        self.in_flight = 0
+
+    @property
+    def config(self) -> EngineConfig:
+        """The configuration in force (the engine's)."""
+        return self.engine.config
+
+    def next_due(self) -> float | None:
+        """When the earliest queued recipient is due, or None when nothing waits."""
+        due = [r.next_attempt_at for r in self.queue.list(state=RcptState.QUEUED)]
+        return min(due) if due else None
+
+    async def run_once(self, now: float | None = None) -> RoundStats:
+        """Claim what is due at ``now`` and make one attempt for each.
+
+        Args:
+            now: the time to claim at (default: the clock's).
+
+        Returns:
+            Counts for the round.
+        """
+        now = self.clock.now() if now is None else now
+        self.queue.recover(now, expired_only=True)
+        batches = self.queue.claim_due(
+            now, limit=self.claim_limit, lease_seconds=self.lease_seconds
+        )
+        tally: dict[str, int] = {"delivered": 0, "deferred": 0, "bounced": 0}
+        claimed = sum(len(b.recipients) for b in batches)
+        self.in_flight += 1
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for batch in batches:
+                    groups = self._groups(batch.domain, batch.by_message())
+                    gate = asyncio.Semaphore(self.config.profile_for(batch.domain).max_concurrency)
+                    for group in groups:
+                        tg.create_task(self._connection(batch.domain, group, gate, tally))
+        finally:
+            self.in_flight -= 1
+        return RoundStats(claimed, tally["delivered"], tally["deferred"], tally["bounced"])
+
+    def _groups(
+        self, domain: str, by_message: dict[int, tuple[int, ...]]
+    ) -> list[list[tuple[int, tuple[int, ...]]]]:
+        # CISCO 118548: up to max_messages_per_connection messages per connection.
+        size = self.config.profile_for(domain).max_messages_per_connection
+        items = list(by_message.items())
+        return [items[i : i + size] for i in range(0, len(items), size)]
+
+    async def _connection(
+        self,
+        domain: str,
+        group: list[tuple[int, tuple[int, ...]]],
+        gate: asyncio.Semaphore,
+        tally: dict[str, int],
+    ) -> None:
+        async with gate:  # max_concurrency per domain
+            for mid, rids in group:
+                await self._message(domain, mid, rids, tally)
+
+    async def _message(
+        self, domain: str, mid: int, rids: tuple[int, ...], tally: dict[str, int]
+    ) -> None:
+        msg = self.queue.message(mid)
+        if msg is None:
+            return  # deleted by an operator while claimed
+        rows = [r for r in msg.recipients if r.rid in rids and r.state is RcptState.INFLIGHT]
+        profile = self.config.bounce_profile_for(domain)
+        now = self.clock.now()
+        live: list[Recipient] = []
+        for r in rows:
+            if r.first_attempt_at is not None and now >= expires_at(r.first_attempt_at, profile):
+                # CISCO 9.1 UG p.24-39: past the maximum time in queue (e.g. after downtime).
+                self._count(tally, settle_expired(self, msg, r, now))
+            else:
+                live.append(r)
+        if not live:
+            self._finished(msg.mid)
+            return
+        # APPLY-6: the attempt after which a recipient would bounce is the final one.
+        final = any(
+            next_attempt(r.first_attempt_at or now, r.attempts + 1, now, profile) is None
+            for r in live
+        )
+        results = await self._deliver(msg, live, final)
+        now = self.clock.now()
+        for r, res in zip(live, results, strict=True):
+            self._count(tally, settle_result(self, msg, r, res, profile, now))
+        self._finished(msg.mid)
+
+    async def _deliver(
+        self, msg: Message, live: list[Recipient], final: bool
+    ) -> list[RecipientResult]:
+        token = CURRENT_DELIVERY.set(DeliveryContext(msg.mid, is_report_mail(msg.data)))
+        try:
+            report = await self.engine.deliver(
+                msg.mail_from,
+                [r.rcpt for r in live],
+                msg.data,
+                mid=msg.mid,
+                rids=[r.rid for r in live],
+                final=final,
+            )
+        except Exception as exc:  # a bug or an adapter failure must not lose the lease
+            self._emit("delivery.error", "warning", mid=msg.mid, detail=repr(exc))
+            return [RecipientResult(r.rid, r.rcpt, "deferred", reason=repr(exc)) for r in live]
+        finally:
+            CURRENT_DELIVERY.reset(token)
+        by_rid = {res.rid: res for res in report.recipients}
+        return [by_rid[r.rid] for r in live]
+
+    def _finished(self, mid: int) -> None:
+        msg = self.queue.message(mid)
+        if msg is not None and msg.done_at is not None:
+            self._emit("message.finished", mid=mid)
+
+    @staticmethod
+    def _count(tally: dict[str, int], outcome: str) -> None:
+        tally[outcome] = tally.get(outcome, 0) + 1
+
+    def _emit(self, code: str, level: str = "info", **fields: object) -> None:
+        self.sink.emit(LogEvent(code, fields, level, self.clock.now()))
+
+    def emit(self, code: str, **fields: object) -> None:
+        """Emit an info event stamped now (used by the outcome helpers)."""
+        self._emit(code, **fields)

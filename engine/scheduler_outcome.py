@@ -1,0 +1,175 @@
+"""What the scheduler does with one recipient's outcome: queue marks, log lines, DSNs.
+
+Theory of operation
+-------------------
+``Engine.deliver`` reports delivered / deferred / bounced per recipient for one
+attempt; the queue and the bounce profile decide what that means over the
+message's life. The table (seg-behaviour.md §4, §5.5)::
+
+    attempt result  queue step                       log line          DSN
+    --------------  -------------------------------  ----------------  ---------------
+    delivered       mark_delivered                   (engine's lines)  -
+    bounced (5xx)   mark_bounced                     Bounced: 5.x.x    failed
+    deferred        defer_or_bounce -> next time     Delayed: 4.x.x    delayed (opt.)
+    deferred        defer_or_bounce -> None          Bounced: 5.4.7    failed
+    (expired)       mark_bounced, no attempt         Bounced: 5.4.7    failed
+
+A delay warning (CISCO 212837) goes out only when the bounce profile enables
+it, on the second attempt, after a 4xx, and once per recipient. DSNs are
+enqueued from ``<>`` into the gateway's own queue; a message from ``<>`` gets
+none (no DSN for a DSN).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from engine.core.events import ResultType
+from engine.core.retry import BounceProfile, delay_warning_due
+from engine.delivery import RecipientResult
+from engine.dsn import DsnAction, DsnRecipient, build_dsn, dsn_wanted, enhanced_status
+from engine.queue import QueueError
+from engine.queue_model import Message, Recipient
+
+if TYPE_CHECKING:
+    from engine.scheduler import Scheduler
+
+__all__ = ["EXPIRED_REASON", "EXPIRED_STATUS", "send_dsn", "settle_expired", "settle_result"]
+
+EXPIRED_STATUS = "5.4.7"  # seg-behaviour.md §5.5 (OBS Splunk sample)
+EXPIRED_REASON = "Delivery expired (message too old)"
+
+
+def _reply_parts(reply: str | None, fallback: str) -> tuple[str, list[str]]:
+    """``('421', ['4.3.2 try again later'])`` as in the §5.5 lines; ``'000'`` without a reply."""
+    if reply and reply[:3].isdigit():
+        return reply[:3], [reply[4:]] if len(reply) > 4 else []
+    return "000", [fallback] if fallback else []
+
+
+def _outcome_event(
+    s: Scheduler,
+    code: str,
+    msg: Message,
+    r: Recipient,
+    *,
+    dcid: int,
+    enhanced: str,
+    reason: str,
+    reply: str | None,
+    detail: str,
+) -> None:
+    smtp_code, lines = _reply_parts(reply, detail)
+    s.emit(
+        code,
+        dcid=dcid,
+        mid=msg.mid,
+        mail_from=msg.mail_from,
+        rcpt=r.rcpt,
+        rid=r.rid,
+        enhanced=enhanced,
+        reason=reason,
+        code=smtp_code,
+        reply_lines=lines,
+    )
+
+
+def _result_type(text: str | None) -> ResultType | None:
+    try:
+        return None if text is None else ResultType(text)
+    except ValueError:
+        return None
+
+
+def settle_result(
+    s: Scheduler,
+    msg: Message,
+    r: Recipient,
+    res: RecipientResult,
+    profile: BounceProfile,
+    now: float,
+) -> str:
+    """Mark one attempt's outcome for one recipient; returns the tally key."""
+    rtype = _result_type(res.result_type)
+    reason = res.reason or res.reply or "unknown failure"
+    if res.status == "delivered":
+        s.queue.mark_delivered(msg.mid, r.rid, now, reply=res.reply)
+        return "delivered"
+    if res.status == "bounced":
+        s.queue.mark_bounced(msg.mid, r.rid, now, reason, result_type=rtype)
+        status = enhanced_status(res.reply, "5.0.0")
+        _outcome_event(
+            s, "delivery.bounced", msg, r, dcid=res.dcid, enhanced=status, reason=reason,
+            reply=res.reply, detail=reason,
+        )
+        send_dsn(s, msg, [DsnRecipient(r.rcpt, DsnAction.FAILED, status, reason, res.mx, now)])
+        return "bounced"
+    when = s.queue.defer_or_bounce(msg.mid, r.rid, now, reason, profile, result_type=rtype)
+    if when is None:
+        # CISCO 9.1 UG p.24-39: the retries or the time in queue are used up.
+        _outcome_event(
+            s, "delivery.bounced", msg, r, dcid=res.dcid, enhanced=EXPIRED_STATUS,
+            reason=EXPIRED_REASON, reply=res.reply, detail=reason,
+        )
+        send_dsn(
+            s, msg, [DsnRecipient(r.rcpt, DsnAction.FAILED, EXPIRED_STATUS, reason, res.mx, now)]
+        )
+        return "bounced"
+    status = enhanced_status(res.reply, "4.0.0")
+    _outcome_event(
+        s, "delivery.delayed", msg, r, dcid=res.dcid, enhanced=status, reason=reason,
+        reply=res.reply, detail=reason,
+    )
+    code = int(res.reply[:3]) if res.reply and res.reply[:3].isdigit() else None
+    # CISCO 212837: only on the second attempt, only after a 4xx, when enabled.
+    if not r.delay_warned and delay_warning_due(
+        profile, attempt_number=r.attempts + 1, reply_code=code
+    ):
+        s.queue.mark_delay_warned(msg.mid, r.rid)
+        send_dsn(s, msg, [DsnRecipient(r.rcpt, DsnAction.DELAYED, status, reason, res.mx, now)])
+    return "deferred"
+
+
+def settle_expired(s: Scheduler, msg: Message, r: Recipient, now: float) -> str:
+    """Bounce a recipient found past its maximum time in queue, without an attempt."""
+    reason = r.last_error or "timeout"
+    s.queue.mark_bounced(
+        msg.mid, r.rid, now, f"{EXPIRED_REASON}: {reason}",
+        result_type=r.last_result_type, attempted=False,
+    )
+    _outcome_event(
+        s, "delivery.bounced", msg, r, dcid=0, enhanced=EXPIRED_STATUS, reason=EXPIRED_REASON,
+        reply=None, detail="timeout",
+    )
+    send_dsn(s, msg, [DsnRecipient(r.rcpt, DsnAction.FAILED, EXPIRED_STATUS, reason, None, now)])
+    return "bounced"
+
+
+def send_dsn(s: Scheduler, msg: Message, rcpts: list[DsnRecipient]) -> int | None:
+    """Enqueue a DSN about ``rcpts`` to ``msg``'s sender; returns its MID, or None.
+
+    None when the message came from ``<>`` (RFC 3464 §4: no DSN for a DSN) or the
+    sender address cannot be queued to.
+    """
+    if not dsn_wanted(msg.mail_from):
+        return None
+    now = s.clock.now()
+    data = build_dsn(
+        original=msg.data,
+        mail_from=msg.mail_from,
+        recipients=rcpts,
+        reporting_mta=s.hostname,
+        arrival=msg.received_at,
+        now=now,
+        mid=msg.mid,
+    )
+    try:
+        mid, _ = s.queue.enqueue("", [msg.mail_from], data, now)
+    except QueueError as exc:
+        s.emit("dsn.failed", mid=msg.mid, detail=str(exc))
+        return None
+    s.emit("dsn.sent", mid=msg.mid, dsn_mid=mid, action=rcpts[0].action.value, to=msg.mail_from)
+    s.emit("message.queued", mid=mid)
+    if s.on_enqueued is not None:
+        s.on_enqueued(mid)
+    return mid

@@ -1,0 +1,53 @@
+"""``sts-harness``: the harness's command line, an argparse dispatcher.
+
+Each subcommand lives in a module of :mod:`harness.commands` exposing
+``register(subparsers)``, which adds its parser and sets ``handler`` (a function
+``(argparse.Namespace) -> int``). Modules are discovered, so adding ``run``, ``list``,
+``show``, ``coverage`` or ``capture`` is adding a module; this file does not change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+from collections.abc import Sequence
+
+import harness.commands
+
+__all__ = ["build_parser", "main"]
+
+_EPILOG = """example:
+  sts-harness serve fixtures/worlds/w-sts.toml
+  sts-harness serve --help
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``sts-harness`` parser with every command of :mod:`harness.commands`."""
+    parser = argparse.ArgumentParser(
+        prog="sts-harness",
+        description="Conformance harness for MTA-STS / DANE / TLS-RPT senders.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for module in sorted(pkgutil.iter_modules(harness.commands.__path__), key=lambda m: m.name):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"harness.commands.{module.name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``sts-harness`` with ``argv`` (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 success, 2 usage or spec error, 1 other failure.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2): argparse has printed
+        return exc.code if isinstance(exc.code, int) else 2
+    status: int = args.handler(args)
+    return status

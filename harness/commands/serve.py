@@ -1,0 +1,161 @@
+"""``sts-harness serve WORLD.toml``: bring a world up and keep it up until SIGINT/SIGTERM.
+
+It prints where everything is (the DNS, the CA bundle, each host's address and real
+port, the endpoint map) and commands to poke at it with dig, curl and swaks, then
+waits. Stopping tears the world down cleanly. The output is for people; the one line
+meant for programs is ``dns: ADDRESS:PORT`` (and ``ready`` at the end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from harness.errors import HarnessError
+from harness.world import HostRole, World, read_world_spec
+
+__all__ = ["describe", "register", "serve"]
+
+_EXAMPLE = """example:
+  sts-harness serve fixtures/worlds/w-sts.toml
+  sts-harness serve fixtures/worlds/w-dane.toml --now 2026-01-01T00:00:00Z
+
+The world runs on 127.0.0.0/8 addresses only; stop it with Ctrl-C (SIGINT) or SIGTERM.
+"""
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``serve`` command."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="run a simulated world until interrupted",
+        description="Bring up the world described by WORLD.toml (DNS, policy hosts, MXs, "
+        "proxy, report sink) on loopback and print where everything is.",
+        epilog=_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("world", type=Path, metavar="WORLD.toml", help="the world spec")
+    parser.add_argument(
+        "--now",
+        metavar="ISO",
+        help="issue certificates relative to this time (ISO 8601; default: now)",
+    )
+    parser.set_defaults(handler=_handle)
+
+
+def _parse_now(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    try:
+        now = _parse_now(args.now)
+    except ValueError:
+        print(
+            f"sts-harness serve: error: --now {args.now!r} is not an ISO 8601 time", file=sys.stderr
+        )
+        return 2
+    return asyncio.run(serve(args.world, now=now, signals=True))
+
+
+async def serve(
+    path: Path,
+    *,
+    now: datetime | None = None,
+    stop: asyncio.Event | None = None,
+    ready: asyncio.Future[World] | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    signals: bool = False,
+) -> int:
+    """Serve the world in ``path`` until ``stop`` is set (or SIGINT/SIGTERM with ``signals``).
+
+    Args:
+        path: the world spec file.
+        now: the time certificates are issued relative to (default: now).
+        stop: set it to stop; default a fresh event.
+        ready: resolved with the running world once it is up.
+        out: where the description goes (default stdout).
+        err: where errors go (default stderr).
+        signals: stop on SIGINT and SIGTERM (main thread only).
+
+    Returns:
+        0 after a clean stop, 2 for a bad world file, 1 when the world cannot start.
+    """
+    out, err = out or sys.stdout, err or sys.stderr
+    stop = stop or asyncio.Event()
+    try:
+        spec = read_world_spec(path)
+        world = World(spec, now=now.timestamp() if now else None)
+        async with world:
+            out.write(describe(world, path))
+            out.flush()
+            if ready is not None and not ready.done():
+                ready.set_result(world)
+            with _on_signals(stop, signals):
+                await stop.wait()
+    except HarnessError as exc:
+        print(f"sts-harness serve: error: {exc}", file=err)
+        return 2
+    except OSError as exc:
+        print(f"sts-harness serve: cannot start the world: {exc}", file=err)
+        return 1
+    return 0
+
+
+@contextlib.contextmanager
+def _on_signals(stop: asyncio.Event, enabled: bool) -> Any:
+    loop = asyncio.get_running_loop()
+    wanted = (signal.SIGINT, signal.SIGTERM) if enabled else ()
+    for sig in wanted:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield
+    finally:
+        for sig in wanted:
+            loop.remove_signal_handler(sig)
+
+
+def describe(world: World, path: Path) -> str:
+    """Where everything of a running world is, with commands to try it (text)."""
+    dns_host, dns_port = world.resolver
+    ca = world.ca_file
+    when = datetime.fromtimestamp(world.clock_now, UTC).isoformat()
+    lines = [
+        f"world: {path} (certificates issued relative to {when})",
+        f"dns: {dns_host}:{dns_port}",
+        f"ca: {ca}",
+        "hosts:",
+    ]
+    for info in world.hosts.values():
+        dialled = f"{info.address}:{info.service_port} -> " if info.service_port else ""
+        lines.append(f"  {info.name:<28} {info.role:<12} {dialled}{info.address}:{info.port}")
+    lines.append("endpoint map:")
+    for (addr, port), (real_addr, real_port) in world.endpoint_map.items():
+        lines.append(f"  {addr}:{port} -> {real_addr}:{real_port}")
+    lines.append("try:")
+    for name, d in world.spec.domains.items():
+        lines.append(f"  dig @{dns_host} -p {dns_port} +dnssec _mta-sts.{name} TXT")
+        if d.has_policy_host:
+            info = world.hosts[d.policy_host_name]
+            url = f"https://{info.name}:{info.port}/.well-known/mta-sts.txt"
+            lines.append(
+                f"  curl --cacert {ca} --resolve {info.name}:{info.port}:{info.address} {url}"
+            )
+    for info in world.hosts.values():
+        if info.role is HostRole.MX:
+            lines.append(
+                f"  swaks --server {info.address}:{info.port} --tls --tls-sni {info.name} "
+                f"--tls-verify --tls-ca-path {ca} --to postmaster@{info.name}"
+            )
+    lines.append("ready; stop with Ctrl-C (SIGINT) or SIGTERM")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,177 @@
+"""Parsing ``[[steps]]``: one action per step, checked against the world it will act on.
+
+Every step table holds exactly one action key (:class:`~harness.scenario.model.StepKind`)
+and optionally ``expect``. Mutations are checked here, at load time, with the world
+spec's own parsers, so ``update_domain = {domain = "example.com", polcy = "..."}``
+fails when the file is read, naming ``file: steps[2].update_domain.polcy``, not
+half-way through a run.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+from typing import Any
+
+from certs import CertProfile
+from harness.scenario.expect import parse_expect
+from harness.scenario.model import SendSpec, Step, StepKind
+from harness.world.dns_answer import Behaviour as DnsBehaviour
+from harness.world.policy_host import PolicyResponse
+from harness.world.spec import WorldSpec, domain_from, name_of
+from harness.world.spec_values import Node
+from harness.world.zones import DnssecStatus
+
+__all__ = ["CLEAR_DNS", "parse_duration", "parse_step"]
+
+#: ``set_dns`` behaviour that removes the rule for that name and type.
+CLEAR_DNS = "clear"
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_POLICY_KEYS = (
+    "domain",
+    "body",
+    "cert",
+    *(f.name for f in fields(PolicyResponse) if f.name != "body"),
+)
+_DNS_KEYS = ("name", "type", "behaviour", "delay_ms")
+_CERT_KEYS = ("host", "profile", "names", "update_tlsa")
+_SEND_KEYS = ("from", "to", "data")
+
+
+def parse_duration(node: Node) -> float:
+    """Seconds from ``90``, ``1.5``, ``"90s"``, ``"2h"``, ``"1d"`` or ``"1h30m"``.
+
+    Raises:
+        SpecError: not a non-negative number or a duration string.
+    """
+    value = node.value
+    if isinstance(value, bool):
+        raise node.error(f"expected a duration such as '90s' or '1d', got {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise node.error(f"a duration cannot be negative: {value!r}")
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        if text and _PART.sub("", text) == "":
+            return sum(float(n) * _UNITS[u] for n, u in _PART.findall(text))
+    raise node.error(
+        f"{value!r} is not a duration; write seconds (90) or a string such as "
+        "'90s', '15m', '2h', '1d', '1h30m'"
+    )
+
+
+def _send(node: Node) -> SendSpec:
+    e = node.table(_SEND_KEYS, required=("from", "to"))
+    rcpts = e["to"].strings()
+    if not rcpts:
+        raise e["to"].error("expected at least one recipient")
+    for i, rcpt in enumerate(rcpts):
+        if "@" not in rcpt:
+            raise e["to"].child(i, rcpt).error(f"{rcpt!r} is not an address (no '@')")
+    data = None
+    if "data" in e:
+        data = e["data"].text().replace("\r\n", "\n").replace("\n", "\r\n").encode()
+    return SendSpec(e["from"].text(), rcpts, data)
+
+
+def _update_domain(node: Node, world: WorldSpec) -> dict[str, Any]:
+    raw = node.mapping()
+    if "domain" not in raw:
+        raise node.error("missing key 'domain'")
+    name = name_of(raw["domain"])
+    changes = {k: v for k, v in node.value.items() if k != "domain"}
+    # The world's own parser, over a node at this key path, so errors name the step.
+    domain_from(Node(changes, node.file, node.path), name, world.domains.get(name))
+    return {"domain": name, **changes}
+
+
+def _update_policy(node: Node) -> dict[str, Any]:
+    e = node.table(_POLICY_KEYS, required=("domain",))
+    name_of(e["domain"])
+    if "body" in e:
+        e["body"].text()
+    if "cert" in e and e["cert"].value not in {p.value for p in CertProfile}:
+        raise e["cert"].error("not a certificate profile", [p.value for p in CertProfile])
+    if "status" in e:
+        e["status"].integer(100, 599)
+    return {k: n.value for k, n in e.items()}
+
+
+def _set_dns(node: Node) -> dict[str, Any]:
+    e = node.table(_DNS_KEYS, required=("name", "behaviour"))
+    allowed = [b.value for b in DnsBehaviour] + [s.value for s in DnssecStatus] + [CLEAR_DNS]
+    if e["behaviour"].value not in allowed:
+        raise e["behaviour"].error("not a DNS behaviour or DNSSEC status", allowed)
+    rrtype = e["type"].text().upper() if "type" in e else None
+    return {
+        "name": name_of(e["name"]),
+        "rrtype": None if rrtype in (None, "*") else rrtype,
+        "behaviour": None if e["behaviour"].value == CLEAR_DNS else e["behaviour"].value,
+        "delay_ms": e["delay_ms"].integer(0, 600_000) if "delay_ms" in e else 0,
+    }
+
+
+def _rotate_cert(node: Node) -> dict[str, Any]:
+    e = node.table(_CERT_KEYS, required=("host", "profile"))
+    if e["profile"].value not in {p.value for p in CertProfile}:
+        raise e["profile"].error("not a certificate profile", [p.value for p in CertProfile])
+    return {
+        "host": name_of(e["host"]),
+        "profile": e["profile"].value,
+        "names": tuple(name_of(n) for n in e["names"].items()) if "names" in e else None,
+        "update_tlsa": e["update_tlsa"].boolean() if "update_tlsa" in e else False,
+    }
+
+
+def _label(kind: StepKind, args: Any) -> str:
+    if kind is StepKind.SEND:
+        return f"send {args.mail_from} -> {', '.join(args.rcpts)}"
+    if kind is StepKind.ADVANCE:
+        return f"advance {args:g}s"
+    if kind is StepKind.RESTART_ENGINE:
+        return "restart engine"
+    shown = ", ".join(f"{k}={v!r}" for k, v in args.items() if v not in (None, False))
+    return f"{kind.value} {shown}"
+
+
+def parse_step(node: Node, index: int, world: WorldSpec) -> Step:
+    """One ``[[steps]]`` table.
+
+    Args:
+        node: the table, at key path ``steps[i]``.
+        index: its position.
+        world: the scenario's world (mutations are checked against it).
+
+    Raises:
+        SpecError: not exactly one action, an unknown key, or a bad value.
+    """
+    allowed = [k.value for k in StepKind] + ["expect"]
+    e = node.table(allowed)
+    actions = [k for k in e if k != "expect"]
+    if len(actions) != 1:
+        what = "no action" if not actions else f"several actions {actions}"
+        raise node.error(f"a step needs exactly one action, found {what}", [k.value for k in StepKind])
+    kind = StepKind(actions[0])
+    a = e[kind.value]
+    args: Any
+    if kind is StepKind.SEND:
+        args = _send(a)
+    elif kind is StepKind.ADVANCE:
+        args = parse_duration(a)
+    elif kind is StepKind.RESTART_ENGINE:
+        if a.value is not True:
+            raise a.error("write restart_engine = true")
+        args = True
+    elif kind is StepKind.UPDATE_DOMAIN:
+        args = _update_domain(a, world)
+    elif kind is StepKind.UPDATE_POLICY:
+        args = _update_policy(a)
+    elif kind is StepKind.SET_DNS:
+        args = _set_dns(a)
+    else:
+        args = _rotate_cert(a)
+    expect = parse_expect(e["expect"]) if "expect" in e else None
+    step = Step(index, kind, args, label=_label(kind, args))
+    return step if expect is None else Step(index, kind, args, expect, step.label)
