@@ -157,10 +157,6 @@ async def _policy(services: Services, domain: str, *, recheck: bool) -> Policy |
         sink=services.sink,
         recheck=recheck,
     )
-    if result.policy is None:
-        return None
-    if result.policy.mode is not Mode.NONE:
-        _emit(services, "sts.apply", domain=domain, mode=result.policy.mode.value)
     return result.policy
 
 
@@ -189,12 +185,18 @@ async def _walk(
             return
         mx_secure = mx.secure
         candidates = [(pref, host, 25) for pref, host in mx.hosts]
+    applying = policy is not None and policy.mode is not Mode.NONE
     for pref, host, port in candidates:
         if not attempt.pending:
             return
         hop = await resolve_host(
             services.resolver, host, port, preference=pref, want_dane=want_dane
         )
+        if applying and policy is not None:
+            # Seed (Sep 26, debug): "Applying MTA-STS policy" comes after the MX lookup,
+            # right before the first connection.
+            _emit(services, "sts.apply", domain=domain, mode=policy.mode.value)
+            applying = False
         dane = _DANE_STATE[hop.dane]
         if profile.dane is DaneOption.MANDATORY and not mx_secure and not routes:
             # RFC 7672 §2.2.1 / DANE-9: an insecure MX RRset under mandatory DANE: delay.

@@ -26,6 +26,7 @@ in progress ends, so no delivery is cut and the queue stays open.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
 import ssl
@@ -160,7 +161,7 @@ class Gateway:
         self.listener: Listener | None = None
 
     def _new_engine(self, config: EngineConfig) -> Engine:
-        return Engine(
+        engine = Engine(
             config,
             clock=self.clock,
             sink=_EngineSink(self.sink, self.reporter),
@@ -171,6 +172,9 @@ class Gateway:
             rng=self.rng,
             local_hostname=self.settings.hostname,
         )
+        # seg-behaviour.md §5: DCIDs are persistent counters (the queue's), not per process.
+        engine.services.dcids = iter(self.queue.next_dcid, None)
+        return engine
 
     async def __aenter__(self) -> Gateway:
         # Start-up: no claimer from before a restart is alive (at-least-once delivery).
@@ -269,8 +273,12 @@ class Gateway:
             if due is not None and due <= now:
                 e = self.engine
                 await refresh_policy(
-                    entry, resolver=e.resolver, fetcher=e.fetcher, store=self.store,
-                    clock=self.clock, sink=self.sink,
+                    entry,
+                    resolver=e.resolver,
+                    fetcher=e.fetcher,
+                    store=self.store,
+                    clock=self.clock,
+                    sink=self.sink,
                 )
 
     def next_wake(self) -> float | None:
@@ -295,9 +303,7 @@ class Gateway:
             wake = self.next_wake()
             delay = _MAX_SLEEP if wake is None else min(_MAX_SLEEP, wake - self.clock.now())
             if delay > 0 and not self.wakeup.is_set():
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wakeup.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
         if self.listener is not None:
             self.listener.stop_accepting()

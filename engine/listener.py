@@ -25,6 +25,7 @@ once instead of polling.
 from __future__ import annotations
 
 import asyncio
+import collections
 import ipaddress
 import sqlite3
 import ssl
@@ -43,13 +44,14 @@ DEFAULT_RELAY_NETWORKS = ("127.0.0.0/8", "::1/128")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class _Protocol(SMTP):  # type: ignore[misc]  # aiosmtpd ships no type information
+class _Protocol(SMTP):  # aiosmtpd ships no type information (Any base)
     """aiosmtpd's SMTP with an ICID and connection lines."""
 
     def __init__(self, listener: Listener, **kwargs: Any) -> None:
         super().__init__(listener, **kwargs)
         # aiosmtpd keeps these limits in a class-level dict that EHLO mutates.
-        self.command_size_limits = dict(self.command_size_limits)
+        limit = SMTP.command_size_limit
+        self.command_size_limits = collections.defaultdict(lambda: limit)
         self.icid = 0
         self._listener = listener
 
@@ -132,8 +134,9 @@ class Listener:
             return
         server.close()
         for proto in list(self._live):
-            if proto.transport is not None:
-                proto.transport.abort()
+            transport = proto.transport
+            if isinstance(transport, asyncio.Transport):
+                transport.abort()
         await server.wait_closed()
 
     def _protocol(self) -> _Protocol:
@@ -197,7 +200,9 @@ class Listener:
         """Commit the message durably, then promise it with 250."""
         content = envelope.original_content or envelope.content or b""
         data = content if isinstance(content, bytes) else content.encode("utf-8")
-        mail_from = envelope.mail_from or ""
+        # aiosmtpd keeps the null reverse-path as "<>"; the queue stores it as "".
+        mail_from = (envelope.mail_from or "").strip()
+        mail_from = "" if mail_from == "<>" else mail_from
         try:
             # Durability before acknowledgement: enqueue fsyncs (synchronous=FULL).
             mid, rids = self.queue.enqueue(

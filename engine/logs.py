@@ -49,7 +49,11 @@ def _encache(f: Mapping[str, object]) -> str:
     records = f.get("records") or []
     status = "secure" if f.get("secure") else "insecure"
     assert isinstance(records, list)
-    entries = ", ".join(f"({stamp}L, 0, '{status}', ({r!r},))" for r in records)
+    # Each RR is a tuple: a TXT RR's character-strings, or the one presentation text.
+    entries = ", ".join(
+        f"({stamp}L, 0, '{status}', {tuple(r) if isinstance(r, list | tuple) else (r,)!r})"
+        for r in records
+    )
     return f"DNS encache ({f['name']}, {f['type']}, [{entries}])"
 
 
@@ -65,6 +69,16 @@ def _delayed_or_bounced(word: str) -> Callable[[Mapping[str, object]], str]:
         )
 
     return render
+
+
+def _received(f: Mapping[str, object]) -> str:
+    rcpts = f.get("rcpts") or []
+    assert isinstance(rcpts, list)
+    to = " ".join(f"RID {i} To: <{r}>" for i, r in enumerate(rcpts))
+    return (
+        f"Start MID {f['mid']} ICID {f['icid']} From: <{f['mail_from']}> {to} "
+        f"ready {f['size']} bytes"
+    )
 
 
 Template = str | Callable[[Mapping[str, object]], str]
@@ -123,6 +137,28 @@ TEMPLATES: dict[str, Template] = {
         "DANE: No secure TLSA record found for MX host {mx}, falling back to TLS setting"
     ),
     "config.warning": "{detail}",
+    # Gateway: injection listener (shapes of the appliance's ICID lines [INF])
+    "listener.ready": "sts-engine listening on {host} port {port}",
+    "listener.connect": (
+        "New SMTP ICID {icid} interface {interface} address {address} "
+        "reverse dns host unknown verified no"
+    ),
+    "listener.close": "ICID {icid} close",
+    "listener.rejected": "ICID {icid} Rejected: To: <{rcpt}> {reason}",
+    "listener.queue.error": "ICID {icid} queue error: {detail}",
+    "message.received": lambda f: _received(f),
+    # Gateway: queue, DSNs, reload, reporting [INF]
+    "queue.recovered": "Queue recovered {count} recipients left in flight",
+    "delivery.error": "MID {mid} delivery error: {detail}",
+    "dsn.sent": "MID {dsn_mid} DSN ({action}) generated for MID {mid} to <{to}>",
+    "dsn.failed": "MID {mid} DSN not generated: {detail}",
+    "config.reloaded": "Configuration reloaded from {source}",
+    "config.reload.failed": "Configuration reload failed, keeping the running one: {detail}",
+    "tlsrpt.sent": "TLS report for the domain ({domain}) day {day} sent via {via} to {to}",
+    "tlsrpt.retry": "TLS report for the domain ({domain}) to {to} failed ({detail}), retrying",
+    "tlsrpt.failed": "TLS report for the domain ({domain}) to {to} abandoned: {detail}",
+    "tlsrpt.rua.skipped": "TLS report rua {uri!r} for the domain ({domain}) skipped: {reason}",
+    "tlsrpt.none": "No TLSRPT record for the domain ({domain}); report for {day} dropped",
 }
 
 

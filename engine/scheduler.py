@@ -230,9 +230,9 @@ class Scheduler:
     def _count(tally: dict[str, int], outcome: str) -> None:
         tally[outcome] = tally.get(outcome, 0) + 1
 
-    def _emit(self, code: str, level: str = "info", **fields: object) -> None:
-        self.sink.emit(LogEvent(code, fields, level, self.clock.now()))
+    def _emit(self, event_code: str, level: str = "info", /, **fields: object) -> None:
+        self.sink.emit(LogEvent(event_code, fields, level, self.clock.now()))
 
-    def emit(self, code: str, **fields: object) -> None:
+    def emit(self, event_code: str, /, **fields: object) -> None:
         """Emit an info event stamped now (used by the outcome helpers)."""
-        self._emit(code, **fields)
+        self._emit(event_code, "info", **fields)

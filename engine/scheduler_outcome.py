@@ -99,8 +99,15 @@ def settle_result(
         s.queue.mark_bounced(msg.mid, r.rid, now, reason, result_type=rtype)
         status = enhanced_status(res.reply, "5.0.0")
         _outcome_event(
-            s, "delivery.bounced", msg, r, dcid=res.dcid, enhanced=status, reason=reason,
-            reply=res.reply, detail=reason,
+            s,
+            "delivery.bounced",
+            msg,
+            r,
+            dcid=res.dcid,
+            enhanced=status,
+            reason=reason,
+            reply=res.reply,
+            detail=reason,
         )
         send_dsn(s, msg, [DsnRecipient(r.rcpt, DsnAction.FAILED, status, reason, res.mx, now)])
         return "bounced"
@@ -108,8 +115,15 @@ def settle_result(
     if when is None:
         # CISCO 9.1 UG p.24-39: the retries or the time in queue are used up.
         _outcome_event(
-            s, "delivery.bounced", msg, r, dcid=res.dcid, enhanced=EXPIRED_STATUS,
-            reason=EXPIRED_REASON, reply=res.reply, detail=reason,
+            s,
+            "delivery.bounced",
+            msg,
+            r,
+            dcid=res.dcid,
+            enhanced=EXPIRED_STATUS,
+            reason=EXPIRED_REASON,
+            reply=res.reply,
+            detail=reason,
         )
         send_dsn(
             s, msg, [DsnRecipient(r.rcpt, DsnAction.FAILED, EXPIRED_STATUS, reason, res.mx, now)]
@@ -117,8 +131,15 @@ def settle_result(
         return "bounced"
     status = enhanced_status(res.reply, "4.0.0")
     _outcome_event(
-        s, "delivery.delayed", msg, r, dcid=res.dcid, enhanced=status, reason=reason,
-        reply=res.reply, detail=reason,
+        s,
+        "delivery.delayed",
+        msg,
+        r,
+        dcid=res.dcid,
+        enhanced=status,
+        reason=reason,
+        reply=res.reply,
+        detail=reason,
     )
     code = int(res.reply[:3]) if res.reply and res.reply[:3].isdigit() else None
     # CISCO 212837: only on the second attempt, only after a 4xx, when enabled.
@@ -134,12 +155,23 @@ def settle_expired(s: Scheduler, msg: Message, r: Recipient, now: float) -> str:
     """Bounce a recipient found past its maximum time in queue, without an attempt."""
     reason = r.last_error or "timeout"
     s.queue.mark_bounced(
-        msg.mid, r.rid, now, f"{EXPIRED_REASON}: {reason}",
-        result_type=r.last_result_type, attempted=False,
+        msg.mid,
+        r.rid,
+        now,
+        f"{EXPIRED_REASON}: {reason}",
+        result_type=r.last_result_type,
+        attempted=False,
     )
     _outcome_event(
-        s, "delivery.bounced", msg, r, dcid=0, enhanced=EXPIRED_STATUS, reason=EXPIRED_REASON,
-        reply=None, detail="timeout",
+        s,
+        "delivery.bounced",
+        msg,
+        r,
+        dcid=0,
+        enhanced=EXPIRED_STATUS,
+        reason=EXPIRED_REASON,
+        reply=None,
+        detail="timeout",
     )
     send_dsn(s, msg, [DsnRecipient(r.rcpt, DsnAction.FAILED, EXPIRED_STATUS, reason, None, now)])
     return "bounced"

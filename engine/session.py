@@ -235,8 +235,10 @@ async def _converse(
     )
     result.verdict, result.observation = verdict, observation
     result.reason, result.result_type = verdict.reason, verdict.result_type
-    _log_tls(services, dcid, domain, hop, requirement, observation, verdict, dane)
+    # The TLS-RPT data event first: the seed shows the TLS success line, the MTA-STS
+    # result and "Delivery start" adjacent (Sep 26), so nothing may come between them.
     _emit_session_report(services, domain, hop, address, client, requirement, verdict)
+    _log_tls(services, dcid, domain, hop, requirement, observation, verdict, dane)
     if not verdict.delivers:
         return
     await _transaction(services, client, message, rcpts, result)

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "WorldFactory",
     "cert_factory",
     "fake_dns",
     "policy_host",
@@ -47,6 +48,9 @@ __all__ = [
     "world",
     "world_addresses",
 ]
+
+#: The type of the ``world`` fixture: ``(spec, **World kwargs) -> World``.
+WorldFactory = Callable[..., "World"]
 
 
 @pytest.fixture(scope="session")
@@ -131,7 +135,7 @@ async def report_sink(
 
 
 @pytest_asyncio.fixture
-async def world(cert_factory: CertFactory) -> AsyncIterator[Callable[..., World]]:
+async def world(cert_factory: CertFactory) -> AsyncIterator[WorldFactory]:
     """A factory of worlds sharing ``cert_factory``: ``async with world(spec) as w:``.
 
     The factory takes what :class:`harness.world.World` takes (a spec dict or

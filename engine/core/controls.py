@@ -18,12 +18,13 @@ citation travel in the requirement, so logs and tests can name it.
 Composition (DESIGN.md §3.1):
 
 * The TLS setting's own checks always apply (§1.1 per-setting behaviour).
-* MTA-STS ``enforce`` makes the setting effectively Required-Verify (Hosted
-  stays Hosted; seed) and adds its own checks on top: the MX must match a
-  policy pattern (MX-1, MX-6), TLS >= 1.2 (CISCO 222782, AMB-33), a trusted
-  chain and a SAN naming the MX host (RFC 8461 §4.2). So a hosted MX under
-  Required-Verify + enforce fails the Verify algorithm with "peer cert does not
-  match domain <rcpt>", and passes under Required-Verify Hosted.
+* MTA-STS ``enforce`` keeps the setting's blocking checks and adds its own on
+  top: STARTTLS mandatory, the MX must match a policy pattern (MX-1, MX-6),
+  TLS >= 1.2 (CISCO 222782, AMB-33), a trusted chain and a SAN naming the MX
+  host (RFC 8461 §4.2). So a hosted MX under Required-Verify + enforce fails the
+  Verify algorithm with "peer cert does not match domain <rcpt>", and passes
+  under Required-Verify Hosted; under Preferred + enforce the RFC checks alone
+  decide, as in the seed's successful Sep 26 delivery.
 * A usable, passing DANE replaces the PKIX and name checks of both; what is
   left of MTA-STS is set by the AMB-24 ``coexistence`` knob.
 * ``testing`` checks and reports but never blocks (AMB-16, MX-7), unless
@@ -424,18 +425,26 @@ def _build_sts_rows(
             report_mx_mismatch=not permitted,
             sts_mode=Mode.TESTING,
         )
-    # SEG §2.1 row 11 [SEED]: "effectively Required-Verify"; Hosted stays Hosted. The same
-    # applies to testing when the [INF] knob sts_testing_falls_back is off.
-    effective = (
-        TlsSetting.REQUIRED_VERIFY_HOSTED
-        if profile.tls is TlsSetting.REQUIRED_VERIFY_HOSTED
-        else TlsSetting.REQUIRED_VERIFY
-    )
-    base = _under_setting(row, effective, profile)
+    # SEG §2.1 row 11 composed per DESIGN.md §3.1: the TLS setting's own checks still
+    # apply and MTA-STS enforce adds its own on top. Only the *blocking* part of the
+    # setting survives: a Preferred-Verify name check that would merely have delivered
+    # unverified is dropped, since enforce never delivers on a failed check. This reading
+    # fits both seed observations: under Preferred + enforce the seed delivers over a
+    # certificate naming only *.mail123.domain.com (Sep 26 log), and under Required-Verify
+    # a hosted MX fails with "peer cert does not match domain" until the setting becomes
+    # Required-Verify Hosted (seed troubleshooting 1). The same applies to testing when
+    # the [INF] knob sts_testing_falls_back is off.
+    base = _under_setting(row, profile.tls, profile)
+    own = base.checks if base.on_verify_failure is FailureAction.DEFER else ()
     return replace(
         base,
+        # RFC 8461 §5 (CERT-1, CERT-2): STARTTLS is a must and nothing goes in clear.
+        starttls=StartTls.MANDATORY,
+        on_no_starttls=FailureAction.DEFER,
+        on_handshake_failure=FailureAction.DEFER,
+        on_verify_failure=FailureAction.DEFER,
         # RFC 8461 §4.2 + CISCO 222782 / AMB-33: the STS checks on top of the setting's own.
-        checks=(*base.checks, Check.TLS_1_2, Check.STS_PKIX),
+        checks=(*own, Check.TLS_1_2, Check.STS_PKIX),
         # RFC 8461 §4.1, §5 (MX-1, MX-6): an MX matching no pattern is not used.
         mx_permitted=permitted,
         sts_mode=policy.mode,

@@ -153,6 +153,17 @@ class DnsAnswer:
         return [str(r.address) for r in self.records]  # type: ignore[attr-defined]
 
 
+def _log_records(answer: DnsAnswer) -> list[str | list[str]]:
+    """RDATA for the ``dns.answer`` event: TXT as its character-strings, others as text.
+
+    The seed's ``DNS encache`` line shows a TXT record as the tuple of its strings,
+    unquoted: ``('v=STSv1; id=12345678598Z;',)``, not the presentation form ``"..."``.
+    """
+    if answer.rdtype == "TXT":
+        return [[s.decode("utf-8", "replace") for s in strings] for strings in answer.txt_strings()]
+    return list(answer.rrs_text)
+
+
 def _name(n: dns.name.Name) -> str:
     return n.to_text(omit_final_dot=True).lower()
 
@@ -212,7 +223,7 @@ class DnsResolver:
             type=rdtype,
             status=answer.status.value,
             secure=answer.secure,
-            records=list(answer.rrs_text),
+            records=_log_records(answer),
             server=answer.server,
         )
         return answer

@@ -13,7 +13,8 @@ import ssl
 
 __all__ = ["peer_chain_der"]
 
-_DER = 1  # _ssl.ENCODING_DER
+# _ssl.ENCODING_DER is 2 (ENCODING_PEM is 1, which returns a str, not bytes).
+_DER = 2
 
 
 def peer_chain_der(conn: ssl.SSLObject | ssl.SSLSocket) -> list[bytes]:

@@ -36,6 +36,8 @@ from harness.world.dns_records import (
     check_loopback,
 )
 from harness.world.mta import ReceivingMta
+from harness.world.mta_log import Answer as SessionAnswer
+from harness.world.mta_log import SessionConfig, SessionLog
 from harness.world.mta_records import Message, MtaSession, RcptResult, SessionEnd, Transaction
 from harness.world.mta_script import (
     HELO_ONLY,
@@ -46,7 +48,14 @@ from harness.world.mta_script import (
     StartTls,
     parse_action,
 )
-from harness.world.mta_tls import ServerCert, TlsSetup, describe_cert
+from harness.world.mta_session import MtaProtocol, SessionOwner
+from harness.world.mta_tls import (
+    ServerCert,
+    TlsSetup,
+    break_handshake,
+    describe_cert,
+    is_tls_record,
+)
 from harness.world.policy_host import (
     DEFAULT_CERT_NAME,
     POLICY_PATH,
@@ -70,6 +79,16 @@ from harness.world.spec import (
     load_world_spec,
     read_world_spec,
 )
+from harness.world.spec_records import ALL_RCPTS, parse_record, parse_replies, parse_tlsa
+from harness.world.spec_tables import (
+    address_of,
+    dns_rules_from,
+    domain_from,
+    host_from,
+    name_of,
+    proxy_from,
+    report_sink_from,
+)
 from harness.world.spec_values import Node, key_path
 from harness.world.timeline import (
     Exchange,
@@ -92,6 +111,7 @@ from harness.world.zones import DnssecStatus, Lookup, Zone, zone_from_dict
 
 __all__ = [
     "AAAA",
+    "ALL_RCPTS",
     "CNAME",
     "DEFAULT_ALLOCATOR",
     "DEFAULT_CERT_NAME",
@@ -124,6 +144,7 @@ __all__ = [
     "Lookup",
     "LoopbackAllocator",
     "Message",
+    "MtaProtocol",
     "MtaSession",
     "Node",
     "Now",
@@ -151,7 +172,11 @@ __all__ = [
     "Script",
     "ServerCert",
     "Servers",
+    "SessionAnswer",
+    "SessionConfig",
     "SessionEnd",
+    "SessionLog",
+    "SessionOwner",
     "StampedLog",
     "StartTls",
     "TimedDns",
@@ -167,7 +192,9 @@ __all__ = [
     "WorldSpec",
     "Zone",
     "ZoneError",
+    "address_of",
     "answer",
+    "break_handshake",
     "build_zones",
     "canonical_name",
     "changed_dns",
@@ -175,14 +202,24 @@ __all__ = [
     "changed_policy",
     "check_loopback",
     "describe_cert",
+    "dns_rules_from",
+    "domain_from",
+    "host_from",
     "is_loopback_v4",
+    "is_tls_record",
     "key_path",
     "load_world_spec",
     "merge",
     "monotonic_clock",
+    "name_of",
     "parse_action",
+    "parse_record",
+    "parse_replies",
+    "parse_tlsa",
     "process_slot",
+    "proxy_from",
     "read_world_spec",
+    "report_sink_from",
     "shared_cert_factory",
     "tlsa_name",
     "zone_apex",

@@ -96,7 +96,7 @@ def parse_record(node: Node) -> RecordSpec:
     ``value`` is presentation text (``"10 mx.example.net"``, ``"3 1 1 AB.."``), or for
     MX/TLSA a list of fields, or for TXT a list of character-strings (one RR).
     """
-    from harness.world.spec import name_of  # spec imports this module
+    from harness.world.spec_tables import name_of  # it imports this module
 
     e = node.table(("name", "type", "value", "ttl", "dnssec"), required=("name", "type", "value"))
     rrtype = str(e["type"].value).upper()

@@ -50,6 +50,7 @@ from certs import CertFactory, CertProfile, IssuedCert, KeyType
 from harness.errors import WorldError
 from harness.world.addresses import DEFAULT_ALLOCATOR, AddressBlock, LoopbackAllocator
 from harness.world.mta import ServerCert
+from harness.world.mta_records import Message, MtaSession
 from harness.world.proxy import ProxyFault
 from harness.world.spec import DomainSpec, HostSpec, PolicyHostSpec, WorldSpec, load_world_spec
 from harness.world.spec_values import key_path
@@ -283,6 +284,14 @@ class World:
     def report_sink(self) -> TimedReportSink | None:
         """The report sink (``.reports()``), if the spec has one."""
         return self.servers.sink
+
+    def sessions(self, host: str | None = None) -> list[MtaSession]:
+        """Finished SMTP sessions at MX host ``host`` or at all of them, by start time."""
+        return self.servers.sessions(host)
+
+    def messages(self, host: str | None = None) -> list[Message]:
+        """Messages accepted at MX host ``host`` or at all of them (the mailboxes)."""
+        return self.servers.messages(host)
 
     def timeline(self) -> list[Exchange]:
         """Every DNS query, policy fetch, SMTP session, proxy request and report, by time."""

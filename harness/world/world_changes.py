@@ -16,7 +16,8 @@ from harness.errors import SpecError
 from harness.world.dns_answer import Behaviour
 from harness.world.dns_records import ZoneError, canonical_name
 from harness.world.policy_host import PolicyResponse
-from harness.world.spec import DnsRule, DomainSpec, PolicyHostSpec, WorldSpec, domain_from
+from harness.world.spec import DnsRule, DomainSpec, PolicyHostSpec, WorldSpec
+from harness.world.spec_tables import domain_from
 from harness.world.spec_values import Node, key_path
 from harness.world.zones import DnssecStatus
 

@@ -254,26 +254,31 @@ def test_row10_testing_keeps_the_settings_own_checks() -> None:
 def test_row10_knob_off_makes_testing_block_like_enforce() -> None:
     r = req(TlsSetting.PREFERRED, mode=M.TESTING, mx="x.example", sts_testing_falls_back=False)
     assert r.row == 10 and not r.mx_permitted and r.sts_mode is M.TESTING
-    assert r.checks == (Check.CISCO_VERIFY, Check.TLS_1_2, Check.STS_PKIX)
+    assert r.checks == (Check.TLS_1_2, Check.STS_PKIX)
 
 
 # --- row 11: enforce ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "tls",
+    ("tls", "own"),
     [
-        TlsSetting.PREFERRED,
-        TlsSetting.REQUIRED,
-        TlsSetting.PREFERRED_VERIFY,
-        TlsSetting.REQUIRED_VERIFY,
+        # Seed Sep 26: Preferred + enforce delivers over a cert naming only the MX host.
+        (TlsSetting.PREFERRED, ()),
+        (TlsSetting.REQUIRED, ()),
+        # Preferred-Verify's name check never blocked, so enforce adds only its own.
+        (TlsSetting.PREFERRED_VERIFY, ()),
+        # Seed troubleshooting 1: Required-Verify keeps the Verify algorithm (hosted MX fails).
+        (TlsSetting.REQUIRED_VERIFY, (Check.CISCO_VERIFY,)),
     ],
 )
-def test_row11_enforce_is_effectively_required_verify(tls: TlsSetting) -> None:
+def test_row11_enforce_keeps_blocking_setting_checks_and_adds_sts(
+    tls: TlsSetting, own: tuple[Check, ...]
+) -> None:
     r = req(tls, mode=M.ENFORCE)
     assert r.row == 11 and r.starttls is StartTls.MANDATORY and r.sts_mode is M.ENFORCE
-    # The setting's Verify check, then the STS checks on top (DESIGN §3.1).
-    assert r.checks == (Check.CISCO_VERIFY, Check.TLS_1_2, Check.STS_PKIX)
+    # DESIGN §3.1: the setting's blocking checks, then the STS checks on top.
+    assert r.checks == (*own, Check.TLS_1_2, Check.STS_PKIX)
     assert (r.on_no_starttls, r.on_handshake_failure, r.on_verify_failure) == (A.DEFER,) * 3
     assert r.min_version == "TLSv1.2"  # AMB-33
 

@@ -1,0 +1,214 @@
+"""``sts-engine serve`` (run the gateway) and ``sts-engine commit`` (reload a running one).
+
+``serve`` writes a pid file beside the queue (``sts-engine.pid``); ``commit``
+validates the configuration, then sends the process in that file ``SIGHUP``.
+The gateway re-reads its configuration between delivery rounds, so the queue
+stays open and no delivery in progress is cut. ``SIGTERM``/``SIGINT`` stop the
+listener at once, let the round in progress finish for up to ``--grace``
+seconds, and close the databases; anything still leased is recovered at the
+next start (at-least-once delivery).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from engine.commands import UsageError
+from engine.config import EngineConfig, load_config
+from engine.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from engine.commands import Subparsers
+    from engine.gateway import GatewaySettings
+    from engine.io.dialer import Dialer
+
+__all__ = ["load_config_or_usage", "pid_file_path", "register"]
+
+_SERVE_EPILOG = """\
+example:
+  sts-engine serve --config gateway.toml
+  sts-engine serve --config gateway.toml --relay-network 10.0.0.0/8 \\
+      --tls-cert listener.pem --tls-key listener.key --log-level debug
+
+signals: SIGTERM/SIGINT stop cleanly, SIGHUP reloads the configuration (sts-engine commit)
+exit status: 0 clean stop, 2 usage or configuration error
+"""
+
+_COMMIT_EPILOG = """\
+example:
+  sts-engine destconfig edit example.com --config gateway.toml
+  sts-engine commit --config gateway.toml
+
+exit status: 0 reload requested, 1 no running gateway, 2 configuration error
+"""
+
+
+def load_config_or_usage(path: str) -> EngineConfig:
+    """Load a configuration, turning its errors (file, key, value) into exit status 2."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def pid_file_path(config: EngineConfig) -> Path:
+    """Where a running gateway writes its pid: ``sts-engine.pid`` beside the queue."""
+    return Path(config.queue.path).with_name("sts-engine.pid")
+
+
+def register(subparsers: Subparsers) -> None:
+    """Add ``serve`` and ``commit``."""
+    serve = subparsers.add_parser(
+        "serve",
+        help="run the gateway: SMTP listener, queue, deliveries, TLS reports",
+        description="Run the gateway: the SMTP injection listener, the durable queue and its "
+        "scheduler, proactive MTA-STS policy refresh and TLS-RPT reporting.",
+        epilog=_SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--config", required=True, metavar="FILE", help="configuration (TOML)")
+    serve.add_argument("--hostname", default="sts-engine.localdomain", help="our host name")
+    serve.add_argument(
+        "--relay-network",
+        action="append",
+        metavar="CIDR",
+        help="client network allowed to relay (repeatable; default loopback only)",
+    )
+    serve.add_argument("--max-size", type=int, default=10 * 1024 * 1024, metavar="BYTES")
+    serve.add_argument("--tls-cert", metavar="PEM", help="offer STARTTLS with this chain")
+    serve.add_argument("--tls-key", metavar="PEM", help="the key of --tls-cert")
+    serve.add_argument("--log-level", choices=["info", "debug"], default=None)
+    serve.add_argument("--json-log", metavar="FILE", help="also write JSON event lines here")
+    serve.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long a stop waits for deliveries in progress",
+    )
+    serve.add_argument("--smtp-port", type=int, metavar="N", help="dial MX hosts on port N")
+    serve.add_argument("--endpoints", metavar="FILE", help=argparse.SUPPRESS)  # harness only
+    serve.set_defaults(handler=_serve)
+
+    commit = subparsers.add_parser(
+        "commit",
+        help="tell a running gateway to reload its configuration",
+        description="Validate the configuration, then make the running gateway reload it "
+        "(SIGHUP to the pid in sts-engine.pid beside the queue). The queue and deliveries "
+        "in progress are kept.",
+        epilog=_COMMIT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commit.add_argument("--config", required=True, metavar="FILE", help="configuration (TOML)")
+    commit.set_defaults(handler=_commit)
+
+
+def _dialer(args: argparse.Namespace) -> Dialer:
+    from engine.io.dialer import Dialer
+
+    if args.endpoints:
+        data = json.loads(Path(args.endpoints).read_text(encoding="utf-8"))
+        mapping = {(a, int(p)): (ra, int(rp)) for a, p, ra, rp in data["endpoints"]}
+        return Dialer(endpoint_map=mapping, loopback_only=bool(data.get("loopback_only", True)))
+    return Dialer(port_map={25: args.smtp_port} if args.smtp_port else {})
+
+
+def _settings(args: argparse.Namespace) -> GatewaySettings:
+    from engine.gateway import GatewaySettings
+    from engine.listener import DEFAULT_RELAY_NETWORKS
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    return GatewaySettings(
+        hostname=args.hostname,
+        relay_networks=tuple(args.relay_network or DEFAULT_RELAY_NETWORKS),
+        max_message_size=args.max_size,
+        tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+        tls_key=Path(args.tls_key) if args.tls_key else None,
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = load_config_or_usage(args.config)
+    settings = _settings(args)
+    with contextlib.suppress(AttributeError, ValueError):
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    return asyncio.run(_serve_async(config, settings, args))
+
+
+async def _serve_async(
+    config: EngineConfig, settings: GatewaySettings, args: argparse.Namespace
+) -> int:
+    from engine.core.events import LogEvent
+    from engine.gateway import Gateway
+    from engine.logs import JsonLogWriter, MailLogWriter
+
+    writer = MailLogWriter(sys.stdout, level=args.log_level or config.logging.level)
+    sinks: list[MailLogWriter | JsonLogWriter] = [writer]
+    json_file = open(args.json_log, "a", encoding="utf-8", buffering=1) if args.json_log else None  # noqa: SIM115
+    if json_file is not None:
+        sinks.append(JsonLogWriter(json_file))
+
+    class _Fanout:
+        def emit(self, event: LogEvent) -> None:
+            for s in sinks:
+                s.emit(event)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    pid_file = pid_file_path(config)
+    try:
+        async with Gateway(config, sink=_Fanout(), settings=settings, dialer=_dialer(args)) as gw:
+
+            def _stop() -> None:
+                stop.set()
+                if gw.listener is not None:
+                    gw.listener.stop_accepting()  # stop accepting at once
+                gw.notify()
+
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, _stop)
+            loop.add_signal_handler(signal.SIGHUP, gw.request_reload)
+            loop.add_signal_handler(signal.SIGUSR1, gw.notify)  # `queue retry`
+            pid_file.write_text(f"{os.getpid()}\n", encoding="utf-8")
+            if gw.listener is not None:
+                host, port = gw.listener.address
+                _Fanout().emit(
+                    LogEvent("listener.ready", {"host": host, "port": port}, "info", gw.clock.now())
+                )
+            task = asyncio.create_task(gw.serve(stop))
+            await stop.wait()
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout=args.grace)
+            except TimeoutError:
+                # Leases stay `inflight`; the next start recovers them (no loss).
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            pid_file.unlink()
+        if json_file is not None:
+            json_file.close()
+    return 0
+
+
+def _commit(args: argparse.Namespace) -> int:
+    config = load_config_or_usage(args.config)  # never ask a gateway to load a bad file
+    pid_file = pid_file_path(config)
+    try:
+        pid = int(pid_file.read_text(encoding="utf-8").strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError) as exc:
+        sys.stderr.write(f"sts-engine: no running gateway ({pid_file}): {exc}\n")
+        return 1
+    sys.stdout.write(f"reload requested from gateway pid {pid}\n")
+    return 0

@@ -1,0 +1,246 @@
+"""The gateway's TLS reporter (RFC 8460): sessions in, daily reports out.
+
+Theory of operation
+-------------------
+1. **Collect.** The engine emits one ``tls.session`` event per SMTP session.
+   :meth:`TlsReporter.emit` (an EventSink) notes it with the policy in force
+   (the cached MTA-STS policy's lines and mx patterns, RFC 8460 §4.5) and
+   whether the session carried report mail (the scheduler's
+   :data:`~engine.scheduler.CURRENT_DELIVERY`; RFC 8460 §3 / RPT-9: such
+   sessions are never counted). :meth:`TlsReporter.run` turns notes into core
+   :class:`~engine.core.tlsrpt.SessionResult` values (TLSA strings looked up
+   at ``_25._tcp.<base>``), adds them to the aggregator, and persists it.
+2. **Report.** Once a UTC day is over plus a delay and a jitter (RPT-17), for
+   each Policy Domain with data: ``_smtp._tls.<domain>`` is looked up (AMB-18:
+   ``tlsa`` results live under the TLSA base domain, so that is their Policy
+   Domain); no valid record means no report (RPT-27). Malformed ``rua``
+   entries are logged and skipped. The gzipped report goes by mail through
+   the gateway's own queue and by HTTPS POST (RPT-13, RPT-14).
+3. **Retry.** Failed POSTs wait in an outbox with doubling waits for up to
+   24 hours (RPT-15).
+
+State (aggregator, drawn jitters, outbox) lives in one JSON file beside the
+queue, replaced atomically after each change. A crash between sending a
+report and saving the state can send it twice, never lose it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.core.events import LogEvent
+from engine.core.tlsrpt import TlsRptAggregator, utc_day
+from engine.core.tlsrpt_delivery import ReportScheme, report_destinations, report_send_time
+from engine.core.tlsrpt_report import build_report, gzip_report, report_email
+from engine.core.txt import TlsRptRecord, select_tlsrpt_record
+from engine.scheduler import CURRENT_DELIVERY
+from engine.tlsrpt_post import ReportPoster
+from engine.tlsrpt_sessions import SessionNote, note_from_event, session_results
+
+if TYPE_CHECKING:
+    from engine.gateway import Gateway
+
+__all__ = ["ReportSettings", "TlsReporter"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSettings:
+    """TLS reporting settings.
+
+    Attributes:
+        organization_name: the report's ``organization-name``.
+        contact_info: the report's ``contact-info`` and mail sender (default
+            ``tlsrpt-noreply@<hostname>``).
+        delay_seconds: wait after the UTC day ends (RPT-17).
+        jitter_seconds: the most random extra wait (RPT-17).
+        retry_initial: the first wait after a failed POST (doubling).
+        retry_window: how long POSTs are retried (RPT-15: 24 h).
+        https_timeout: seconds per POST.
+    """
+
+    organization_name: str = "sts-engine"
+    contact_info: str | None = None
+    delay_seconds: float = 3600.0
+    jitter_seconds: float = 3600.0
+    retry_initial: float = 300.0
+    retry_window: float = 86_400.0
+    https_timeout: float = 30.0
+
+
+class TlsReporter:
+    """Collects ``tls.session`` events and sends the daily reports.
+
+    Args:
+        state_path: the JSON state file.
+        gateway: the gateway (engine, store, clock, sink, queue, rng).
+        settings: see :class:`ReportSettings`.
+    """
+
+    def __init__(self, state_path: Path, *, gateway: Gateway, settings: ReportSettings) -> None:
+        self.path = Path(state_path)
+        self.gw = gateway
+        self.settings = settings
+        self.contact = settings.contact_info or f"tlsrpt-noreply@{gateway.settings.hostname}"
+        self._notes: list[SessionNote] = []
+        self._poster: ReportPoster | None = None
+        self.aggregator = TlsRptAggregator()
+        self.jitter: dict[str, float] = {}
+        self.outbox: list[dict[str, Any]] = []
+        if self.path.exists():
+            state = json.loads(self.path.read_text(encoding="utf-8"))
+            self.aggregator = TlsRptAggregator.from_dict(state["aggregator"])
+            self.jitter = {str(k): float(v) for k, v in state["jitter"].items()}
+            self.outbox = list(state["outbox"])
+
+    def emit(self, event: LogEvent) -> None:
+        """Note a ``tls.session`` event (other events are ignored)."""
+        if event.code != "tls.session":
+            return
+        ctx = CURRENT_DELIVERY.get()
+        note = note_from_event(event, self.gw.store, report_mail=bool(ctx and ctx.report_mail))
+        if note is not None:
+            self._notes.append(note)
+
+    async def aclose(self) -> None:
+        """Close the HTTPS client."""
+        if self._poster is not None:
+            await self._poster.aclose()
+
+    def _emit(self, code: str, level: str = "info", **fields: object) -> None:
+        self.gw.sink.emit(LogEvent(code, fields, level, self.gw.clock.now()))
+
+    def _save(self) -> None:
+        state = {
+            "aggregator": self.aggregator.to_dict(),
+            "jitter": self.jitter,
+            "outbox": self.outbox,
+        }
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    def _send_time(self, day: date) -> float:
+        key = day.isoformat()
+        if key not in self.jitter:
+            self.jitter[key] = self.gw.rng.random() * self.settings.jitter_seconds
+        return report_send_time(
+            day, delay_seconds=self.settings.delay_seconds, jitter_value=self.jitter[key]
+        )
+
+    def next_due(self) -> float | None:
+        """When a report or a POST retry is next due."""
+        times = [self._send_time(day) for _, day in self.aggregator.days()]
+        times += [float(o["next"]) for o in self.outbox]
+        return min(times) if times else None
+
+    async def run(self, now: float) -> None:
+        """Absorb noted sessions, send the reports that are due, retry POSTs."""
+        if self._notes:
+            notes, self._notes = self._notes, []
+            for note in notes:
+                for result in await session_results(note, self.gw.engine.resolver):
+                    self.aggregator.add(result)
+            self._save()
+        for domain, day in self.aggregator.days():
+            if utc_day(now) > day and now >= self._send_time(day):
+                await self._report(domain, day, now)
+        await self._retry_posts(now)
+
+    async def _record(self, domain: str) -> TlsRptRecord | None:
+        name = f"_smtp._tls.{domain}"
+        answer = await self.gw.engine.resolver.query(name, "TXT")
+        record = select_tlsrpt_record(answer.txt_strings(), source=name)
+        return record if isinstance(record, TlsRptRecord) else None
+
+    async def _report(self, domain: str, day: date, now: float) -> None:
+        record = await self._record(domain)
+        summaries = self.aggregator.pop(domain, day)
+        self.jitter = {k: v for k, v in self.jitter.items() if k >= day.isoformat()}
+        if record is None:  # RPT-27: no (valid) record, no report
+            self._emit("tlsrpt.none", "debug", domain=domain, day=day.isoformat())
+            self._save()
+            return
+        dests = report_destinations(record.rua)
+        for skipped in dests.skipped:
+            self._emit(
+                "tlsrpt.rua.skipped",
+                "warning",
+                domain=domain,
+                uri=skipped.uri,
+                reason=skipped.reason,
+            )
+        uid = hashlib.sha256(f"{domain}{day}{now}".encode()).hexdigest()[:16]
+        report = build_report(
+            domain,
+            day,
+            summaries,
+            organization_name=self.settings.organization_name,
+            contact_info=self.contact,
+            report_id=f"{day.isoformat()}.{uid}@{domain}",
+        )
+        mail_to = [d.target for d in dests.targets if d.scheme is ReportScheme.MAILTO]
+        if mail_to:
+            msg = report_email(
+                report, sender=self.contact, recipients=mail_to, now=now, unique_id=uid
+            )
+            mid = self.gw.enqueue(self.contact, mail_to, msg.as_bytes())
+            self._emit(
+                "tlsrpt.sent",
+                domain=domain,
+                day=day.isoformat(),
+                via="mailto",
+                to=",".join(mail_to),
+                mid=mid,
+            )
+        body = base64.b64encode(gzip_report(report)).decode("ascii")
+        for d in dests.targets:
+            if d.scheme is ReportScheme.HTTPS:
+                self.outbox.append(
+                    {
+                        "url": d.target,
+                        "body": body,
+                        "domain": domain,
+                        "day": day.isoformat(),
+                        "first": now,
+                        "next": now,
+                        "tries": 0,
+                    }
+                )
+        self._save()
+
+    async def _retry_posts(self, now: float) -> None:
+        due = [o for o in self.outbox if float(o["next"]) <= now]
+        if not due:
+            return
+        if self._poster is None:
+            e = self.gw.engine
+            self._poster = ReportPoster(
+                e.resolver,
+                e.services.dialer,
+                e.services.roots,
+                self.gw.clock,
+                timeout=self.settings.https_timeout,
+            )
+        for o in due:
+            ok, detail = await self._poster.post(o["url"], base64.b64decode(o["body"]))
+            fields = {"domain": o["domain"], "day": o["day"], "via": "https", "to": o["url"]}
+            if ok:
+                self.outbox.remove(o)
+                self._emit("tlsrpt.sent", **fields, detail=detail)
+                continue
+            o["tries"] = int(o["tries"]) + 1
+            # RFC 8460 §5.5 / RPT-15: retry with exponential backoff for up to 24 hours.
+            o["next"] = now + self.settings.retry_initial * 2 ** (o["tries"] - 1)
+            if o["next"] > float(o["first"]) + self.settings.retry_window:
+                self.outbox.remove(o)
+                self._emit("tlsrpt.failed", "warning", **fields, detail=detail)
+            else:
+                self._emit("tlsrpt.retry", "warning", **fields, detail=detail, at=o["next"])
+        self._save()

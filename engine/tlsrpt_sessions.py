@@ -1,0 +1,151 @@
+"""From one ``tls.session`` event to the RFC 8460 session results it counts as.
+
+Theory of operation
+-------------------
+A session is judged against every policy that applied to it, and each gives
+one result (RFC 8460 §4.4; AMB-22: the unit is the SMTP session):
+
+* ``sts``: the recipient domain had an ``enforce`` or ``testing`` policy; the
+  policy strings and mx patterns come from the cached policy (:meth:`Policy.lines`,
+  RFC 8460 §4.5), taken when the event is seen;
+* ``tlsa``: DANE applied; the Policy Domain is the TLSA base domain (AMB-18),
+  the strings are the TLSA RRs in presentation form (``3 1 1 HEX``, AMB-20);
+* ``no-policy-found``: neither (RPT-28); also for an MTA-STS ``none`` policy,
+  whose failures are not reportable (RPT-24).
+
+A failure entry of the event belongs to the policy type it names; one without
+a type goes to the policy that applied. Sessions that carried report mail are
+dropped here already (RFC 8460 §3, RPT-9).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from engine.core.cache import PolicyStore
+from engine.core.events import LogEvent
+from engine.core.tlsrpt import PolicyType, SessionResult
+from engine.io.dns import DnsResolver, DnsStatus
+
+__all__ = ["SessionNote", "note_from_event", "session_results", "tlsa_strings"]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionNote:
+    """A ``tls.session`` event with the MTA-STS policy that was cached when it happened."""
+
+    fields: Mapping[str, object]
+    at: float
+    sts_lines: tuple[str, ...] = ()
+    sts_mx: tuple[str, ...] = ()
+
+
+def note_from_event(
+    event: LogEvent, store: PolicyStore, *, report_mail: bool
+) -> SessionNote | None:
+    """Note a session for reporting, or None for report mail (RPT-9)."""
+    if report_mail:
+        return None
+    f = event.fields
+    lines: tuple[str, ...] = ()
+    mx: tuple[str, ...] = ()
+    if f.get("sts_mode") in ("enforce", "testing"):
+        cached = store.get(str(f.get("domain", "")))
+        if cached is not None:
+            lines = tuple(cached.policy.lines())
+            mx = tuple(str(p) for p in cached.policy.mx)
+    return SessionNote(dict(f), event.at, lines, mx)
+
+
+async def tlsa_strings(resolver: DnsResolver, base: str, port: int = 25) -> tuple[str, ...]:
+    """The TLSA RRset at ``_<port>._tcp.<base>`` as ``"u s m HEX"`` strings (AMB-20)."""
+    answer = await resolver.query(f"_{port}._tcp.{base}", "TLSA")
+    if answer.status is not DnsStatus.OK:
+        return ()
+    out = []
+    for text in answer.rrs_text:
+        parts = str(text).split()
+        if len(parts) >= 4:
+            out.append(f"{parts[0]} {parts[1]} {parts[2]} {''.join(parts[3:]).upper()}")
+    return tuple(sorted(out))
+
+
+def _failure_for(
+    failures: list[Mapping[str, object]], kind: str, default: bool
+) -> Mapping[str, object] | None:
+    for entry in failures:
+        ptype = entry.get("policy_type")
+        if (ptype == kind or (ptype is None and default)) and entry.get("result_type"):
+            return entry
+    return None
+
+
+def _result(
+    note: SessionNote,
+    domain: str,
+    ptype: PolicyType,
+    failure: Mapping[str, object] | None,
+    strings: tuple[str, ...] = (),
+    mx: tuple[str, ...] = (),
+) -> SessionResult:
+    f = note.fields
+    if failure is None:
+        return SessionResult(
+            policy_domain=domain,
+            policy_type=ptype,
+            policy_strings=strings,
+            mx_host=mx,
+            success=True,
+            at=note.at,
+        )
+    reason = failure.get("reason_code")
+    return SessionResult(
+        policy_domain=domain,
+        policy_type=ptype,
+        policy_strings=strings,
+        mx_host=mx,
+        success=False,
+        at=note.at,
+        result_type=str(failure["result_type"]),  # type: ignore[arg-type]
+        sending_mta_ip=str(f.get("sending_ip") or "") or None,
+        receiving_mx_hostname=str(f.get("mx") or "") or None,
+        receiving_ip=str(f.get("receiving_ip") or "") or None,
+        failure_reason_code=str(reason) if reason else None,
+    )
+
+
+async def session_results(note: SessionNote, resolver: DnsResolver) -> list[SessionResult]:
+    """The results one noted session counts as (see the module comment).
+
+    Results the core refuses (a result type foreign to the policy type, a catch-all
+    type without a reason code) are left out rather than guessed.
+    """
+    f = note.fields
+    domain = str(f.get("domain", ""))
+    raw = f.get("failures") or []
+    failures = [x for x in raw if isinstance(x, Mapping)] if isinstance(raw, list) else []
+    sts = f.get("sts_mode") in ("enforce", "testing")
+    dane = bool(f.get("dane")) and bool(f.get("tlsa_base"))
+    out: list[SessionResult] = []
+    try:
+        if dane:
+            base = str(f["tlsa_base"])
+            out.append(
+                _result(
+                    note,
+                    base,
+                    PolicyType.TLSA,
+                    _failure_for(failures, "tlsa", not sts),
+                    await tlsa_strings(resolver, base),
+                )
+            )
+        if sts:
+            fail = _failure_for(failures, "sts", True)
+            out.append(_result(note, domain, PolicyType.STS, fail, note.sts_lines, note.sts_mx))
+        if not dane and not sts:
+            fail = _failure_for(failures, "no-policy-found", True)
+            out.append(_result(note, domain, PolicyType.NO_POLICY_FOUND, fail))
+    except ValueError:
+        return out
+    return out

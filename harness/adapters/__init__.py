@@ -1,0 +1,25 @@
+"""Engines under test: the :class:`EngineUnderTest` port and its adapters."""
+
+from __future__ import annotations
+
+from harness.adapters.base import (
+    ADAPTERS,
+    AdapterError,
+    DeliveryRecord,
+    EngineUnderTest,
+    EventRecord,
+    make_adapter,
+    register_adapter,
+)
+from harness.adapters.inprocess import InProcessEngine
+
+__all__ = [
+    "ADAPTERS",
+    "AdapterError",
+    "DeliveryRecord",
+    "EngineUnderTest",
+    "EventRecord",
+    "InProcessEngine",
+    "make_adapter",
+    "register_adapter",
+]

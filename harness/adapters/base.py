@@ -1,0 +1,101 @@
+"""The port every engine under test plugs into: :class:`EngineUnderTest`.
+
+Theory of operation
+-------------------
+The runner knows nothing about engines. It builds the world, then talks to an
+adapter through this protocol: start it against the running world with the
+scenario's ``[sender]`` configuration, hand it messages, move its clock, restart it,
+and read back what it did (structured events and mail_logs lines). What an adapter
+can do is declared, not assumed (STYLE habit 20): :attr:`EngineUnderTest.capabilities`
+is compared with a scenario's ``requires`` and the scenario is skipped, with the
+missing capabilities named, when they do not fit.
+
+Adapters are found by name in :data:`ADAPTERS` (``--engine NAME``), as factories, so
+the runner makes one fresh adapter per scenario.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from harness.errors import HarnessError
+from harness.scenario.model import Capability
+from harness.scenario.observation import DeliveryRecord, EventRecord
+from harness.world.world import World
+
+__all__ = [
+    "ADAPTERS",
+    "AdapterError",
+    "DeliveryRecord",
+    "EngineUnderTest",
+    "EventRecord",
+    "make_adapter",
+    "register_adapter",
+]
+
+
+class AdapterError(HarnessError):
+    """An adapter could not start, or was asked for something it cannot do."""
+
+
+class EngineUnderTest(Protocol):
+    """An engine the runner can drive (see the module docstring).
+
+    Every coroutine is awaited in the runner's event loop; :meth:`stop` is always
+    awaited, also after a failed :meth:`start`.
+    """
+
+    capabilities: frozenset[Capability]
+
+    def now(self) -> float:
+        """The engine's clock (POSIX seconds); the world issues certificates at it."""
+
+    async def start(self, world: World, sender: Mapping[str, Any], workdir: Path) -> None:
+        """Start against ``world`` with the ``[sender]`` configuration.
+
+        Raises:
+            AdapterError: the engine cannot start.
+        """
+
+    async def send(
+        self, mail_from: str, rcpts: Sequence[str], data: bytes
+    ) -> Sequence[DeliveryRecord]:
+        """Make one delivery attempt of one message; the outcome per recipient."""
+
+    async def advance(self, seconds: float) -> None:
+        """Move the engine's clock forward (capability ``clock``)."""
+
+    async def restart(self) -> None:
+        """Stop and start the engine, keeping its policy cache (capability ``restart``)."""
+
+    def events(self) -> Sequence[EventRecord]:
+        """Every event since :meth:`start`, oldest first (grows; never reordered)."""
+
+    async def stop(self) -> None:
+        """Stop the engine and release what it holds."""
+
+
+AdapterFactory = Callable[[], EngineUnderTest]
+#: Engine name -> factory of a fresh adapter.
+ADAPTERS: dict[str, AdapterFactory] = {}
+
+
+def register_adapter(name: str, factory: AdapterFactory) -> None:
+    """Make ``--engine name`` use ``factory``."""
+    ADAPTERS[name] = factory
+
+
+def make_adapter(name: str) -> EngineUnderTest:
+    """A fresh adapter for engine ``name``.
+
+    Raises:
+        AdapterError: no adapter has that name (the known names are listed).
+    """
+    if not ADAPTERS:
+        from harness.adapters import inprocess  # noqa: F401  (registers itself)
+    factory = ADAPTERS.get(name)
+    if factory is None:
+        raise AdapterError(f"no engine adapter {name!r}; known: {', '.join(sorted(ADAPTERS))}")
+    return factory()

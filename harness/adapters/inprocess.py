@@ -1,0 +1,205 @@
+"""The in-process adapter: our engine, in the runner's event loop, on a manual clock.
+
+Theory of operation
+-------------------
+The engine runs as a library: one :class:`~engine.engine.Engine` per scenario (and
+a new one after ``restart_engine``), wired to the running world the way DESIGN.md
+§2 allows, through configuration only: the world's resolver, its trusted root, and
+a :class:`~engine.io.dialer.Dialer` in loopback-only mode whose endpoint map is read
+live from the world (a mutation that adds an MX adds a server, and the engine must
+reach it). The clock is a :class:`~engine.core.clock.ManualClock` the ``advance``
+step moves; the world issues certificates at it, so "expired" means expired on the
+engine's clock.
+
+Timeouts are short so fault scenarios stay fast: every SMTP stage 2 s, the policy
+fetch 1 s and DNS 0.5 s, unless the scenario's ``[sender]`` says otherwise. The
+policy cache is an SQLite file in the scenario's work directory, so it survives
+``restart_engine`` (CACHE-12). Events go to a sink that stamps each with the world's
+clock and renders its mail_logs line at debug level, so the runner can interleave
+them with the world's exchanges.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from engine.config import EngineConfig, parse_config
+from engine.core.clock import ManualClock
+from engine.core.events import LogEvent
+from engine.engine import Engine
+from engine.io.dialer import Dialer
+from engine.io.smtp import SmtpTimeouts
+from engine.io.store import SqlitePolicyStore
+from engine.logs import MailLogWriter
+from harness.adapters.base import AdapterError, register_adapter
+from harness.scenario.loader import sender_toml
+from harness.scenario.model import Capability
+from harness.scenario.observation import DeliveryRecord, EventRecord
+from harness.world.world import World
+
+__all__ = ["DNS_TIMEOUT", "FETCH_TIMEOUT", "SMTP_TIMEOUT", "InProcessEngine"]
+
+SMTP_TIMEOUT = 2.0
+FETCH_TIMEOUT = 1.0
+DNS_TIMEOUT = 0.5
+
+
+class _LiveEndpoints(Mapping[tuple[str, int], tuple[str, int]]):
+    """The world's endpoint map, read at each lookup (mutations add servers)."""
+
+    def __init__(self, world: World) -> None:
+        self._world = world
+
+    def __getitem__(self, key: tuple[str, int]) -> tuple[str, int]:
+        return self._world.endpoint_map[key]
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        return iter(self._world.endpoint_map)
+
+    def __len__(self) -> int:
+        return len(self._world.endpoint_map)
+
+
+class _StampingSink:
+    """Keeps events as :class:`EventRecord` s: JSON-ready fields, world time, log line."""
+
+    def __init__(self, world: World) -> None:
+        self._world = world
+        self._render = MailLogWriter(_Null(), level="debug")
+        self.events: list[EventRecord] = []
+
+    def emit(self, event: LogEvent) -> None:
+        fields = json.loads(json.dumps(dict(event.fields), default=str))
+        line = self._render.line(event) or ""
+        at = self._world.dns.clock()
+        self.events.append(EventRecord(event.code, fields, event.level, event.at, at, line))
+
+
+class _Null:
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+def _config(sender: Mapping[str, Any], world: World) -> EngineConfig:
+    proxy = world.hosts.get("proxy")
+    text = sender_toml(sender, (proxy.address, proxy.port) if proxy else None)
+    config = parse_config(text, file="[sender]")
+    dns = sender.get("dns", {})
+    fetch = sender.get("policy_fetch", {})
+    return replace(
+        config,
+        dns=replace(
+            config.dns,
+            resolvers=(world.resolver,),
+            timeout=config.dns.timeout if "timeout" in dns else DNS_TIMEOUT,
+        ),
+        policy_fetch=replace(
+            config.policy_fetch,
+            timeout=config.policy_fetch.timeout if "timeout" in fetch else FETCH_TIMEOUT,
+        ),
+        tls=replace(config.tls, ca_file=world.ca_file),
+    )
+
+
+class InProcessEngine:
+    """:class:`~harness.adapters.base.EngineUnderTest` for our engine, in process.
+
+    Args:
+        start: the manual clock's start (POSIX seconds; default 2026-01-01T00:00Z).
+    """
+
+    capabilities = frozenset(Capability)
+
+    def __init__(self, start: float | None = None) -> None:
+        self.clock = ManualClock() if start is None else ManualClock(start)
+        self._world: World | None = None
+        self._config: EngineConfig | None = None
+        self._sink: _StampingSink | None = None
+        self._store: SqlitePolicyStore | None = None
+        self._engine: Engine | None = None
+        self._store_path: Path | None = None
+
+    def now(self) -> float:
+        """The manual clock."""
+        return self.clock.now()
+
+    async def start(self, world: World, sender: Mapping[str, Any], workdir: Path) -> None:
+        """Build the engine against ``world``."""
+        try:
+            self._config = _config(sender, world)
+        except Exception as exc:
+            raise AdapterError(f"cannot configure the engine: {exc}") from exc
+        self._world = world
+        self._sink = _StampingSink(world)
+        self._store_path = workdir / "policy-cache.sqlite"
+        self._open()
+
+    def _open(self) -> None:
+        assert self._world is not None and self._config is not None and self._sink is not None
+        assert self._store_path is not None
+        roots = [
+            c.public_bytes(Encoding.DER)
+            for c in x509.load_pem_x509_certificates(self._world.ca_pem)
+        ]
+        self._store = SqlitePolicyStore(self._store_path)
+        self._engine = Engine(
+            self._config,
+            clock=self.clock,
+            sink=self._sink,
+            store=self._store,
+            dialer=Dialer(_LiveEndpoints(self._world), loopback_only=True),
+            roots=roots,
+            smtp_timeouts=SmtpTimeouts.uniform(SMTP_TIMEOUT),
+            rng=random.Random(0),
+        )
+
+    async def send(
+        self, mail_from: str, rcpts: Sequence[str], data: bytes
+    ) -> Sequence[DeliveryRecord]:
+        """One delivery attempt."""
+        if self._engine is None:
+            raise AdapterError("the engine is not running")
+        report = await self._engine.deliver(mail_from, list(rcpts), data)
+        return [
+            DeliveryRecord(
+                report.mid, r.rcpt, r.status, r.mx, r.tls, r.verified, r.reason, r.result_type
+            )
+            for r in report.recipients
+        ]
+
+    async def advance(self, seconds: float) -> None:
+        """Move the manual clock."""
+        self.clock.advance(seconds)
+
+    async def restart(self) -> None:
+        """A new engine on the same policy cache file, clock and event list."""
+        await self._close()
+        self._open()
+
+    def events(self) -> Sequence[EventRecord]:
+        """Every event so far."""
+        return self._sink.events if self._sink else []
+
+    async def _close(self) -> None:
+        engine, store, self._engine, self._store = self._engine, self._store, None, None
+        try:
+            if engine is not None:
+                await engine.aclose()
+        finally:
+            if store is not None:
+                store.close()
+
+    async def stop(self) -> None:
+        """Close the engine and its cache."""
+        await self._close()
+
+
+register_adapter("inprocess", InProcessEngine)

@@ -1,0 +1,291 @@
+"""Running scenarios: world up, engine up, steps, expectations, a result.
+
+Theory of operation
+-------------------
+:func:`run_scenario_async` runs one scenario in the caller's event loop:
+
+1. make a fresh adapter (``--engine``) and compare its capabilities with what the
+   scenario needs: its ``requires`` plus what its steps and expectations imply
+   (an ``advance`` step needs ``clock``, a ``logs`` expectation needs ``logs``...).
+   Missing capabilities make the result SKIPPED, with them named;
+2. bring the world up at the adapter's clock, with the process's one
+   :class:`~certs.CertFactory` (its CAs are made once per process), and start the
+   engine in a temporary work directory (the policy cache lives there, and outlives
+   ``restart_engine``);
+3. for each step: act, let the world settle (SMTP session records are final when
+   no session is live), take the step's slice of the world and of the engine's
+   events, and check the step's expectations; a step that raises ends the run as
+   ERROR with the traceback;
+4. check the final ``[expect]`` over everything, the set-up included.
+
+Everything in a :class:`ScenarioResult` is plain data, so results cross process
+boundaries (``sts-harness run -j N``) and become JSON, JUnit and HTML reports
+without special cases. Scenarios run one after another in a process; parallelism
+comes from pytest-xdist or the ``-j`` process pool, never from sharing a loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from harness.adapters.base import EngineUnderTest, make_adapter
+from harness.assertions import Mismatch, check
+from harness.scenario.model import Capability, Expect, Scenario, SendSpec, Step, StepKind
+from harness.scenario.observation import StepObservation, WorldWatcher
+from harness.world.world import World, shared_cert_factory
+
+__all__ = [
+    "ScenarioResult",
+    "StepResult",
+    "Verdict",
+    "required_capabilities",
+    "run_file",
+    "run_scenario",
+    "run_scenario_async",
+]
+
+
+class Verdict(StrEnum):
+    """How a scenario ended."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """One step: what it was, what it saw, what did not hold."""
+
+    index: int
+    kind: str
+    label: str
+    expect: Expect
+    observation: StepObservation
+    mismatches: tuple[Mismatch, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioResult:
+    """One scenario's run (plain data; see the module docstring).
+
+    Attributes:
+        id, title, path, topic, covers, description: from the scenario.
+        engine: the adapter name.
+        verdict: how it ended.
+        reason: why it was skipped, or the error's traceback.
+        world: the ``[world]`` table as written.
+        sender: the ``[sender]`` table.
+        setup: what happened before the first step (engine start-up events).
+        steps: the steps that ran.
+        expect: the final ``[expect]``.
+        final: its mismatches.
+        seconds: wall time.
+    """
+
+    id: str
+    title: str
+    path: str
+    topic: str
+    covers: tuple[str, ...]
+    engine: str
+    verdict: Verdict
+    reason: str = ""
+    description: str = ""
+    world: Mapping[str, Any] = field(default_factory=dict)
+    sender: Mapping[str, Any] = field(default_factory=dict)
+    setup: StepObservation = field(default_factory=lambda: StepObservation(-1, "set-up"))
+    steps: tuple[StepResult, ...] = ()
+    expect: Expect = field(default_factory=Expect)
+    final: tuple[Mismatch, ...] = ()
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Passed or skipped."""
+        return self.verdict in (Verdict.PASSED, Verdict.SKIPPED)
+
+    @property
+    def observations(self) -> list[StepObservation]:
+        """The set-up's and every step's observation, in order."""
+        return [self.setup, *(s.observation for s in self.steps)]
+
+
+_STEP_NEEDS = {StepKind.ADVANCE: Capability.CLOCK, StepKind.RESTART_ENGINE: Capability.RESTART}
+_EXPECT_NEEDS = {
+    "events": Capability.EVENTS,
+    "no_events": Capability.EVENTS,
+    "logs": Capability.LOGS,
+    "outcome": Capability.REPORT,
+    "verified": Capability.REPORT,
+}
+
+
+def required_capabilities(scenario: Scenario) -> frozenset[Capability]:
+    """``requires`` plus what the steps and expectations imply."""
+    need = set(scenario.requires)
+    for step in scenario.steps:
+        if step.kind in _STEP_NEEDS:
+            need.add(_STEP_NEEDS[step.kind])
+    for expect in (*(s.expect for s in scenario.steps), scenario.expect):
+        need |= {cap for key, cap in _EXPECT_NEEDS.items() if getattr(expect, key)}
+    return frozenset(need)
+
+
+def _message(scenario: Scenario, step: Step, send: SendSpec) -> bytes:
+    if send.data is not None:
+        return send.data
+    return (
+        f"From: <{send.mail_from}>\r\nTo: {', '.join(f'<{r}>' for r in send.rcpts)}\r\n"
+        f"Subject: {scenario.id} step {step.index}\r\n"
+        f"Message-ID: <{scenario.id}.{step.index}@harness.invalid>\r\n\r\n"
+        "Sent by the mta-sts-harness conformance catalog.\r\n"
+    ).encode()
+
+
+async def _act(scenario: Scenario, step: Step, world: World, engine: EngineUnderTest) -> tuple:
+    a = step.args
+    if step.kind is StepKind.SEND:
+        return tuple(await engine.send(a.mail_from, a.rcpts, _message(scenario, step, a)))
+    if step.kind is StepKind.ADVANCE:
+        await engine.advance(a)
+    elif step.kind is StepKind.RESTART_ENGINE:
+        await engine.restart()
+    elif step.kind is StepKind.UPDATE_DOMAIN:
+        await world.update_domain(a["domain"], **{k: v for k, v in a.items() if k != "domain"})
+    elif step.kind is StepKind.UPDATE_POLICY:
+        kw = {k: v for k, v in a.items() if k not in ("domain", "body")}
+        await world.update_policy(a["domain"], a.get("body"), **kw)
+    elif step.kind is StepKind.SET_DNS:
+        await world.set_dns(a["name"], a["rrtype"], a["behaviour"], delay_ms=a["delay_ms"])
+    else:
+        await world.rotate_cert(
+            a["host"], a["profile"], names=a["names"], update_tlsa=a["update_tlsa"]
+        )
+    return ()
+
+
+class _Recorder:
+    """Cuts the world's logs and the engine's events into per-step observations."""
+
+    def __init__(self, world: World, engine: EngineUnderTest) -> None:
+        self.world, self.engine, self.watcher, self.seen = world, engine, WorldWatcher(), 0
+
+    def take(self, index: int, label: str, clock: float, began: float, **kw: Any) -> StepObservation:
+        events = tuple(self.engine.events()[self.seen :])
+        self.seen += len(events)
+        return StepObservation(
+            index=index,
+            label=label,
+            events=events,
+            lines=tuple(e.line for e in events if e.line),
+            world=self.watcher.take(self.world),
+            clock=clock,
+            seconds=time.monotonic() - began,
+            **kw,
+        )
+
+
+async def run_scenario_async(
+    scenario: Scenario, engine: str = "inprocess", *, workdir: Path | None = None
+) -> ScenarioResult:
+    """Run one scenario in the running event loop (see the module docstring).
+
+    Args:
+        scenario: the scenario.
+        engine: the adapter name (``--engine``).
+        workdir: where the engine keeps files (default: a fresh temporary directory).
+    """
+    began = time.monotonic()
+    base = {
+        "id": scenario.id,
+        "title": scenario.title,
+        "path": str(scenario.path),
+        "topic": scenario.topic,
+        "covers": scenario.covers,
+        "engine": engine,
+        "description": scenario.description,
+        "world": scenario.world_table,
+        "sender": scenario.sender,
+        "expect": scenario.expect,
+    }
+    adapter = make_adapter(engine)
+    missing = required_capabilities(scenario) - adapter.capabilities
+    if missing:
+        reason = f"engine {engine!r} lacks {', '.join(sorted(missing))}"
+        return ScenarioResult(**base, verdict=Verdict.SKIPPED, reason=reason)
+    steps: list[StepResult] = []
+    setup = StepObservation(-1, "set-up")
+    with tempfile.TemporaryDirectory(prefix="scenario-") as tmp:
+        try:
+            async with World(scenario.world, now=adapter.now, certs=shared_cert_factory()) as w:
+                try:
+                    await adapter.start(w, scenario.sender, workdir or Path(tmp))
+                    rec = _Recorder(w, adapter)
+                    setup = rec.take(-1, "set-up", adapter.now(), began)
+                    for step in scenario.steps:
+                        steps.append(await _run_step(scenario, step, w, adapter, rec))
+                        if steps[-1].observation.error:
+                            break
+                finally:
+                    await adapter.stop()
+        except Exception:
+            return ScenarioResult(
+                **base,
+                verdict=Verdict.ERROR,
+                reason=traceback.format_exc(),
+                setup=setup,
+                steps=tuple(steps),
+                seconds=time.monotonic() - began,
+            )
+    error = next((s.observation.error for s in steps if s.observation.error), None)
+    final = tuple(check(scenario.expect, [setup, *(s.observation for s in steps)]))
+    failed = any(s.mismatches for s in steps) or final
+    verdict = Verdict.ERROR if error else Verdict.FAILED if failed else Verdict.PASSED
+    return ScenarioResult(
+        **base,
+        verdict=verdict,
+        reason=error or "",
+        setup=setup,
+        steps=tuple(steps),
+        final=final,
+        seconds=time.monotonic() - began,
+    )
+
+
+async def _run_step(
+    scenario: Scenario, step: Step, world: World, engine: EngineUnderTest, rec: _Recorder
+) -> StepResult:
+    began, clock = time.monotonic(), engine.now()
+    deliveries: tuple = ()
+    error = None
+    try:
+        deliveries = await _act(scenario, step, world, engine)
+        await world.settle()
+    except Exception:
+        error = traceback.format_exc()
+    obs = rec.take(step.index, step.label, clock, began, deliveries=deliveries, error=error)
+    mismatches = () if error else tuple(check(step.expect, [obs]))
+    return StepResult(step.index, step.kind.value, step.label, step.expect, obs, mismatches)
+
+
+def run_scenario(scenario: Scenario, engine: str = "inprocess") -> ScenarioResult:
+    """Run one scenario in a new event loop (for pytest items, the CLI and workers)."""
+    return asyncio.run(run_scenario_async(scenario, engine))
+
+
+def run_file(path: str | Path, engine: str = "inprocess") -> ScenarioResult:
+    """Load and run one scenario file (picklable entry point for worker processes)."""
+    from harness.scenario.loader import load_scenario
+
+    return run_scenario(load_scenario(path), engine)
+

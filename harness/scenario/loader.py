@@ -1,0 +1,201 @@
+"""Reading scenario files: TOML in, a checked :class:`~harness.scenario.model.Scenario` out.
+
+Theory of operation
+-------------------
+A scenario file has five top-level tables, all checked key by key with
+:class:`~harness.world.spec_values.Node`, so every mistake is a
+:class:`~harness.errors.SpecError` naming ``file: key.path`` and the value:
+
+* ``[scenario]``: id, title, covers, topic, requires, description;
+* ``[world]``: the world spec, loaded by :func:`~harness.world.spec.load_world_spec`
+  with ``prefix="world"``;
+* ``[sender]``: the engine configuration in the engine's own layout. It is validated
+  by the engine's parser here (with the adapter-filled parts stubbed), so a typo in
+  ``[sender.destination_controls."example.com"]`` fails at load time too;
+* ``[[steps]]`` (:mod:`harness.scenario.steps`) and ``[expect]``
+  (:mod:`harness.scenario.expect`).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from engine.config import parse_config
+from engine.core.errors import ConfigError
+from harness.errors import SpecError
+from harness.scenario.expect import parse_expect
+from harness.scenario.model import Capability, Expect, Scenario
+from harness.scenario.steps import parse_step
+from harness.world.spec import load_world_spec
+from harness.world.spec_values import Node, key_path
+
+__all__ = [
+    "PROXY_FROM_WORLD",
+    "discover",
+    "load_all",
+    "load_scenario",
+    "loads_scenario",
+    "sender_toml",
+]
+
+#: ``[sender.policy_fetch] proxy = "world"``: use the world's CONNECT proxy.
+PROXY_FROM_WORLD = "world"
+_TOP = ("scenario", "world", "sender", "steps", "expect")
+_META = ("id", "title", "covers", "topic", "requires", "description")
+_COVER = re.compile(r"(?:[A-Z]+-\d+|seed:[a-z0-9][a-z0-9:._-]*)")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_TOPIC = re.compile(r"[a-z][a-z0-9_]*")
+#: Parts of the engine configuration the adapter fills in from the running world.
+_ADAPTER_FILLED = {("dns", "resolvers"), ("tls", "ca_file")}
+
+
+def sender_toml(sender: Mapping[str, Any], proxy: tuple[str, int] | None = None) -> str:
+    """The ``[sender]`` table as engine configuration TOML.
+
+    Args:
+        sender: the table.
+        proxy: the world's proxy, substituted for ``proxy = "world"``.
+    """
+    data = {k: dict(v) if isinstance(v, Mapping) else v for k, v in sender.items()}
+    fetch = data.get("policy_fetch")
+    if isinstance(fetch, dict) and fetch.get("proxy") == PROXY_FROM_WORLD:
+        fetch["proxy"] = f"{proxy[0]}:{proxy[1]}" if proxy else "127.0.0.1:3128"
+    return tomli_w.dumps(data)
+
+
+def _check_sender(node: Node) -> Mapping[str, Any]:
+    table = node.mapping()
+    for section, key in _ADAPTER_FILLED:
+        if section in table and isinstance(table[section].value, Mapping):
+            if key in table[section].value:
+                where = key_path(key_path(node.path, section), key)
+                raise SpecError(node.file, where, table[section].value[key], "set by the adapter")
+    try:
+        parse_config(sender_toml(node.value), file=node.file)
+    except ConfigError as exc:
+        where = f"{node.path}.{exc.key}" if exc.key else node.path
+        raise SpecError(node.file, where, exc.value, exc.reason) from None
+    except (TypeError, ValueError) as exc:  # tomli_w: a value TOML cannot hold
+        raise node.error(f"not valid engine configuration: {exc}") from None
+    return node.value  # type: ignore[no-any-return]
+
+
+def _meta(node: Node, path: Path) -> dict[str, Any]:
+    e = node.table(_META)
+    sid = e["id"].text() if "id" in e else path.stem
+    if not _ID.fullmatch(sid):
+        raise (e["id"] if "id" in e else node).error(f"{sid!r} is not a usable scenario id")
+    topic = e["topic"].text() if "topic" in e else path.parent.name.replace("-", "_")
+    if not _TOPIC.fullmatch(topic):
+        where = e["topic"] if "topic" in e else node
+        raise where.error(f"topic {topic!r} must be a lower-case identifier (a pytest marker)")
+    covers = e["covers"].strings() if "covers" in e else ()
+    for i, tag in enumerate(covers):
+        if not _COVER.fullmatch(tag):
+            raise e["covers"].child(i, tag).error(
+                f"{tag!r} is neither a requirement ID (DISC-1) nor a seed tag (seed:name)"
+            )
+    requires = frozenset(
+        e["requires"].child(i, v).choice(Capability)
+        for i, v in enumerate(e["requires"].strings() if "requires" in e else ())
+    )
+    return {
+        "id": sid,
+        "title": e["title"].text() if "title" in e else sid,
+        "topic": topic,
+        "covers": covers,
+        "requires": requires,
+        "description": e["description"].text().strip() if "description" in e else "",
+    }
+
+
+def loads_scenario(text: str, path: str | Path) -> Scenario:
+    """Check a scenario given as TOML text.
+
+    Args:
+        text: the file's contents.
+        path: the file's path (errors name it; id and topic default from it).
+
+    Raises:
+        SpecError: the text is not TOML, or any key or value is wrong.
+    """
+    path = Path(path)
+    source = str(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(source, "", None, f"not valid TOML: {exc}") from None
+    top = Node(data, source).table(_TOP, required=("scenario", "world", "steps"))
+    meta = _meta(top["scenario"], path)
+    top["world"].mapping()  # a table, or a SpecError naming `world`
+    world_table = top["world"].value
+    world = load_world_spec(world_table, source, prefix="world")
+    sender = _check_sender(top["sender"]) if "sender" in top else {}
+    step_nodes = top["steps"].items()
+    if not step_nodes:
+        raise top["steps"].error("a scenario needs at least one step")
+    steps = tuple(parse_step(n, i, world) for i, n in enumerate(step_nodes))
+    expect = parse_expect(top["expect"]) if "expect" in top else Expect()
+    return Scenario(
+        path=path,
+        world=world,
+        world_table=world_table,
+        sender=sender,
+        steps=steps,
+        expect=expect,
+        **meta,
+    )
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and check one scenario file.
+
+    Raises:
+        SpecError: unreadable, not TOML, or a wrong key or value.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(str(path), "", None, f"cannot read: {exc}") from None
+    return loads_scenario(text, path)
+
+
+def discover(paths: Iterable[str | Path]) -> list[Path]:
+    """Scenario files under ``paths`` (files as given; directories: ``**/*.toml``), sorted.
+
+    Raises:
+        SpecError: a path does not exist.
+    """
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += sorted(f for f in p.rglob("*.toml") if f.is_file())
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise SpecError(str(p), "", None, "no such file or directory")
+    return list(dict.fromkeys(found))
+
+
+def load_all(paths: Iterable[str | Path]) -> list[Scenario]:
+    """Every scenario under ``paths``, checked, with unique ids.
+
+    Raises:
+        SpecError: a file is wrong, or two files share an id.
+    """
+    scenarios: list[Scenario] = []
+    seen: dict[str, Path] = {}
+    for path in discover(paths):
+        s = load_scenario(path)
+        if s.id in seen:
+            raise SpecError(str(path), "scenario.id", s.id, f"{s.id!r} is also the id of {seen[s.id]}")
+        seen[s.id] = path
+        scenarios.append(s)
+    return scenarios

@@ -1,0 +1,129 @@
+"""The world spec's values: frozen dataclasses, one per TOML table (see ``spec.py``)."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from certs import CertProfile, KeyType
+from harness.world.dns_answer import Behaviour as DnsBehaviour
+from harness.world.mta_script import Script, StartTls
+from harness.world.policy_host import PolicyResponse
+from harness.world.proxy import ProxyFault
+from harness.world.spec_records import RecordSpec
+from harness.world.zones import DnssecStatus
+
+__all__ = [
+    "DnsRule",
+    "DomainSpec",
+    "HostSpec",
+    "PolicyHostSpec",
+    "ProxySpec",
+    "ReportSinkSpec",
+    "WorldSpec",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyHostSpec:
+    """``https://mta-sts.<domain>``: its certificate, address and response (body aside)."""
+
+    cert: CertProfile = CertProfile.VALID
+    names: tuple[str, ...] = ()  # empty: (mta-sts.<domain>,)
+    key_type: KeyType | None = None
+    address: str | None = None
+    response: PolicyResponse = field(default_factory=PolicyResponse)
+
+
+@dataclass(frozen=True, slots=True)
+class DomainSpec:
+    """One zone and its MTA-STS / TLS-RPT data."""
+
+    name: str
+    dnssec: DnssecStatus = DnssecStatus.INSECURE
+    mx: tuple[tuple[int, str], ...] = ()
+    mta_sts_txt: tuple[tuple[str, ...], ...] = ()
+    tlsrpt_txt: tuple[tuple[str, ...], ...] = ()
+    policy: str | None = None
+    policy_host: PolicyHostSpec | None = None
+
+    @property
+    def policy_host_name(self) -> str:
+        """``mta-sts.<domain>`` (RFC 8461 §3.2)."""
+        return f"mta-sts.{self.name}"
+
+    @property
+    def has_policy_host(self) -> bool:
+        """Whether ``mta-sts.<domain>`` exists (a policy body or a policy_host table)."""
+        return self.policy is not None or self.policy_host is not None
+
+
+@dataclass(frozen=True, slots=True)
+class HostSpec:
+    """A receiving MTA (one MX host)."""
+
+    name: str
+    cert: CertProfile | None = CertProfile.VALID  # None: no certificate at all
+    names: tuple[str, ...] = ()  # empty: (name,)
+    key_type: KeyType | None = None
+    address: str | None = None
+    starttls: StartTls = StartTls.OFFERED
+    tls_min: ssl.TLSVersion | None = None
+    tls_max: ssl.TLSVersion | None = None
+    tlsa: tuple[tuple[int, int, int], ...] = ()
+    tlsa_raw: tuple[tuple[int, int, int, bytes], ...] = ()
+    script: Script = field(default_factory=Script)
+
+
+@dataclass(frozen=True, slots=True)
+class DnsRule:
+    """A fault (``behaviour``) or a DNSSEC status for one name and type (None: every type)."""
+
+    name: str
+    rrtype: str | None
+    action: DnsBehaviour | DnssecStatus
+    delay_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySpec:
+    """The HTTP CONNECT proxy."""
+
+    fault: ProxyFault = ProxyFault.NONE
+    address: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSinkSpec:
+    """The TLS-RPT HTTPS collector."""
+
+    name: str
+    cert: CertProfile = CertProfile.VALID
+    address: str | None = None
+    statuses: tuple[tuple[str, tuple[int, ...]], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WorldSpec:
+    """A complete, checked world description (see the module docstring for the format).
+
+    Attributes:
+        domains: by canonical name.
+        hosts: every receiving MTA by canonical name (MX targets included).
+        dns: fault and status rules.
+        records: raw extra records.
+        proxy: the proxy, or None.
+        report_sink: the report sink, or None.
+        source: the file name used in errors.
+        prefix: the key path of the world table in that file (``""`` at the top).
+    """
+
+    domains: Mapping[str, DomainSpec] = field(default_factory=dict)
+    hosts: Mapping[str, HostSpec] = field(default_factory=dict)
+    dns: tuple[DnsRule, ...] = ()
+    records: tuple[RecordSpec, ...] = ()
+    proxy: ProxySpec | None = None
+    report_sink: ReportSinkSpec | None = None
+    source: str = "<world>"
+    prefix: str = ""

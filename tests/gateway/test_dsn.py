@@ -1,0 +1,52 @@
+"""DSN content (RFC 3464 / RFC 6522; seg-behaviour.md §4: original under 10 KB, else headers)."""
+
+from __future__ import annotations
+
+import email
+
+from engine.dsn import DsnAction, DsnRecipient, build_dsn, dsn_wanted, enhanced_status
+
+RCPT = DsnRecipient(
+    "bob@example.com", DsnAction.FAILED, "5.1.1", "550 5.1.1 no such user", "mx1.example.com", 200.0
+)
+
+
+def dsn(original: bytes) -> email.message.Message:
+    data = build_dsn(
+        original=original,
+        mail_from="alice@sender.example",
+        recipients=[RCPT],
+        reporting_mta="gw.example",
+        arrival=100.0,
+        now=200.0,
+        mid=7,
+    )
+    return email.message_from_bytes(data)
+
+
+def test_small_original_is_returned_whole():
+    msg = dsn(b"Subject: hi\r\n\r\nbody\r\n")
+    assert msg.get_content_type() == "multipart/report"
+    assert msg.get_param("report-type") == "delivery-status"
+    text, status, original = msg.get_payload()
+    assert status.get_content_type() == "message/delivery-status"
+    fields = status.as_string()
+    assert "Reporting-MTA: dns; gw.example" in fields
+    assert "Final-Recipient: rfc822; bob@example.com" in fields
+    assert "Action: failed" in fields and "Status: 5.1.1" in fields
+    assert "Remote-MTA: dns; mx1.example.com" in fields
+    assert original.get_content_type() == "message/rfc822"
+
+
+def test_original_of_10_kb_or_more_is_returned_as_headers_only():
+    big = b"Subject: big\r\n\r\n" + b"x" * 10_240 + b"\r\n"
+    third = dsn(big).get_payload()[2]
+    assert third.get_content_type() == "text/rfc822-headers"
+    assert b"xxxx" not in third.as_bytes()
+
+
+def test_no_dsn_for_the_null_sender_and_enhanced_codes_from_replies():
+    assert not dsn_wanted("") and not dsn_wanted("<>") and dsn_wanted("a@b.example")
+    assert enhanced_status("421 4.3.2 try later", "4.0.0") == "4.3.2"
+    assert enhanced_status("451 later", "4.0.0") == "4.0.0"
+    assert enhanced_status(None, "5.0.0") == "5.0.0"

@@ -1,0 +1,81 @@
+"""pytest collection of scenario files (the hooks of harness.scenario.collect), via pytester.
+
+Inner runs are subprocesses: an in-process run re-imports ``cryptography`` after the
+outer run made the session's certificate factory, and mixing the two fails.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import harness.pytest_plugin
+
+pytest_plugins = ["pytester"]
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "scenarios" / "examples"
+# Once the harness plugin re-exports the hooks (entry point), loading them again clashes.
+PLUGIN = [] if hasattr(harness.pytest_plugin, "pytest_collect_file") else ["-p", "harness.scenario.collect"]
+
+GOOD = """
+[scenario]
+title = "clear delivery"
+covers = ["DISC-11"]
+[world.domains."example.com"]
+mx = ["10 mx1.example.com"]
+[[steps]]
+send = { from = "a@sender.example", to = ["rcpt@example.com"] }
+[steps.expect]
+outcome = "delivered"
+via = "mx1.example.com"
+"""
+
+
+def _tree(pytester: pytest.Pytester, files: dict[str, str]) -> None:
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    for name, text in files.items():
+        path = pytester.path / "scenarios" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def test_one_item_per_file_with_id_and_topic_marker(pytester: pytest.Pytester) -> None:
+    _tree(pytester, {"delivery/clear.toml": GOOD, "other/x.toml": GOOD.replace("clear delivery", "x")})
+    (pytester.path / "not-a-scenario.toml").write_text("[tool]\n")
+    result = pytester.runpytest_subprocess(*PLUGIN, "--strict-markers", "-m", "delivery", "-v")
+    result.assert_outcomes(passed=1, deselected=1)
+    result.stdout.fnmatch_lines(["*scenarios/delivery/clear.toml::clear PASSED*"])
+
+
+def test_failure_report_is_the_scenario_explanation(pytester: pytest.Pytester) -> None:
+    _tree(pytester, {"t/bad.toml": GOOD.replace('via = "mx1.example.com"', 'via = "mx9.example.com"')})
+    result = pytester.runpytest_subprocess(*PLUGIN)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*scenario bad FAILED*", "*via*", "*expected: mx9.example.com*",
+        "*seen:     delivered at mx1.example.com*", "*--- timeline ---*",
+    ])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_bad_file_is_a_collection_error_naming_the_key(pytester: pytest.Pytester) -> None:
+    _tree(pytester, {"t/typo.toml": GOOD + '[expect]\nfetchez = 1\n'})
+    result = pytester.runpytest_subprocess(*PLUGIN, "--collect-only")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*scenarios/t/typo.toml: expect.fetchez: unknown key 'fetchez'*"])
+
+
+def test_engine_option_and_capability_skip(pytester: pytest.Pytester) -> None:
+    _tree(pytester, {"t/ok.toml": GOOD})
+    result = pytester.runpytest_subprocess(*PLUGIN, "--engine", "nope")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*no engine adapter 'nope'*"])
+
+
+def test_examples_run_under_xdist(pytester: pytest.Pytester) -> None:
+    _tree(pytester, {})
+    shutil.copytree(EXAMPLES, pytester.path / "scenarios" / "examples")
+    result = pytester.runpytest_subprocess(*PLUGIN, "-n", "2", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=len(list(EXAMPLES.glob("*.toml"))))

@@ -1,0 +1,61 @@
+"""Pin the public API of harness.world (STYLE habit 17)."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import harness.world
+
+EXPECTED = {
+    "AAAA", "CNAME", "DEFAULT_ALLOCATOR", "DEFAULT_CERT_NAME", "DNS_HOST", "GZIP_TYPE",
+    "HELO_ONLY", "JSON_TYPE", "MX", "POLICY_PATH", "RDATA_TYPES", "TLSA", "TXT", "A", "Action",
+    "AddressBlock", "Answer", "ClientHello", "Disconnect", "DnsBehaviour", "DnsRule",
+    "DnssecStatus", "DomainSpec", "Exchange", "ExchangeKind", "FakeDns", "HostInfo", "HostRole",
+    "HostSpec", "LoggedQuery", "Lookup", "LoopbackAllocator", "Message", "MtaSession", "Node",
+    "Now", "PolicyBehaviour", "PolicyHost", "PolicyHostSpec", "PolicyRequest", "PolicyResponse",
+    "Proxy", "ProxyEvent", "ProxyFault", "ProxyOutcome", "ProxyResolver", "ProxySpec", "RData",
+    "RcptResult", "ReceivedReport", "ReceivingMta", "Record", "RecordSpec", "Reply", "ReportSink",
+    "ReportSinkSpec", "Rule", "Script", "ServerCert", "Servers", "SessionEnd", "StampedLog",
+    "StartTls", "TimedDns", "TimedMta", "TimedPolicyHost", "TimedProxy", "TimedReportSink",
+    "TlsSetup", "Transaction", "Transport", "World", "WorldSnapshot", "WorldSpec", "Zone",
+    "ZoneError", "answer", "build_zones", "canonical_name", "changed_dns", "changed_domain",
+    "changed_policy", "check_loopback", "describe_cert", "is_loopback_v4", "key_path",
+    "load_world_spec", "merge", "monotonic_clock", "parse_action", "process_slot",
+    "read_world_spec", "shared_cert_factory", "tlsa_name", "zone_apex", "zone_from_dict",
+    "ALL_RCPTS", "MtaProtocol", "SessionAnswer", "SessionConfig", "SessionLog", "SessionOwner",
+    "break_handshake", "is_tls_record", "parse_record", "parse_replies", "parse_tlsa",
+    "address_of", "dns_rules_from", "domain_from", "host_from", "name_of", "proxy_from",
+    "report_sink_from",
+}  # fmt: skip
+
+
+def test_public_api_is_pinned() -> None:
+    assert set(harness.world.__all__) == EXPECTED
+    assert len(harness.world.__all__) == len(EXPECTED)
+
+
+def test_every_name_resolves() -> None:
+    for name in harness.world.__all__:
+        assert getattr(harness.world, name) is not None, name
+
+
+# Names two modules share are exported under a qualified alias.
+ALIASES = {
+    ("dns_answer", "Behaviour"): "DnsBehaviour",
+    ("policy_host", "Behaviour"): "PolicyBehaviour",
+    ("mta_log", "Answer"): "SessionAnswer",
+}
+
+
+def test_every_public_name_of_every_module_is_re_exported() -> None:
+    missing = []
+    for info in pkgutil.iter_modules(harness.world.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"harness.world.{info.name}")
+        for name in module.__all__:
+            exported = ALIASES.get((info.name, name), name)
+            if getattr(harness.world, exported, None) is not getattr(module, name):
+                missing.append(f"{info.name}.{name}")
+    assert missing == []
