@@ -5,10 +5,11 @@ W-STS (requirements.md §0.2): ``example.com MX 10 mx1, MX 20 mx2``, the TXT
 ``https://mta-sts.example.com``; both MX present trusted certificates for their own
 names. "mx1-bad" is mx1 presenting a self-signed certificate.
 
-The profile is *Required - Verify Hosted Domains* unless a test says otherwise:
-under ``enforce`` the seed's gateway checks names with its TLS-setting algorithm
-(seg-behaviour.md §3, hosted MX), and only the Hosted algorithm accepts a
-certificate that names the MX host rather than the recipient domain.
+The profile is TLS *Preferred* with MTA-STS on (the seed's CLI example) unless a test
+says otherwise. Under ``enforce`` the setting's own blocking checks stay and RFC 8461's
+are added (DESIGN.md §3.1), so with Preferred the RFC checks alone decide, while
+Required-Verify adds the appliance's Verify algorithm, which rejects a certificate that
+names only the MX host (seed troubleshooting 1).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tests.integration.sim import (
 MX1, MX2 = "mx1.example.com", "mx2.example.com"
 POLICY_HOST = "mta-sts.example.com"
 HOSTED = "required-verify-hosted"
+PREFERRED = "preferred"
 MX1_BAD = {MX1: {"cert": "self-signed"}}
 
 
@@ -56,7 +58,7 @@ def session_failures(sim: Simulation, mx: str) -> list[dict[str, Any]]:
 
 
 async def test_enforce_mx1_bad_delivers_via_mx2_disc_1_apply_2_cert_3():
-    async with simulation(sts_world(hosts=MX1_BAD), tls=HOSTED, mta_sts=True) as sim:
+    async with simulation(sts_world(hosts=MX1_BAD), tls=PREFERRED, mta_sts=True) as sim:
         await sim.send()
         assert_delivered_to(sim.world, MX2, tls=True)
         assert mail_sessions(sim.world, MX1) == []
@@ -71,7 +73,7 @@ async def test_enforce_mx1_bad_delivers_via_mx2_disc_1_apply_2_cert_3():
 
 async def test_enforce_skips_an_mx_not_in_the_policy_mx_1():
     world = sts_world(policy=policy("enforce", MX2))
-    async with simulation(world, tls=HOSTED, mta_sts=True) as sim:
+    async with simulation(world, tls=PREFERRED, mta_sts=True) as sim:
         await sim.send()
         assert_delivered_to(sim.world, MX2, tls=True)
         assert sim.world.sessions(MX1) == []  # not even a connection
@@ -81,7 +83,7 @@ async def test_enforce_skips_an_mx_not_in_the_policy_mx_1():
 
 async def test_enforce_all_candidates_bad_defers_with_no_mail_anywhere_apply_1_mx_6():
     world = sts_world(policy=policy("enforce", MX2), hosts={MX2: {"cert": "self-signed"}})
-    async with simulation(world, tls=HOSTED, mta_sts=True) as sim:
+    async with simulation(world, tls=PREFERRED, mta_sts=True) as sim:
         report = await sim.send()
         assert report.status == "deferred"
         assert_no_mail_anywhere(sim.world)
@@ -91,17 +93,17 @@ async def test_enforce_all_candidates_bad_defers_with_no_mail_anywhere_apply_1_m
 
 async def test_enforce_no_starttls_is_not_delivered_in_clear_cert_1():
     world = sts_world(hosts={MX1: {"starttls": "absent"}})
-    async with simulation(world, tls=HOSTED, mta_sts=True) as sim:
+    async with simulation(world, tls=PREFERRED, mta_sts=True) as sim:
         await sim.send()
         assert_delivered_to(sim.world, MX2, tls=True)
         assert not [s for s in sim.world.sessions() if s.in_clear]
 
 
-async def test_enforce_with_preferred_defers_a_hosted_mx_seed_troubleshooting_1():
-    # Seed: under MTA-STS with a plain setting the gateway verifies like Required-Verify,
-    # so certificates naming only the MX host fail; the fix is Verify Hosted Domains.
+async def test_enforce_with_required_verify_defers_a_hosted_mx_seed_troubleshooting_1():
+    # Seed troubleshooting 1: the certificate names only the MX host, and Required-Verify's
+    # own check (the Verify algorithm) stays under enforce; the fix is Verify Hosted.
     world = sts_world(mx=[(10, MX1)])
-    async with simulation(world, tls="preferred", mta_sts=True) as sim:
+    async with simulation(world, tls="required-verify", mta_sts=True) as sim:
         await sim.send()
         r = recipient(sim)
         assert (r.status, r.result_type) == ("deferred", "certificate-host-mismatch")
@@ -110,9 +112,38 @@ async def test_enforce_with_preferred_defers_a_hosted_mx_seed_troubleshooting_1(
         assert_no_mail_anywhere(sim.world)
 
 
+async def test_enforce_with_required_verify_hosted_delivers_to_the_hosted_mx():
+    world = sts_world(mx=[(10, MX1)])
+    async with simulation(world, tls=HOSTED, mta_sts=True) as sim:
+        await sim.send()
+        assert_delivered_to(sim.world, MX1, tls=True)
+        assert recipient(sim).verified == "pkix"
+
+
+async def test_enforce_with_preferred_requires_starttls_cert_1():
+    # RFC 8461 §5: under enforce even a Preferred setting never falls back to clear.
+    world = sts_world(mx=[(10, MX1)], hosts={MX1: {"starttls": "refused"}})
+    async with simulation(world, tls=PREFERRED, mta_sts=True) as sim:
+        await sim.send()
+        r = recipient(sim)
+        assert (r.status, r.result_type) == ("deferred", "starttls-not-supported")
+        one_reason(sim, "tls.required.failed", "starttls-not-supported")
+        assert_no_mail_anywhere(sim.world)
+
+
+async def test_enforce_rejects_a_certificate_for_another_host_cert_6():
+    # mx1's certificate names mx2, another host the policy allows: not enough (CERT-6b).
+    world = sts_world(mx=[(10, MX1)], hosts={MX1: {"names": [MX2]}})
+    async with simulation(world, tls=PREFERRED, mta_sts=True) as sim:
+        await sim.send()
+        r = recipient(sim)
+        assert (r.status, r.result_type) == ("deferred", "certificate-host-mismatch")
+        one_reason(sim, "tls.verify.deferring", "certificate-host-mismatch")
+
+
 async def test_enforce_defers_on_the_first_attempt_and_never_bounces_apply_7():
     world = sts_world(mx=[(10, MX1)], hosts=MX1_BAD)
-    async with simulation(world, tls=HOSTED, mta_sts=True) as sim:
+    async with simulation(world, tls=PREFERRED, mta_sts=True) as sim:
         report = await sim.send(final=True)
         assert report.status == "deferred"
         r = recipient(sim)
@@ -204,7 +235,7 @@ async def test_fetch_failure_without_cache_means_no_policy_fetch_14(case):
 @pytest.mark.parametrize("case", ["404", "timeout", "bad-cert", "media-type"])
 async def test_fetch_failure_with_a_cached_policy_keeps_enforcing_cache_6(case):
     host, result_type = FETCH_FAILURES[case]
-    async with simulation(sts_world(), tls=HOSTED, mta_sts=True) as sim:
+    async with simulation(sts_world(), tls=PREFERRED, mta_sts=True) as sim:
         await sim.send()  # caches P-enf under id A1
         assert_delivered_to(sim.world, MX1, tls=True)
         # A new id makes the engine fetch again; the host now fails and mx1 goes bad.
@@ -224,7 +255,7 @@ async def test_fetch_failure_with_a_cached_policy_keeps_enforcing_cache_6(case):
 
 
 async def test_cached_policy_applies_when_the_txt_lookup_fails_cache_2():
-    async with simulation(sts_world(), tls=HOSTED, mta_sts=True) as sim:
+    async with simulation(sts_world(), tls=PREFERRED, mta_sts=True) as sim:
         await sim.send()
         await sim.world.set_dns("_mta-sts.example.com", "TXT", "servfail")
         await sim.world.rotate_cert(MX1, "self-signed")
@@ -236,7 +267,7 @@ async def test_cached_policy_applies_when_the_txt_lookup_fails_cache_2():
 
 
 async def test_unchanged_id_uses_the_cache_without_fetching_cache_5():
-    async with simulation(sts_world(), tls=HOSTED, mta_sts=True) as sim:
+    async with simulation(sts_world(), tls=PREFERRED, mta_sts=True) as sim:
         await sim.send()
         sim.reset()
         await sim.send()
@@ -261,7 +292,7 @@ async def test_routed_domain_skips_mta_sts_seed():
 
 async def test_policy_fetch_through_the_connect_proxy_seed():
     world = sts_world(hosts=MX1_BAD, proxy={})
-    async with simulation(world, tls=HOSTED, mta_sts=True, use_proxy=True) as sim:
+    async with simulation(world, tls=PREFERRED, mta_sts=True, use_proxy=True) as sim:
         await sim.send()
         assert_delivered_to(sim.world, MX2, tls=True)
         assert sim.world.proxy is not None
