@@ -3,8 +3,8 @@
 1,000 messages are injected over SMTP (10 client connections in parallel) into an
 in-process gateway, which delivers them to an MTA-STS ``enforce`` domain over
 verified TLS in a simulated world on loopback. Prints messages/second and the
-gateway process's peak memory (tracemalloc peak of Python allocations, and
-ru_maxrss). Asserts nothing (DESIGN.md §5).
+process's peak memory (ru_maxrss; with --tracemalloc also the peak of Python
+allocations, in a run whose throughput figure is then not meaningful). Asserts nothing (DESIGN.md §5).
 
     .venv/bin/python bench/bench_deliver.py [--messages N] [--clients N]
 """
@@ -30,9 +30,10 @@ from engine.gateway import Gateway, GatewaySettings  # noqa: E402
 from engine.io.smtp import SmtpTimeouts  # noqa: E402
 from tests.gateway.sim import SimWorld  # noqa: E402
 
-BODY = b"From: a@sender.example\r\nTo: b@example.com\r\nSubject: bench\r\n\r\n" + (
-    b"x" * 70 + b"\r\n"
-) * 28  # a ~2 KB body
+BODY = (
+    b"From: a@sender.example\r\nTo: b@example.com\r\nSubject: bench\r\n\r\n"
+    + (b"x" * 70 + b"\r\n") * 28
+)  # a ~2 KB body
 
 
 class _CountingSink(ListSink):
@@ -46,17 +47,22 @@ class _CountingSink(ListSink):
         self.count += 1
 
 
-async def run(messages: int, clients: int) -> None:
+async def run(messages: int, clients: int, trace: bool = False) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-deliver-"))
     async with SimWorld(tmp) as sim:
         config = tmp / "gateway.toml"
         config.write_text(sim.config_text(tmp / "queue.sqlite"))
         sink = _CountingSink()
         gw = Gateway(
-            load_config(config), clock=sim.clock, sink=sink, dialer=sim.dialer(),
-            smtp_timeouts=SmtpTimeouts.uniform(10.0), settings=GatewaySettings(report=None),
+            load_config(config),
+            clock=sim.clock,
+            sink=sink,
+            dialer=sim.dialer(),
+            smtp_timeouts=SmtpTimeouts.uniform(10.0),
+            settings=GatewaySettings(report=None),
         )
-        tracemalloc.start()
+        if trace:  # tracemalloc slows Python several-fold: off for the throughput figure
+            tracemalloc.start()
         async with gw:
             stop = asyncio.Event()
             serving = asyncio.create_task(gw.serve(stop))
@@ -78,16 +84,21 @@ async def run(messages: int, clients: int) -> None:
             stop.set()
             gw.notify()
             await serving
-        _, peak = tracemalloc.get_traced_memory()
+        _, peak = tracemalloc.get_traced_memory() if trace else (0, 0)
         tracemalloc.stop()
     tls = {m.tls_version for m in sim.mx1.messages}
     print(f"messages delivered        {len(sim.mx1.messages)} (TLS: {sorted(tls)})")
     print(f"injection only            {messages / (t_injected - t0):8.1f} msg/s")
-    print(f"injection -> acceptance   {messages / (t_done - t0):8.1f} msg/s "
-          f"({t_done - t0:.2f} s total)")
-    print(f"tracemalloc peak          {peak / 2**20:8.1f} MiB (Python allocations)")
-    print(f"ru_maxrss                 {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:8.1f} "
-          "MiB (whole process: gateway + simulated world)")
+    print(
+        f"injection -> acceptance   {messages / (t_done - t0):8.1f} msg/s "
+        f"({t_done - t0:.2f} s total)"
+    )
+    if trace:
+        print(f"tracemalloc peak          {peak / 2**20:8.1f} MiB (Python allocations)")
+    print(
+        f"ru_maxrss                 {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:8.1f} "
+        "MiB (whole process: gateway + simulated world)"
+    )
     print(f"events emitted            {sink.count}")
 
 
@@ -95,8 +106,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--tracemalloc", action="store_true", help="also trace Python memory")
     args = parser.parse_args()
-    asyncio.run(run(args.messages, args.clients))
+    asyncio.run(run(args.messages, args.clients, args.tracemalloc))
 
 
 if __name__ == "__main__":
