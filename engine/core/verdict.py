@@ -50,6 +50,7 @@ from engine.core.pkix import (
     verify_chain,
 )
 from engine.core.policy import Mode
+from engine.core.tlsrpt import PolicyType
 
 __all__ = [
     "MX_NOT_IN_POLICY",
@@ -82,13 +83,6 @@ class Outcome(StrEnum):
     def delivers(self) -> bool:
         """Whether the message goes out on this connection."""
         return self in (Outcome.DELIVER_VERIFIED, Outcome.DELIVER_UNVERIFIED, Outcome.DELIVER_CLEAR)
-
-
-class PolicyType(StrEnum):
-    """RFC 8460 §4.4 ``policy-type``."""
-
-    STS = "sts"
-    TLSA = "tlsa"
 
 
 @dataclass(frozen=True, slots=True)

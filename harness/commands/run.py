@@ -1,0 +1,131 @@
+"""``sts-harness run``: run scenario files, show progress and a summary, write reports.
+
+``-j N`` runs whole scenarios in N worker processes (a
+:class:`~concurrent.futures.ProcessPoolExecutor`; each worker loads and runs one
+file at a time, results come back as plain data). Without it, scenarios run one
+after another in this process. Under pytest, parallelism is pytest-xdist's instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from harness.adapters.base import ADAPTERS, AdapterError, make_adapter
+from harness.errors import HarnessError
+from harness.report import write_html, write_json, write_junit
+from harness.runner import ScenarioResult, Verdict, run_file, run_scenario
+from harness.scenario.explain import explain
+from harness.scenario.loader import discover, load_all
+
+__all__ = ["register", "run_paths"]
+
+_EXAMPLE = """example:
+  sts-harness run scenarios/examples
+  sts-harness run scenarios -j 4 --junit junit.xml --json report.json --html report.html
+
+exit status: 0 every scenario passed (or was skipped), 1 a scenario failed, 2 usage error
+"""
+_STYLE = {"passed": "green", "failed": "red", "error": "red", "skipped": "yellow"}
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``run`` command."""
+    p = subparsers.add_parser(
+        "run",
+        help="run scenario files against an engine",
+        description="Run scenario files (default: scenarios/) against an engine, print a "
+        "summary and optionally write JUnit XML, JSON and HTML reports.",
+        epilog=_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("paths", nargs="*", type=Path, default=[Path("scenarios")], metavar="PATH")
+    p.add_argument("--engine", default="inprocess", help="engine adapter (default: inprocess)")
+    p.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="worker processes")
+    p.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write a JSON report")
+    p.add_argument("--html", type=Path, metavar="FILE", help="write a self-contained HTML report")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or failure text")
+    p.set_defaults(handler=_handle)
+
+
+def run_paths(
+    paths: list[Path], engine: str, jobs: int, console: Console | None = None
+) -> list[ScenarioResult]:
+    """Run every scenario under ``paths`` (checked first); results in file order.
+
+    Raises:
+        SpecError: a scenario file is wrong (nothing has run then).
+        AdapterError: no such engine.
+    """
+    scenarios = load_all(paths)
+    make_adapter(engine)  # fail fast on an unknown engine name
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console or Console(stderr=True), transient=True,
+        disable=console is None,
+    )  # fmt: skip
+    results: list[ScenarioResult] = []
+    with progress:
+        task = progress.add_task("scenarios", total=len(scenarios))
+        if jobs > 1:
+            files = [s.path for s in scenarios]
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                for result in pool.map(run_file, files, [engine] * len(files)):
+                    results.append(result)
+                    progress.update(task, advance=1, description=result.id)
+        else:
+            for s in scenarios:
+                progress.update(task, description=s.id)
+                results.append(run_scenario(s, engine))
+                progress.update(task, advance=1)
+    return results
+
+
+def _summary(results: list[ScenarioResult]) -> Table:
+    table = Table(title="scenarios", show_lines=False)
+    for col in ("scenario", "topic", "verdict", "seconds", "first problem"):
+        table.add_column(col, overflow="fold")
+    for r in results:
+        problems = [m.key for s in r.steps for m in s.mismatches] + [m.key for m in r.final]
+        first = problems[0] if problems else (r.reason.strip().splitlines() or [""])[-1]
+        style = _STYLE[r.verdict.value]
+        table.add_row(r.id, r.topic, f"[{style}]{r.verdict.value}[/]", f"{r.seconds:.2f}", first)
+    return table
+
+
+def _handle(args: argparse.Namespace) -> int:
+    out = Console(file=sys.stdout, width=140 if not sys.stdout.isatty() else None)
+    err = Console(file=sys.stderr)
+    if args.jobs < 1:
+        err.print(f"sts-harness run: -j must be at least 1, got {args.jobs}")
+        return 2
+    try:
+        discover(args.paths)
+        results = run_paths(args.paths, args.engine, args.jobs, None if args.quiet else err)
+    except AdapterError as exc:
+        err.print(f"sts-harness run: {exc} (adapters: {', '.join(sorted(ADAPTERS))})")
+        return 2
+    except HarnessError as exc:
+        err.print(f"sts-harness run: {exc}", markup=False)
+        return 2
+    bad = [r for r in results if r.verdict in (Verdict.FAILED, Verdict.ERROR)]
+    if not args.quiet:
+        for r in bad:
+            out.print(explain(r), markup=False, highlight=False)
+            out.print()
+    out.print(_summary(results))
+    counts = {v.value: sum(r.verdict is v for r in results) for v in Verdict}
+    out.print(", ".join(f"{n} {v}" for v, n in counts.items() if n) or "no scenarios")
+    for path, write in ((args.junit, write_junit), (args.json, write_json), (args.html, write_html)):
+        if path is not None:
+            write(results, path)
+            out.print(f"wrote {path}")
+    return 1 if bad else 0

@@ -1,0 +1,155 @@
+"""The HTML report: one self-contained file (inline CSS, JS and SVG; nothing fetched).
+
+Each scenario is a collapsible section: verdict, title, file, covers; what did not
+hold; its world and sender configuration (as TOML); its steps with their
+expectations; the sequence diagram (:mod:`harness.report.sequence`); and the
+mail_logs lines. A bar at the top filters by verdict. Every text is escaped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from harness.report.sequence import sequence_svg
+from harness.runner import ScenarioResult, Verdict
+from harness.scenario.model import Expect
+
+__all__ = ["html_report", "write_html"]
+
+_CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1a202c;background:#fff}
+header{position:sticky;top:0;background:#1a202c;color:#fff;padding:10px 18px;z-index:2}
+header h1{font-size:18px;margin:0 0 4px}
+.bar button{margin-right:6px;border:0;border-radius:3px;padding:3px 9px;cursor:pointer}
+main{padding:8px 18px}
+section.sc{border:1px solid #cbd5e0;border-radius:5px;margin:10px 0}
+section.sc>summary{padding:7px 10px;cursor:pointer;font-weight:600;list-style:none}
+.badge{display:inline-block;min-width:60px;text-align:center;border-radius:3px;
+  padding:1px 6px;margin-right:8px;color:#fff;font-size:12px;text-transform:uppercase}
+.passed{background:#2f855a}.failed{background:#c53030}.error{background:#9c4221}
+.skipped{background:#718096}
+.meta{color:#4a5568;font-weight:400;font-size:12px;margin-left:8px}
+.inner{padding:4px 14px 12px}
+pre{background:#f7fafc;border:1px solid #e2e8f0;padding:8px;overflow:auto;font-size:12px}
+table{border-collapse:collapse;width:100%;font-size:13px}
+td,th{border:1px solid #e2e8f0;padding:4px 6px;vertical-align:top;text-align:left}
+.bad{color:#c53030}.ok{color:#2f855a}
+.cols{display:grid;grid-template-columns:1fr 1fr;gap:12px}
+.diagram{overflow:auto;border:1px solid #e2e8f0;max-height:900px}
+h3{font-size:14px;margin:14px 0 4px}
+"""
+_JS = """
+function show(v){document.querySelectorAll('section.sc').forEach(function(s){
+ s.style.display=(v==='all'||s.dataset.verdict===v)?'':'none';});}
+document.querySelectorAll('.bar button').forEach(function(b){
+ b.addEventListener('click',function(){show(b.dataset.show);});});
+"""
+
+
+def _toml(table: Mapping[str, Any]) -> str:
+    try:
+        return tomli_w.dumps(dict(table)) if table else "(empty)"
+    except (TypeError, ValueError):
+        return repr(table)
+
+
+def _expect_text(x: Expect) -> str:
+    shown = []
+    for f in fields(Expect):
+        value = getattr(x, f.name)
+        if value in (None, (), {}):
+            continue
+        if f.name in ("events", "no_events"):
+            value = [p.describe() for p in value]
+        shown.append(f"{f.name} = {value!r}")
+    return "\n".join(shown)
+
+
+def _steps(r: ScenarioResult) -> str:
+    rows = ["<tr><th>#</th><th>step</th><th>expectations</th><th>result</th></tr>"]
+    for s in r.steps:
+        if s.observation.error:
+            result = f'<pre class="bad">{escape(s.observation.error)}</pre>'
+        elif s.mismatches:
+            text = "\n\n".join(m.render() for m in s.mismatches)
+            result = f'<pre class="bad">{escape(text)}</pre>'
+        else:
+            result = '<span class="ok">ok</span>' if not s.expect.empty else ""
+        outcomes = "".join(
+            f"<div>{escape(d.rcpt)}: {escape(d.status)} via {escape(str(d.mx))} "
+            f"{escape(d.tls or 'clear')}/{escape(d.verified)}</div>"
+            for d in s.observation.deliveries
+        )
+        rows.append(
+            f"<tr><td>{s.index}</td><td>{escape(s.label)}{outcomes}</td>"
+            f"<td><pre>{escape(_expect_text(s.expect))}</pre></td><td>{result}</td></tr>"
+        )
+    if not r.expect.empty:
+        final = "\n\n".join(m.render() for m in r.final)
+        verdict = f'<pre class="bad">{escape(final)}</pre>' if final else '<span class="ok">ok</span>'
+        rows.append(
+            f"<tr><td>end</td><td>[expect] over the whole run</td>"
+            f"<td><pre>{escape(_expect_text(r.expect))}</pre></td><td>{verdict}</td></tr>"
+        )
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def _section(r: ScenarioResult) -> str:
+    v = r.verdict.value
+    head = (
+        f'<summary><span class="badge {v}">{v}</span>{escape(r.id)}'
+        f'<span class="meta">{escape(r.title)} · {escape(r.path)} · {r.seconds:.2f}s · '
+        f"covers {escape(', '.join(r.covers) or '—')}</span></summary>"
+    )
+    parts = []
+    if r.description:
+        parts.append(f"<p>{escape(r.description)}</p>")
+    if r.reason:
+        parts.append(f'<h3>{"skipped" if r.verdict is Verdict.SKIPPED else "error"}</h3>')
+        parts.append(f'<pre class="bad">{escape(r.reason)}</pre>')
+    parts.append(
+        '<div class="cols"><div><h3>world</h3><pre>' + escape(_toml(r.world)) + "</pre></div>"
+        "<div><h3>sender</h3><pre>" + escape(_toml(r.sender)) + "</pre></div></div>"
+    )
+    parts.append("<h3>steps</h3>" + _steps(r))
+    if r.verdict is not Verdict.SKIPPED:
+        parts.append('<h3>sequence</h3><div class="diagram">')
+        parts.append(sequence_svg(r.observations) + "</div>")
+        lines = "\n".join(e.line for o in r.observations for e in o.events if e.line)
+        parts.append(f"<details><summary>mail_logs ({lines.count(chr(10)) + 1 if lines else 0} "
+                     f"lines)</summary><pre>{escape(lines)}</pre></details>")  # fmt: skip
+    opened = " open" if r.verdict in (Verdict.FAILED, Verdict.ERROR) else ""
+    return (
+        f'<section class="sc" data-verdict="{v}"><details{opened}>{head}'
+        f'<div class="inner">{"".join(parts)}</div></details></section>'
+    )
+
+
+def html_report(results: Sequence[ScenarioResult], title: str = "sts-harness report") -> str:
+    """The whole report as one HTML document."""
+    counts = {v: sum(r.verdict is v for r in results) for v in Verdict}
+    summary = " · ".join(f"{n} {v.value}" for v, n in counts.items() if n)
+    buttons = ['<button data-show="all">all</button>'] + [
+        f'<button class="{v.value}" data-show="{v.value}">{v.value} ({n})</button>'
+        for v, n in counts.items()
+        if n
+    ]
+    return (
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>"
+        f"<header><h1>{escape(title)}</h1><div>{len(results)} scenarios: {summary}</div>"
+        f'<div class="bar">{"".join(buttons)}</div></header><main>'
+        + "".join(_section(r) for r in results)
+        + f"</main><script>{_JS}</script></body></html>\n"
+    )
+
+
+def write_html(results: Sequence[ScenarioResult], path: str | Path) -> None:
+    """Write the HTML report to ``path``."""
+    Path(path).write_text(html_report(results), encoding="utf-8")
