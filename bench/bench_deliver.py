@@ -4,7 +4,8 @@
 in-process gateway, which delivers them to an MTA-STS ``enforce`` domain over
 verified TLS in a simulated world on loopback. Prints messages/second and the
 process's peak memory (ru_maxrss; with --tracemalloc also the peak of Python
-allocations, in a run whose throughput figure is then not meaningful). Asserts nothing (DESIGN.md §5).
+allocations, in a run whose throughput figure is then not meaningful).
+Asserts nothing (DESIGN.md §5).
 
     .venv/bin/python bench/bench_deliver.py [--messages N] [--clients N]
 """
@@ -24,11 +25,11 @@ import aiosmtplib
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.config import load_config  # noqa: E402
-from engine.core.events import ListSink  # noqa: E402
-from engine.gateway import Gateway, GatewaySettings  # noqa: E402
-from engine.io.smtp import SmtpTimeouts  # noqa: E402
-from tests.gateway.sim import SimWorld  # noqa: E402
+from engine.config import load_config
+from engine.core.events import ListSink
+from engine.gateway import Gateway, GatewaySettings
+from engine.io.smtp import SmtpTimeouts
+from tests.gateway.sim import SimWorld
 
 BODY = (
     b"From: a@sender.example\r\nTo: b@example.com\r\nSubject: bench\r\n\r\n"
@@ -95,8 +96,9 @@ async def run(messages: int, clients: int, trace: bool = False) -> None:
     )
     if trace:
         print(f"tracemalloc peak          {peak / 2**20:8.1f} MiB (Python allocations)")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(
-        f"ru_maxrss                 {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:8.1f} "
+        f"ru_maxrss                 {rss / 1024:8.1f} "
         "MiB (whole process: gateway + simulated world)"
     )
     print(f"events emitted            {sink.count}")

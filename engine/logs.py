@@ -25,7 +25,7 @@ from typing import IO
 
 from engine.core.events import LogEvent
 
-__all__ = ["TEMPLATES", "JsonLogWriter", "MailLogWriter", "format_ctime", "render_text"]
+__all__ = ["INTERNAL", "TEMPLATES", "JsonLogWriter", "MailLogWriter", "format_ctime", "render_text"]
 
 
 def _rids(value: object) -> str:
@@ -207,7 +207,7 @@ class MailLogWriter:
 
     def line(self, event: LogEvent) -> str | None:
         """The full line for ``event``, or None when its level is filtered out."""
-        if _LEVELS.get(event.level, 20) < self._threshold:
+        if event.code in INTERNAL or _LEVELS.get(event.level, 20) < self._threshold:
             return None
         return f"{format_ctime(event.at)} {event.level.capitalize()}: {render_text(event)}"
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from engine.commands import UsageError
 from engine.config import EngineConfig, load_config
 from engine.core.errors import ConfigError
+from engine.io.dialer import Dialer
 
 if TYPE_CHECKING:
     from engine.commands import Subparsers
@@ -70,6 +71,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--ca-file", metavar="PEM", help="trusted roots; overrides [tls] ca_file")
     parser.add_argument("--json", action="store_true", help="also print a JSON report")
+    parser.add_argument(
+        "--endpoints",
+        metavar="JSON",
+        help='endpoint map {"ADDR:PORT": "ADDR:PORT"} (as `sts-harness serve` writes it); '
+        "implies loopback-only dialling",
+    )
 
 
 def register(subparsers: Subparsers) -> None:
@@ -104,6 +111,19 @@ def register(subparsers: Subparsers) -> None:
     check.set_defaults(handler=_check)
 
 
+def _dialer(args: argparse.Namespace) -> Dialer:
+    port_map = {25: args.smtp_port} if getattr(args, "smtp_port", None) else {}
+    if not args.endpoints:
+        return Dialer(port_map=port_map)
+    try:
+        raw = json.loads(Path(args.endpoints).read_text())
+        mapping = {_hostport(k): _hostport(v) for k, v in raw.items()}
+    except (OSError, ValueError, AttributeError, argparse.ArgumentTypeError) as exc:
+        raise UsageError(f"--endpoints {args.endpoints!r}: {exc}") from exc
+    # A simulated world: never dial anything outside loopback.
+    return Dialer(endpoint_map=mapping, loopback_only=True, port_map=port_map)
+
+
 def _read_message(name: str) -> bytes:
     if name == "-":
         return sys.stdin.buffer.read()
@@ -124,12 +144,10 @@ async def _send_async(
     config: EngineConfig, args: argparse.Namespace, data: bytes, level: str
 ) -> int:
     from engine.engine import Engine
-    from engine.io.dialer import Dialer
     from engine.logs import MailLogWriter
 
     writer = MailLogWriter(sys.stdout, level=level)
-    dialer = Dialer(port_map={25: args.smtp_port} if args.smtp_port else {})
-    async with Engine(config, sink=writer, dialer=dialer) as engine:
+    async with Engine(config, sink=writer, dialer=_dialer(args)) as engine:
         report = await engine.deliver(args.mail_from, args.rcpts, data)
     if args.json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
@@ -140,7 +158,7 @@ def _check(args: argparse.Namespace) -> int:
     from engine.check import check_domain
 
     config = _config(args)
-    report = asyncio.run(check_domain(config, args.domain, smtp_port=args.smtp_port))
+    report = asyncio.run(check_domain(config, args.domain, dialer=_dialer(args)))
     if args.json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
     else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 from datetime import UTC, datetime
@@ -139,7 +140,11 @@ def describe(world: World, path: Path) -> str:
     for info in world.hosts.values():
         dialled = f"{info.address}:{info.service_port} -> " if info.service_port else ""
         lines.append(f"  {info.name:<28} {info.role:<12} {dialled}{info.address}:{info.port}")
-    lines.append("endpoint map:")
+    endpoints = Path(ca).parent / "endpoints.json"
+    endpoints.write_text(
+        json.dumps({f"{a}:{p}": f"{ra}:{rp}" for (a, p), (ra, rp) in world.endpoint_map.items()})
+    )
+    lines.append(f"endpoint map: {endpoints}")
     for (addr, port), (real_addr, real_port) in world.endpoint_map.items():
         lines.append(f"  {addr}:{port} -> {real_addr}:{real_port}")
     lines.append("try:")
@@ -157,5 +162,10 @@ def describe(world: World, path: Path) -> str:
                 f"  swaks --server {info.address}:{info.port} --tls --tls-sni {info.name} "
                 f"--tls-verify --tls-ca-path {ca} --to postmaster@{info.name}"
             )
+    first = next(iter(world.spec.domains), "example.com")
+    lines.append(
+        f"  sts-engine send --resolver {dns_host}:{dns_port} --ca-file {ca} "
+        f"--endpoints {endpoints} --from a@sender.example --to rcpt@{first} --log-level debug -"
+    )
     lines.append("ready; stop with Ctrl-C (SIGINT) or SIGTERM")
     return "\n".join(lines) + "\n"

@@ -9,7 +9,6 @@ mail_logs lines. A bar at the top filters by verdict. Every text is escaped.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import tomli_w
 
 from harness.report.sequence import sequence_svg
 from harness.runner import ScenarioResult, Verdict
-from harness.scenario.model import Expect
+from harness.scenario.explain import describe_expect
 
 __all__ = ["html_report", "write_html"]
 
@@ -59,18 +58,6 @@ def _toml(table: Mapping[str, Any]) -> str:
         return repr(table)
 
 
-def _expect_text(x: Expect) -> str:
-    shown = []
-    for f in fields(Expect):
-        value = getattr(x, f.name)
-        if value in (None, (), {}):
-            continue
-        if f.name in ("events", "no_events"):
-            value = [p.describe() for p in value]
-        shown.append(f"{f.name} = {value!r}")
-    return "\n".join(shown)
-
-
 def _steps(r: ScenarioResult) -> str:
     rows = ["<tr><th>#</th><th>step</th><th>expectations</th><th>result</th></tr>"]
     for s in r.steps:
@@ -88,14 +75,14 @@ def _steps(r: ScenarioResult) -> str:
         )
         rows.append(
             f"<tr><td>{s.index}</td><td>{escape(s.label)}{outcomes}</td>"
-            f"<td><pre>{escape(_expect_text(s.expect))}</pre></td><td>{result}</td></tr>"
+            f"<td><pre>{escape(describe_expect(s.expect))}</pre></td><td>{result}</td></tr>"
         )
     if not r.expect.empty:
         final = "\n\n".join(m.render() for m in r.final)
         verdict = f'<pre class="bad">{escape(final)}</pre>' if final else '<span class="ok">ok</span>'
         rows.append(
             f"<tr><td>end</td><td>[expect] over the whole run</td>"
-            f"<td><pre>{escape(_expect_text(r.expect))}</pre></td><td>{verdict}</td></tr>"
+            f"<td><pre>{escape(describe_expect(r.expect))}</pre></td><td>{verdict}</td></tr>"
         )
     return "<table>" + "".join(rows) + "</table>"
 

@@ -8,15 +8,44 @@ item, the closest events actually seen, and everything that happened around it.
 
 from __future__ import annotations
 
+from dataclasses import fields
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from engine.logs import format_ctime
+from harness.scenario.model import Expect
 from harness.scenario.observation import StepObservation
 
 if TYPE_CHECKING:
     from harness.runner import ScenarioResult
 
-__all__ = ["explain", "interleave", "timeline_text"]
+__all__ = ["describe_expect", "explain", "interleave", "timeline_text"]
+
+
+def describe_expect(x: Expect) -> str:
+    """The keys an expectation sets, one ``key = value`` line each."""
+    shown = []
+    for f in fields(Expect):
+        value = getattr(x, f.name)
+        if value is None or value == () or value == {}:
+            continue
+        if f.name in ("events", "no_events"):
+            shown.append(f"{f.name} = [")
+            shown += [f"  {p.describe()}," for p in value]
+            shown.append("]")
+            continue
+        shown.append(f"{f.name} = {_plain(value)!r}")
+    return "\n".join(shown)
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, StrEnum):
+        return str(value)
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def interleave(obs: StepObservation) -> list[tuple[float, str, str]]:

@@ -28,7 +28,7 @@ def test_small_original_is_returned_whole():
     msg = dsn(b"Subject: hi\r\n\r\nbody\r\n")
     assert msg.get_content_type() == "multipart/report"
     assert msg.get_param("report-type") == "delivery-status"
-    text, status, original = msg.get_payload()
+    _text, status, original = msg.get_payload()
     assert status.get_content_type() == "message/delivery-status"
     fields = status.as_string()
     assert "Reporting-MTA: dns; gw.example" in fields

@@ -62,7 +62,7 @@ async def test_daily_report_counts_sessions_and_excludes_report_mail(sim, tmp_pa
 
 async def test_report_post_is_retried_with_backoff_after_a_failure(sim, tmp_path):
     sim.sink.script("/tlsrpt", 503, 201)
-    gw, sink = make_gateway(sim, write_config(sim, tmp_path))
+    gw, _sink = make_gateway(sim, write_config(sim, tmp_path))
     async with gw:
         await inject(gw, "alice@sender.example", ["bob@example.com"])
         await gw.run_once()
