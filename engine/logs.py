@@ -159,7 +159,12 @@ TEMPLATES: dict[str, Template] = {
     "tlsrpt.failed": "TLS report for the domain ({domain}) to {to} abandoned: {detail}",
     "tlsrpt.rua.skipped": "TLS report rua {uri!r} for the domain ({domain}) skipped: {reason}",
     "tlsrpt.none": "No TLSRPT record for the domain ({domain}); report for {day} dropped",
+    "delivery.host.skipped": "MX host {mx} for the domain ({domain}) not used: {detail}",
 }
+
+#: Codes that are data for other parts of the engine (TLS-RPT), not ``mail_logs`` lines.
+#: They still appear in the JSON form.
+INTERNAL: frozenset[str] = frozenset({"tls.session"})
 
 
 def format_ctime(at: float) -> str:
