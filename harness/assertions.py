@@ -200,7 +200,9 @@ def _verified(x: Expect, sc: _Scope) -> list[Mismatch]:
 def _no_transaction(x: Expect, sc: _Scope) -> list[Mismatch]:
     bad = [s for s in sc.sessions if s.mx in x.no_transaction and s.transactions]
     return [
-        Mismatch(f"no_transaction.{s.mx}", "no MAIL FROM", "a mail transaction", _sessions_text([s]))
+        Mismatch(
+            f"no_transaction.{s.mx}", "no MAIL FROM", "a mail transaction", _sessions_text([s])
+        )
         for s in bad
     ]
 
@@ -332,4 +334,3 @@ def check(expect: Expect, observations: Sequence[StepObservation]) -> list[Misma
         if value is not None and value not in _EMPTY:
             out += fn(expect, scope)
     return out
-

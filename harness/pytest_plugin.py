@@ -153,3 +153,7 @@ async def world(cert_factory: CertFactory) -> AsyncIterator[WorldFactory]:
     yield make
     for w in reversed(made):
         await w.__aexit__(None, None, None)  # a no-op for worlds already closed
+
+
+# The scenario catalog: scenarios/**/*.toml files are collected as test items.
+from harness.scenario.collect import *  # noqa: E402, F403

@@ -39,7 +39,7 @@ from typing import Any
 from harness.adapters.base import EngineUnderTest, make_adapter
 from harness.assertions import Mismatch, check
 from harness.scenario.model import Capability, Expect, Scenario, SendSpec, Step, StepKind
-from harness.scenario.observation import StepObservation, WorldWatcher
+from harness.scenario.observation import DeliveryRecord, StepObservation, WorldWatcher
 from harness.world.world import World, shared_cert_factory
 
 __all__ = [
@@ -152,7 +152,9 @@ def _message(scenario: Scenario, step: Step, send: SendSpec) -> bytes:
     ).encode()
 
 
-async def _act(scenario: Scenario, step: Step, world: World, engine: EngineUnderTest) -> tuple:
+async def _act(
+    scenario: Scenario, step: Step, world: World, engine: EngineUnderTest
+) -> tuple[DeliveryRecord, ...]:
     a = step.args
     if step.kind is StepKind.SEND:
         return tuple(await engine.send(a.mail_from, a.rcpts, _message(scenario, step, a)))
@@ -180,7 +182,9 @@ class _Recorder:
     def __init__(self, world: World, engine: EngineUnderTest) -> None:
         self.world, self.engine, self.watcher, self.seen = world, engine, WorldWatcher(), 0
 
-    def take(self, index: int, label: str, clock: float, began: float, **kw: Any) -> StepObservation:
+    def take(
+        self, index: int, label: str, clock: float, began: float, **kw: Any
+    ) -> StepObservation:
         events = tuple(self.engine.events()[self.seen :])
         self.seen += len(events)
         return StepObservation(
@@ -206,7 +210,7 @@ async def run_scenario_async(
         workdir: where the engine keeps files (default: a fresh temporary directory).
     """
     began = time.monotonic()
-    base = {
+    base: dict[str, Any] = {
         "id": scenario.id,
         "title": scenario.title,
         "path": str(scenario.path),
@@ -266,7 +270,7 @@ async def _run_step(
     scenario: Scenario, step: Step, world: World, engine: EngineUnderTest, rec: _Recorder
 ) -> StepResult:
     began, clock = time.monotonic(), engine.now()
-    deliveries: tuple = ()
+    deliveries: tuple[DeliveryRecord, ...] = ()
     error = None
     try:
         deliveries = await _act(scenario, step, world, engine)
@@ -288,4 +292,3 @@ def run_file(path: str | Path, engine: str = "inprocess") -> ScenarioResult:
     from harness.scenario.loader import load_scenario
 
     return run_scenario(load_scenario(path), engine)
-

@@ -133,16 +133,22 @@ class _Transport(httpx.AsyncHTTPTransport):
     def __init__(self, fetcher: PolicyFetcher, proxy: str | None) -> None:
         super().__init__()
         backend = _Backend(fetcher)
+        # No keep-alive: policy fetches go to a different host each time (one per Policy
+        # Domain, once per max_age), so idle connections are never reused; httpcore scans
+        # every pooled connection on each request, which made N domains cost O(N^2)
+        # (bench/bench_resolve.py). It also means every fetch presents the certificate
+        # afresh, judged at the engine's clock (RFC 8461 §3.3), never a pooled session.
+        limits = {"max_connections": 100, "max_keepalive_connections": 0}
         if proxy is None:
             self._pool = httpcore.AsyncConnectionPool(
-                ssl_context=fetcher.tls_context, network_backend=backend, max_connections=100
+                ssl_context=fetcher.tls_context, network_backend=backend, **limits
             )
         else:
             self._pool = httpcore.AsyncHTTPProxy(
                 proxy_url=f"http://{proxy}",
                 ssl_context=fetcher.tls_context,
                 network_backend=backend,
-                max_connections=100,
+                **limits,
             )
 
 

@@ -21,6 +21,7 @@ them with the world's exchanges.
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from collections.abc import Iterator, Mapping, Sequence
@@ -73,7 +74,7 @@ class _StampingSink:
 
     def __init__(self, world: World) -> None:
         self._world = world
-        self._render = MailLogWriter(_Null(), level="debug")
+        self._render = MailLogWriter(io.StringIO(), level="debug")  # only .line() is used
         self.events: list[EventRecord] = []
 
     def emit(self, event: LogEvent) -> None:
@@ -81,11 +82,6 @@ class _StampingSink:
         line = self._render.line(event) or ""
         at = self._world.dns.clock()
         self.events.append(EventRecord(event.code, fields, event.level, event.at, at, line))
-
-
-class _Null:
-    def write(self, text: str) -> int:
-        return len(text)
 
 
 def _config(sender: Mapping[str, Any], world: World) -> EngineConfig:

@@ -13,8 +13,8 @@ from rich.table import Table
 
 from harness.coverage import DEFAULT_REQUIREMENTS, coverage_of, load_requirements
 from harness.errors import HarnessError
-from harness.scenario.loader import load_all, load_scenario
 from harness.scenario.explain import describe_expect
+from harness.scenario.loader import load_all, load_scenario
 from harness.scenario.model import Scenario, StepKind
 
 __all__ = ["describe", "register"]
@@ -123,7 +123,10 @@ def _show(args: argparse.Namespace) -> int:
     else:
         found = [s for s in load_all([args.root]) if s.id == args.scenario]
         if not found:
-            print(f"sts-harness show: no scenario {args.scenario!r} under {args.root}", file=sys.stderr)
+            print(
+                f"sts-harness show: no scenario {args.scenario!r} under {args.root}",
+                file=sys.stderr,
+            )
             return 2
         scenario = found[0]
     print(describe(scenario))
@@ -150,7 +153,9 @@ def _coverage(args: argparse.Namespace) -> int:
         for r in cov.uncovered:
             console.print(f"  {r.id:<38} {r.level:<6} §{r.section:<7} {r.title}", markup=False)
     for tag, ids in cov.unknown.items():
-        print(f"warning: {tag!r} (in {', '.join(ids)}) is not in {args.requirements}", file=sys.stderr)
+        print(
+            f"warning: {tag!r} (in {', '.join(ids)}) is not in {args.requirements}", file=sys.stderr
+        )
     counted, uncovered = len(cov.counted), len(cov.uncovered)
     console.print(f"{counted - uncovered}/{counted} counted items covered ({cov.percent:.1f}%)")
     if cov.percent < args.min:

@@ -124,7 +124,11 @@ def _handle(args: argparse.Namespace) -> int:
     out.print(_summary(results))
     counts = {v.value: sum(r.verdict is v for r in results) for v in Verdict}
     out.print(", ".join(f"{n} {v}" for v, n in counts.items() if n) or "no scenarios")
-    for path, write in ((args.junit, write_junit), (args.json, write_json), (args.html, write_html)):
+    for path, write in (
+        (args.junit, write_junit),
+        (args.json, write_json),
+        (args.html, write_html),
+    ):
         if path is not None:
             write(results, path)
             out.print(f"wrote {path}")

@@ -35,8 +35,12 @@ section.sc>summary{padding:7px 10px;cursor:pointer;font-weight:600;list-style:no
 .skipped{background:#718096}
 .meta{color:#4a5568;font-weight:400;font-size:12px;margin-left:8px}
 .inner{padding:4px 14px 12px}
-pre{background:#f7fafc;border:1px solid #e2e8f0;padding:8px;overflow:auto;font-size:12px}
-table{border-collapse:collapse;width:100%;font-size:13px}
+pre{background:#f7fafc;border:1px solid #e2e8f0;padding:8px;overflow:auto;font-size:12px;
+  margin:2px 0}
+table{border-collapse:collapse;width:100%;font-size:13px;table-layout:fixed}
+table pre{white-space:pre-wrap;overflow-wrap:anywhere}
+col.n{width:34px}col.s{width:24%}
+.out{color:#4a5568;font-size:12px}
 td,th{border:1px solid #e2e8f0;padding:4px 6px;vertical-align:top;text-align:left}
 .bad{color:#c53030}.ok{color:#2f855a}
 .cols{display:grid;grid-template-columns:1fr 1fr;gap:12px}
@@ -59,7 +63,10 @@ def _toml(table: Mapping[str, Any]) -> str:
 
 
 def _steps(r: ScenarioResult) -> str:
-    rows = ["<tr><th>#</th><th>step</th><th>expectations</th><th>result</th></tr>"]
+    rows = [
+        '<colgroup><col class="n"><col class="s"><col><col></colgroup>'
+        "<tr><th>#</th><th>step</th><th>expectations</th><th>result</th></tr>"
+    ]
     for s in r.steps:
         if s.observation.error:
             result = f'<pre class="bad">{escape(s.observation.error)}</pre>'
@@ -69,17 +76,21 @@ def _steps(r: ScenarioResult) -> str:
         else:
             result = '<span class="ok">ok</span>' if not s.expect.empty else ""
         outcomes = "".join(
-            f"<div>{escape(d.rcpt)}: {escape(d.status)} via {escape(str(d.mx))} "
+            f'<div class="out">⇒ {escape(d.rcpt)}: {escape(d.status)} via {escape(str(d.mx))} '
             f"{escape(d.tls or 'clear')}/{escape(d.verified)}</div>"
             for d in s.observation.deliveries
         )
+        expected = describe_expect(s.expect)
+        shown = f"<pre>{escape(expected)}</pre>" if expected else ""
         rows.append(
             f"<tr><td>{s.index}</td><td>{escape(s.label)}{outcomes}</td>"
-            f"<td><pre>{escape(describe_expect(s.expect))}</pre></td><td>{result}</td></tr>"
+            f"<td>{shown}</td><td>{result}</td></tr>"
         )
     if not r.expect.empty:
         final = "\n\n".join(m.render() for m in r.final)
-        verdict = f'<pre class="bad">{escape(final)}</pre>' if final else '<span class="ok">ok</span>'
+        verdict = (
+            f'<pre class="bad">{escape(final)}</pre>' if final else '<span class="ok">ok</span>'
+        )
         rows.append(
             f"<tr><td>end</td><td>[expect] over the whole run</td>"
             f"<td><pre>{escape(describe_expect(r.expect))}</pre></td><td>{verdict}</td></tr>"
@@ -98,7 +109,7 @@ def _section(r: ScenarioResult) -> str:
     if r.description:
         parts.append(f"<p>{escape(r.description)}</p>")
     if r.reason:
-        parts.append(f'<h3>{"skipped" if r.verdict is Verdict.SKIPPED else "error"}</h3>')
+        parts.append(f"<h3>{'skipped' if r.verdict is Verdict.SKIPPED else 'error'}</h3>")
         parts.append(f'<pre class="bad">{escape(r.reason)}</pre>')
     parts.append(
         '<div class="cols"><div><h3>world</h3><pre>' + escape(_toml(r.world)) + "</pre></div>"
@@ -128,7 +139,7 @@ def html_report(results: Sequence[ScenarioResult], title: str = "sts-harness rep
         if n
     ]
     return (
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>"
         f"<header><h1>{escape(title)}</h1><div>{len(results)} scenarios: {summary}</div>"
         f'<div class="bar">{"".join(buttons)}</div></header><main>'

@@ -55,9 +55,7 @@ def _event(node: Node) -> EventPattern:
         raise node.error("an event pattern needs a 'code'")
     code = entries.pop("code")
     code.text()
-    return EventPattern(
-        code=_matcher(code), fields={k: _matcher(n) for k, n in entries.items()}
-    )
+    return EventPattern(code=_matcher(code), fields={k: _matcher(n) for k, n in entries.items()})
 
 
 def _outcome(node: Node) -> Outcome | dict[str, Outcome]:

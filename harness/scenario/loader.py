@@ -72,10 +72,10 @@ def sender_toml(sender: Mapping[str, Any], proxy: tuple[str, int] | None = None)
 def _check_sender(node: Node) -> Mapping[str, Any]:
     table = node.mapping()
     for section, key in _ADAPTER_FILLED:
-        if section in table and isinstance(table[section].value, Mapping):
-            if key in table[section].value:
-                where = key_path(key_path(node.path, section), key)
-                raise SpecError(node.file, where, table[section].value[key], "set by the adapter")
+        value = table[section].value if section in table else None
+        if isinstance(value, Mapping) and key in value:
+            where = key_path(key_path(node.path, section), key)
+            raise SpecError(node.file, where, value[key], "set by the adapter")
     try:
         parse_config(sender_toml(node.value), file=node.file)
     except ConfigError as exc:
@@ -90,16 +90,19 @@ def _meta(node: Node, path: Path) -> dict[str, Any]:
     e = node.table(_META)
     sid = e["id"].text() if "id" in e else path.stem
     if not _ID.fullmatch(sid):
-        raise (e["id"] if "id" in e else node).error(f"{sid!r} is not a usable scenario id")
+        raise e.get("id", node).error(f"{sid!r} is not a usable scenario id")
     topic = e["topic"].text() if "topic" in e else path.parent.name.replace("-", "_")
     if not _TOPIC.fullmatch(topic):
-        where = e["topic"] if "topic" in e else node
-        raise where.error(f"topic {topic!r} must be a lower-case identifier (a pytest marker)")
+        raise e.get("topic", node).error(
+            f"topic {topic!r} must be a lower-case identifier (a pytest marker)"
+        )
     covers = e["covers"].strings() if "covers" in e else ()
     for i, tag in enumerate(covers):
         if not _COVER.fullmatch(tag):
-            raise e["covers"].child(i, tag).error(
-                f"{tag!r} is neither a requirement ID (DISC-1) nor a seed tag (seed:name)"
+            raise (
+                e["covers"]
+                .child(i, tag)
+                .error(f"{tag!r} is neither a requirement ID (DISC-1) nor a seed tag (seed:name)")
             )
     requires = frozenset(
         e["requires"].child(i, v).choice(Capability)
@@ -195,7 +198,9 @@ def load_all(paths: Iterable[str | Path]) -> list[Scenario]:
     for path in discover(paths):
         s = load_scenario(path)
         if s.id in seen:
-            raise SpecError(str(path), "scenario.id", s.id, f"{s.id!r} is also the id of {seen[s.id]}")
+            raise SpecError(
+                str(path), "scenario.id", s.id, f"{s.id!r} is also the id of {seen[s.id]}"
+            )
         seen[s.id] = path
         scenarios.append(s)
     return scenarios

@@ -152,7 +152,9 @@ def parse_step(node: Node, index: int, world: WorldSpec) -> Step:
     actions = [k for k in e if k != "expect"]
     if len(actions) != 1:
         what = "no action" if not actions else f"several actions {actions}"
-        raise node.error(f"a step needs exactly one action, found {what}", [k.value for k in StepKind])
+        raise node.error(
+            f"a step needs exactly one action, found {what}", [k.value for k in StepKind]
+        )
     kind = StepKind(actions[0])
     a = e[kind.value]
     args: Any

@@ -204,9 +204,12 @@ async def test_commit_makes_a_running_gateway_reload(tmp_path):
             assert await asyncio.to_thread(main, argv) == 0
             assert await asyncio.to_thread(main, ["commit", "--config", str(config)]) == 0
             assert proc.stdout is not None
-            async with asyncio.timeout(20):
-                while b"Configuration reloaded from" not in await proc.stdout.readline():
-                    pass
+            seen = b""
+            async with asyncio.timeout(30):
+                while b"Configuration reloaded from" not in seen:
+                    line = await proc.stdout.readline()
+                    assert line, f"serve ended before reloading: {seen!r}"
+                    seen += line
         finally:
             proc.terminate()
             await proc.wait()

@@ -147,9 +147,7 @@ class Simulation:
         self, *rcpts: str, final: bool = False, mail_from: str = SENDER
     ) -> DeliveryReport:
         """One delivery attempt of a small message; waits for the MTAs' session records."""
-        report = await self.engine.deliver(
-            mail_from, list(rcpts or (RCPT,)), MESSAGE, final=final
-        )
+        report = await self.engine.deliver(mail_from, list(rcpts or (RCPT,)), MESSAGE, final=final)
         await self.world.settle(SMTP_TIMEOUT * 3)
         self.reports.append(report)
         return report
@@ -157,9 +155,7 @@ class Simulation:
     def lines(self, level: str = "info") -> list[str]:
         """The ``mail_logs`` lines at ``level``, time prefix stripped (``Info: ...``)."""
         keep = {"info": ("info", "warning"), "debug": ("debug", "info", "warning")}[level]
-        return [
-            f"{e.level.capitalize()}: {render_text(e)}" for e in self.events if e.level in keep
-        ]
+        return [f"{e.level.capitalize()}: {render_text(e)}" for e in self.events if e.level in keep]
 
     def texts(self, level: str = "info") -> list[str]:
         """The line texts at ``level``, without time and level."""

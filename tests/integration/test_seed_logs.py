@@ -91,8 +91,7 @@ SEED_FETCH_TIMEOUT = [
     "Info: Successfully fetched MTA-STS TXT record for domain(domain.com)",
     "Debug: Fetch MTA-STS policy for the domain (domain.com)",
     "Debug: MTA-STS policy fetch request via the proxy",
-    "Debug: STS policy fetch request failed due to connection timeout., for the domain "
-    "domain.com",
+    "Debug: STS policy fetch request failed due to connection timeout., for the domain domain.com",
     "Info: Failure encountered while fetching MTA-STS policy for the domain (domain.com)",
 ]
 
@@ -155,7 +154,9 @@ def positions(lines: list[str], expected: list[str]) -> list[int]:
             at = lines.index(want, at)
         except ValueError:
             shown = "\n".join(lines)
-            raise AssertionError(f"seed line missing or out of order:\n  {want}\nin:\n{shown}")
+            raise AssertionError(
+                f"seed line missing or out of order:\n  {want}\nin:\n{shown}"
+            ) from None
         found.append(at)
         at += 1
     return found
@@ -183,9 +184,7 @@ def assert_seed_sequence(
 
 
 async def test_seed_sep26_successful_delivery_at_info_level():
-    async with simulation(
-        seed_world(), tls="preferred", mta_sts=True, domain=DOMAIN
-    ) as sim:
+    async with simulation(seed_world(), tls="preferred", mta_sts=True, domain=DOMAIN) as sim:
         report = await sim.send(RCPT)
         assert report.status == "delivered"
         assert_seed_sequence(
@@ -200,9 +199,7 @@ async def test_seed_sep26_successful_delivery_at_info_level():
 
 
 async def test_seed_sep26_successful_delivery_at_debug_level_with_a_cached_policy():
-    async with simulation(
-        seed_world(), tls="preferred", mta_sts=True, domain=DOMAIN
-    ) as sim:
+    async with simulation(seed_world(), tls="preferred", mta_sts=True, domain=DOMAIN) as sim:
         await sim.send(RCPT)  # fetches and caches the policy
         sim.reset()
         sim.world.servers.clear_logs()
@@ -262,9 +259,7 @@ async def test_seed_sep24_and_sep19_policy_fetch_timeout_levels():
 
 async def test_seed_troubleshooting_required_verify_hosted_mx_lines():
     # Seed troubleshooting 1 (Tue Sep 24 10:02:52): the two lines, adjacent.
-    async with simulation(
-        seed_world(), tls="required-verify", mta_sts=True, domain=DOMAIN
-    ) as sim:
+    async with simulation(seed_world(), tls="required-verify", mta_sts=True, domain=DOMAIN) as sim:
         report = await sim.send(RCPT)
         assert report.status == "deferred"
         vals = values(sim)

@@ -183,8 +183,9 @@ async def test_tls_required_verify_defers_a_hosted_mx_with_the_seed_lines():
         event = one_reason(sim, "tls.verify.deferring", "certificate-host-mismatch")
         dcid = event.fields["dcid"]
         texts = sim.texts()
-        start = texts.index(f"DCID {dcid} TLS deferring: verify error: peer cert does not match "
-                            "domain example.com")
+        start = texts.index(
+            f"DCID {dcid} TLS deferring: verify error: peer cert does not match domain example.com"
+        )
         assert texts[start + 1] == f"DCID {dcid} {REQUIRED_FAILED}"
         assert len(sim.codes("tls.required.failed")) == 1
         (session,) = sim.world.sessions(MX1)

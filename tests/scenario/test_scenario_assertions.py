@@ -29,10 +29,20 @@ def obs(*events: EventRecord, **kw: Any) -> StepObservation:
 
 def session(mx: str, *, delivered: int = 0, transactions: int = 0, **kw: Any) -> SessionRecord:
     base: dict[str, Any] = dict(
-        at=0.0, end=1.0, mx=mx, starttls_offered=True, starttls_attempted=True,
-        tls_version="TLSv1.3", cipher="X", sni=mx, tls_error=None,
-        transactions=max(transactions, delivered), delivered=delivered, in_clear=False,
-        commands=("EHLO",), ended="quit",
+        at=0.0,
+        end=1.0,
+        mx=mx,
+        starttls_offered=True,
+        starttls_attempted=True,
+        tls_version="TLSv1.3",
+        cipher="X",
+        sni=mx,
+        tls_error=None,
+        transactions=max(transactions, delivered),
+        delivered=delivered,
+        in_clear=False,
+        commands=("EHLO",),
+        ended="quit",
     )
     base.update(kw)
     return SessionRecord(**base)
@@ -58,10 +68,12 @@ def test_events_match_as_an_ordered_subsequence() -> None:
 
 
 def test_fields_match_by_equality_regex_and_dotted_paths() -> None:
-    x = Expect(events=(
-        EventPattern("~^sts\\.fetch\\.fail", {"detail": "~timeout", "domain": "example.com"}),
-        EventPattern("tls.session", {"failures.0.result_type": "sts-policy-fetch-error"}),
-    ))
+    x = Expect(
+        events=(
+            EventPattern("~^sts\\.fetch\\.fail", {"detail": "~timeout", "domain": "example.com"}),
+            EventPattern("tls.session", {"failures.0.result_type": "sts-policy-fetch-error"}),
+        )
+    )
     assert check(x, [obs(*EVENTS)]) == []
     assert field_matches([1, 2], (1, 2)) and field_matches(3, 3.0)
     assert not field_matches("~x", lookup({}, "missing"))
@@ -70,7 +82,9 @@ def test_fields_match_by_equality_regex_and_dotted_paths() -> None:
 
 
 def test_missing_event_shows_same_code_with_the_differing_fields() -> None:
-    x = Expect(events=(EventPattern("sts.fetch.failed", {"kind": "status", "domain": "example.com"}),))
+    x = Expect(
+        events=(EventPattern("sts.fetch.failed", {"kind": "status", "domain": "example.com"}),)
+    )
     [m] = check(x, [obs(*EVENTS)])
     assert m.expected == "{code = 'sts.fetch.failed', kind = 'status', domain = 'example.com'}"
     assert m.seen == "no matching event in this scope"
@@ -106,20 +120,39 @@ def test_outcome_via_tls_verified_sni() -> None:
             DeliveryRecord(1, "a@example.com", "delivered", "mx2.example.com", "TLSv1.3", "pkix"),
             DeliveryRecord(1, "b@example.com", "deferred", None, reason="no", result_type="x"),
         ),
-        world=WorldSlice(sessions=(session("mx1.example.com"), session("mx2.example.com", delivered=1))),
+        world=WorldSlice(
+            sessions=(session("mx1.example.com"), session("mx2.example.com", delivered=1))
+        ),
     )
     good = Expect(
         outcome={"a@example.com": Outcome.DELIVERED, "b@example.com": Outcome.DEFERRED},
-        via="mx2.example.com", tls="TLSv1.3", verified=Verification.PKIX,
-        sni="mx2.example.com", no_transaction=("mx1.example.com",), in_clear=False,
+        via="mx2.example.com",
+        tls="TLSv1.3",
+        verified=Verification.PKIX,
+        sni="mx2.example.com",
+        no_transaction=("mx1.example.com",),
+        in_clear=False,
     )
     assert check(good, [o]) == []
-    bad = Expect(outcome=Outcome.DELIVERED, via="mx1.example.com", tls="none",
-                 verified=Verification.DANE, sni={"mx1.example.com": "other"},
-                 no_transaction=("mx2.example.com",), in_clear=True)
+    bad = Expect(
+        outcome=Outcome.DELIVERED,
+        via="mx1.example.com",
+        tls="none",
+        verified=Verification.DANE,
+        sni={"mx1.example.com": "other"},
+        no_transaction=("mx2.example.com",),
+        in_clear=True,
+    )
     keys = [m.key for m in check(bad, [o])]
-    assert keys == ["outcome.b@example.com", "via", "tls", "verified", "no_transaction.mx2.example.com",
-                    "in_clear", "sni.mx1.example.com"]
+    assert keys == [
+        "outcome.b@example.com",
+        "via",
+        "tls",
+        "verified",
+        "no_transaction.mx2.example.com",
+        "in_clear",
+        "sni.mx1.example.com",
+    ]
 
 
 def test_outcome_without_a_send_is_a_mismatch() -> None:
@@ -129,22 +162,35 @@ def test_outcome_without_a_send_is_a_mismatch() -> None:
 
 def test_fetches_and_queries_count() -> None:
     world = WorldSlice(
-        dns=(DnsRecord(0, "_mta-sts.example.com", "TXT", "NOERROR", False, (), None),
-             DnsRecord(0, "example.com", "MX", "NOERROR", False, (), None)),
-        fetches=(FetchRecord(0, "mta-sts.example.com", "mta-sts.example.com", "GET", "/p", "serve 200"),),
+        dns=(
+            DnsRecord(0, "_mta-sts.example.com", "TXT", "NOERROR", False, (), None),
+            DnsRecord(0, "example.com", "MX", "NOERROR", False, (), None),
+        ),
+        fetches=(
+            FetchRecord(0, "mta-sts.example.com", "mta-sts.example.com", "GET", "/p", "serve 200"),
+        ),
     )
     o = obs(world=world)
-    assert check(Expect(fetches=1, queries={"_mta-sts.example.com TXT": 1, "example.com": 1}), [o]) == []
+    assert (
+        check(Expect(fetches=1, queries={"_mta-sts.example.com TXT": 1, "example.com": 1}), [o])
+        == []
+    )
     ms = check(Expect(fetches={"mta-sts.example.com": 2}, queries={"example.com A": 1}), [o])
     assert [m.key for m in ms] == ["fetches.mta-sts.example.com", "queries.'example.com A'"]
-    assert ms[0].closest == ("GET https://mta-sts.example.com/p SNI=mta-sts.example.com -> serve 200",)
+    assert ms[0].closest == (
+        "GET https://mta-sts.example.com/p SNI=mta-sts.example.com -> serve 200",
+    )
     assert ms[1].closest == ("example.com MX -> NOERROR",)
 
 
 @pytest.mark.parametrize("value", [0, False])
 def test_falsy_expectations_are_still_checked(value: Any) -> None:
-    o = obs(world=WorldSlice(fetches=(FetchRecord(0, "h", None, "GET", "/", "404"),),
-                             sessions=(session("mx", in_clear=True),)))
+    o = obs(
+        world=WorldSlice(
+            fetches=(FetchRecord(0, "h", None, "GET", "/", "404"),),
+            sessions=(session("mx", in_clear=True),),
+        )
+    )
     key = "fetches" if value == 0 and value is not False else "in_clear"
     assert [m.key for m in check(Expect(**{key: value}), [o])] == [key]
 

@@ -17,7 +17,11 @@ pytest_plugins = ["pytester"]
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "scenarios" / "examples"
 # Once the harness plugin re-exports the hooks (entry point), loading them again clashes.
-PLUGIN = [] if hasattr(harness.pytest_plugin, "pytest_collect_file") else ["-p", "harness.scenario.collect"]
+PLUGIN = (
+    []
+    if hasattr(harness.pytest_plugin, "pytest_collect_file")
+    else ["-p", "harness.scenario.collect"]
+)
 
 GOOD = """
 [scenario]
@@ -53,18 +57,31 @@ def test_items_markers_failures_under_xdist(pytester: pytest.Pytester) -> None:
     shutil.copytree(EXAMPLES, pytester.path / "scenarios" / "examples")
     (pytester.path / "not-a-scenario.toml").write_text("[tool]\n")
     result = pytester.runpytest_subprocess(
-        *PLUGIN, "-n", "2", "-p", "no:cacheprovider", "--strict-markers", "--engine", "inprocess",
-        "-m", "delivery or examples or t", "-rA",
+        *PLUGIN,
+        "-n",
+        "2",
+        "-p",
+        "no:cacheprovider",
+        "--strict-markers",
+        "--engine",
+        "inprocess",
+        "-m",
+        "delivery or examples or t",
+        "-rA",
     )
     examples = len(list(EXAMPLES.glob("*.toml")))
     result.assert_outcomes(passed=examples + 1, failed=1)  # other/x.toml: deselected by -m
     assert "other/x.toml" not in result.stdout.str()
-    result.stdout.fnmatch_lines_random([
-        "PASSED scenarios/delivery/clear.toml::clear",
-        "PASSED scenarios/examples/dane-ee-delivery.toml::dane-ee-delivery",
-        "*scenario bad FAILED*", "*expected: mx9.example.com*",
-        "*seen:     delivered at mx1.example.com*", "*--- timeline ---*",
-    ])
+    result.stdout.fnmatch_lines_random(
+        [
+            "PASSED scenarios/delivery/clear.toml::clear",
+            "PASSED scenarios/examples/dane-ee-delivery.toml::dane-ee-delivery",
+            "*scenario bad FAILED*",
+            "*expected: mx9.example.com*",
+            "*seen:     delivered at mx1.example.com*",
+            "*--- timeline ---*",
+        ]
+    )
 
 
 def test_bad_file_is_a_collection_error_naming_the_key(pytester: pytest.Pytester) -> None:
@@ -72,3 +89,16 @@ def test_bad_file_is_a_collection_error_naming_the_key(pytester: pytest.Pytester
     result = pytester.runpytest_subprocess(*PLUGIN, "--collect-only", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(["*scenarios/t/typo.toml: expect.fetchez: unknown key 'fetchez'*"])
+
+
+def test_public_api_is_pinned() -> None:
+    import harness.adapters
+    import harness.report
+    import harness.scenario
+    import harness.scenario.collect as collect
+
+    assert {"pytest_addoption", "pytest_collect_file", "pytest_configure"} <= set(collect.__all__)
+    for module in (harness.scenario, harness.adapters, harness.report, collect):
+        assert all(hasattr(module, name) for name in module.__all__)
+    assert "InProcessEngine" in harness.adapters.__all__
+    assert {"load_scenario", "Scenario", "Expect", "StepKind"} <= set(harness.scenario.__all__)

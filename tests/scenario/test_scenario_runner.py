@@ -19,7 +19,13 @@ title = "runner test"
 [world.domains."example.com"]
 mx = ["10 mx1.example.com", "20 mx2.example.com"]
 mta_sts_txt = ["v=STSv1; id=A1"]
-policy = "version: STSv1\\nmode: enforce\\nmx: mx1.example.com\\nmx: mx2.example.com\\nmax_age: 86400\\n"
+policy = '''
+version: STSv1
+mode: enforce
+mx: mx1.example.com
+mx: mx2.example.com
+max_age: 86400
+'''
 [world.hosts."mx1.example.com"]
 cert = "self-signed"
 [sender.destination_controls."example.com"]
@@ -38,29 +44,42 @@ def test_example_scenario_passes(scenario) -> None:
 
 
 def test_failure_names_the_item_the_closest_events_and_the_timeline() -> None:
-    text = W_STS + """
+    text = (
+        W_STS
+        + """
 [steps.expect]
 via = "mx1.example.com"
-events = [{ code = "tls.verify.deferring", mx = "mx1.example.com", result_type = "certificate-expired" }]
+events = [
+  { code = "tls.verify.deferring", mx = "mx1.example.com", result_type = "certificate-expired" },
+]
 """
+    )
     result = run_scenario(loads_scenario(text, "/x/t/fail.toml"))
     assert result.verdict is Verdict.FAILED
     [via, events] = result.steps[0].mismatches
     assert via.seen == "delivered at mx2.example.com"
     assert events.closest[0].endswith(
-        "tls.verify.deferring: result_type='certificate-not-trusted' (expected 'certificate-expired')"
+        "tls.verify.deferring: result_type='certificate-not-trusted' "
+        "(expected 'certificate-expired')"
     )
     text = explain(result)
-    for piece in ("scenario fail FAILED", "step 0 (send", "--- timeline ---",
-                  "dns    _mta-sts.example.com: TXT -> NOERROR",
-                  "policy mta-sts.example.com: GET /.well-known/mta-sts.txt",
-                  "smtp   mx2.example.com: TLSv1.3, 1 delivered",
-                  "Info: Successfully fetched MTA-STS TXT record for domain(example.com)"):
+    for piece in (
+        "scenario fail FAILED",
+        "step 0 (send",
+        "--- timeline ---",
+        "dns    _mta-sts.example.com: TXT -> NOERROR",
+        "policy mta-sts.example.com: GET /.well-known/mta-sts.txt",
+        "smtp   mx2.example.com: TLSv1.3, 1 delivered",
+        "Info: Successfully fetched MTA-STS TXT record for domain(example.com)",
+    ):
         assert piece in text
 
 
 def test_final_expect_covers_the_whole_run() -> None:
-    text = W_STS + '[[steps]]\nadvance = "1h"\n[expect]\nfetches = 1\nqueries = { "example.com MX" = 1 }\n'
+    text = (
+        W_STS
+        + '[[steps]]\nadvance = "1h"\n[expect]\nfetches = 1\nqueries = { "example.com MX" = 1 }\n'
+    )
     assert run_scenario(loads_scenario(text, "/x/t/final.toml")).verdict is Verdict.PASSED
     bad = text.replace("fetches = 1", "fetches = 2")
     result = run_scenario(loads_scenario(bad, "/x/t/final.toml"))
@@ -87,7 +106,7 @@ def test_a_step_that_raises_is_an_error_with_the_traceback() -> None:
     text = W_STS + '[[steps]]\nupdate_policy = { domain = "nowhere.example", status = 500 }\n'
     result = run_scenario(loads_scenario(text, "/x/t/err.toml"))
     assert result.verdict is Verdict.ERROR
-    assert "update_policy: domains.\"nowhere.example\": no such domain" in result.reason
+    assert 'update_policy: domains."nowhere.example": no such domain' in result.reason
     assert len(result.steps) == 2 and result.steps[1].observation.error
 
 

@@ -1,0 +1,143 @@
+"""Running scenarios against a black-box engine inside a fresh network namespace.
+
+Theory of operation
+-------------------
+Python 3.11 cannot enter a namespace (no ``os.setns``), so the parent creates one
+(:class:`~harness.netns.Namespace`) and starts this module inside it::
+
+    ip netns exec sts-1234-ab12cd .venv/bin/python -m harness.adapters.blackbox_child JOB.json
+
+The child does the whole run where the MTA can see the world: it relabels and
+batches the scenarios (:mod:`harness.adapters.blackbox_batch`), brings up each
+batch's world on the standard ports, starts the engine once per batch, runs the
+steps and writes the :class:`~harness.runner.ScenarioResult` s (plain data) to the
+job's ``out`` file as a pickle. The parent waits for the child to exit -- the
+child stops every process it started in its own ``finally`` blocks -- and only
+then deletes the namespace. A job file, not argv, carries the request, so the
+parent can pass any number of scenarios.
+
+:func:`run_engine` is the parent's side; :func:`unavailable` says, without a
+namespace, why a profile cannot run here (root, ``ip netns``, ``nft``, binaries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness.adapters.blackbox import BlackBoxEngine
+from harness.adapters.blackbox_batch import needs, plan, relabel, run_batch, world_view
+from harness.adapters.blackbox_profile import load_profile, render
+from harness.netns import Namespace, probe, sweep_stale
+from harness.runner import ScenarioResult, Verdict
+from harness.scenario.loader import load_scenario
+
+__all__ = ["main", "run_engine", "unavailable"]
+
+_CHILD_TIMEOUT = 900.0
+
+
+def unavailable(engine: str) -> str:
+    """Why ``engine`` cannot run here ("" when it can)."""
+    p = probe()
+    if not p.ok:
+        return p.reason
+    profile = load_profile(engine)
+    venv_bin = str(Path(sys.executable).parent)
+    for binary in profile.binaries:
+        path = render(binary, {"venv_bin": venv_bin})
+        if shutil.which(path) is None:
+            return f"{path} is not installed (scripts/install-blackbox.sh)"
+    return ""
+
+
+def _skipped(path: Path, engine: str, reason: str) -> ScenarioResult:
+    s = load_scenario(path)
+    return ScenarioResult(
+        id=s.id, title=s.title, path=str(s.path), topic=s.topic, covers=s.covers,
+        engine=engine, verdict=Verdict.SKIPPED, reason=reason, description=s.description,
+    )
+
+
+def run_engine(
+    engine: str, paths: Sequence[Path], *, overrides: dict[str, str] | None = None
+) -> list[ScenarioResult]:
+    """Run scenario files against ``engine`` in a namespace of their own.
+
+    Returns:
+        One result per file, in order; all SKIPPED (with the reason) when the
+        engine cannot run here.
+    """
+    reason = unavailable(engine)
+    if reason:
+        return [_skipped(p, engine, reason) for p in paths]
+    sweep_stale()
+    with tempfile.TemporaryDirectory(prefix="blackbox-") as tmp:
+        job = Path(tmp) / "job.json"
+        out = Path(tmp) / "results.pickle"
+        job.write_text(json.dumps({
+            "engine": engine,
+            "paths": [str(Path(p).resolve()) for p in paths],
+            "out": str(out),
+            "overrides": overrides or {},
+        }), encoding="utf-8")
+        with Namespace() as ns:
+            done = subprocess.run(
+                ns.argv([sys.executable, "-m", "harness.adapters.blackbox_child", str(job)]),
+                env=ns.env(), capture_output=True, text=True, timeout=_CHILD_TIMEOUT,
+            )
+        if done.returncode != 0 or not out.exists():
+            raise RuntimeError(
+                f"black-box child for {engine!r} failed (status {done.returncode}):\n"
+                f"{done.stderr[-4000:]}"
+            )
+        results: list[ScenarioResult] = pickle.loads(out.read_bytes())
+        return results
+
+
+async def _run(engine: str, paths: list[Path], overrides: dict[str, str]) -> list[ScenarioResult]:
+    profile = load_profile(engine)
+    results: dict[int, ScenarioResult] = {}
+    runnable, notes = [], {}
+    for k, path in enumerate(paths, start=1):
+        s = relabel(path.read_text(encoding="utf-8"), k, path)
+        why = needs(s, profile.capabilities, profile.features)
+        if why:
+            results[k] = _skipped(path, engine, why)
+            continue
+        s, dropped = world_view(s, profile.capabilities)
+        if dropped:
+            notes[s.id] = "not judged (engine-internal): " + ", ".join(dropped)
+        runnable.append((k, s))
+    order = {s.id: k for k, s in runnable}
+    batches = plan([s for _, s in runnable], sender_matters=profile.driver == "sts-engine")
+    for n, batch in enumerate(batches):
+        with tempfile.TemporaryDirectory(prefix=f"bb-{engine}-{n}-") as tmp:
+            for r in await run_batch(
+                batch, engine, lambda: BlackBoxEngine(profile, overrides=overrides),
+                Path(tmp), notes,
+            ):
+                results[order[r.id]] = r
+    return [results[k] for k in sorted(results)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the job file ``argv[0]`` (inside a namespace); exit 0 when results were written."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    job = json.loads(Path(args[0]).read_text(encoding="utf-8"))
+    results = asyncio.run(
+        _run(job["engine"], [Path(p) for p in job["paths"]], dict(job.get("overrides", {})))
+    )
+    Path(job["out"]).write_bytes(pickle.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

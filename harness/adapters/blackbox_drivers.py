@@ -1,0 +1,195 @@
+"""What differs between real MTAs beyond their profile: set-up, log reading, outcomes.
+
+Theory of operation
+-------------------
+The adapter (:mod:`harness.adapters.blackbox`) turns every log line into zero or
+more :class:`Parsed` events with :meth:`Driver.parse`, and settles a recipient
+when an ``outcome`` event (fields ``qid``, ``rcpt``, ``status`` in
+``delivered|deferred|bounced``, optional ``mx``, ``reason``, ``proc``) names it.
+A driver adds, per MTA family:
+
+* ``prepare``: files and directories the templates cannot make (Postfix's queue
+  owned by ``postfix``; chasquid's certificate and submission user; our gateway's
+  configuration from the scenario's ``[sender]``), and extra template values;
+* ``parse``: the profile's regex log map (default), or our gateway's JSON events;
+* outcome normalisation: Postfix's ``status=sent`` is ``delivered``; our gateway's
+  ``delivery.start``/``message.finished``/``delivery.delayed`` become ``outcome``s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from harness.adapters.blackbox_profile import EngineProfile
+from harness.scenario.loader import sender_toml
+from harness.world.world import World
+
+__all__ = ["DRIVERS", "Driver", "Parsed", "driver_for"]
+
+_STATUS = {"sent": "delivered", "delivered": "delivered", "deferred": "deferred"}
+_STATUS |= {"bounced": "bounced", "failed": "bounced", "expired": "bounced"}
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """One event read from a log line."""
+
+    code: str
+    fields: Mapping[str, Any]
+    level: str = "info"
+
+
+@dataclass(slots=True)
+class Driver:
+    """The default driver: the profile's regex log map (see the module docstring)."""
+
+    profile: EngineProfile
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def prepare(self, instance: Path, world: World, sender: Mapping[str, Any]) -> dict[str, str]:
+        """Make what the templates need; returns extra template values."""
+        return {}
+
+    def settle(
+        self, qid: str, rcpts: Sequence[str], events: Sequence[Parsed]
+    ) -> dict[str, Mapping[str, Any]]:
+        """Recipients of submission ``qid`` settled so far: rcpt -> outcome fields."""
+        out: dict[str, Mapping[str, Any]] = {}
+        for e in events:
+            if e.code == "outcome" and e.fields.get("qid") == qid:
+                out.setdefault(str(e.fields.get("rcpt", "")).lower(), e.fields)
+        return out
+
+    def parse(self, stream: str, line: str) -> list[Parsed]:
+        """Events from one log line (the first matching rule wins)."""
+        for rule in self.profile.log:
+            m = rule.match.search(line)
+            if m is None:
+                continue
+            fields = {k: v for k, v in m.groupdict().items() if v is not None}
+            if rule.code == "outcome":
+                fields["status"] = _STATUS.get(fields.get("status", ""), fields.get("status"))
+                fields["rcpt"] = fields.get("rcpt", "").lower()
+            level = "warning" if rule.code.endswith(("warning", "failed")) else "info"
+            return [Parsed(rule.code, fields, level)]
+        return []
+
+
+class PostfixDriver(Driver):
+    """Postfix: the queue directory tree belongs to ``postfix``; data likewise."""
+
+    def prepare(self, instance: Path, world: World, sender: Mapping[str, Any]) -> dict[str, str]:
+        """Create ``queue/`` (root) and ``data/`` (postfix); ``postfix start`` fills them."""
+        (instance / "queue").mkdir(mode=0o755, exist_ok=True)
+        data = instance / "data"
+        data.mkdir(mode=0o700, exist_ok=True)
+        pw = pwd.getpwnam("postfix")
+        os.chown(data, pw.pw_uid, pw.pw_gid)
+        return {}
+
+
+class ChasquidDriver(Driver):
+    """chasquid: a certificate for its own name, a submission user, its domain dirs."""
+
+    def prepare(self, instance: Path, world: World, sender: Mapping[str, Any]) -> dict[str, str]:
+        """Write ``certs/<hostname>/``, ``domains/<sender domain>/users``, data dirs."""
+        hostname = "sender.harness.test"
+        cert = world.certs.issue(hostname, profile="valid")
+        certdir = instance / "certs" / hostname
+        certdir.mkdir(parents=True, exist_ok=True)
+        (certdir / "fullchain.pem").write_bytes(cert.chain_pem)
+        (certdir / "privkey.pem").write_bytes(cert.private_key_pem)
+        for sub in ("domains/harness.test", "data", "queue"):
+            (instance / sub).mkdir(parents=True, exist_ok=True)
+        chasquid_util = shutil.which("chasquid-util") or "chasquid-util"
+        self.state["users_cmd"] = [
+            chasquid_util,
+            f"--configdir={instance}",
+            "user-add",
+            "submit@harness.test",
+            "--password=harness",
+        ]
+        return {}
+
+
+class StsEngineDriver(Driver):
+    """Our gateway as a process: configuration from ``[sender]``, JSON events on stderr."""
+
+    def prepare(self, instance: Path, world: World, sender: Mapping[str, Any]) -> dict[str, str]:
+        """Write ``gateway.toml``: ``[sender]`` + resolver, CA, queue, listener."""
+        config = dict(sender)
+        config["dns"] = {**dict(sender.get("dns", {})), "resolvers": ["127.0.0.53:53"]}
+        config["dns"].setdefault("timeout", 1.0)
+        config["tls"] = {**dict(sender.get("tls", {})), "ca_file": str(instance / "ca.pem")}
+        config["queue"] = {"path": str(instance / "queue.sqlite")}
+        config["listener"] = {"host": "127.0.0.1", "port": 10025}
+        config["policy_fetch"] = {**dict(sender.get("policy_fetch", {}))}
+        config["policy_fetch"].setdefault("timeout", 2.0)
+        text = sender_toml({k: v for k, v in config.items() if k not in ("queue", "listener")})
+        text += "\n" + tomli_w.dumps({"queue": config["queue"], "listener": config["listener"]})
+        (instance / "gateway.toml").write_text(text, encoding="utf-8")
+        return {}
+
+    def parse(self, stream: str, line: str) -> list[Parsed]:
+        """stderr: one JSON event a line; stdout: mail_logs lines (kept as ``log``)."""
+        if stream == "stdout":
+            return [Parsed("log", {"line": line}, "debug")]
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            return [Parsed("mta.stderr", {"line": line}, "warning")] if line.strip() else []
+        if not isinstance(rec, dict) or "code" not in rec:
+            return []
+        fields = dict(rec.get("fields", {}))
+        return [Parsed(str(rec["code"]), fields, str(rec.get("level", "info")))]
+
+    def settle(
+        self, qid: str, rcpts: Sequence[str], events: Sequence[Parsed]
+    ) -> dict[str, Mapping[str, Any]]:
+        """Per-recipient failures are logged; success only per message: RIDs of
+        ``delivery.start`` (by position in ``rcpts``) once ``message.finished``."""
+        out: dict[str, Mapping[str, Any]] = {}
+        mx = None
+        for e in events:
+            f = e.fields
+            if e.code == "smtp.connect":
+                mx = f.get("mx")
+            if str(f.get("mid", "")) != qid:
+                continue
+            if e.code == "delivery.start":
+                out.update(
+                    (rcpts[r].lower(), {"status": "delivered", "mx": mx, "pending": True})
+                    for r in f.get("rids", ())
+                    if int(r) < len(rcpts)
+                )
+            elif e.code in ("delivery.delayed", "delivery.bounced"):
+                status = "deferred" if e.code == "delivery.delayed" else "bounced"
+                out[str(f.get("rcpt", "")).lower()] = {"status": status, "reason": f.get("reason")}
+            elif e.code == "message.finished":
+                for k, v in list(out.items()):
+                    out[k] = {kk: vv for kk, vv in v.items() if kk != "pending"}
+        failed = any(not v.get("pending") for v in out.values())
+        if failed and all(r.lower() in out for r in rcpts):
+            return out  # the message stays queued for the failures; the rest went
+        return {k: v for k, v in out.items() if not v.get("pending")}
+
+
+DRIVERS: dict[str, type[Driver]] = {
+    "postfix": PostfixDriver,
+    "chasquid": ChasquidDriver,
+    "sts-engine": StsEngineDriver,
+}
+
+
+def driver_for(profile: EngineProfile) -> Driver:
+    """A fresh driver for ``profile``."""
+    return DRIVERS[profile.driver](profile)

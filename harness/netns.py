@@ -1,0 +1,259 @@
+"""Network namespaces for black-box runs: create, enter (by re-exec), probe, destroy.
+
+Theory of operation
+-------------------
+A real MTA dials port 25 of the addresses DNS gives it and reads ``/etc/resolv.conf``;
+it cannot be told about port maps. So a black-box run happens inside a network
+namespace of its own, where nothing else listens: :class:`Namespace` creates one
+with a name unique to this process and run (``sts-<pid>-<random>``), brings its
+``lo`` up (the whole 127.0.0.0/8 is then bindable, as in the root namespace) and
+writes ``/etc/netns/NAME/resolv.conf``, which ``ip netns exec`` bind-mounts over
+``/etc/resolv.conf`` for the process it starts and all its children::
+
+    nameserver 127.0.0.53
+    options trust-ad timeout:1 attempts:2
+
+``trust-ad`` makes glibc's stub pass the AD bit through (Postfix DANE needs it);
+the short timeout keeps DNS-fault scenarios fast. ``127.0.0.53:53`` is routed to
+the world's fake DNS by :mod:`harness.world.ports`.
+
+Python 3.11 has no ``os.setns``, so code runs inside by being *started* inside:
+:meth:`Namespace.argv` prefixes ``ip netns exec NAME``. The harness re-executes its
+own worker (:mod:`harness.adapters.blackbox_child`) that way; the world, the MTA
+under test and its helpers then all share the namespace.
+
+Cleanup: ``__exit__`` always deletes the namespace and its ``/etc/netns`` directory,
+also after a failure half-way through ``__enter__``. Deleting the namespace kills
+nothing by itself, so callers stop their processes first (the child does, in its
+own ``finally``); a process left behind keeps only an empty, unreachable loopback.
+:func:`sweep_stale` removes namespaces of ours whose creating process is gone
+(a ``kill -9`` of a test worker), by the pid in the name.
+
+:func:`probe` says whether black-box runs can happen here at all, and if not, why,
+in words fit for a pytest skip reason (STYLE habit 20).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from harness.errors import HarnessError
+
+__all__ = [
+    "NETNS_ENV",
+    "RESOLV_CONF",
+    "Namespace",
+    "NamespaceError",
+    "Probe",
+    "current_namespace",
+    "probe",
+    "sweep_stale",
+]
+
+#: Set in the environment of processes started by :meth:`Namespace.argv`: the name.
+NETNS_ENV = "STS_HARNESS_NETNS"
+#: What the namespace's resolv.conf says (the world's DNS answers 127.0.0.53:53).
+RESOLV_CONF = "nameserver 127.0.0.53\noptions trust-ad timeout:1 attempts:2\n"
+_PREFIX = "sts-"
+_NAME = re.compile(r"^sts-(\d+)-[0-9a-f]{6}$")
+_NETNS_ETC = Path("/etc/netns")
+_TIMEOUT = 10.0
+
+
+class NamespaceError(HarnessError):
+    """A namespace could not be created, entered or removed."""
+
+
+def _ip(*args: str) -> None:
+    try:
+        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=_TIMEOUT)
+    except FileNotFoundError as exc:
+        raise NamespaceError("`ip` (iproute2) is not installed") from exc
+    except subprocess.CalledProcessError as exc:
+        err = exc.stderr.decode(errors="replace").strip()
+        raise NamespaceError(f"`ip {' '.join(args)}` failed: {err}") from exc
+
+
+class Namespace:
+    """A fresh network namespace (context manager); see the module docstring.
+
+    The name is ``sts-<pid>-<6 hex>``: unique per run, and the pid lets
+    :func:`sweep_stale` find namespaces whose creator died.
+
+    Raises:
+        NamespaceError: ``ip netns add`` failed (not root, no ``ip``).
+
+    Example::
+
+        with Namespace() as ns:
+            subprocess.run(ns.argv(["ip", "addr"]), check=True)
+    """
+
+    def __init__(self) -> None:
+        self.name = f"{_PREFIX}{os.getpid()}-{secrets.token_hex(3)}"
+        self._made = False
+
+    @property
+    def etc_dir(self) -> Path:
+        """``/etc/netns/NAME``: files bind-mounted over ``/etc`` inside."""
+        return _NETNS_ETC / self.name
+
+    def __enter__(self) -> Namespace:
+        try:
+            _ip("netns", "add", self.name)
+            self._made = True
+            _ip("-n", self.name, "link", "set", "lo", "up")
+            self.etc_dir.mkdir(parents=True, exist_ok=True)
+            (self.etc_dir / "resolv.conf").write_text(RESOLV_CONF, encoding="ascii")
+            # Names the harness's own hosts by nothing: MTAs resolve through DNS only.
+            (self.etc_dir / "hosts").write_text(
+                "127.0.0.1 localhost\n::1 localhost\n", encoding="ascii"
+            )
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Delete the namespace and its ``/etc/netns`` directory (idempotent)."""
+        shutil.rmtree(self.etc_dir, ignore_errors=True)
+        if self._made:
+            self._made = False
+            _remove(self.name)
+
+    def argv(self, command: Sequence[str]) -> list[str]:
+        """``command`` prefixed so that it runs inside (``ip netns exec NAME ...``)."""
+        return ["ip", "netns", "exec", self.name, *command]
+
+    def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """``base`` (default: ``os.environ``) plus :data:`NETNS_ENV` = the name."""
+        env = dict(os.environ if base is None else base)
+        env[NETNS_ENV] = self.name
+        return env
+
+
+def _remove(name: str) -> None:
+    try:
+        _ip("netns", "del", name)
+    except NamespaceError:
+        pass  # already gone (a concurrent sweep), nothing else to do
+
+
+def current_namespace() -> str | None:
+    """The name of the namespace of ours this process runs in, or None.
+
+    Trusts :data:`NETNS_ENV` only when ``ip netns identify`` agrees, so a stray
+    environment variable never makes code believe it is isolated when it is not.
+    """
+    name = os.environ.get(NETNS_ENV)
+    if not name or not _NAME.match(name):
+        return None
+    try:
+        out = subprocess.run(
+            ["ip", "netns", "identify", str(os.getpid())],
+            capture_output=True,
+            text=True,
+            timeout=_TIMEOUT,
+            check=False,
+        ).stdout.split()
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return None
+    return name if name in out else None
+
+
+def sweep_stale(names: Iterable[str] | None = None) -> list[str]:
+    """Delete namespaces named ``sts-<pid>-...`` whose pid no longer runs.
+
+    Args:
+        names: the namespaces to consider (default: ``ip netns list``).
+
+    Returns:
+        The names removed.
+    """
+    if names is None:
+        try:
+            out = subprocess.run(
+                ["ip", "netns", "list"], capture_output=True, text=True, check=False
+            ).stdout
+        except FileNotFoundError:
+            return []
+        names = [line.split()[0] for line in out.splitlines() if line.strip()]
+    removed = []
+    for name in names:
+        m = _NAME.match(name)
+        if m and not Path(f"/proc/{m.group(1)}").exists():
+            _remove(name)
+            shutil.rmtree(_NETNS_ETC / name, ignore_errors=True)
+            removed.append(name)
+    return removed
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """What this machine can do for black-box runs.
+
+    Attributes:
+        netns: namespaces can be made and entered here.
+        nat: the namespace's standard-port DNAT works (``nft`` is installed).
+        reason: why not, when ``netns`` or ``nat`` is False ("" otherwise).
+    """
+
+    netns: bool
+    nat: bool
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Both namespaces and their port routing work."""
+        return self.netns and self.nat
+
+
+_PROBED: list[Probe] = []
+
+
+def probe(*, refresh: bool = False) -> Probe:
+    """Can black-box runs happen here? (cached per process; ``refresh`` re-probes).
+
+    Checks, in order: root, ``ip`` installed, a namespace can be made and entered,
+    ``nft`` installed and accepted inside it. The first failure is the reason.
+    """
+    if _PROBED and not refresh:
+        return _PROBED[0]
+    _PROBED[:] = [_probe()]
+    return _PROBED[0]
+
+
+def _probe() -> Probe:
+    if os.geteuid() != 0:
+        return Probe(False, False, "black-box runs need root (ip netns, nft)")
+    if shutil.which("ip") is None:
+        return Probe(False, False, "`ip` (iproute2) is not installed")
+    if shutil.which("nft") is None:
+        return Probe(True, False, "`nft` is not installed (scripts/install-blackbox.sh)")
+    try:
+        with Namespace() as ns:
+            table = "table ip probe { chain o { type nat hook output priority -100; policy accept; }; }"
+            done = subprocess.run(
+                ns.argv(["nft", table]), capture_output=True, text=True, timeout=_TIMEOUT
+            )
+    except NamespaceError as exc:
+        return Probe(False, False, f"`ip netns` does not work here: {exc}")
+    if done.returncode != 0:
+        return Probe(True, False, f"nft NAT is unavailable in a namespace: {done.stderr.strip()}")
+    return Probe(True, True)
