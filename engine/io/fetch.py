@@ -23,7 +23,9 @@ media type and the body are judged by the pure core (``engine/core/discovery``).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import ssl
+import sys
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -38,6 +40,14 @@ from engine.io.dns import DnsResolver
 from engine.io.tlschain import peer_chain_der
 
 __all__ = ["CertJudge", "PolicyFetcher", "policy_url"]
+
+# httpcore 1.0 runs ``import sniffio`` on every lock operation to detect trio. Without
+# sniffio installed (anyio 4 no longer needs it), each of those imports fails only after
+# a search of sys.path: several per fetch, most of the fetcher's CPU time
+# (bench/bench_resolve.py). Recording the absence once makes the failure immediate;
+# httpcore then assumes asyncio, which is what we run.
+if importlib.util.find_spec("sniffio") is None:
+    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
 
 MAX_BODY = 64 * 1024  # RFC 8461 §3.3: senders may limit the body; 64 KiB suggested
 USER_AGENT = "mta-sts-harness/0.1 (+RFC 8461)"
@@ -138,17 +148,20 @@ class _Transport(httpx.AsyncHTTPTransport):
         # every pooled connection on each request, which made N domains cost O(N^2)
         # (bench/bench_resolve.py). It also means every fetch presents the certificate
         # afresh, judged at the engine's clock (RFC 8461 §3.3), never a pooled session.
-        limits = {"max_connections": 100, "max_keepalive_connections": 0}
         if proxy is None:
             self._pool = httpcore.AsyncConnectionPool(
-                ssl_context=fetcher.tls_context, network_backend=backend, **limits
+                ssl_context=fetcher.tls_context,
+                network_backend=backend,
+                max_connections=100,
+                max_keepalive_connections=0,
             )
         else:
             self._pool = httpcore.AsyncHTTPProxy(
                 proxy_url=f"http://{proxy}",
                 ssl_context=fetcher.tls_context,
                 network_backend=backend,
-                **limits,
+                max_connections=100,
+                max_keepalive_connections=0,
             )
 
 
