@@ -108,6 +108,7 @@ async def deliver_domain(
     domain: str,
     *,
     final: bool = False,
+    report_mail: bool = False,
 ) -> list[RecipientResult]:
     """Try once to deliver ``rcpts`` (all at ``domain``) of ``message``.
 
@@ -117,8 +118,13 @@ async def deliver_domain(
         rcpts: (rid, address) pairs at ``domain``.
         domain: the destination domain (lower-case A-labels).
         final: this is the last attempt before a bounce (APPLY-6 re-check).
+        report_mail: a TLS report: RFC 8460 §3 (RPT-9) says report mail is delivered
+            despite MTA-STS and DANE failures, so neither is applied and TLS is
+            opportunistic (Preferred).
     """
     profile = services.config.profile_for(domain)
+    if report_mail:
+        profile = DestinationProfile(tls=TlsSetting.PREFERRED)
     routes = services.config.routes_for(domain)
     attempt = _Attempt(dict(rcpts))
     policy: Policy | None = None
@@ -126,14 +132,14 @@ async def deliver_domain(
     if sts_wanted:
         found = await _policy(services, domain, recheck=False)
         policy = found
-    await _walk(services, message, domain, attempt, policy=policy, routes=routes)
+    await _walk(services, message, domain, attempt, profile, policy=policy, routes=routes)
     if final and attempt.pending and attempt.sts_blocked and sts_wanted:
         # RFC 8461 §5.1 (3) / APPLY-6: re-check the TXT record for a new policy before
         # a message blocked by `enforce` is failed for good.
         renewed = await _policy(services, domain, recheck=True)
         if renewed is not None and renewed != policy:
             attempt.sts_blocked = False
-            await _walk(services, message, domain, attempt, policy=renewed, routes=routes)
+            await _walk(services, message, domain, attempt, profile, policy=renewed, routes=routes)
     for rid, rcpt in sorted(attempt.pending.items()):
         attempt.results[rid] = RecipientResult(
             rid,
@@ -165,11 +171,11 @@ async def _walk(
     message: Message,
     domain: str,
     attempt: _Attempt,
+    profile: DestinationProfile,
     *,
     policy: Policy | None,
     routes: tuple[object, ...],
 ) -> None:
-    profile = services.config.profile_for(domain)
     want_dane = profile.tls is not TlsSetting.NO and profile.dane is not DaneOption.NONE
     candidates: list[tuple[int, str, int]]
     mx_secure = False

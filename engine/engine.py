@@ -14,6 +14,7 @@ import random
 import ssl
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,11 @@ class Engine:
         roots: trusted CA certificates (DER); default from ``config.tls.ca_file``.
         smtp_timeouts: per-stage SMTP timeouts.
         rng: randomness for MX shuffling.
+        local_hostname: the EHLO name.
+        log_outcomes: emit the per-attempt ``Delayed:``/``Bounced:``/``Message finished``
+            lines; a gateway with a real queue writes its own and turns this off.
+        dcid_source: where DCIDs come from (the gateway's persistent counter);
+            default an in-process count from 1.
     """
 
     def __init__(
@@ -137,6 +143,8 @@ class Engine:
         smtp_timeouts: SmtpTimeouts | None = None,
         rng: random.Random | None = None,
         local_hostname: str = "sts-engine.localdomain",
+        log_outcomes: bool = True,
+        dcid_source: Callable[[], int] | None = None,
     ) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
@@ -177,6 +185,9 @@ class Engine:
             local_hostname=local_hostname,
             rng=rng or random.Random(),
         )
+        if dcid_source is not None:
+            self.services.dcids = iter(dcid_source, None)
+        self._log_outcomes_enabled = log_outcomes
         self._mids = itertools.count(1)
 
     async def __aenter__(self) -> Engine:
@@ -202,6 +213,7 @@ class Engine:
         mid: int | None = None,
         rids: list[int] | None = None,
         final: bool = False,
+        report_mail: bool = False,
     ) -> DeliveryReport:
         """One delivery attempt for every recipient of one message.
 
@@ -212,18 +224,25 @@ class Engine:
             mid: the message id (default: the next in-process one).
             rids: recipient indexes (default 0..n-1).
             final: the last attempt before bounce (APPLY-6).
+            report_mail: this is a TLS report (RFC 8460 §3, RPT-9): delivered despite
+                MTA-STS or DANE failures, with opportunistic TLS.
         """
         mid = self.new_mid() if mid is None else mid
         rids = list(range(len(rcpts))) if rids is None else rids
+        # RFC 5321 §4.5.5: the null reverse-path, however the caller spelled it.
+        mail_from = "" if mail_from in ("<>", "") else mail_from
         message = Message(mid, mail_from, tuple(rcpts), data)
         by_domain: dict[str, list[tuple[int, str]]] = defaultdict(list)
         for rid, rcpt in zip(rids, rcpts, strict=True):
             by_domain[normalize_host(rcpt.rpartition("@")[2])].append((rid, rcpt))
         results: list[RecipientResult] = []
         for domain, pending in by_domain.items():
-            results += await deliver_domain(self.services, message, pending, domain, final=final)
+            results += await deliver_domain(
+                self.services, message, pending, domain, final=final, report_mail=report_mail
+            )
         report = DeliveryReport(mid, tuple(sorted(results, key=lambda r: r.rid)))
-        self._log_outcomes(message, report)
+        if self._log_outcomes_enabled:
+            self._log_outcomes(message, report)
         return report
 
     def _log_outcomes(self, message: Message, report: DeliveryReport) -> None:

@@ -7,11 +7,10 @@ Theory of operation
 * the durable :class:`~engine.queue.Queue` (``[queue] path``), whose leases
   are all recovered at start-up: nothing from before a crash is alive;
 * the persistent policy cache (:func:`policy_cache_path`, beside the queue);
-* the :class:`~engine.engine.Engine`, whose events pass through a filter: its
-  own per-attempt ``delivery.delayed``/``delivery.bounced``/``message.finished``
-  are dropped, because only the gateway knows the queue's verdict (a deferral
-  may be the bounce at expiry), and the scheduler emits those lines instead;
-  ``tls.session`` events also go to the TLS reporter;
+* the :class:`~engine.engine.Engine`, created with ``log_outcomes=False``: only
+  the gateway knows the queue's verdict (a deferral may be the bounce at
+  expiry), so the scheduler writes the ``Delayed:``/``Bounced:``/``Message
+  finished`` lines; ``tls.session`` events also go to the TLS reporter;
 * the :class:`~engine.scheduler.Scheduler`, the :class:`~engine.listener.Listener`
   (optional) and the :class:`~engine.tlsrpt.TlsReporter`.
 
@@ -49,7 +48,6 @@ from engine.tlsrpt import ReportSettings, TlsReporter
 
 __all__ = ["Gateway", "GatewaySettings", "policy_cache_path"]
 
-_ENGINE_OUTCOME_CODES = frozenset({"delivery.delayed", "delivery.bounced", "message.finished"})
 _MAX_SLEEP = 60.0
 
 
@@ -92,8 +90,6 @@ class _EngineSink:
         self.outer, self.reporter = outer, reporter
 
     def emit(self, event: LogEvent) -> None:
-        if event.code in _ENGINE_OUTCOME_CODES:
-            return
         if event.code == "tls.session" and self.reporter is not None:
             self.reporter.emit(event)
         self.outer.emit(event)
@@ -171,9 +167,11 @@ class Gateway:
             smtp_timeouts=self._timeouts,
             rng=self.rng,
             local_hostname=self.settings.hostname,
+            # The scheduler writes the queue's Delayed:/Bounced:/finished lines itself.
+            log_outcomes=False,
+            # seg-behaviour.md §5: DCIDs are persistent counters (the queue's).
+            dcid_source=self.queue.next_dcid,
         )
-        # seg-behaviour.md §5: DCIDs are persistent counters (the queue's), not per process.
-        engine.services.dcids = iter(self.queue.next_dcid, None)
         return engine
 
     async def __aenter__(self) -> Gateway:

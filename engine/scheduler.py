@@ -203,7 +203,8 @@ class Scheduler:
     async def _deliver(
         self, msg: Message, live: list[Recipient], final: bool
     ) -> list[RecipientResult]:
-        token = CURRENT_DELIVERY.set(DeliveryContext(msg.mid, is_report_mail(msg.data)))
+        report_mail = is_report_mail(msg.data)
+        token = CURRENT_DELIVERY.set(DeliveryContext(msg.mid, report_mail))
         try:
             report = await self.engine.deliver(
                 msg.mail_from,
@@ -212,6 +213,7 @@ class Scheduler:
                 mid=msg.mid,
                 rids=[r.rid for r in live],
                 final=final,
+                report_mail=report_mail,
             )
         except Exception as exc:  # a bug or an adapter failure must not lose the lease
             self._emit("delivery.error", "warning", mid=msg.mid, detail=repr(exc))

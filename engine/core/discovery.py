@@ -36,7 +36,7 @@ code                   level    other fields
 ``sts.txt.temperror``  info     detail
 ``sts.cache.valid``    debug    txt_id, mode, expires_at, reason
 ``sts.fetch.start``    debug    txt_id, url, trigger
-``sts.fetch.timeout``  info     txt_id, detail (emitted just before fetch.failed)
+``sts.fetch.timeout``  debug    txt_id, detail (emitted just before fetch.failed)
 ``sts.fetch.failed``   info     txt_id, url, kind, result_type, detail
 ``sts.policy.fetched`` debug    txt_id, mode, max_age, expires_at, cached
 ``sts.policy.none``    debug    reason (a DecisionReason)
@@ -457,7 +457,8 @@ class PolicyDiscovery:
         txt_id = self._fetch.txt_id
         result_type = failed.kind.result_type
         if failed.kind is FetchErrorKind.TIMEOUT:
-            self._emit("sts.fetch.timeout", "info", txt_id=txt_id, detail=failed.detail)
+            # Seed Sep 19/24: the timeout line is printed at Debug ("Débogage : ...").
+            self._emit("sts.fetch.timeout", "debug", txt_id=txt_id, detail=failed.detail)
         self._emit(
             "sts.fetch.failed",
             "info",

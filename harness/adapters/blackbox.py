@@ -135,6 +135,9 @@ class BlackBoxEngine:
             "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
             "HOME": str(inst),
             "LANG": "C.UTF-8",
+            # Trust the world's root only: every TLS stack we run reads these two.
+            "SSL_CERT_FILE": self._ctx["ca_file"],
+            "SSL_CERT_DIR": self._ctx["no_certs"],
         }
         if users := self._driver.state.get("users_cmd"):
             done = await asyncio.create_subprocess_exec(
@@ -255,14 +258,19 @@ class BlackBoxEngine:
         return "none"
 
     def _verified_sts_engine(self, mx: str | None) -> str:
+        # Our gateway's `tls.session` (debug) carries the verdict's outcome for the MX.
+        dane = False
         for p in reversed(self._parsed):
-            if p.fields.get("mx") == mx and p.code == "dane.success":
-                return "dane"
-            if p.code == "tls.unverified":
-                return "none"
-            if p.code == "smtp.connect" and p.fields.get("mx") == mx:
-                return "pkix"
-        return "pkix"
+            if p.fields.get("mx") != mx:
+                continue
+            if p.code == "dane.success":
+                dane = True
+            if p.code == "tls.session" and "outcome" in p.fields:
+                outcome = str(p.fields["outcome"])
+                if outcome == "deliver-verified":
+                    return "dane" if dane else "pkix"
+                return "none" if outcome == "deliver-unverified" else "clear"
+        return "none"
 
     async def advance(self, seconds: float) -> None:
         """Not possible: a real MTA reads the real clock."""

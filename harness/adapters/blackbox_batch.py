@@ -68,7 +68,7 @@ def relabel(text: str, k: int, path: str | Path) -> Scenario:
         for sep in ("\\\\.", "\\.", "."):
             written = base.replace(".", sep)
             rx = rf"(?<![A-Za-z0-9-]){re.escape(written)}(?![A-Za-z0-9-])"
-            out = re.sub(rx, lambda _m, w=written, s=sep: f"s{k}{s}{w}", out)
+            out = re.sub(rx, lambda m, s=sep: f"s{k}{s}{m.group(0)}", out, flags=re.IGNORECASE)
     return loads_scenario(out, path)
 
 

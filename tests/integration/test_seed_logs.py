@@ -42,8 +42,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import pytest
-
 from tests.integration.sim import Simulation, simulation, substitute
 
 DOMAIN = "domain.com"
@@ -235,12 +233,6 @@ async def test_seed_sep24_policy_fetch_timeout_via_the_proxy_line_texts():
         assert failed.fields["kind"] == "timeout"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/core/discovery.py emits sts.fetch.timeout at info; the seed prints it "
-    "at Debug ('Débogage : La demande ... a échoué ...'), seg-behaviour §5.4: fetch lines "
-    "at Debug. engine/core is not ours to edit; reported.",
-)
 async def test_seed_sep24_and_sep19_policy_fetch_timeout_levels():
     world = seed_world(behaviour="hang") | {"proxy": {}}
     async with simulation(

@@ -1,0 +1,289 @@
+"""Hypothesis strategies that draw whole scenarios: a world, a sender, one send step.
+
+Theory of operation
+-------------------
+Every strategy here draws *data in the scenario file format* (scenarios/README.md),
+never objects: :func:`fuzz_scenarios` returns the dict a scenario TOML file would
+hold, so a failing example is already a regression file (``regressions.py`` only
+adds comments and expectations) and the run goes through the same loader checks as
+the catalog. The invariants (``invariants.py``) re-derive every fact they need from
+that dict; nothing the strategy "knew" travels beside it.
+
+The world space, by part (each drawn by one ``@st.composite``):
+
+* the MX set (:func:`mx_sets`): one to three hosts at distinct or equal preferences,
+  in the domain or at a hoster (its own zone, signed or not);
+* each host (:func:`receiving_hosts`): a certificate profile (all ten, or none with
+  STARTTLS absent), key type, STARTTLS behaviour (offered, absent, refused,
+  broken-close, broken-garbage), a TLS version window, TLSA records (DANE-EE that
+  match the certificate served in three selector/matching-type forms, a wrong
+  digest, an unusable PKIX-EE record) and scripted replies (4xx/5xx at MAIL, RCPT
+  or DATA, a 421 banner);
+* MTA-STS (:func:`sts_parts`): the ``_mta-sts`` TXT (valid, absent, two records,
+  malformed), the policy mode and ``mx`` patterns (exact, mixed case, ``*.``
+  wildcard, unrelated), body layout (LF/CRLF, extension fields) or a malformed body,
+  and the policy host's answer (status, media type, redirect, reset, oversize, hang,
+  and its certificate profile);
+* DNS faults (:func:`dns_faults`): servfail / drop / refused / bogus on the TXT, MX,
+  host A, TLSA and ``mta-sts`` names;
+* Destination Controls (:func:`destination_controls`): the six TLS settings, DANE
+  option, MTA-STS switch and the [INF] knobs (coexistence, testing fall-back,
+  opportunistic DANE fall-back, post-220 failure).
+
+Draws are weighted towards worlds that can deliver (valid certificates, STARTTLS
+offered, no faults), so both outcomes are common, and towards fast faults: ``drop``
+and ``hang`` cost a timeout each (DNS 0.5 s, fetch 1 s), so they are rare.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
+
+__all__ = [
+    "CERT_PROFILES",
+    "DOMAIN",
+    "SENDER",
+    "destination_controls",
+    "dns_faults",
+    "fuzz_scenarios",
+    "mx_sets",
+    "receiving_hosts",
+    "sts_parts",
+]
+
+DOMAIN = "example.com"
+HOSTER = "hoster.example"
+SENDER = "fuzz@sender.example"
+CERT_PROFILES = (
+    "valid",
+    "expired",
+    "not-yet-valid",
+    "wrong-name",
+    "untrusted",
+    "self-signed",
+    "via-intermediate",
+    "missing-intermediate",
+    "wildcard",
+    "cn-only",
+)
+WRONG_DIGEST = "3 1 1 " + "5a" * 32
+UNUSABLE_TLSA = "1 1 1 " + "a5" * 32
+_TLS_SETTINGS = (
+    "no",
+    "preferred",
+    "required",
+    "preferred-verify",
+    "required-verify",
+    "required-verify-hosted",
+)
+_STARTTLS = ("absent", "refused", "broken-close", "broken-garbage")
+_REPLIES = (
+    {"rcpt": "450 4.2.0 mailbox busy"},
+    {"rcpt": "550 5.1.1 no such user"},
+    {"mail": "451 4.3.0 try again later"},
+    {"data": "554 5.7.1 message refused"},
+    {"data": "451 4.3.0 local error"},
+    {"banner": "421 4.3.2 too busy"},
+)
+_RCPTS = ("rcpt@example.com", "second@example.com", "third@example.com")
+
+
+def _weighted(common: Any, rare: tuple[Any, ...], weight: int) -> st.SearchStrategy[Any]:
+    """``common`` ``weight`` times as likely as each of ``rare``."""
+    if weight < 1:
+        raise InvalidArgument(f"weight={weight!r} must be at least 1")
+    return st.sampled_from((common,) * weight + rare)
+
+
+@st.composite
+def receiving_hosts(draw: st.DrawFn, name: str) -> dict[str, Any]:
+    """One ``[world.hosts."<name>"]`` table (see the module docstring)."""
+    host: dict[str, Any] = {}
+    cert = draw(_weighted("valid", (*CERT_PROFILES, "none"), 8))
+    starttls = "absent" if cert == "none" else draw(_weighted("offered", _STARTTLS, 10))
+    host["cert"] = cert
+    if starttls != "offered":
+        host["starttls"] = starttls
+    if cert != "none" and draw(st.integers(0, 4)) == 0:
+        host["key_type"] = draw(st.sampled_from(("rsa", "ecdsa")))
+    window = draw(st.sampled_from(((), (), (), ("1.2", "1.2"), ("1.3", "1.3"))))
+    if window:
+        host["tls_min"], host["tls_max"] = window
+    tlsa = draw(st.sampled_from(("absent", "absent", "match", "match", "wrong", "both", "pkix")))
+    if cert != "none" and tlsa in ("match", "both"):
+        # DANE-EE records that match whatever is served; the wrong digest always uses
+        # matching type 1, so digest agility (RFC 7671 §9) never discards the match.
+        host["tlsa"] = [draw(st.sampled_from(([3, 1, 1], [3, 0, 1], [3, 1, 2], [3, 1, 0])))]
+    if tlsa in ("wrong", "both") or (cert == "none" and tlsa == "match"):
+        host["tlsa_raw"] = [WRONG_DIGEST]
+    elif tlsa == "pkix":
+        host["tlsa_raw"] = [UNUSABLE_TLSA]
+    if draw(st.integers(0, 7)) == 0:
+        host["replies"] = dict(draw(st.sampled_from(_REPLIES)))
+    return host
+
+
+@st.composite
+def mx_sets(draw: st.DrawFn) -> list[tuple[int, str]]:
+    """One to three (preference, host) pairs; hosts in the domain or at the hoster."""
+    count = draw(st.integers(1, 3))
+    prefs = draw(st.lists(st.sampled_from((0, 10, 10, 20, 30)), min_size=count, max_size=count))
+    names = [
+        f"mx{i}.{HOSTER}" if draw(st.integers(0, 5)) == 0 else f"mx{i}.{DOMAIN}"
+        for i in range(1, count + 1)
+    ]
+    return sorted(zip(prefs, names, strict=True))
+
+
+def _pattern(draw: st.DrawFn, host: str) -> str:
+    form = draw(st.sampled_from(("exact", "exact", "upper", "wildcard")))
+    if form == "upper":
+        return host.upper() if draw(st.booleans()) else host.title()
+    if form == "wildcard":
+        return "*." + host.partition(".")[2]
+    return host
+
+
+@st.composite
+def _policy_body(draw: st.DrawFn, mode: str, mx: list[tuple[int, str]]) -> str:
+    patterns = [_pattern(draw, h) for _, h in mx if draw(st.integers(0, 3))]
+    if draw(st.integers(0, 5)) == 0:
+        patterns.append(draw(st.sampled_from(("other.example.net", f"*.mx1.{DOMAIN}"))))
+    if mode == "enforce" and not patterns:
+        patterns = ["unrelated.example.net"]
+    fields = [f"mode: {mode}", *(f"mx: {p}" for p in dict.fromkeys(patterns))]
+    fields.append(f"max_age: {draw(st.sampled_from((86400, 604800, 31557600)))}")
+    if draw(st.integers(0, 5)) == 0:
+        fields.append("x-note: fuzzed")
+    fields = draw(st.permutations(fields))
+    malformed = draw(st.sampled_from((None,) * 12 + ("version", "max_age", "mode", "junk")))
+    if malformed == "version":
+        head = ["version: STSv2"]
+    elif malformed == "max_age":
+        head, fields = ["version: STSv1"], [f for f in fields if not f.startswith("max_age")]
+    elif malformed == "mode":
+        head, fields = ["version: STSv1"], ["mode: strict" if f.startswith("mode") else f
+                                            for f in fields]  # fmt: skip
+    elif malformed == "junk":
+        head = ["<html>not a policy</html>"]
+    else:
+        head = ["version: STSv1"]
+    newline = draw(st.sampled_from(("\n", "\n", "\r\n")))
+    return newline.join(head + fields) + newline
+
+
+@st.composite
+def sts_parts(draw: st.DrawFn, mx: list[tuple[int, str]]) -> dict[str, Any]:
+    """The ``mta_sts_txt``, ``policy`` and ``policy_host`` keys of the domain table."""
+    parts: dict[str, Any] = {}
+    txt = draw(_weighted("valid", ("absent", "two", "malformed", "other"), 8))
+    if txt == "valid":
+        parts["mta_sts_txt"] = [draw(st.sampled_from(("v=STSv1; id=F1", "v=STSv1;id=20260101")))]
+    elif txt == "two":
+        parts["mta_sts_txt"] = ["v=STSv1; id=F1", "v=STSv1; id=F2"]
+    elif txt == "malformed":
+        parts["mta_sts_txt"] = [draw(st.sampled_from(("v=STSv1; id=", "v=STSv2; id=F1")))]
+    elif txt == "other":
+        parts["mta_sts_txt"] = ["v=spf1 -all", "v=STSv1; id=F1"]
+    if draw(st.integers(0, 9)) == 0:
+        return parts  # no policy host at all
+    mode = draw(st.sampled_from(("enforce", "enforce", "enforce", "testing", "none")))
+    parts["policy"] = draw(_policy_body(mode, mx))
+    host: dict[str, Any] = {}
+    cert = draw(_weighted("valid", CERT_PROFILES, 12))
+    if cert != "valid":
+        host["cert"] = cert
+    answer = draw(
+        _weighted(
+            "ok", ("404", "500", "html", "no-type", "charset", "redirect", "reset", "oversize",
+                   "hang"), 16,
+        )
+    )  # fmt: skip
+    if answer in ("404", "500"):
+        host["status"] = int(answer)
+    elif answer == "html":
+        host["content_type"] = "text/html"
+    elif answer == "no-type":
+        host["content_type"] = False
+    elif answer == "charset":
+        host["content_type"] = "text/plain; charset=utf-8"
+    elif answer == "redirect":
+        host["behaviour"] = "redirect"
+        host["location"] = f"https://www.{DOMAIN}/.well-known/mta-sts.txt"
+    elif answer in ("reset", "hang"):
+        host["behaviour"] = answer
+    elif answer == "oversize":
+        host["behaviour"], host["oversize_bytes"] = "oversize", 200_000
+    if host:
+        parts["policy_host"] = host
+    return parts
+
+
+@st.composite
+def dns_faults(draw: st.DrawFn, mx: list[tuple[int, str]]) -> dict[str, Any]:
+    """A ``[world.dns]`` table: at most two faults, on names the delivery looks up."""
+    hosts = [h for _, h in mx]
+    names = [
+        (f"_mta-sts.{DOMAIN}", "TXT"),
+        (DOMAIN, "MX"),
+        (f"mta-sts.{DOMAIN}", "A"),
+        *((h, "A") for h in hosts),
+        *((f"_25._tcp.{h}", "TLSA") for h in hosts),
+    ]
+    count = draw(st.sampled_from((0, 0, 0, 0, 1, 1, 2)))
+    chosen = draw(st.lists(st.sampled_from(names), min_size=count, max_size=count, unique=True))
+    table: dict[str, Any] = {}
+    for name, rrtype in chosen:
+        fault = draw(st.sampled_from(("servfail", "servfail", "refused", "bogus", "drop")))
+        if fault == "bogus" and rrtype == "MX":
+            fault = "servfail"
+        table.setdefault(name, {})[rrtype] = fault
+    return table
+
+
+@st.composite
+def destination_controls(draw: st.DrawFn) -> dict[str, Any]:
+    """``[sender.destination_controls]``: the Default entry and the domain's entry."""
+    tls = draw(st.sampled_from(_TLS_SETTINGS))
+    entry: dict[str, Any] = {"tls": tls}
+    entry["dane"] = draw(st.sampled_from(("none", "none", "opportunistic", "mandatory")))
+    # SEG §3 [SEED]: MTA-STS cannot be switched on with TLS No.
+    entry["mta_sts"] = tls != "no" and draw(st.sampled_from((True, True, True, False)))
+    knobs = {
+        "coexistence": ("hybrid", "dane-precedence", "literal"),
+        "sts_testing_falls_back": (True, False),
+        "opportunistic_dane_fail_falls_back": (False, True),
+        "preferred_post220_failure": ("defer", "clear"),
+    }
+    for key, values in knobs.items():
+        if draw(st.integers(0, 3)) == 0:
+            entry[key] = draw(st.sampled_from(values))
+    return {"default": {"tls": "preferred"}, DOMAIN: entry}
+
+
+@st.composite
+def fuzz_scenarios(draw: st.DrawFn) -> dict[str, Any]:
+    """A whole scenario dict: ``scenario``, ``world``, ``sender`` and one ``send`` step."""
+    mx = draw(mx_sets())
+    domain: dict[str, Any] = {
+        "dnssec": draw(st.sampled_from(("insecure", "secure", "secure"))),
+        "mx": [f"{p} {h}" for p, h in mx],
+        **draw(sts_parts(mx)),
+    }
+    world: dict[str, Any] = {"domains": {DOMAIN: domain}}
+    if any(h.endswith(HOSTER) for _, h in mx):
+        world["domains"][HOSTER] = {"dnssec": draw(st.sampled_from(("insecure", "secure")))}
+    world["hosts"] = {h: draw(receiving_hosts(h)) for _, h in mx}
+    faults = draw(dns_faults(mx))
+    if faults:
+        world["dns"] = faults
+    rcpts = draw(st.lists(st.sampled_from(_RCPTS), min_size=1, max_size=3, unique=True))
+    return {
+        "scenario": {"id": "fuzz-world", "title": "a world drawn by harness.fuzz", "topic": "fuzz"},
+        "world": world,
+        "sender": {"destination_controls": draw(destination_controls())},
+        "steps": [{"send": {"from": SENDER, "to": rcpts}}],
+    }
