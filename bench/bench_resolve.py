@@ -20,7 +20,11 @@ publishing ``_mta-sts`` TXT and a policy at ``https://mta-sts.d<i>.bench.example
   TXT lookup, id comparison, NOT_CHANGED).
 
 Both run at the same concurrency (an ``asyncio.Semaphore``), in one process and one
-event loop, alternately, round after round; the best round of each is reported.
+event loop, alternately, round after round; the best round of each is reported. The
+world runs in a child process (forked, driven over a pipe), so the servers' own CPU
+(the fake DNS parses every query with dnspython) is not charged to either resolver.
+After each phase the bench checks, from the world's logs, that every resolution did
+its TXT query and that exactly the cold ones fetched the policy.
 
 Making the comparison fair
 --------------------------
@@ -40,6 +44,16 @@ So:
 * **Trust**: PMSR verifies with aiohttp's default context, built at import time from
   ``SSL_CERT_FILE``; the bench points that at the world's root before importing it.
   Ours trusts the same root, judged at the engine clock.
+* **DNS caching**: the TXT records have TTL 0. c-ares keeps a query cache and would
+  otherwise answer PMSR's warm lookups from memory, without asking the resolver; the
+  engine has no DNS cache. With TTL 0 both ask every time ("TXT checked again").
+
+What profiling found (and what was changed in ``engine/io/fetch.py``): httpcore scanned
+every pooled keep-alive connection on each request, so N distinct policy hosts cost
+O(N^2) (fixed: no keep-alive for policy fetches); and httpcore runs ``import sniffio``
+on every lock operation, which without sniffio installed searched sys.path each time
+(fixed: the absence is recorded once). What remains is mostly dnspython's pure-Python
+message encoding and decoding (about 90% of the warm path) against c-ares in C.
 
 Differences that remain (they are the designs being compared, not the set-up): PMSR
 opens a new ``aiohttp.ClientSession`` per resolution; ours keeps an httpx client
@@ -229,10 +243,10 @@ async def bench(args: argparse.Namespace, w: RemoteWorld) -> dict[str, list[floa
                     raise RuntimeError(f"{label}: only {ok}/{len(names)} resolutions succeeded")
                 fetches, txt_queries = w.ask("counts")
                 expected = len(names) if label.endswith("cold") else 0
-                if fetches != expected or txt_queries != len(names):
+                if fetches != expected or txt_queries < len(names):  # c-ares may retransmit
                     raise RuntimeError(
                         f"{label}: {fetches} fetches (expected {expected}), "
-                        f"{txt_queries} TXT queries (expected {len(names)})"
+                        f"{txt_queries} TXT queries (expected at least {len(names)})"
                     )
                 rates[label].append(len(names) / seconds)
                 if args.verbose:
