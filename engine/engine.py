@@ -197,8 +197,9 @@ class Engine:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close pooled connections."""
+        """Close pooled connections and sockets."""
         await self.fetcher.aclose()
+        await self.resolver.aclose()
 
     def new_mid(self) -> int:
         """The next message id (in-process numbering)."""

@@ -12,7 +12,8 @@ Every library exception is translated here into a :class:`DnsStatus`, so the
 core can keep the outcomes the RFCs distinguish apart: NXDOMAIN and NODATA
 (the name provably has no such data), SERVFAIL, a bogus answer (SERVFAIL with
 an Extended DNS Error "DNSSEC Bogus"), REFUSED, a timeout and a malformed
-reply. Truncated UDP answers are retried over TCP (``udp_with_fallback``).
+reply. Truncated UDP answers are retried over TCP. Trusted resolvers are asked over
+one shared UDP socket (``engine.io.dnsudp``); others through ``udp_with_fallback``.
 Several resolvers are tried in order while the outcome is temporary.
 
 Resolvers follow CNAMEs for us; the chain they report is kept
@@ -41,6 +42,7 @@ import dns.rrset
 
 from engine.core.clock import Clock
 from engine.core.events import EventSink, LogEvent
+from engine.io.dnsudp import UdpChannel
 
 __all__ = ["DnsAnswer", "DnsResolver", "DnsStatus", "ResolverAddress", "parse_resolver"]
 
@@ -193,6 +195,7 @@ class DnsResolver:
         self._sink = sink
         self._clock = clock
         self.queries_sent = 0
+        self._channels: dict[ResolverAddress, UdpChannel] = {}
 
     def _emit(self, code: str, **fields: object) -> None:
         if self._sink is not None:
@@ -228,6 +231,30 @@ class DnsResolver:
         )
         return answer
 
+    async def _exchange(
+        self, server: ResolverAddress, q: dns.message.Message
+    ) -> tuple[dns.message.Message, bool]:
+        if not server.trusted:
+            return await dns.asyncquery.udp_with_fallback(
+                q, server.host, timeout=self.timeout, port=server.port
+            )
+        channel = self._channels.get(server)
+        if channel is None:
+            channel = self._channels[server] = UdpChannel(server.host, server.port)
+        reply = await channel.query(q, self.timeout)
+        if reply.flags & dns.flags.TC:
+            # RFC 7766 §5: a truncated answer is asked again over TCP.
+            return await dns.asyncquery.tcp(
+                q, server.host, timeout=self.timeout, port=server.port
+            ), True
+        return reply, False
+
+    async def aclose(self) -> None:
+        """Close the shared UDP sockets."""
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            await channel.aclose()
+
     async def _ask(self, server: ResolverAddress, qname: str, rdtype: str) -> DnsAnswer:
         # RFC 7672 §2.1.1: a security-aware query (EDNS0 with DO), AD requested (RFC 6840 §5.7).
         q = dns.message.make_query(qname, rdtype, want_dnssec=True, payload=1232)
@@ -235,9 +262,7 @@ class DnsResolver:
         self.queries_sent += 1
         where = str(server)
         try:
-            reply, via_tcp = await dns.asyncquery.udp_with_fallback(
-                q, server.host, timeout=self.timeout, port=server.port
-            )
+            reply, via_tcp = await self._exchange(server, q)
         except dns.exception.Timeout:
             return DnsAnswer(qname, rdtype, DnsStatus.TIMEOUT, detail="timeout", server=where)
         except (dns.exception.DNSException, OSError, EOFError, ValueError) as exc:

@@ -159,7 +159,7 @@ def _policy_body(draw: st.DrawFn, mode: str, mx: list[tuple[int, str]]) -> str:
     if draw(st.integers(0, 5)) == 0:
         fields.append("x-note: fuzzed")
     fields = draw(st.permutations(fields))
-    malformed = draw(st.sampled_from((None,) * 12 + ("version", "max_age", "mode", "junk")))
+    malformed = draw(_weighted(None, ("version", "max_age", "mode", "junk"), 30))
     if malformed == "version":
         head = ["version: STSv2"]
     elif malformed == "max_age":
@@ -179,7 +179,7 @@ def _policy_body(draw: st.DrawFn, mode: str, mx: list[tuple[int, str]]) -> str:
 def sts_parts(draw: st.DrawFn, mx: list[tuple[int, str]]) -> dict[str, Any]:
     """The ``mta_sts_txt``, ``policy`` and ``policy_host`` keys of the domain table."""
     parts: dict[str, Any] = {}
-    txt = draw(_weighted("valid", ("absent", "two", "malformed", "other"), 8))
+    txt = draw(_weighted("valid", ("absent", "two", "malformed", "other"), 16))
     if txt == "valid":
         parts["mta_sts_txt"] = [draw(st.sampled_from(("v=STSv1; id=F1", "v=STSv1;id=20260101")))]
     elif txt == "two":
@@ -188,18 +188,18 @@ def sts_parts(draw: st.DrawFn, mx: list[tuple[int, str]]) -> dict[str, Any]:
         parts["mta_sts_txt"] = [draw(st.sampled_from(("v=STSv1; id=", "v=STSv2; id=F1")))]
     elif txt == "other":
         parts["mta_sts_txt"] = ["v=spf1 -all", "v=STSv1; id=F1"]
-    if draw(st.integers(0, 9)) == 0:
+    if draw(st.integers(0, 19)) == 0:
         return parts  # no policy host at all
-    mode = draw(st.sampled_from(("enforce", "enforce", "enforce", "testing", "none")))
+    mode = draw(_weighted("enforce", ("testing", "none"), 5))
     parts["policy"] = draw(_policy_body(mode, mx))
     host: dict[str, Any] = {}
-    cert = draw(_weighted("valid", CERT_PROFILES, 12))
+    cert = draw(_weighted("valid", CERT_PROFILES, 30))
     if cert != "valid":
         host["cert"] = cert
     answer = draw(
         _weighted(
             "ok", ("404", "500", "html", "no-type", "charset", "redirect", "reset", "oversize",
-                   "hang"), 16,
+                   "hang"), 40,
         )
     )  # fmt: skip
     if answer in ("404", "500"):

@@ -1,0 +1,126 @@
+"""One connected UDP socket per resolver, shared by concurrent queries.
+
+Why this exists: ``dns.asyncquery.udp`` opens a new socket and a new asyncio
+datagram endpoint for every query, which costs more than encoding and
+decoding the message. A sender asks its trusted local resolver a handful of
+questions per delivery, thousands of times a minute, so the socket is kept and
+replies are matched to waiting queries by message ID and question (dnspython
+stays the codec).
+
+Kept only for *trusted* resolvers (loopback by default, DANE-1): a fixed source
+port gives an off-path attacker less to guess than a fresh port per query, which
+matters on a network path but not on loopback. Untrusted resolvers keep
+dnspython's per-query sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import dns.exception
+import dns.message
+
+__all__ = ["UdpChannel"]
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, channel: UdpChannel) -> None:
+        self._channel = channel
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        if len(data) < 2:
+            return
+        future = self._channel.pending.pop(int.from_bytes(data[:2], "big"), None)
+        if future is not None and not future.done():
+            future.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:  # e.g. ICMP port unreachable
+        self._channel.fail(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._channel.fail(exc or ConnectionError("resolver socket closed"))
+        self._channel.transport = None
+        closed = self._channel.closed
+        if closed is not None and not closed.done():
+            closed.set_result(None)
+
+
+class UdpChannel:
+    """Queries to one ``host:port`` over one connected UDP socket.
+
+    Args:
+        host: resolver address.
+        port: resolver port.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.transport: asyncio.DatagramTransport | None = None
+        self.pending: dict[int, asyncio.Future[bytes]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.closed: asyncio.Future[None] | None = None
+        self._lock: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
+        self._ids = random.SystemRandom()
+
+    async def _ensure(self) -> asyncio.DatagramTransport:
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock_loop is not loop:
+            self._lock, self._lock_loop = asyncio.Lock(), loop
+        async with self._lock:  # concurrent first queries must share one socket
+            if self.transport is None or self._loop is not loop or self.transport.is_closing():
+                self.closed = loop.create_future()
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: _Protocol(self), remote_addr=(self.host, self.port)
+                )
+                self.transport, self._loop = transport, loop
+            return self.transport
+
+    def fail(self, exc: BaseException) -> None:
+        """Fail every waiting query (the socket broke)."""
+        pending, self.pending = self.pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(exc)
+
+    async def query(self, q: dns.message.Message, timeout: float) -> dns.message.Message:
+        """Send ``q`` and return the matching reply.
+
+        Raises:
+            dns.exception.Timeout: no matching reply within ``timeout``.
+            dns.exception.DNSException: the reply could not be decoded, or does not
+                answer ``q`` (wrong question).
+            OSError: the socket failed.
+        """
+        transport = await self._ensure()
+        loop = asyncio.get_running_loop()
+        qid = self._ids.randrange(65536)
+        while qid in self.pending:
+            qid = self._ids.randrange(65536)
+        q.id = qid
+        future: asyncio.Future[bytes] = loop.create_future()
+        self.pending[qid] = future
+        try:
+            transport.sendto(q.to_wire())
+            async with asyncio.timeout(timeout):
+                wire = await future
+        except TimeoutError as exc:
+            raise dns.exception.Timeout(timeout=timeout) from exc  # type: ignore[no-untyped-call]
+        finally:
+            self.pending.pop(qid, None)
+        reply = dns.message.from_wire(wire, ignore_trailing=True)
+        if not q.is_response(reply):
+            raise dns.exception.FormError(  # type: ignore[no-untyped-call]
+                "reply does not answer the question asked"
+            )
+        return reply
+
+    async def aclose(self) -> None:
+        """Close the socket and wait until it is closed; waiting queries fail."""
+        transport, closed = self.transport, self.closed
+        if transport is None or closed is None:
+            return
+        transport.close()
+        if self._loop is asyncio.get_running_loop():
+            await closed
