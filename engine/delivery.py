@@ -16,8 +16,9 @@ For the recipients of one message at one domain, :func:`deliver_domain`:
 5. gives every recipient an outcome: delivered, deferred (with the one reason
    and RFC 8460 result type that explain it) or bounced.
 
-Before a final failure of mail blocked by an ``enforce`` policy, the TXT record
-is looked up again and a new policy, if any, is tried (RFC 8461 §5.1, APPLY-6).
+On the final attempt before a bounce, discovery runs in re-check mode: the TXT
+record is looked up and a new policy fetched even inside the FETCH-15 retry
+throttle (RFC 8461 §5.1, APPLY-6).
 """
 
 from __future__ import annotations
@@ -90,7 +91,6 @@ class _Attempt:
     last_type: ResultType | None = None
     last_mx: str | None = None
     last_dcid: int = 0
-    sts_blocked: bool = False
 
 
 def _emit(services: Services, code: str, level: str = "info", **fields: object) -> None:
@@ -130,16 +130,11 @@ async def deliver_domain(
     policy: Policy | None = None
     sts_wanted = profile.tls is not TlsSetting.NO and profile.mta_sts and not routes
     if sts_wanted:
-        found = await _policy(services, domain, recheck=False)
-        policy = found
+        # RFC 8461 §5.1 (3) / APPLY-6: before a message blocked by `enforce` is failed for
+        # good, the TXT record is looked up again and a new policy fetched. Every attempt
+        # queries the TXT anyway; the final one also ignores the FETCH-15 retry throttle.
+        policy = await _policy(services, domain, recheck=final)
     await _walk(services, message, domain, attempt, profile, policy=policy, routes=routes)
-    if final and attempt.pending and attempt.sts_blocked and sts_wanted:
-        # RFC 8461 §5.1 (3) / APPLY-6: re-check the TXT record for a new policy before
-        # a message blocked by `enforce` is failed for good.
-        renewed = await _policy(services, domain, recheck=True)
-        if renewed is not None and renewed != policy:
-            attempt.sts_blocked = False
-            await _walk(services, message, domain, attempt, profile, policy=renewed, routes=routes)
     for rid, rcpt in sorted(attempt.pending.items()):
         attempt.results[rid] = RecipientResult(
             rid,
@@ -262,8 +257,6 @@ def _skip_host(
     attempt.last_reason = verdict.reason
     attempt.last_type = verdict.result_type
     attempt.last_mx = hop.host
-    if not req.mx_permitted:
-        attempt.sts_blocked = True
     fields: dict[str, object] = {"domain": domain, "mx": hop.host, "detail": verdict.reason}
     if verdict.result_type is not None:
         fields["result_type"] = verdict.result_type.value
@@ -300,14 +293,7 @@ def _absorb(
     if session.reason:
         attempt.last_reason = session.reason
         attempt.last_type = session.result_type
-    verdict, obs = session.verdict, session.observation
-    if (
-        verdict is not None
-        and not verdict.delivers
-        and policy is not None
-        and policy.mode is Mode.ENFORCE
-    ):
-        attempt.sts_blocked = True
+    obs = session.observation
     for out in session.outcomes:
         attempt.pending.pop(out.rid, None)
         attempt.results[out.rid] = _result(out, hop, address, session, obs)

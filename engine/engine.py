@@ -8,6 +8,7 @@ The durable queue, retries and bounces of the gateway build on it.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import itertools
 import random
@@ -23,7 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from engine.config import EngineConfig
-from engine.core.cache import MemoryPolicyStore, PolicyStore
+from engine.core.cache import MemoryPolicyStore, PolicyStore, refresh_due
 from engine.core.clock import Clock
 from engine.core.events import EventSink, LogEvent
 from engine.core.mx import normalize_host
@@ -33,6 +34,7 @@ from engine.io.dialer import Dialer
 from engine.io.dns import DnsResolver, ResolverAddress
 from engine.io.fetch import PolicyFetcher
 from engine.io.smtp import SmtpTimeouts
+from engine.mtasts import refresh_policy
 from engine.services import Message, Services
 
 __all__ = ["DeliveryReport", "Engine", "SystemClock", "load_roots"]
@@ -55,6 +57,11 @@ def load_roots(ca_file: str | Path | None) -> list[bytes]:
         return []
     certs = x509.load_pem_x509_certificates(Path(ca_file).read_bytes())
     return [c.public_bytes(Encoding.DER) for c in certs]
+
+
+def _stable_fraction(*parts: object) -> float:
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +207,40 @@ class Engine:
         """Close pooled connections and sockets."""
         await self.fetcher.aclose()
         await self.resolver.aclose()
+
+    async def refresh_policies(self, now: float | None = None) -> int:
+        """Proactively refresh cached MTA-STS policies that are due (CACHE-7).
+
+        RFC 8461 §10.2 / AMB-15: recently used policies are fetched again over HTTPS
+        before they expire, whatever the TXT record says; a failed refresh keeps the
+        cached policy and warns (CACHE-8). The jitter is a stable fraction of the
+        domain and fetch time, so runs are reproducible.
+
+        Returns:
+            How many refreshes were attempted.
+        """
+        now = self.clock.now() if now is None else now
+        store = self.services.store
+        done = 0
+        for entry in store.all():
+            due = refresh_due(
+                entry,
+                now,
+                last_used=store.last_used(entry.domain),
+                rng_value=_stable_fraction(entry.domain, entry.fetched_at),
+                last_failure=store.get_failure(entry.domain),
+            )
+            if due is not None and due <= now:
+                await refresh_policy(
+                    entry,
+                    resolver=self.resolver,
+                    fetcher=self.fetcher,
+                    store=store,
+                    clock=self.clock,
+                    sink=self.sink,
+                )
+                done += 1
+        return done
 
     def new_mid(self) -> int:
         """The next message id (in-process numbering)."""

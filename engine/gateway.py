@@ -26,14 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import random
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.config import EngineConfig, load_config
-from engine.core.cache import refresh_due
 from engine.core.clock import Clock
 from engine.core.events import EventSink, LogEvent
 from engine.engine import Engine, SystemClock
@@ -41,7 +39,6 @@ from engine.io.dialer import Dialer
 from engine.io.smtp import SmtpTimeouts
 from engine.io.store import SqlitePolicyStore
 from engine.listener import DEFAULT_RELAY_NETWORKS, Listener
-from engine.mtasts import refresh_policy
 from engine.queue import Queue
 from engine.scheduler import RoundStats, Scheduler
 from engine.tlsrpt import ReportSettings, TlsReporter
@@ -93,11 +90,6 @@ class _EngineSink:
         if event.code == "tls.session" and self.reporter is not None:
             self.reporter.emit(event)
         self.outer.emit(event)
-
-
-def _stable_fraction(*parts: object) -> float:
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 class Gateway:
@@ -260,24 +252,7 @@ class Gateway:
 
     async def _refresh_policies(self, now: float) -> None:
         # RFC 8461 §10.2 / CACHE-7: refresh cached policies in use before they expire.
-        for entry in self.store.all():
-            due = refresh_due(
-                entry,
-                now,
-                last_used=self.store.last_used(entry.domain),
-                rng_value=_stable_fraction(entry.domain, entry.fetched_at),
-                last_failure=self.store.get_failure(entry.domain),
-            )
-            if due is not None and due <= now:
-                e = self.engine
-                await refresh_policy(
-                    entry,
-                    resolver=e.resolver,
-                    fetcher=e.fetcher,
-                    store=self.store,
-                    clock=self.clock,
-                    sink=self.sink,
-                )
+        await self.engine.refresh_policies(now)
 
     def next_wake(self) -> float | None:
         """The next time something is due: a recipient or a report."""

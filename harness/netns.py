@@ -248,7 +248,9 @@ def _probe() -> Probe:
         return Probe(True, False, "`nft` is not installed (scripts/install-blackbox.sh)")
     try:
         with Namespace() as ns:
-            table = "table ip probe { chain o { type nat hook output priority -100; policy accept; }; }"
+            table = (
+                "table ip probe { chain o { type nat hook output priority -100; policy accept; }; }"
+            )
             done = subprocess.run(
                 ns.argv(["nft", table]), capture_output=True, text=True, timeout=_TIMEOUT
             )

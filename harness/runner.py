@@ -136,6 +136,8 @@ def required_capabilities(scenario: Scenario) -> frozenset[Capability]:
     for step in scenario.steps:
         if step.kind in _STEP_NEEDS:
             need.add(_STEP_NEEDS[step.kind])
+        if step.kind is StepKind.SEND and step.args.final:
+            need.add(Capability.FINAL)
     for expect in (*(s.expect for s in scenario.steps), scenario.expect):
         need |= {cap for key, cap in _EXPECT_NEEDS.items() if getattr(expect, key)}
     return frozenset(need)
@@ -157,7 +159,10 @@ async def _act(
 ) -> tuple[DeliveryRecord, ...]:
     a = step.args
     if step.kind is StepKind.SEND:
-        return tuple(await engine.send(a.mail_from, a.rcpts, _message(scenario, step, a)))
+        data = _message(scenario, step, a)
+        if a.final:
+            return tuple(await engine.send(a.mail_from, a.rcpts, data, final=True))
+        return tuple(await engine.send(a.mail_from, a.rcpts, data))
     if step.kind is StepKind.ADVANCE:
         await engine.advance(a)
     elif step.kind is StepKind.RESTART_ENGINE:

@@ -334,8 +334,10 @@ def refresh_due(
     policy whose TXT is blocked still gets its lifetime restarted (CACHE-7).
     The period is ``refresh_interval``, shortened to half of ``max_age`` for
     short-lived policies so that the refresh lands before expiry. Jitter
-    only moves the refresh earlier, by up to ``jitter_fraction`` of the
-    period. After a failed fetch since ``entry`` was fetched, the refresh
+    spreads refreshes over the ``jitter_fraction`` of the period that follows
+    it (never earlier: a policy fetched a day ago by a delivery is not fetched
+    again by the background before its period is over), and the period being at
+    most half of ``max_age`` keeps the refresh well before expiry. After a failed fetch since ``entry`` was fetched, the refresh
     waits ``retry_after`` (FETCH-15).
 
     Args:
@@ -374,7 +376,7 @@ def refresh_due(
     if last_used is None or now - last_used > max_idle:
         return None  # refresh only what is being used (peers.md: refresh traffic)
     period = min(refresh_interval, entry.policy.max_age / 2)
-    due = entry.fetched_at + period * (1 - jitter_fraction * rng_value)
+    due = entry.fetched_at + period * (1 + jitter_fraction * rng_value)
     if last_failure is not None and last_failure.failed_at >= entry.fetched_at:
         due = max(due, last_failure.failed_at + retry_after)
     if due >= entry.expires_at:

@@ -62,7 +62,11 @@ class EngineUnderTest(Protocol):
     async def send(
         self, mail_from: str, rcpts: Sequence[str], data: bytes
     ) -> Sequence[DeliveryRecord]:
-        """Make one delivery attempt of one message; the outcome per recipient."""
+        """Make one delivery attempt of one message; the outcome per recipient.
+
+        Adapters with capability ``final`` also take ``final=True``: the attempt is the
+        last before the message would bounce (RFC 8461 §5.1, APPLY-6).
+        """
 
     async def advance(self, seconds: float) -> None:
         """Move the engine's clock forward (capability ``clock``)."""

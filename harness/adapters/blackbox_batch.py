@@ -74,8 +74,15 @@ def relabel(text: str, k: int, path: str | Path) -> Scenario:
 
 def world_view(scenario: Scenario, caps: frozenset[Capability]) -> tuple[Scenario, list[str]]:
     """``scenario`` without the expectations ``caps`` cannot judge, and what was dropped."""
-    drop = [k for k, c in (("events", Capability.EVENTS), ("no_events", Capability.EVENTS),
-                           ("logs", Capability.LOGS)) if c not in caps]
+    drop = [
+        k
+        for k, c in (
+            ("events", Capability.EVENTS),
+            ("no_events", Capability.EVENTS),
+            ("logs", Capability.LOGS),
+        )
+        if c not in caps
+    ]
     dropped: list[str] = []
 
     def strip(x: Expect, where: str) -> Expect:
@@ -197,7 +204,9 @@ async def _act(s: Scenario, step: Step, world: World, engine: EngineUnderTest) -
     elif step.kind is StepKind.SET_DNS:
         await world.set_dns(a["name"], a["rrtype"], a["behaviour"], delay_ms=a["delay_ms"])
     elif step.kind is StepKind.ROTATE_CERT:
-        await world.rotate_cert(a["host"], a["profile"], names=a["names"], update_tlsa=a["update_tlsa"])
+        await world.rotate_cert(
+            a["host"], a["profile"], names=a["names"], update_tlsa=a["update_tlsa"]
+        )
     elif step.kind is StepKind.ADVANCE:
         await engine.advance(a)
     else:
@@ -207,9 +216,16 @@ async def _act(s: Scenario, step: Step, world: World, engine: EngineUnderTest) -
 
 def _base(s: Scenario, engine: str) -> dict[str, Any]:
     return {
-        "id": s.id, "title": s.title, "path": str(s.path), "topic": s.topic, "covers": s.covers,
-        "engine": engine, "description": s.description, "world": s.world_table,
-        "sender": s.sender, "expect": s.expect,
+        "id": s.id,
+        "title": s.title,
+        "path": str(s.path),
+        "topic": s.topic,
+        "covers": s.covers,
+        "engine": engine,
+        "description": s.description,
+        "world": s.world_table,
+        "sender": s.sender,
+        "expect": s.expect,
     }
 
 
@@ -237,15 +253,19 @@ async def run_batch(
     results: list[ScenarioResult] = []
     began = time.monotonic()
     try:
-        async with World(batch.world, now=engine.now, certs=shared_cert_factory(),
-                         source="<batch>") as w:
+        async with World(
+            batch.world, now=engine.now, certs=shared_cert_factory(), source="<batch>"
+        ) as w:
             try:
                 await engine.start(w, batch.sender, workdir)
                 watcher, seen = WorldWatcher(), len(engine.events())
                 watcher.take(w)
                 for s in batch.scenarios:
-                    results.append(await _run_one(s, engine_name, w, engine, watcher, seen,
-                                                  notes.get(s.id, "")))
+                    results.append(
+                        await _run_one(
+                            s, engine_name, w, engine, watcher, seen, notes.get(s.id, "")
+                        )
+                    )
                     seen = len(engine.events())
             finally:
                 await engine.stop()
@@ -253,16 +273,26 @@ async def run_batch(
         tb = traceback.format_exc()
         done = {r.id for r in results}
         results += [
-            ScenarioResult(**_base(s, engine_name), verdict=Verdict.ERROR, reason=tb,
-                           seconds=time.monotonic() - began)
-            for s in batch.scenarios if s.id not in done
+            ScenarioResult(
+                **_base(s, engine_name),
+                verdict=Verdict.ERROR,
+                reason=tb,
+                seconds=time.monotonic() - began,
+            )
+            for s in batch.scenarios
+            if s.id not in done
         ]
     return results
 
 
 async def _run_one(
-    s: Scenario, engine_name: str, w: World, engine: EngineUnderTest,
-    watcher: WorldWatcher, seen: int, note: str,
+    s: Scenario,
+    engine_name: str,
+    w: World,
+    engine: EngineUnderTest,
+    watcher: WorldWatcher,
+    seen: int,
+    note: str,
 ) -> ScenarioResult:
     began = time.monotonic()
     steps: list[StepResult] = []
@@ -276,14 +306,20 @@ async def _run_one(
         events = tuple(engine.events()[seen:])
         seen += len(events)
         obs = StepObservation(
-            index=step.index, label=step.label, events=events,
-            lines=tuple(e.line for e in events if e.line), deliveries=deliveries,
-            world=watcher.take(w), clock=engine.now(), seconds=time.monotonic() - t0,
+            index=step.index,
+            label=step.label,
+            events=events,
+            lines=tuple(e.line for e in events if e.line),
+            deliveries=deliveries,
+            world=watcher.take(w),
+            clock=engine.now(),
+            seconds=time.monotonic() - t0,
             error=error,
         )
         mismatches = () if error else tuple(check(step.expect, [obs]))
-        steps.append(StepResult(step.index, step.kind.value, step.label, step.expect, obs,
-                                mismatches))
+        steps.append(
+            StepResult(step.index, step.kind.value, step.label, step.expect, obs, mismatches)
+        )
         if error:
             break
     error = next((r.observation.error for r in steps if r.observation.error), None)
@@ -291,6 +327,10 @@ async def _run_one(
     failed = any(r.mismatches for r in steps) or final
     verdict = Verdict.ERROR if error else Verdict.FAILED if failed else Verdict.PASSED
     return ScenarioResult(
-        **_base(s, engine_name), verdict=verdict, reason=error or note, steps=tuple(steps),
-        final=final, seconds=time.monotonic() - began,
+        **_base(s, engine_name),
+        verdict=verdict,
+        reason=error or note,
+        steps=tuple(steps),
+        final=final,
+        seconds=time.monotonic() - began,
     )

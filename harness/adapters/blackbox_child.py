@@ -61,8 +61,15 @@ def unavailable(engine: str) -> str:
 def _skipped(path: Path, engine: str, reason: str) -> ScenarioResult:
     s = load_scenario(path)
     return ScenarioResult(
-        id=s.id, title=s.title, path=str(s.path), topic=s.topic, covers=s.covers,
-        engine=engine, verdict=Verdict.SKIPPED, reason=reason, description=s.description,
+        id=s.id,
+        title=s.title,
+        path=str(s.path),
+        topic=s.topic,
+        covers=s.covers,
+        engine=engine,
+        verdict=Verdict.SKIPPED,
+        reason=reason,
+        description=s.description,
     )
 
 
@@ -82,16 +89,24 @@ def run_engine(
     with tempfile.TemporaryDirectory(prefix="blackbox-") as tmp:
         job = Path(tmp) / "job.json"
         out = Path(tmp) / "results.pickle"
-        job.write_text(json.dumps({
-            "engine": engine,
-            "paths": [str(Path(p).resolve()) for p in paths],
-            "out": str(out),
-            "overrides": overrides or {},
-        }), encoding="utf-8")
+        job.write_text(
+            json.dumps(
+                {
+                    "engine": engine,
+                    "paths": [str(Path(p).resolve()) for p in paths],
+                    "out": str(out),
+                    "overrides": overrides or {},
+                }
+            ),
+            encoding="utf-8",
+        )
         with Namespace() as ns:
             done = subprocess.run(
                 ns.argv([sys.executable, "-m", "harness.adapters.blackbox_child", str(job)]),
-                env=ns.env(), capture_output=True, text=True, timeout=_CHILD_TIMEOUT,
+                env=ns.env(),
+                capture_output=True,
+                text=True,
+                timeout=_CHILD_TIMEOUT,
             )
         if done.returncode != 0 or not out.exists():
             raise RuntimeError(
@@ -121,8 +136,11 @@ async def _run(engine: str, paths: list[Path], overrides: dict[str, str]) -> lis
     for n, batch in enumerate(batches):
         with tempfile.TemporaryDirectory(prefix=f"bb-{engine}-{n}-") as tmp:
             for r in await run_batch(
-                batch, engine, lambda: BlackBoxEngine(profile, overrides=overrides),
-                Path(tmp), notes,
+                batch,
+                engine,
+                lambda: BlackBoxEngine(profile, overrides=overrides),
+                Path(tmp),
+                notes,
             ):
                 results[order[r.id]] = r
     return [results[k] for k in sorted(results)]

@@ -37,6 +37,7 @@ __all__ = ["DRIVERS", "Driver", "Parsed", "driver_for"]
 
 _STATUS = {"sent": "delivered", "delivered": "delivered", "deferred": "deferred"}
 _STATUS |= {"bounced": "bounced", "failed": "bounced", "expired": "bounced"}
+_STATUS |= {"temporary": "deferred", "permanent": "bounced"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -153,7 +153,9 @@ class ManagedProcess:
                 f"last lines:\n{self.tail()}"
             ) from None
 
-    async def stop(self, stop_argv: Sequence[str] = (), env: Mapping[str, str] | None = None) -> None:
+    async def stop(
+        self, stop_argv: Sequence[str] = (), env: Mapping[str, str] | None = None
+    ) -> None:
         """Ask the program to stop, wait until it has exited, reap its readers."""
         proc = self._proc
         if proc is None:

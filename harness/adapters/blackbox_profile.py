@@ -19,7 +19,7 @@ Profile keys (all checked; an unknown key is a :class:`ProfileError` naming it):
     [engine]   title, driver, binaries, capabilities, features, verified, notes
     [[helpers]] name, argv, ready, env       (started in order, before the MTA)
     [mta]      argv, ready, stop, env
-    [submit]   method ("smtp"), port, queued (regex with a `qid` group), auth
+    [submit]   method ("smtp"), port, queued (regex with a `qid` group), auth, queued_log
     [[log]]    match, code
     [files."NAME"] template                   (written into the instance directory)
 """
@@ -105,12 +105,15 @@ class SubmitSpec:
         queued: a regex on the final DATA reply with a ``qid`` group: the MTA's id
             for the message, which its log lines carry.
         auth: ``user:password`` for AUTH PLAIN after STARTTLS (template), or "".
+        queued_log: for MTAs whose reply carries no id (chasquid): a regex on the
+            MTA's log with a ``qid`` group, where ``{{client_port}}`` is our source port.
     """
 
     method: str
     port: str
     queued: str
     auth: str = ""
+    queued_log: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +207,7 @@ def load_profile(name_or_path: str | Path) -> EngineProfile:
         caps = frozenset(Capability(c) for c in eng.get("capabilities", ()))
     except ValueError as exc:
         raise ProfileError(f"{where}: engine.capabilities: {exc}") from exc
-    sub = _table(data, "submit", {"method", "port", "queued", "auth"}, where)
+    sub = _table(data, "submit", {"method", "port", "queued", "auth", "queued_log"}, where)
     if sub.get("method") != "smtp" or "port" not in sub or "queued" not in sub:
         raise ProfileError(f"{where}: [submit] needs method = 'smtp', port and queued")
     rules = []
@@ -233,7 +236,13 @@ def load_profile(name_or_path: str | Path) -> EngineProfile:
             _process(h, f"{where}: helpers[{i}]") for i, h in enumerate(data.get("helpers", ()))
         ),
         mta=_process(data.get("mta", {}), f"{where}: [mta]"),
-        submit=SubmitSpec("smtp", str(sub["port"]), str(sub["queued"]), str(sub.get("auth", ""))),
+        submit=SubmitSpec(
+            "smtp",
+            str(sub["port"]),
+            str(sub["queued"]),
+            str(sub.get("auth", "")),
+            str(sub.get("queued_log", "")),
+        ),
         log=tuple(rules),
         files=files,
         path=path,

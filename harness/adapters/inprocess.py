@@ -158,12 +158,12 @@ class InProcessEngine:
         )
 
     async def send(
-        self, mail_from: str, rcpts: Sequence[str], data: bytes
+        self, mail_from: str, rcpts: Sequence[str], data: bytes, *, final: bool = False
     ) -> Sequence[DeliveryRecord]:
-        """One delivery attempt."""
+        """One delivery attempt (``final``: the last before a bounce, APPLY-6)."""
         if self._engine is None:
             raise AdapterError("the engine is not running")
-        report = await self._engine.deliver(mail_from, list(rcpts), data)
+        report = await self._engine.deliver(mail_from, list(rcpts), data, final=final)
         return [
             DeliveryRecord(
                 report.mid, r.rcpt, r.status, r.mx, r.tls, r.verified, r.reason, r.result_type
@@ -172,8 +172,14 @@ class InProcessEngine:
         ]
 
     async def advance(self, seconds: float) -> None:
-        """Move the manual clock."""
+        """Move the manual clock, then run the engine's due background work.
+
+        A running gateway refreshes cached policies while time passes (RFC 8461
+        §10.2, CACHE-7/8); the in-process engine does it when the clock moves.
+        """
         self.clock.advance(seconds)
+        if self._engine is not None:
+            await self._engine.refresh_policies()
 
     async def restart(self) -> None:
         """A new engine on the same policy cache file, clock and event list."""

@@ -57,7 +57,7 @@ class FuzzRun:
     error: str | None = None
 
 
-def load_document(doc: Mapping[str, Any], name: str = "fuzz-world.toml") -> Scenario:
+def load_document(doc: Mapping[str, Any], name: str = "fuzz/fuzz-world.toml") -> Scenario:
     """Check a scenario dict by the file format's own rules (through TOML).
 
     Raises:

@@ -42,6 +42,7 @@ class Capability(StrEnum):
     EVENTS = "events"  # structured events (``events`` / ``no_events`` expectations)
     LOGS = "logs"  # mail_logs lines (``logs`` expectations)
     REPORT = "report"  # per-recipient delivery report (``outcome``, ``verified``)
+    FINAL = "final"  # a send can be the last attempt before a bounce (APPLY-6)
 
 
 class StepKind(StrEnum):
@@ -81,11 +82,13 @@ class SendSpec:
         mail_from: the envelope sender.
         rcpts: the envelope recipients.
         data: the message bytes (None: the runner writes a small one).
+        final: this attempt is the last before the message would bounce (APPLY-6).
     """
 
     mail_from: str
     rcpts: tuple[str, ...]
     data: bytes | None = None
+    final: bool = False
 
 
 @dataclass(frozen=True, slots=True)

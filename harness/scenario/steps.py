@@ -36,7 +36,7 @@ _POLICY_KEYS = (
 )
 _DNS_KEYS = ("name", "type", "behaviour", "delay_ms")
 _CERT_KEYS = ("host", "profile", "names", "update_tlsa")
-_SEND_KEYS = ("from", "to", "data")
+_SEND_KEYS = ("from", "to", "data", "final")
 
 
 def parse_duration(node: Node) -> float:
@@ -73,7 +73,12 @@ def _send(node: Node) -> SendSpec:
     data = None
     if "data" in e:
         data = e["data"].text().replace("\r\n", "\n").replace("\n", "\r\n").encode()
-    return SendSpec(e["from"].text(), rcpts, data)
+    final = False
+    if "final" in e:
+        if not isinstance(e["final"].value, bool):
+            raise e["final"].error("write final = true or false")
+        final = e["final"].value
+    return SendSpec(e["from"].text(), rcpts, data, final)
 
 
 def _update_domain(node: Node, world: WorldSpec) -> dict[str, Any]:

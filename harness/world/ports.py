@@ -41,9 +41,7 @@ DNS_STUB = "127.0.0.53"
 TABLE = "sts_harness"
 
 
-def ruleset(
-    endpoints: Mapping[tuple[str, int], tuple[str, int]], dns: tuple[str, int]
-) -> str:
+def ruleset(endpoints: Mapping[tuple[str, int], tuple[str, int]], dns: tuple[str, int]) -> str:
     """The nftables script that makes ``endpoints`` and ``dns`` answer on standard ports.
 
     Args:
@@ -56,9 +54,7 @@ def ruleset(
     rules = []
     for (addr, service), (real_addr, real_port) in sorted(endpoints.items()):
         if (addr, service) != (real_addr, real_port):
-            rules.append(
-                f"ip daddr {addr} tcp dport {service} dnat to {real_addr}:{real_port}"
-            )
+            rules.append(f"ip daddr {addr} tcp dport {service} dnat to {real_addr}:{real_port}")
     for stub in dict.fromkeys((DNS_STUB, dns[0])):
         if (stub, 53) != dns:
             for proto in ("udp", "tcp"):
