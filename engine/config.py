@@ -48,6 +48,7 @@ from engine.core.controls import (
     IpSortPref,
     PostStarttlsFailure,
     Route,
+    RouteSts,
     TlsSetting,
 )
 from engine.core.errors import ConfigError, MxPatternError
@@ -268,6 +269,7 @@ _ENUMS: dict[str, type[StrEnum]] = {
     "ip_sort_pref": IpSortPref,
     "preferred_post220_failure": PostStarttlsFailure,
     "coexistence": Coexistence,
+    "route_sts": RouteSts,
 }
 
 

@@ -23,17 +23,20 @@ throttle (RFC 8461 §5.1, APPLY-6).
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from engine.core.controls import (
     DaneOption,
     DaneStatus,
     DestinationProfile,
+    RouteSts,
     TlsRequirement,
     TlsSetting,
     decide,
 )
 from engine.core.events import LogEvent, ResultType
+from engine.core.mx import normalize_host
 from engine.core.policy import Mode, Policy
 from engine.core.verdict import Outcome, TlsObservation, judge
 from engine.mtasts import discover_policy
@@ -125,16 +128,31 @@ async def deliver_domain(
     profile = services.config.profile_for(domain)
     if report_mail:
         profile = DestinationProfile(tls=TlsSetting.PREFERRED)
+    literal = _address_literal(domain)
     routes = services.config.routes_for(domain)
     attempt = _Attempt(dict(rcpts))
     policy: Policy | None = None
-    sts_wanted = profile.tls is not TlsSetting.NO and profile.mta_sts and not routes
+    # RFC 8461 §3.4 (DISC-15) / RFC 7672 §2.2 (DANE-36): an address literal has no
+    # MTA-STS policy and no DANE; it is delivered under the TLS setting alone.
+    sts_wanted = (
+        profile.tls is not TlsSetting.NO and profile.mta_sts and not routes and literal is None
+    )
     if sts_wanted:
         # RFC 8461 §5.1 (3) / APPLY-6: before a message blocked by `enforce` is failed for
         # good, the TXT record is looked up again and a new policy fetched. Every attempt
         # queries the TXT anyway; the final one also ignores the FETCH-15 retry throttle.
         policy = await _policy(services, domain, recheck=final)
-    await _walk(services, message, domain, attempt, profile, policy=policy, routes=routes)
+    await _walk(
+        services,
+        message,
+        domain,
+        attempt,
+        profile,
+        policy=policy,
+        routes=routes,
+        literal=literal,
+        final=final,
+    )
     for rid, rcpt in sorted(attempt.pending.items()):
         attempt.results[rid] = RecipientResult(
             rid,
@@ -170,11 +188,25 @@ async def _walk(
     *,
     policy: Policy | None,
     routes: tuple[object, ...],
+    literal: str | None = None,
+    final: bool = False,
 ) -> None:
-    want_dane = profile.tls is not TlsSetting.NO and profile.dane is not DaneOption.NONE
+    want_dane = (
+        profile.tls is not TlsSetting.NO and profile.dane is not DaneOption.NONE and literal is None
+    )
+    # RFC 8461 §3.4 / DISC-13 (opt-in, AMB-31): the route host's domain is the Policy
+    # Domain; the seed's default skips MTA-STS for routed domains instead.
+    route_sts = (
+        bool(routes)
+        and profile.route_sts is RouteSts.ROUTE_DOMAIN
+        and profile.tls is not TlsSetting.NO
+        and profile.mta_sts
+    )
     candidates: list[tuple[int, str, int]]
     mx_secure = False
-    if routes:
+    if literal is not None:
+        candidates = [(0, literal, 25)]
+    elif routes:
         candidates = [(i, r.host, r.port) for i, r in enumerate(routes)]  # type: ignore[attr-defined]
     else:
         mx = await resolve_mx(services.resolver, domain, services.rng)
@@ -190,20 +222,32 @@ async def _walk(
     for pref, host, port in candidates:
         if not attempt.pending:
             return
-        hop = await resolve_host(
-            services.resolver, host, port, preference=pref, want_dane=want_dane
-        )
+        if literal is not None:
+            hop = NextHop(host, port, pref, (literal,), canonical=host)
+        else:
+            hop = await resolve_host(
+                services.resolver, host, port, preference=pref, want_dane=want_dane
+            )
+        policy_domain = domain
+        if route_sts:
+            policy_domain = normalize_host(host)
+            policy = await _policy(services, policy_domain, recheck=final)
+            applying = policy is not None and policy.mode is not Mode.NONE
         if applying and policy is not None:
             # Seed (Sep 26, debug): "Applying MTA-STS policy" comes after the MX lookup,
             # right before the first connection.
-            _emit(services, "sts.apply", domain=domain, mode=policy.mode.value)
+            _emit(services, "sts.apply", domain=policy_domain, mode=policy.mode.value)
             applying = False
         dane = _DANE_STATE[hop.dane]
         if profile.dane is DaneOption.MANDATORY and not mx_secure and not routes:
             # RFC 7672 §2.2.1 / DANE-9: an insecure MX RRset under mandatory DANE: delay.
             dane = DaneStatus.NOT_APPLICABLE
         requirement = decide(
-            profile, mx_host=hop.host, policy=policy, dane=dane, routed=bool(routes)
+            profile,
+            mx_host=hop.host,
+            policy=policy,
+            dane=dane,
+            routed=bool(routes) and not route_sts,
         )
         if not hop.addresses or requirement.defer_now is not None or not requirement.mx_permitted:
             _skip_host(services, domain, attempt, hop, requirement)
@@ -219,6 +263,7 @@ async def _walk(
                 requirement=requirement,
                 next_hop_secure=mx_secure,
                 route_host=host if routes else None,
+                policy_domain=policy_domain,
             )
             if session.verdict is not None and session.verdict.outcome is Outcome.RECONNECT_CLEAR:
                 plain = decide(DestinationProfile(tls=TlsSetting.NO), mx_host=hop.host)
@@ -326,6 +371,18 @@ def _result(
         reply=str(out.reply) if out.reply is not None else None,
         dcid=session.dcid,
     )
+
+
+def _address_literal(domain: str) -> str | None:
+    """The address of an RFC 5321 §4.1.3 address literal (``[192.0.2.1]``), else None."""
+    if not (domain.startswith("[") and domain.endswith("]")):
+        return None
+    inner = domain[1:-1]
+    inner = inner[5:] if inner.lower().startswith("ipv6:") else inner
+    try:
+        return str(ipaddress.ip_address(inner))
+    except ValueError:
+        return None
 
 
 def _bounce_all(attempt: _Attempt, reason: str) -> None:

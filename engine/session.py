@@ -99,7 +99,7 @@ async def run_session(
     requirement: TlsRequirement,
     next_hop_secure: bool,
     route_host: str | None = None,
-    sink_only_verdict: bool = False,
+    policy_domain: str | None = None,
 ) -> SessionResult:
     """Deliver ``rcpts`` of ``message`` over one connection to ``address``.
 
@@ -113,6 +113,8 @@ async def run_session(
         requirement: what the connection must achieve.
         next_hop_secure: the MX RRset was secure (DANE-TA reference identifiers).
         route_host: the SMTP route host for a routed domain.
+        policy_domain: the MTA-STS Policy Domain when it is not ``domain`` (a route
+            host under RFC 8461 §3.4).
     """
     dcid = services.next_dcid()
     result = SessionResult(dcid)
@@ -161,6 +163,7 @@ async def run_session(
             requirement=requirement,
             next_hop_secure=next_hop_secure,
             route_host=route_host,
+            policy_domain=policy_domain or domain,
         )
     except SmtpError as exc:
         result.reason = f"{exc.stage}: {exc.detail}"
@@ -188,6 +191,7 @@ async def _converse(
     requirement: TlsRequirement,
     next_hop_secure: bool,
     route_host: str | None,
+    policy_domain: str,
 ) -> None:
     dcid = result.dcid
     if not client.banner.ok:
@@ -237,8 +241,8 @@ async def _converse(
     result.reason, result.result_type = verdict.reason, verdict.result_type
     # The TLS-RPT data event first: the seed shows the TLS success line, the MTA-STS
     # result and "Delivery start" adjacent (Sep 26), so nothing may come between them.
-    _emit_session_report(services, domain, hop, address, client, requirement, verdict)
-    _log_tls(services, dcid, domain, hop, requirement, observation, verdict, dane)
+    _emit_session_report(services, policy_domain, hop, address, client, requirement, verdict)
+    _log_tls(services, dcid, policy_domain, hop, requirement, observation, verdict, dane)
     if not verdict.delivers:
         return
     await _transaction(services, client, message, rcpts, result)
@@ -337,6 +341,14 @@ def _emit_session_report(
     _emit(services, "tls.session", "debug", **fields)
 
 
+def _ascii_address(address: str) -> str:
+    """The address with its domain in A-labels (RFC 5890): no SMTPUTF8 is assumed."""
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii() or domain.startswith("["):
+        return address
+    return f"{local}@{normalize_host(domain)}"
+
+
 async def _transaction(
     services: Services,
     client: SmtpClient,
@@ -356,7 +368,7 @@ async def _transaction(
         return
     accepted: list[tuple[int, str]] = []
     for rid, rcpt in rcpts:
-        reply = await client.rcpt(rcpt)
+        reply = await client.rcpt(_ascii_address(rcpt))
         if reply.ok:
             accepted.append((rid, rcpt))
         else:

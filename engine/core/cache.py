@@ -337,8 +337,8 @@ def refresh_due(
     spreads refreshes over the ``jitter_fraction`` of the period that follows
     it (never earlier: a policy fetched a day ago by a delivery is not fetched
     again by the background before its period is over), and the period being at
-    most half of ``max_age`` keeps the refresh well before expiry. After a failed fetch since ``entry`` was fetched, the refresh
-    waits ``retry_after`` (FETCH-15).
+    most half of ``max_age`` keeps the refresh well before expiry. After a failed
+    fetch since ``entry`` was fetched, the refresh waits ``retry_after`` (FETCH-15).
 
     Args:
         entry: the cached entry.

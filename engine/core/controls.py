@@ -56,6 +56,7 @@ __all__ = [
     "IpSortPref",
     "PostStarttlsFailure",
     "Route",
+    "RouteSts",
     "RowOutcome",
     "StartTls",
     "TlsRequirement",
@@ -104,6 +105,13 @@ class Coexistence(StrEnum):
     HYBRID = "hybrid"  # keep the enforce MX allow-list; PKIX only reported (default)
     DANE_PRECEDENCE = "dane-precedence"  # MTA-STS ignored (seed row 2, Postfix)
     LITERAL = "literal"  # both must pass
+
+
+class RouteSts(StrEnum):
+    """MTA-STS for a domain with an SMTP route (seed vs RFC 8461 §3.4, AMB-31)."""
+
+    SKIP = "skip"  # seed: "MTA-STS is not applied to domains with SMTP routes" (default)
+    ROUTE_DOMAIN = "route-domain"  # RFC 8461 §3.4 / DISC-13: the route host is the Policy Domain
 
 
 class PostStarttlsFailure(StrEnum):
@@ -173,6 +181,8 @@ class DestinationProfile:
         sts_testing_falls_back: [INF] ``testing`` failures deliver anyway (RFC 8461 §5).
         preferred_post220_failure: [INF] Preferred handshake failure after 220.
         coexistence: AMB-24 reading when DANE passes.
+        route_sts: MTA-STS for SMTP-routed domains: skipped (seed), or applied with the
+            route host's domain as the Policy Domain (RFC 8461 §3.4, DISC-13).
     """
 
     tls: TlsSetting = TlsSetting.NO
@@ -186,6 +196,7 @@ class DestinationProfile:
     sts_testing_falls_back: bool = True
     preferred_post220_failure: PostStarttlsFailure = PostStarttlsFailure.DEFER
     coexistence: Coexistence = Coexistence.HYBRID
+    route_sts: RouteSts = RouteSts.SKIP
 
 
 @dataclass(frozen=True, slots=True)

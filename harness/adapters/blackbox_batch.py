@@ -50,7 +50,8 @@ from harness.world.world import World, shared_cert_factory
 __all__ = ["Batch", "needs", "plan", "relabel", "run_batch", "world_view"]
 
 _WORLD_ONLY = ("events", "no_events", "logs")
-_MANDATED = ("required", "required-verify", "required-verify-hosted")
+#: ``[sender]`` tables that configure what a fixed black-box profile cannot express.
+_LOCAL_TABLES = ("routes", "bounce_profiles")
 
 
 def _bases(table: Mapping[str, Any]) -> set[str]:
@@ -110,12 +111,16 @@ def needs(scenario: Scenario, caps: frozenset[Capability], features: frozenset[s
     if missing:
         return f"needs {', '.join(sorted(missing))}"
     want = set()
+    if any(k in scenario.sender for k in _LOCAL_TABLES):
+        want.add("config")
     for entry in _controls(scenario.sender).values():
         if entry.get("mta_sts"):
             want.add("sts")
         if entry.get("dane") in ("opportunistic", "mandatory"):
             want.add("dane")
-        if entry.get("tls") in _MANDATED and not entry.get("mta_sts"):
+        # Only "preferred" (opportunistic TLS) is what every profile does by default;
+        # any other level, or mandatory DANE, is local configuration.
+        if entry.get("tls", "preferred") != "preferred" or entry.get("dane") == "mandatory":
             want.add("config")
     lacking = sorted(want - features)
     if lacking:
@@ -161,6 +166,22 @@ def _merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any] | None:
     return out
 
 
+#: A world is one /24 (harness.world.addresses): keep a batch's hosts well inside it.
+_MAX_ADDRESSES = 200
+
+
+def _addresses(world: Mapping[str, Any]) -> int:
+    """An upper bound of the loopback addresses a world table takes."""
+    domains = world.get("domains", {})
+    hosts = set(world.get("hosts", {}))
+    for d in domains.values():
+        for mx in d.get("mx", ()):
+            target = mx[1] if isinstance(mx, list) else str(mx).split()[-1]
+            hosts.add(str(target).rstrip(".").lower())
+    policy = sum(1 for d in domains.values() if "policy" in d or "policy_host" in d)
+    return len(hosts) + policy + 2
+
+
 def plan(scenarios: Sequence[Scenario], *, sender_matters: bool) -> list[Batch]:
     """Group (already relabelled) scenarios into batches (see the module docstring)."""
     batches: list[Batch] = []
@@ -173,7 +194,7 @@ def plan(scenarios: Sequence[Scenario], *, sender_matters: bool) -> list[Batch]:
             if b.alone:
                 continue
             world, merged = _merge(b.world, s.world_table), _merge(b.sender, sender)
-            if world is not None and merged is not None:
+            if world is not None and merged is not None and _addresses(world) <= _MAX_ADDRESSES:
                 b.scenarios.append(s)
                 b.world, b.sender = world, merged
                 break

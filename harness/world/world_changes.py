@@ -15,6 +15,7 @@ from certs import CertProfile
 from harness.errors import SpecError
 from harness.world.dns_answer import Behaviour
 from harness.world.dns_records import ZoneError, canonical_name
+from harness.world.policy_host import Behaviour as PolicyBehaviour
 from harness.world.policy_host import PolicyResponse
 from harness.world.spec import DnsRule, DomainSpec, PolicyHostSpec, WorldSpec
 from harness.world.spec_tables import domain_from
@@ -76,6 +77,18 @@ def changed_policy(
             )
     if isinstance(kw.get("headers"), Mapping):
         kw["headers"] = tuple(kw["headers"].items())
+    # The same value rules as the world table: behaviours are enum members (the policy
+    # host compares them by identity) and `content_type = false` means no header at all.
+    if "behaviour" in kw:
+        try:
+            kw["behaviour"] = PolicyBehaviour(kw["behaviour"])
+        except ValueError:
+            allowed = [b.value for b in PolicyBehaviour]
+            raise SpecError(
+                source, f"{where}.policy_host.behaviour", kw["behaviour"], "unknown", allowed
+            ) from None
+    if kw.get("content_type") is False:
+        kw["content_type"] = None
     try:
         ph = replace(ph, response=replace(ph.response, **kw))
     except (TypeError, ValueError) as exc:
