@@ -12,6 +12,7 @@ import hashlib
 import ipaddress
 import itertools
 import random
+import re
 import ssl
 import time
 from collections import defaultdict
@@ -37,7 +38,7 @@ from engine.io.smtp import SmtpTimeouts
 from engine.mtasts import refresh_policy
 from engine.services import Message, Services
 
-__all__ = ["DeliveryReport", "Engine", "SystemClock", "load_roots"]
+__all__ = ["DeliveryReport", "Engine", "SystemClock", "load_roots", "outcome_fields"]
 
 
 class SystemClock:
@@ -293,25 +294,39 @@ class Engine:
             if r.status == "delivered":
                 continue
             code = "delivery.delayed" if r.status == "deferred" else "delivery.bounced"
-            reply = r.reply or ""
-            self.sink.emit(
-                LogEvent(
-                    code,
-                    {
-                        "dcid": r.dcid,
-                        "mid": message.mid,
-                        "mail_from": message.mail_from,
-                        "rcpt": r.rcpt,
-                        "rid": r.rid,
-                        "enhanced": "4.0.0" if r.status == "deferred" else "5.0.0",
-                        "reason": r.reason,
-                        "code": reply[:3] if reply[:3].isdigit() else "000",
-                        "reply_lines": [reply[4:]] if reply else [],
-                        "result_type": r.result_type,
-                    },
-                    "info",
-                    now,
-                )
-            )
+            fields = outcome_fields(r.status, r.reply, r.reason)
+            fields |= {
+                "dcid": r.dcid,
+                "mid": message.mid,
+                "mail_from": message.mail_from,
+                "rcpt": r.rcpt,
+                "rid": r.rid,
+                "result_type": r.result_type,
+            }
+            self.sink.emit(LogEvent(code, fields, "info", now))
         if all(r.status != "deferred" for r in report.recipients):
             self.sink.emit(LogEvent("message.finished", {"mid": message.mid}, "info", now))
+
+
+_ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s*(.*)$")
+
+
+def outcome_fields(status: str, reply: str | None, reason: str) -> dict[str, object]:
+    """The ``Delayed:``/``Bounced:`` line fields for one recipient (seg-behaviour §5.5).
+
+    A remote reply gives its own code and enhanced status code (``450 4.2.0 Mailbox
+    busy`` -> ``4.2.0 - Mailbox busy ('450', ['4.2.0 Mailbox busy'])``); a failure
+    without a reply (TLS, policy, DNS) is ``4.0.0``/``5.0.0`` with code ``'000'``.
+    """
+    default = "4.0.0" if status == "deferred" else "5.0.0"
+    if reply and reply[:3].isdigit():
+        text = reply[4:].strip()
+        match = _ENHANCED.match(text)
+        enhanced, rest = (match.group(1), match.group(2)) if match else (default, text)
+        return {
+            "enhanced": enhanced,
+            "reason": rest or reason,
+            "code": reply[:3],
+            "reply_lines": [text] if text else [],
+        }
+    return {"enhanced": default, "reason": reason, "code": "000", "reply_lines": []}

@@ -292,7 +292,8 @@ def _classify(
     records: list[object] = []
     texts: list[str] = []
     # Follow the CNAME chain the recursive resolver put in the answer section.
-    for _ in range(16):
+    # A query for the CNAME itself answers with it; only other types follow the chain.
+    for _ in range(16 if wanted != dns.rdatatype.CNAME else 0):
         cname = _find(reply, current, dns.rdatatype.CNAME)
         if cname is None:
             break
