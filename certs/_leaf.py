@@ -23,6 +23,7 @@ __all__ = [
     "PrivateKey",
     "Signer",
     "as_datetime",
+    "build_ca",
     "build_leaf",
     "carried_names",
     "leaf_key",
@@ -66,6 +67,64 @@ def signer(ca: trustme.CA, below: Signer | None = None) -> Signer:
     assert isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey), type(key)
     der = cert.public_bytes(serialization.Encoding.DER)
     return Signer(cert, key, (der, *(below.path_ders if below else ())))
+
+
+# The window of the CAs built here, as trustme draws its own: wide enough for any clock.
+_CA_NOT_BEFORE = datetime(2000, 1, 1, tzinfo=UTC)
+_CA_NOT_AFTER = datetime(3000, 1, 1, tzinfo=UTC)
+
+
+def build_ca(by: Signer, name: str, *, path_length: int | None) -> Signer:
+    """A CA certificate signed by ``by``, with its own fresh ECDSA P-256 key.
+
+    trustme cannot make these: it refuses a child below a CA whose path length is 0
+    (which is what a pathLenConstraint test needs), so they are built here.
+
+    Args:
+        by: the issuing CA.
+        name: the subject's organizational unit (tells the CAs of one chain apart).
+        path_length: the basicConstraints pathLenConstraint (None: unlimited).
+
+    Returns:
+        The new CA as a :class:`Signer` whose path runs up through ``by``.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([_ORG, x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, name)])
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(by.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_CA_NOT_BEFORE)
+        .not_valid_after(_CA_NOT_AFTER)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+                by.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+            ),
+            critical=False,
+        )
+        .sign(by.key, hashes.SHA256())
+    )
+    der = cert.public_bytes(serialization.Encoding.DER)
+    return Signer(cert, key, (der, *by.path_ders))
 
 
 def as_datetime(now: float | datetime) -> datetime:

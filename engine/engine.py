@@ -29,11 +29,11 @@ from engine.core.cache import MemoryPolicyStore, PolicyStore, refresh_due
 from engine.core.clock import Clock
 from engine.core.events import EventSink, LogEvent
 from engine.core.mx import normalize_host
-from engine.core.pkix import rfc6125_match, verify_chain
 from engine.delivery import RecipientResult, deliver_domain
 from engine.io.dialer import Dialer
 from engine.io.dns import DnsResolver, ResolverAddress
 from engine.io.fetch import PolicyFetcher
+from engine.io.https import pkix_judge
 from engine.io.smtp import SmtpTimeouts
 from engine.mtasts import refresh_policy
 from engine.services import Message, Services
@@ -106,20 +106,6 @@ class DeliveryReport:
         }
 
 
-def _judge_policy_host(roots: list[bytes]) -> Any:
-    def judge(chain: list[bytes], host: str, now: float) -> str | None:
-        verdict = verify_chain(chain, roots, now)
-        if not verdict.ok:
-            return verdict.reason or "certificate not valid"
-        leaf = verdict.chain[0]
-        # RFC 8461 §3.3: the certificate must name mta-sts.<domain> (DNS-ID, FETCH-2..4).
-        if not rfc6125_match(leaf, host):
-            return f"certificate does not match {host}"
-        return None
-
-    return judge
-
-
 class Engine:
     """The sending engine.
 
@@ -173,7 +159,7 @@ class Engine:
         self.fetcher = PolicyFetcher(
             self.resolver,
             dialer,
-            _judge_policy_host(roots),
+            pkix_judge(roots),
             self.clock,
             timeout=config.policy_fetch.timeout,
             max_body=config.policy_fetch.max_body,

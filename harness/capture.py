@@ -30,19 +30,20 @@ import contextlib
 import ssl
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from engine.core.clock import Clock
+from engine.config import EngineConfig
 from engine.core.discovery import FetchFailed
 from engine.core.events import ListSink
 from engine.core.pkix import rfc6125_match, verify_chain
 from engine.core.tlsa import parse_tlsa, record_matches
 from engine.io.dialer import Dialer
-from engine.io.dns import DnsAnswer, DnsResolver, ResolverAddress
+from engine.engine import Engine
+from engine.io.dns import DnsAnswer, DnsResolver
 from engine.io.fetch import PolicyFetcher
 from engine.io.smtp import SmtpClient, SmtpError, SmtpTimeouts, no_verify_context
 
@@ -298,29 +299,27 @@ async def capture_domain(
     """
     domain = domain.rstrip(".").lower()
     at = time.time() if at is None else at
-    clock: Clock = FixedClock(at)
-    dialer = dialer or Dialer()
-    addrs = [ResolverAddress(h, p, h.startswith("127.") or h == "::1") for h, p in resolvers]
-    resolver = DnsResolver(addrs, timeout=timeout, sink=ListSink(), clock=clock)
-    q = resolver.query
-    sts, rpt = (
-        _dns(await q(f"_mta-sts.{domain}", "TXT")),
-        _dns(await q(f"_smtp._tls.{domain}", "TXT")),
+    config = EngineConfig()
+    config = replace(
+        config,
+        dns=replace(config.dns, resolvers=tuple(resolvers), timeout=timeout),
+        policy_fetch=replace(config.policy_fetch, timeout=timeout),
     )
-    mx_answer = await q(domain, "MX")
-    policy_a = _dns(await q(f"mta-sts.{domain}", "A"))
-    policy = None
-    if policy_a.records:
-        fetcher = PolicyFetcher(resolver, dialer, lambda *_: None, clock, timeout=timeout)
-        try:
-            policy = await _policy(fetcher, domain, roots, at)
-        finally:
-            await fetcher.aclose()
-    hosts = [
-        await _probe_mx(resolver, dialer, roots, pref, host, at, timeout)
-        for pref, host in sorted(mx_answer.mx_hosts())
-        if host
-    ]
+    # The engine's own resolver (AD believed from loopback only) and fetcher.
+    async with Engine(
+        config, sink=ListSink(), dialer=dialer or Dialer(), roots=list(roots), clock=FixedClock(at)
+    ) as engine:
+        q = engine.resolver.query
+        sts = _dns(await q(f"_mta-sts.{domain}", "TXT"))
+        rpt = _dns(await q(f"_smtp._tls.{domain}", "TXT"))
+        mx_answer = await q(domain, "MX")
+        policy_a = _dns(await q(f"mta-sts.{domain}", "A"))
+        policy = await _policy(engine.fetcher, domain, roots, at) if policy_a.records else None
+        hosts = [
+            await _probe_mx(engine.resolver, engine.services.dialer, roots, pref, host, at, timeout)
+            for pref, host in sorted(mx_answer.mx_hosts())
+            if host
+        ]
     return Capture(domain, at, sts, rpt, _dns(mx_answer), policy_a, policy, tuple(hosts))
 
 

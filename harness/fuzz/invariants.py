@@ -30,6 +30,10 @@ invariant              holds when
                        5yz the world sent for it); never in two mailboxes
 ``failure-explained``  every recipient not delivered has exactly one ``Delayed`` or
                        ``Bounced`` log line naming it, with its reason; delivered ones none
+``clean-path-delivers`` when some MX lets the message through by every rule (reachable,
+                       STARTTLS, a certificate that verifies, permitted, DANE satisfied,
+                       no scripted refusal anywhere), every recipient is delivered
+                       (MX-2, MX-3, APPLY-2, DANE-4: a valid path is never refused)
 ``smtp-conformance``   the receiving MTAs noted no protocol error from the client
 ``run-completes``      neither the engine nor the world raised
 =====================  ==================================================================
@@ -43,6 +47,7 @@ from dataclasses import dataclass
 from harness.fuzz.driver import FuzzRun
 from harness.fuzz.oracle import DestinationFacts, HostFacts, destination_facts
 from harness.world.mta_records import MtaSession
+from harness.world.mta_script import Script
 
 __all__ = ["INVARIANTS", "Invariant", "Violation", "check_run"]
 
@@ -94,6 +99,8 @@ _LIST = (
               ("MX-6", "APPLY-7")),
     Invariant("failure-explained", "every failure has exactly one log line",
               ("seed:log:delayed", "seed:log:bounced")),
+    Invariant("clean-path-delivers", "a world with a clean path delivers",
+              ("MX-2", "MX-3", "APPLY-2", "DANE-4")),
     Invariant("smtp-conformance", "the receiving MTAs saw no protocol error", ()),
     Invariant("run-completes", "the engine and the world did not raise", ()),
 )  # fmt: skip
@@ -233,6 +240,11 @@ def _outcome_checks(run: FuzzRun, rcpt: str) -> Iterator[Violation]:
         )
 
 
+def _anyone_scripted(run: FuzzRun) -> bool:
+    """Some MX has scripted replies: a refusal there may rightly end the attempt."""
+    return any(h.script != Script() for h in run.scenario.world.hosts.values())
+
+
 def check_run(run: FuzzRun) -> list[Violation]:
     """Every invariant broken by ``run`` (see the module docstring)."""
     if run.error is not None:
@@ -247,6 +259,17 @@ def check_run(run: FuzzRun) -> list[Violation]:
         if domain not in by_domain:
             by_domain[domain] = destination_facts(spec, sender, domain)
         found += _outcome_checks(run, rcpt)
+    for rcpt in rcpts:
+        facts = by_domain[rcpt.rpartition("@")[2]]
+        status = next((d.status for d in run.deliveries if d.rcpt.lower() == rcpt), None)
+        clean = facts.clean_host() if facts is not None else None
+        if clean is not None and status != "delivered" and not _anyone_scripted(run):
+            reason = next((d.reason for d in run.deliveries if d.rcpt.lower() == rcpt), "")
+            found.append(Violation(
+                "clean-path-delivers",
+                f"{rcpt} {status}, though {clean} lets it through by every rule ({reason!r})",
+                clean, rcpt,
+            ))  # fmt: skip
     for s in run.sessions:
         for facts in by_domain.values():
             if facts is not None and s.mx_host in facts.hosts:

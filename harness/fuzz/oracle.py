@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from harness.world.mta_script import Script
 from harness.world.spec import WorldSpec
 from harness.world.world_zones import zone_apex
 from harness.world.zones import DnssecStatus
@@ -88,6 +89,8 @@ class HostFacts:
         chains: its certificate chains to the trusted root and is current.
         dane: ``usable`` | ``unusable`` | ``error`` | ``none`` | ``unknown``.
         dane_match: a usable TLSA record matches the certificate it serves.
+        plain: reachable, STARTTLS offered, a certificate, no scripted replies: nothing
+            about it may stop a delivery but the sender's own rules.
     """
 
     name: str
@@ -96,6 +99,7 @@ class HostFacts:
     chains: bool
     dane: str
     dane_match: bool
+    plain: bool = False
 
     def dane_pass_possible(self, profile: Profile) -> bool:
         """DANE may authenticate this host's certificate (an exemption, never a duty)."""
@@ -112,6 +116,7 @@ class DestinationFacts:
         enforce: an MTA-STS enforce policy is certainly in force.
         mx_secure: the MX RRset is DNSSEC-secure.
         hosts: by MX host name.
+        mx_ok: the MX lookup answers (no fault, not bogus).
     """
 
     domain: str
@@ -119,6 +124,29 @@ class DestinationFacts:
     enforce: bool
     mx_secure: bool
     hosts: Mapping[str, HostFacts]
+    mx_ok: bool = True
+
+    def clean_host(self) -> str | None:
+        """An MX every rule lets the message through, if there is one (else None).
+
+        Plain, permitted by any enforce policy, and with a certificate that satisfies
+        the TLS setting and DANE: a trusted chain naming the host, and a usable
+        matching TLSA record (or none, where DANE is optional). Required-Verify is
+        left out: its Cisco algorithm wants the *domain* in the certificate.
+        """
+        p = self.profile
+        if not self.mx_ok or p.tls == "required-verify":
+            return None
+        for h in self.hosts.values():
+            if not (h.plain and h.permitted and h.pkix_ok):
+                continue
+            dane_ok = h.dane == "usable" and h.dane_match
+            if p.dane == "mandatory" and p.tls != "no" and not (dane_ok and self.mx_secure):
+                continue
+            if p.dane_on and not dane_ok and h.dane != "none":
+                continue
+            return h.name
+        return None
 
 
 def _profile(sender: Mapping[str, Any], domain: str) -> Profile:
@@ -253,6 +281,10 @@ def _host(
         chains=cert in CHAINS,
         dane=dane,
         dane_match=bool(h.tlsa) and h.cert is not None,
+        plain=_resolves(address)
+        and h.cert is not None
+        and str(h.starttls) == "offered"
+        and h.script == Script(),
     )
 
 
@@ -267,4 +299,5 @@ def destination_facts(
     patterns = _policy(spec, domain) if profile.mta_sts and profile.tls != "no" else None
     mx_secure = _status(spec, domain, "MX") == "secure"
     hosts = {t: _host(spec, t, patterns, mx_secure) for _, t in d.mx if t in spec.hosts}
-    return DestinationFacts(domain, profile, patterns is not None, mx_secure, hosts)
+    mx_ok = _resolves(_status(spec, domain, "MX"))
+    return DestinationFacts(domain, profile, patterns is not None, mx_secure, hosts, mx_ok)
