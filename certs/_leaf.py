@@ -199,7 +199,8 @@ def build_leaf(
     Raises:
         CertError: a name that is neither a host name nor an IP address.
     """
-    general_names = [_general_name(n) for n in (san or (common_name,))]  # validates CN too
+    general_names = [_general_name(n) for n in (san or (common_name,))]
+    _general_name(common_name)  # the CN must be a host name or address too
     subject = x509.Name([_ORG, x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     builder = (
         x509.CertificateBuilder()

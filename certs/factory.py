@@ -4,7 +4,9 @@ Theory of operation
 -------------------
 The certificate authorities are trustme CAs, made on first use: a trusted
 root (the one the engine under test trusts), an untrusted root, and one
-intermediate below the trusted root. Leaves are built by :mod:`certs._leaf`
+intermediate below the trusted root. One chain trustme cannot make is built
+with ``cryptography`` (:func:`certs._leaf.build_ca`): a CA with pathLenConstraint
+0 below the trusted root, and two CAs below it (DANE-30). Leaves are built by :mod:`certs._leaf`
 with ``cryptography`` and signed with the CA's key, because the profiles need
 shapes trustme does not make (no SAN at all, self-signed leaves) and because
 trustme draws a new key per certificate.
@@ -36,7 +38,15 @@ from pathlib import Path
 import trustme
 from cryptography.hazmat.primitives import serialization
 
-from certs._leaf import Signer, as_datetime, build_leaf, carried_names, leaf_key, signer
+from certs._leaf import (
+    Signer,
+    as_datetime,
+    build_ca,
+    build_leaf,
+    carried_names,
+    leaf_key,
+    signer,
+)
 from certs.errors import CertError
 from certs.issued import IssuedCert
 from certs.profiles import (
@@ -87,6 +97,11 @@ class CertFactory:
         return self._cas[kind]
 
     def _signer(self, kind: IssuerKind) -> Signer:
+        if kind is IssuerKind.BELOW_PATHLEN0 and kind not in self._signers:
+            # RFC 5280 §4.2.1.9: pathLenConstraint 0 allows no CA below; here are two.
+            top = build_ca(self._signer(IssuerKind.TRUSTED_ROOT), "pathlen-0 CA", path_length=0)
+            first = build_ca(top, "CA 1 below pathlen-0", path_length=None)
+            self._signers[kind] = build_ca(first, "CA 2 below pathlen-0", path_length=None)
         if kind not in self._signers:
             below = (
                 self._signer(IssuerKind.TRUSTED_ROOT) if kind is IssuerKind.INTERMEDIATE else None
@@ -177,6 +192,7 @@ class CertFactory:
         key_type: KeyType | str | None = None,
         validity: Validity | None = None,
         include_root: bool = False,
+        common_name: str | None = None,
     ) -> IssuedCert:
         """Mint (or return the cached) certificate for ``names`` under ``profile``.
 
@@ -189,13 +205,16 @@ class CertFactory:
             key_type: leaf key algorithm; default the factory's.
             validity: override the profile's window (e.g. expired two years ago).
             include_root: also send the root after the chain (DANE-TA tests).
+            common_name: the subject CN instead of the first carried name, e.g. a CN
+                that differs from every SAN entry (DANE-26: a CN is ignored when the
+                certificate has DNS-IDs, RFC 6125 §6.4.4).
 
         Returns:
             The :class:`certs.issued.IssuedCert`.
 
         Raises:
-            CertError: no names, a name that is not a host name or IP address, or a
-                wildcard profile for a name without a two-label parent.
+            CertError: no names, a name (or ``common_name``) that is not a host name or
+                IP address, or a wildcard profile for a name without a two-label parent.
         """
         if not names:
             raise CertError("issue() needs at least one name", value=names)
@@ -204,10 +223,12 @@ class CertFactory:
         leaf_key_type = self.key_type if key_type is None else KeyType(key_type)
         when = self.now if now is None else as_datetime(now)
         window = spec.validity if validity is None else validity
-        cache_key = (profile, names, leaf_key_type, when, window, include_root)
+        cache_key = (profile, names, leaf_key_type, when, window, include_root, common_name)
         cached = self._cache.get(cache_key)
         if cached is None:
-            cached = self._build(profile, names, leaf_key_type, when, window, include_root)
+            cached = self._build(
+                profile, names, leaf_key_type, when, window, include_root, common_name
+            )
             self._cache[cache_key] = cached
         return cached
 
@@ -219,9 +240,11 @@ class CertFactory:
         when: datetime,
         window: Validity,
         include_root: bool,
+        common_name: str | None,
     ) -> IssuedCert:
         spec = PROFILE_SPECS[profile]
         carried = carried_names(spec.names, names)
+        cn = common_name if common_name is not None else (carried or names)[0]
         by = None if spec.issuer is IssuerKind.SELF else self._signer(spec.issuer)
         key = leaf_key(key_type, self._rsa_drawn)
         if key_type is KeyType.RSA:
@@ -229,21 +252,21 @@ class CertFactory:
         cert, san = build_leaf(
             key=key,
             by=by,
-            common_name=(carried or names)[0],
+            common_name=cn,
             san=carried,
             not_before=when + window.start,
             not_after=when + window.end,
         )
         leaf_der = cert.public_bytes(serialization.Encoding.DER)
         path = (leaf_der, *(by.path_ders if by else ()))
-        sent = path[:2] if spec.sends_intermediate else path[:1]
+        sent = path[:-1] if spec.sends_intermediate and len(path) > 1 else path[:1]
         if include_root and len(path) > len(sent):
             sent = (*sent, path[-1])
         return IssuedCert(
             profile=profile,
             names=names,
             san=san,
-            common_name=(carried or names)[0],
+            common_name=cn,
             key_type=key_type,
             not_before=cert.not_valid_before_utc,
             not_after=cert.not_valid_after_utc,

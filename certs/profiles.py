@@ -50,6 +50,10 @@ class CertProfile(StrEnum):
     MISSING_INTERMEDIATE = "missing-intermediate"
     WILDCARD = "wildcard"
     CN_ONLY = "cn-only"
+    # DANE-30: leaf <- CA 2 <- CA 1 <- a CA with pathLenConstraint 0 <- trusted root; the
+    # whole chain below the root is sent. Two CAs below a pathlen-0 CA break RFC 5280
+    # §4.2.1.9, for PKIX and for a DANE-TA record naming the constrained CA.
+    VIA_TWO_INTERMEDIATES_PATHLEN0 = "via-two-intermediates-pathlen0"
 
 
 class KeyType(StrEnum):
@@ -66,6 +70,8 @@ class IssuerKind(StrEnum):
     UNTRUSTED_ROOT = "untrusted-root"
     INTERMEDIATE = "intermediate"  # a child of the trusted root
     SELF = "self"
+    # the second of two CAs below a pathLenConstraint-0 CA that the trusted root signed
+    BELOW_PATHLEN0 = "below-pathlen0"
 
 
 class NameRule(StrEnum):
@@ -115,7 +121,8 @@ class ProfileSpec:
         issuer: who signs the leaf.
         names: which names the leaf carries.
         validity: the default window, relative to ``now``.
-        sends_intermediate: whether the server sends the intermediate after the leaf.
+        sends_intermediate: whether the server sends the intermediates after the leaf
+            (every CA of the path but the root).
         breaks: what a strict sender rejects it for (None: it is acceptable).
     """
 
@@ -147,5 +154,8 @@ PROFILE_SPECS: MappingProxyType[CertProfile, ProfileSpec] = MappingProxyType(
         ),
         _P.WILDCARD: ProfileSpec(_I.TRUSTED_ROOT, _N.WILDCARD, _CURRENT, False, None),
         _P.CN_ONLY: ProfileSpec(_I.TRUSTED_ROOT, _N.CN_ONLY, _CURRENT, False, "CERT-7, FETCH-3"),
+        _P.VIA_TWO_INTERMEDIATES_PATHLEN0: ProfileSpec(
+            _I.BELOW_PATHLEN0, _N.REQUESTED, _CURRENT, True, "DANE-30"
+        ),
     }
 )

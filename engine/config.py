@@ -19,7 +19,8 @@ Layout::
     "example.com" = ["relay.example.net:2525"]
     [bounce_profiles.default]
     max_retries = 100
-    [dns]           resolvers = ["127.0.0.53:5353"]
+    [dns]           resolvers = ["127.0.0.53:5353"], trust_ad = false
+    [identity]      names = ["mx20.example.com"]   # MX names that are this sender
     [tls]           ca_file = "roots.pem"
     [policy_fetch]  timeout = 10.0, max_body = 65536, proxy = "127.0.0.9:3128"
     [logging]       level = "info"
@@ -59,6 +60,7 @@ __all__ = [
     "DEFAULT_PROFILE_STS_WARNING",
     "DnsConfig",
     "EngineConfig",
+    "IdentityConfig",
     "ListenerConfig",
     "LoggingConfig",
     "PolicyFetchConfig",
@@ -79,10 +81,30 @@ _T = TypeVar("_T")
 
 @dataclass(frozen=True, slots=True)
 class DnsConfig:
-    """``[dns]``: resolvers as (address, port); empty means the system's."""
+    """``[dns]``: resolvers as (address, port); empty means the system's.
+
+    Attributes:
+        resolvers: where queries go, in order.
+        timeout: seconds per lookup.
+        trust_ad: whether the resolvers' AD bit is believed: True for all, False for
+            none, None (the default) for loopback resolvers only (DANE-1, RFC 7672
+            §2.1.1: AD counts only from a validating resolver over a secure channel).
+    """
 
     resolvers: tuple[HostPort, ...] = ()
     timeout: float = 5.0
+    trust_ad: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityConfig:
+    """``[identity]``: the host names that are this sender (lower-case A-labels).
+
+    An MX RRset listing one of them makes the sender a relay for that domain: RFC 5321
+    §5.1's loop rule then drops every MX at that preference or worse (MX-8).
+    """
+
+    names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +154,7 @@ class EngineConfig:
         profiles: domain (A-label) -> resolved profile (missing keys from the Default).
         routes: domain (A-label) -> SMTP route targets, in order.
         bounce_profiles: name -> profile (``default`` always present).
-        dns, tls, policy_fetch, logging, queue, listener: the other sections.
+        dns, identity, tls, policy_fetch, logging, queue, listener: the other sections.
         source: the file read, or ``"<string>"``.
         warnings: advice that is not an error.
     """
@@ -144,6 +166,7 @@ class EngineConfig:
         default_factory=lambda: {"default": BounceProfile()}
     )
     dns: DnsConfig = field(default_factory=DnsConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     policy_fetch: PolicyFetchConfig = field(default_factory=PolicyFetchConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
@@ -226,7 +249,11 @@ def parse_config(
                 for i, v in enumerate(r.get(sec["dns"], "dns", "resolvers", list, []))
             ),
             timeout=r.positive(sec["dns"], "dns", "timeout", 5.0),
+            trust_ad=r.get(sec["dns"], "dns", "trust_ad", bool, False)
+            if "trust_ad" in sec["dns"]
+            else None,
         ),
+        identity=IdentityConfig(names=r.host_names(sec["identity"], "identity", "names")),
         tls=TlsConfig(ca_file=r.path(sec["tls"], "tls", "ca_file")),
         policy_fetch=r.policy_fetch(sec["policy_fetch"]),
         logging=LoggingConfig(
@@ -247,6 +274,7 @@ _SECTIONS = (
     "routes",
     "bounce_profiles",
     "dns",
+    "identity",
     "tls",
     "policy_fetch",
     "logging",
@@ -254,7 +282,8 @@ _SECTIONS = (
     "listener",
 )
 _SECTION_KEYS = {
-    "dns": ("resolvers", "timeout"),
+    "dns": ("resolvers", "timeout", "trust_ad"),
+    "identity": ("names",),
     "tls": ("ca_file",),
     "policy_fetch": ("timeout", "max_body", "proxy"),
     "logging": ("level",),
@@ -262,6 +291,12 @@ _SECTION_KEYS = {
     "listener": ("host", "port"),
 }
 _PROFILE_KEYS = tuple(f.name for f in fields(DestinationProfile))
+_BOOL_PROFILE_KEYS = (
+    "mta_sts",
+    "opportunistic_dane_fail_falls_back",
+    "sts_testing_falls_back",
+    "dane_audit_only",
+)
 _BOUNCE_KEYS = tuple(f.name for f in fields(BounceProfile) if f.name != "name")
 _ENUMS: dict[str, type[StrEnum]] = {
     "tls": TlsSetting,
@@ -392,6 +427,16 @@ class _Reader:
                 raise self.bad(key, value, f'"host:port" with {what}') from None
         return host, port
 
+    def host_names(self, t: Mapping[str, Any], prefix: str, key: str) -> tuple[str, ...]:
+        """A list of host names, as lower-case A-labels without the root dot."""
+        names: list[str] = []
+        for i, value in enumerate(self.get(t, prefix, key, list, [])):
+            name = _domain_key(value) if isinstance(value, str) else None
+            if name is None or not is_domain(name):
+                raise self.bad(f"{prefix}.{key}[{i}]", value, "a host name")
+            names.append(name)
+        return tuple(dict.fromkeys(names))
+
     def bounce_profiles(self, raw: object) -> dict[str, BounceProfile]:
         profiles = {"default": BounceProfile()}
         for name, t in self.table(raw, "bounce_profiles").items():
@@ -423,7 +468,7 @@ class _Reader:
         for key in t:
             if key in _ENUMS:
                 changes[key] = self.enum(t, prefix, key, _ENUMS[key])
-            elif key in ("mta_sts", "opportunistic_dane_fail_falls_back", "sts_testing_falls_back"):
+            elif key in _BOOL_PROFILE_KEYS:
                 changes[key] = self.get(t, prefix, key, bool, False)
             elif key == "bounce_profile":
                 changes[key] = self.get(t, prefix, key, str, "default")

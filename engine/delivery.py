@@ -9,7 +9,9 @@ For the recipients of one message at one domain, :func:`deliver_domain`:
    setting is not No and the domain is not routed (seed: routed domains skip
    MTA-STS; ``engine.mtasts`` drives discovery and the cache);
 3. resolves next hops (``engine.nexthop``): MX in preference order, or the
-   route hosts; a lookup error defers, never falls back (AMB-26);
+   route hosts; a lookup error defers, never falls back (AMB-26). When one of the
+   MX hosts is this sender (``[identity] names``), every MX at its preference or
+   worse is dropped before anything else (RFC 5321 §5.1; RFC 8461 §8.4, MX-8);
 4. walks the hosts once, in order (RFC 8461 §8.4, MX-8: an invalid candidate is
    an unreachable host), asking ``engine.core.controls.decide`` for each host's
    TLS requirement and ``engine.session.run_session`` to try each address;
@@ -218,6 +220,15 @@ async def _walk(
             return
         mx_secure = mx.secure
         candidates = [(pref, host, 25) for pref, host in mx.hosts]
+        own = services.config.identity.names
+        if own:
+            candidates, me = _before_self(candidates, own)
+            if me is not None and not candidates:
+                # RFC 5321 §5.1 then says "returned as undeliverable"; we defer instead
+                # (deliberate): an MX set naming us first is usually a transient DNS or
+                # configuration state, and the bounce profile still ends the retries.
+                attempt.last_reason, attempt.last_type = _SELF_MOST_PREFERRED.format(*me), None
+                return
     applying = policy is not None and policy.mode is not Mode.NONE
     for pref, host, port in candidates:
         if not attempt.pending:
@@ -239,6 +250,11 @@ async def _walk(
             _emit(services, "sts.apply", domain=policy_domain, mode=policy.mode.value)
             applying = False
         dane = _DANE_STATE[hop.dane]
+        opportunistic = want_dane and profile.dane is DaneOption.OPPORTUNISTIC
+        if opportunistic and hop.addresses and hop.dane is DaneState.NOT_APPLICABLE:
+            # seg-behaviour §5.3 [INF]: "DANE: No secure TLSA record found for MX host
+            # <mx>, falling back to TLS setting" (RFC 7672 §2.2: insecure or denied).
+            _emit(services, "dane.not.applicable", domain=domain, mx=hop.host)
         if profile.dane is DaneOption.MANDATORY and not mx_secure and not routes:
             # RFC 7672 §2.2.1 / DANE-9: an insecure MX RRset under mandatory DANE: delay.
             dane = DaneStatus.NOT_APPLICABLE
@@ -282,6 +298,31 @@ async def _walk(
                 break
         if not attempt.pending:
             return
+
+
+_SELF_MOST_PREFERRED = (
+    "this sender is MX {1} (preference {0}) and no MX is more preferred "
+    "(RFC 5321 §5.1: no delivery to an MX of its preference or worse)"
+)
+
+
+def _before_self(
+    candidates: list[tuple[int, str, int]], own: tuple[str, ...]
+) -> tuple[list[tuple[int, str, int]], tuple[int, str] | None]:
+    """The MX candidates more preferred than this sender, and its own (preference, name).
+
+    RFC 5321 §5.1: "The relay host MUST then inspect the list for any of the names or
+    addresses by which it might be known in mail transactions. If a matching record is
+    found, all records at that preference level and higher-numbered ones MUST be
+    discarded from consideration." RFC 8461 §8.4 / MX-8: this happens on the MX list
+    itself, before MTA-STS filters it, so a policy that excludes the more preferred MXs
+    never lets mail through to a less preferred one ("mx3" behind a backup "self").
+    """
+    mine = [(pref, host) for pref, host, _ in candidates if normalize_host(host) in own]
+    if not mine:
+        return candidates, None
+    me = min(mine)
+    return [c for c in candidates if c[0] < me[0]], me
 
 
 def _skip_host(

@@ -146,11 +146,15 @@ class Engine:
         for warning in config.warnings:
             sink.emit(LogEvent("config.warning", {"detail": warning}, "warning", self.clock.now()))
         roots = roots if roots is not None else load_roots(config.tls.ca_file)
-        # DANE-1: the AD bit is believed only from loopback resolvers.
+        # DANE-1 / RFC 7672 §2.1.1: the AD bit is believed only from a trusted resolver:
+        # by default one on loopback; [dns] trust_ad = true/false overrides for all.
+        trust_ad = config.dns.trust_ad
         resolvers = [
-            ResolverAddress(h, p, ipaddress.ip_address(h).is_loopback)
+            ResolverAddress(
+                h, p, ipaddress.ip_address(h).is_loopback if trust_ad is None else trust_ad
+            )
             for h, p in config.dns.resolvers
-        ] or [ResolverAddress("127.0.0.1", 53)]
+        ] or [ResolverAddress("127.0.0.1", 53, trust_ad is not False)]
         self.resolver = DnsResolver(
             resolvers, timeout=config.dns.timeout, sink=sink, clock=self.clock
         )

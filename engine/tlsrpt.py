@@ -9,7 +9,9 @@ Theory of operation
    :data:`~engine.scheduler.CURRENT_DELIVERY`; RFC 8460 §3 / RPT-9: such
    sessions are never counted). :meth:`TlsReporter.run` turns notes into core
    :class:`~engine.core.tlsrpt.SessionResult` values (TLSA strings looked up
-   at ``_25._tcp.<base>``), adds them to the aggregator, and persists it.
+   at ``_25._tcp.<base>``), adds them to the aggregator, and persists it. A
+   failed policy fetch seen with a note counts once more, as an ``sts`` failure
+   of its own (RFC 8461 §6, RPT-24; :func:`fetch_failure_result`).
 2. **Report.** Once a UTC day is over plus a delay and a jitter (RPT-17), for
    each Policy Domain with data: ``_smtp._tls.<domain>`` is looked up (AMB-18:
    ``tlsa`` results live under the TLSA base domain, so that is their Policy
@@ -42,7 +44,12 @@ from engine.core.tlsrpt_report import build_report, gzip_report, report_email
 from engine.core.txt import TlsRptRecord, select_tlsrpt_record
 from engine.scheduler import CURRENT_DELIVERY
 from engine.tlsrpt_post import ReportPoster
-from engine.tlsrpt_sessions import SessionNote, note_from_event, session_results
+from engine.tlsrpt_sessions import (
+    SessionNote,
+    fetch_failure_result,
+    note_from_event,
+    session_results,
+)
 
 if TYPE_CHECKING:
     from engine.gateway import Gateway
@@ -93,11 +100,14 @@ class TlsReporter:
         self.aggregator = TlsRptAggregator()
         self.jitter: dict[str, float] = {}
         self.outbox: list[dict[str, Any]] = []
+        # Failed policy fetches already counted (key -> when it failed), so each counts once.
+        self.fetch_seen: dict[str, float] = {}
         if self.path.exists():
             state = json.loads(self.path.read_text(encoding="utf-8"))
             self.aggregator = TlsRptAggregator.from_dict(state["aggregator"])
             self.jitter = {str(k): float(v) for k, v in state["jitter"].items()}
             self.outbox = list(state["outbox"])
+            self.fetch_seen = {str(k): float(v) for k, v in state.get("fetch_seen", {}).items()}
 
     def emit(self, event: LogEvent) -> None:
         """Note a ``tls.session`` event (other events are ignored)."""
@@ -121,6 +131,7 @@ class TlsReporter:
             "aggregator": self.aggregator.to_dict(),
             "jitter": self.jitter,
             "outbox": self.outbox,
+            "fetch_seen": self.fetch_seen,
         }
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state), encoding="utf-8")
@@ -145,13 +156,28 @@ class TlsReporter:
         if self._notes:
             notes, self._notes = self._notes, []
             for note in notes:
+                self._add_fetch_failure(note)
                 for result in await session_results(note, self.gw.engine.resolver):
                     self.aggregator.add(result)
+            # A failure older than the retry window of its report is never seen again.
+            horizon = now - 3 * 86_400.0
+            self.fetch_seen = {k: v for k, v in self.fetch_seen.items() if v >= horizon}
             self._save()
         for domain, day in self.aggregator.days():
             if utc_day(now) > day and now >= self._send_time(day):
                 await self._report(domain, day, now)
         await self._retry_posts(now)
+
+    def _add_fetch_failure(self, note: SessionNote) -> None:
+        failed = note.fetch_failure
+        if failed is None:
+            return
+        key = failed.key(str(note.fields.get("domain", "")))
+        result = fetch_failure_result(note)
+        if key in self.fetch_seen or result is None:
+            return
+        self.fetch_seen[key] = failed.failed_at
+        self.aggregator.add(result)
 
     async def _record(self, domain: str) -> TlsRptRecord | None:
         name = f"_smtp._tls.{domain}"

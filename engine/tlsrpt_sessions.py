@@ -16,6 +16,16 @@ one result (RFC 8460 §4.4; AMB-22: the unit is the SMTP session):
 A failure entry of the event belongs to the policy type it names; one without
 a type goes to the policy that applied. Sessions that carried report mail are
 dropped here already (RFC 8460 §3, RPT-9).
+
+Policy fetch failures (RFC 8461 §6, RPT-24) are not SMTP sessions and the gateway
+hands the reporter only ``tls.session`` events, so they are taken from the policy
+store: when a session is noted, the domain's last failed fetch (kept for the
+FETCH-15 throttle until a fetch succeeds) rides along, and
+:func:`fetch_failure_result` turns it into one ``sts`` failure
+(``sts-policy-fetch-error``, ``sts-policy-invalid`` or ``sts-webpki-invalid``, the
+failure's detail as ``failure-reason-code``), dated when the fetch failed. The
+reporter counts each failed fetch once. A failure while a valid ``none`` policy is
+cached is not reportable (RPT-24) and is not noted.
 """
 
 from __future__ import annotations
@@ -25,10 +35,31 @@ from dataclasses import dataclass
 
 from engine.core.cache import PolicyStore
 from engine.core.events import LogEvent
+from engine.core.policy import Mode
 from engine.core.tlsrpt import PolicyType, SessionResult
 from engine.io.dns import DnsResolver, DnsStatus
 
-__all__ = ["SessionNote", "note_from_event", "session_results", "tlsa_strings"]
+__all__ = [
+    "FetchFailureNote",
+    "SessionNote",
+    "fetch_failure_result",
+    "note_from_event",
+    "session_results",
+    "tlsa_strings",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class FetchFailureNote:
+    """A domain's last failed policy fetch, as seen when a session was noted."""
+
+    result_type: str
+    failed_at: float
+    detail: str
+
+    def key(self, domain: str) -> str:
+        """Identifies the failed fetch, so that it is counted once."""
+        return f"{domain}|{self.failed_at!r}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +70,7 @@ class SessionNote:
     at: float
     sts_lines: tuple[str, ...] = ()
     sts_mx: tuple[str, ...] = ()
+    fetch_failure: FetchFailureNote | None = None
 
 
 def note_from_event(
@@ -48,14 +80,50 @@ def note_from_event(
     if report_mail:
         return None
     f = event.fields
+    domain = str(f.get("domain", ""))
     lines: tuple[str, ...] = ()
     mx: tuple[str, ...] = ()
-    if f.get("sts_mode") in ("enforce", "testing"):
-        cached = store.get(str(f.get("domain", "")))
-        if cached is not None:
-            lines = tuple(cached.policy.lines())
-            mx = tuple(str(p) for p in cached.policy.mx)
-    return SessionNote(dict(f), event.at, lines, mx)
+    cached = store.get(domain) if domain else None
+    if f.get("sts_mode") in ("enforce", "testing") and cached is not None:
+        lines = tuple(cached.policy.lines())
+        mx = tuple(str(p) for p in cached.policy.mx)
+    failed = store.get_failure(domain) if domain else None
+    fetch = None
+    if failed is not None:
+        # RPT-24: not reportable while a valid `none` policy is cached.
+        none_cached = (
+            cached is not None and cached.is_valid(event.at) and cached.policy.mode is Mode.NONE
+        )
+        if not none_cached:
+            fetch = FetchFailureNote(str(failed.result_type), failed.failed_at, failed.detail)
+            if cached is not None and cached.policy.mode is not Mode.NONE and not lines:
+                lines = tuple(cached.policy.lines())
+                mx = tuple(str(p) for p in cached.policy.mx)
+    return SessionNote(dict(f), event.at, lines, mx, fetch)
+
+
+def fetch_failure_result(note: SessionNote) -> SessionResult | None:
+    """The ``sts`` failure a noted failed policy fetch counts as (RFC 8461 §6, RPT-24).
+
+    The policy strings are those of the cached policy, if one is known, else empty.
+    Returns None when the note carries no fetch failure, or one the core refuses.
+    """
+    failed = note.fetch_failure
+    if failed is None:
+        return None
+    try:
+        return SessionResult(
+            policy_domain=str(note.fields.get("domain", "")),
+            policy_type=PolicyType.STS,
+            policy_strings=note.sts_lines,
+            mx_host=note.sts_mx,
+            success=False,
+            at=failed.failed_at,
+            result_type=failed.result_type,  # type: ignore[arg-type]
+            failure_reason_code=failed.detail[:200] or None,
+        )
+    except ValueError:
+        return None
 
 
 async def tlsa_strings(resolver: DnsResolver, base: str, port: int = 25) -> tuple[str, ...]:

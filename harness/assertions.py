@@ -29,8 +29,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.scenario.model import EventPattern, Expect
-from harness.scenario.observation import EventRecord, SessionRecord, StepObservation
+from harness.scenario.model import DsnPattern, EventPattern, Expect, ReportPattern
+from harness.scenario.observation import (
+    DsnRecord,
+    EventRecord,
+    ReportRecord,
+    SessionRecord,
+    StepObservation,
+)
 
 __all__ = ["Mismatch", "check", "closest_events", "field_matches", "lookup"]
 
@@ -145,6 +151,14 @@ class _Scope:
     @property
     def sessions(self) -> list[SessionRecord]:
         return [s for o in self.obs for s in o.world.sessions]
+
+    @property
+    def reports(self) -> list[ReportRecord]:
+        return [r for o in self.obs for r in o.world.reports]
+
+    @property
+    def dsns(self) -> list[DsnRecord]:
+        return [d for o in self.obs for d in o.world.dsns]
 
     def delivering(self, via: str | None = None) -> list[SessionRecord]:
         return [s for s in self.sessions if s.delivered and (via is None or s.mx == via)]
@@ -303,6 +317,129 @@ def _sni(x: Expect, sc: _Scope) -> list[Mismatch]:
     return out
 
 
+# -- TLS reports and DSNs ----------------------------------------------------------------
+
+
+def _policy_entries(r: ReportRecord) -> list[Mapping[str, Any]]:
+    policies = (r.report or {}).get("policies")
+    return [p for p in policies if isinstance(p, Mapping)] if isinstance(policies, list) else []
+
+
+def _entry_misses(p: ReportPattern, r: ReportRecord, entry: Mapping[str, Any]) -> list[str]:
+    """The pattern's attributes one (report, policies entry) pair does not satisfy."""
+    pol = entry.get("policy") or {}
+    summary = entry.get("summary") or {}
+    details = [d for d in entry.get("failure-details") or [] if isinstance(d, Mapping)]
+    checks: list[tuple[str, Any, Any]] = [
+        ("via", p.via, r.via),
+        ("to", p.to, r.to),
+        ("content_type", p.content_type, r.content_type),
+        ("policy_domain", p.policy_domain, pol.get("policy-domain")),
+        ("policy_type", p.policy_type, pol.get("policy-type")),
+        ("success", p.success, summary.get("total-successful-session-count")),
+        ("failure", p.failure, summary.get("total-failure-session-count")),
+        ("policy_string", p.policy_string, pol.get("policy-string", [])),
+        ("mx_host", p.mx_host, pol.get("mx-host", [])),
+        ("policies", p.policies, len(_policy_entries(r))),
+    ]
+    if p.result_types is not None:
+        types = sorted({str(d.get("result-type")) for d in details})
+        checks.append(("result_types", list(p.result_types), types))
+    out = [
+        f"{name}={got!r}"
+        for name, want, got in checks
+        if want is not None and not field_matches(want, got)
+    ]
+    if p.failure_reason_code is not None:
+        codes = [d.get("failure-reason-code") for d in details]
+        if not any(field_matches(p.failure_reason_code, c) for c in codes):
+            out.append(f"failure_reason_code in {codes!r}")
+    for name, want in p.fields.items():
+        got = lookup(r.report or {}, name)
+        if not field_matches(want, got):
+            out.append(f"fields.{name}={'<absent>' if got is _MISSING else repr(got)}")
+    for name, want in p.mail.items():
+        got = lookup(r.mail, name) if r.via == "mailto" else _MISSING
+        if not field_matches(want, got):
+            out.append(f"mail.{name}={'<absent>' if got is _MISSING else repr(got)}")
+    return out
+
+
+def _report_text(r: ReportRecord) -> str:
+    what = f"{r.via} to {r.to}" + (f" (HTTP {r.status})" if r.status is not None else "")
+    if r.report is None:
+        return f"{what}: undecodable: {r.error}"
+    rows = []
+    for e in _policy_entries(r):
+        pol, summ = e.get("policy") or {}, e.get("summary") or {}
+        types = sorted({str(d.get("result-type")) for d in e.get("failure-details") or []})
+        rows.append(
+            f"{pol.get('policy-type')} {pol.get('policy-domain')} "
+            f"{summ.get('total-successful-session-count')}/"
+            f"{summ.get('total-failure-session-count')} {types}"
+        )
+    return f"{what}: " + ("; ".join(rows) or "no policies")
+
+
+def _reports(x: Expect, sc: _Scope) -> list[Mismatch]:
+    reports, out = sc.reports, []
+    for n, p in enumerate(x.reports):
+        best: tuple[int, str] | None = None
+        for r in reports:
+            for entry in _policy_entries(r):
+                misses = _entry_misses(p, r, entry)
+                if not misses:
+                    break
+                if best is None or len(misses) < best[0]:
+                    best = (len(misses), ", ".join(misses))
+            else:
+                continue
+            break
+        else:
+            seen = f"no matching policies entry in {len(reports)} report(s)"
+            if best is not None:
+                seen += f"; nearest differs in {best[1]}"
+            shown = tuple(_report_text(r) for r in reports[:8])
+            out.append(Mismatch(f"reports[{n}]", p.describe(), seen, shown))
+    return out
+
+
+def _no_reports(x: Expect, sc: _Scope) -> list[Mismatch]:
+    reports = sc.reports
+    if bool(reports) != bool(x.no_reports):
+        return []
+    if x.no_reports:
+        shown = tuple(_report_text(r) for r in reports[:8])
+        return [Mismatch("no_reports", "no TLS report", f"{len(reports)} report(s)", shown)]
+    return [Mismatch("no_reports", "some TLS report", "no report arrived")]
+
+
+def _dsn_matches(p: DsnPattern, d: DsnRecord) -> bool:
+    if p.to not in d.to:
+        return False
+    return any(
+        b.get("action", "").lower() == p.action
+        and (p.status is None or field_matches(p.status, b.get("status", "")))
+        and (p.rcpt is None or b.get("final-recipient") == p.rcpt)
+        for b in d.blocks
+    )
+
+
+def _dsn(x: Expect, sc: _Scope) -> list[Mismatch]:
+    assert x.dsn is not None
+    dsns = sc.dsns
+    if any(_dsn_matches(x.dsn, d) for d in dsns):
+        return []
+    shown = tuple(
+        f"{d.mx}: <{d.mail_from}> -> {', '.join(d.to)}: "
+        + "; ".join(
+            f"{b.get('action')} {b.get('status')} {b.get('final-recipient')}" for b in d.blocks
+        )
+        for d in dsns
+    )
+    return [Mismatch("dsn", x.dsn.describe(), f"{len(dsns)} DSN(s), none matching", shown)]
+
+
 _CHECKS: tuple[tuple[str, Callable[[Expect, _Scope], list[Mismatch]]], ...] = (
     ("outcome", _outcome),
     ("via", _via),
@@ -316,6 +453,9 @@ _CHECKS: tuple[tuple[str, Callable[[Expect, _Scope], list[Mismatch]]], ...] = (
     ("no_events", _no_events),
     ("logs", _logs),
     ("sni", _sni),
+    ("reports", _reports),
+    ("no_reports", _no_reports),
+    ("dsn", _dsn),
 )
 _EMPTY: tuple[Any, ...] = ((), {})
 

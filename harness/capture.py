@@ -41,8 +41,8 @@ from engine.core.discovery import FetchFailed
 from engine.core.events import ListSink
 from engine.core.pkix import rfc6125_match, verify_chain
 from engine.core.tlsa import parse_tlsa, record_matches
-from engine.io.dialer import Dialer
 from engine.engine import Engine
+from engine.io.dialer import Dialer
 from engine.io.dns import DnsAnswer, DnsResolver
 from engine.io.fetch import PolicyFetcher
 from engine.io.smtp import SmtpClient, SmtpError, SmtpTimeouts, no_verify_context
@@ -60,8 +60,15 @@ __all__ = [
     "closest_profile",
 ]
 
-_FAULTS = {"servfail": "servfail", "timeout": "drop", "refused": "refused", "bogus": "bogus",
-           "error": "garbage", "nxdomain": "nxdomain", "nodata": "nodata"}  # fmt: skip
+_FAULTS = {
+    "servfail": "servfail",
+    "timeout": "drop",
+    "refused": "refused",
+    "bogus": "bogus",
+    "error": "garbage",
+    "nxdomain": "nxdomain",
+    "nodata": "nodata",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,9 +151,11 @@ class FixedClock:
 
 
 def _dns(a: DnsAnswer) -> DnsFacts:
-    txt = tuple(tuple(s.decode("utf-8", "replace") for s in rr) for rr in a.txt_strings()) if (
-        a.rdtype == "TXT"
-    ) else ()  # fmt: skip
+    txt = (
+        tuple(tuple(s.decode("utf-8", "replace") for s in rr) for rr in a.txt_strings())
+        if (a.rdtype == "TXT")
+        else ()
+    )
     return DnsFacts(a.qname, a.rdtype, a.status.value, a.secure, a.rrs_text, txt)
 
 
@@ -203,9 +212,12 @@ async def _starttls(
 ) -> tuple[str, Any]:
     try:
         client = await SmtpClient.open(
-            dialer, address, 25, timeouts=SmtpTimeouts.uniform(timeout),
+            dialer,
+            address,
+            25,
+            timeouts=SmtpTimeouts.uniform(timeout),
             local_hostname="sts-harness-capture.invalid",
-        )  # fmt: skip
+        )
     except SmtpError as exc:
         return "unreachable", exc.detail
     try:
@@ -227,9 +239,14 @@ async def _starttls(
 
 
 async def _probe_mx(
-    resolver: DnsResolver, dialer: Dialer, roots: Sequence[bytes], pref: int, host: str,
-    at: float, timeout: float,
-) -> MxFacts:  # fmt: skip
+    resolver: DnsResolver,
+    dialer: Dialer,
+    roots: Sequence[bytes],
+    pref: int,
+    host: str,
+    at: float,
+    timeout: float,
+) -> MxFacts:
     a = _dns(await resolver.query(host, "A"))
     tlsa = _dns(await resolver.query(f"_25._tcp.{host}", "TLSA")) if a.secure else None
     if not a.records:
@@ -252,17 +269,23 @@ async def _probe_mx(
     return MxFacts(host, pref, a, tlsa, "offered", tuple(versions), cert, matches)
 
 
-async def _policy(fetcher: PolicyFetcher, domain: str, roots: Sequence[bytes], at: float) -> (
-    PolicyFacts
-):  # fmt: skip
+async def _policy(
+    engine: Engine, domain: str, roots: Sequence[bytes], timeout: float
+) -> PolicyFacts:
     seen: list[list[bytes]] = []
 
     def record(chain: list[bytes], host: str, now: float) -> str | None:
         seen.append(chain)
         return None  # accept, so the body is seen; judged below
 
-    fetcher.judge = record
-    outcome = await fetcher.fetch(domain)
+    at = engine.clock.now()
+    fetcher = PolicyFetcher(
+        engine.resolver, engine.services.dialer, record, engine.clock, timeout=timeout
+    )
+    try:
+        outcome = await fetcher.fetch(domain)
+    finally:
+        await fetcher.aclose()
     host = f"mta-sts.{domain}"
     cert = cert_facts(seen[0], roots, host, at) if seen and seen[0] else None
     if not isinstance(outcome, FetchFailed):
@@ -314,7 +337,7 @@ async def capture_domain(
         rpt = _dns(await q(f"_smtp._tls.{domain}", "TXT"))
         mx_answer = await q(domain, "MX")
         policy_a = _dns(await q(f"mta-sts.{domain}", "A"))
-        policy = await _policy(engine.fetcher, domain, roots, at) if policy_a.records else None
+        policy = await _policy(engine, domain, roots, timeout) if policy_a.records else None
         hosts = [
             await _probe_mx(engine.resolver, engine.services.dialer, roots, pref, host, at, timeout)
             for pref, host in sorted(mx_answer.mx_hosts())

@@ -35,8 +35,10 @@ in words fit for a pytest skip reason (STYLE habit 20).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import secrets
 import shutil
 import subprocess
@@ -131,11 +133,35 @@ class Namespace:
         self.close()
 
     def close(self) -> None:
-        """Delete the namespace and its ``/etc/netns`` directory (idempotent)."""
+        """Kill what still runs inside, delete the namespace and its ``/etc/netns`` directory.
+
+        Every process inside was started by us (through :meth:`argv`), so the safety
+        net may end them by pid: a child killed before its ``finally`` ran leaves its
+        MTA behind otherwise. Idempotent.
+        """
         shutil.rmtree(self.etc_dir, ignore_errors=True)
         if self._made:
             self._made = False
+            self.kill_inside()
             _remove(self.name)
+
+    def kill_inside(self) -> list[int]:
+        """SIGKILL every process in the namespace (``ip netns pids``); their pids."""
+        try:
+            out = subprocess.run(
+                ["ip", "netns", "pids", self.name],
+                capture_output=True,
+                text=True,
+                timeout=_TIMEOUT,
+                check=False,
+            ).stdout
+        except (FileNotFoundError, subprocess.TimeoutExpired):
+            return []
+        pids = [int(p) for p in out.split() if p.isdigit()]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return pids
 
     def argv(self, command: Sequence[str]) -> list[str]:
         """``command`` prefixed so that it runs inside (``ip netns exec NAME ...``)."""

@@ -4,10 +4,13 @@ Theory of operation
 -------------------
 :func:`run_scenario_async` runs one scenario in the caller's event loop:
 
-1. make a fresh adapter (``--engine``) and compare its capabilities with what the
-   scenario needs: its ``requires`` plus what its steps and expectations imply
-   (an ``advance`` step needs ``clock``, a ``logs`` expectation needs ``logs``...).
-   Missing capabilities make the result SKIPPED, with them named;
+1. choose the adapter (:func:`select_engine`): ``--engine``, except that a scenario
+   the ``inprocess`` engine cannot run for lack of a capability that the ``gateway``
+   adapter has (``tlsrpt``: reports and DSNs) runs on ``gateway``; make a fresh
+   adapter and compare its capabilities with what the scenario needs: its
+   ``requires`` plus what its steps and expectations imply (an ``advance`` step
+   needs ``clock``, a ``logs`` expectation needs ``logs``, ``reports`` needs
+   ``tlsrpt``...). Missing capabilities make the result SKIPPED, with them named;
 2. bring the world up at the adapter's clock, with the process's one
    :class:`~certs.CertFactory` (its CAs are made once per process), and start the
    engine in a temporary work directory (the policy cache lives there, and outlives
@@ -17,6 +20,10 @@ Theory of operation
    events, and check the step's expectations; a step that raises ends the run as
    ERROR with the traceback;
 4. check the final ``[expect]`` over everything, the set-up included.
+
+A scenario with ``[expect] config_error`` runs no step: with the world up, the
+engine must refuse to start on the ``[sender]`` configuration, with a message that
+matches (:func:`_refusal`); starting fine, or refusing for another reason, fails it.
 
 Everything in a :class:`ScenarioResult` is plain data, so results cross process
 boundaries (``sts-harness run -j N``) and become JSON, JUnit and HTML reports
@@ -36,8 +43,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from harness.adapters.base import EngineUnderTest, make_adapter
+from harness.adapters.base import AdapterError, EngineUnderTest, make_adapter
 from harness.assertions import Mismatch, check
+from harness.scenario.loader import config_error_matches
 from harness.scenario.model import Capability, Expect, Scenario, SendSpec, Step, StepKind
 from harness.scenario.observation import DeliveryRecord, StepObservation, WorldWatcher
 from harness.world.world import World, shared_cert_factory
@@ -50,6 +58,7 @@ __all__ = [
     "run_file",
     "run_scenario",
     "run_scenario_async",
+    "select_engine",
 ]
 
 
@@ -127,7 +136,11 @@ _EXPECT_NEEDS = {
     "logs": Capability.LOGS,
     "outcome": Capability.REPORT,
     "verified": Capability.REPORT,
+    "reports": Capability.TLSRPT,
+    "dsn": Capability.TLSRPT,
 }
+#: ``--engine`` name -> the adapter that runs the scenarios it lacks capabilities for.
+ENGINE_FALLBACK = {"inprocess": "gateway"}
 
 
 def required_capabilities(scenario: Scenario) -> frozenset[Capability]:
@@ -140,7 +153,26 @@ def required_capabilities(scenario: Scenario) -> frozenset[Capability]:
             need.add(Capability.FINAL)
     for expect in (*(s.expect for s in scenario.steps), scenario.expect):
         need |= {cap for key, cap in _EXPECT_NEEDS.items() if getattr(expect, key)}
+        if expect.no_reports is not None:
+            need.add(Capability.TLSRPT)
     return frozenset(need)
+
+
+def select_engine(scenario: Scenario, engine: str) -> str:
+    """The adapter a scenario runs on: ``engine``, or its fallback when only that fits.
+
+    ``--engine inprocess`` (the default) runs the engine alone, without the gateway's
+    queue and TLS reporter; a scenario that needs what only the ``gateway`` adapter
+    has (``tlsrpt``) runs there instead, so the default run covers it too. Any other
+    ``--engine`` is used as given (a black-box engine is never swapped for ours).
+    """
+    fallback = ENGINE_FALLBACK.get(engine)
+    if fallback is None:
+        return engine
+    need = required_capabilities(scenario)
+    if need <= make_adapter(engine).capabilities:
+        return engine
+    return fallback if need <= make_adapter(fallback).capabilities else engine
 
 
 def _message(scenario: Scenario, step: Step, send: SendSpec) -> bytes:
@@ -215,6 +247,7 @@ async def run_scenario_async(
         workdir: where the engine keeps files (default: a fresh temporary directory).
     """
     began = time.monotonic()
+    engine = select_engine(scenario, engine)
     base: dict[str, Any] = {
         "id": scenario.id,
         "title": scenario.title,
@@ -237,6 +270,14 @@ async def run_scenario_async(
     with tempfile.TemporaryDirectory(prefix="scenario-") as tmp:
         try:
             async with World(scenario.world, now=adapter.now, certs=shared_cert_factory()) as w:
+                if scenario.config_error is not None:
+                    refused = await _refusal(scenario, w, adapter, workdir or Path(tmp))
+                    return ScenarioResult(
+                        **base,
+                        verdict=Verdict.FAILED if refused else Verdict.PASSED,
+                        final=refused,
+                        seconds=time.monotonic() - began,
+                    )
                 try:
                     await adapter.start(w, scenario.sender, workdir or Path(tmp))
                     rec = _Recorder(w, adapter)
@@ -269,6 +310,23 @@ async def run_scenario_async(
         final=final,
         seconds=time.monotonic() - began,
     )
+
+
+async def _refusal(
+    scenario: Scenario, world: World, engine: EngineUnderTest, workdir: Path
+) -> tuple[Mismatch, ...]:
+    """``[expect] config_error``: the engine must refuse ``[sender]`` at start."""
+    pattern = scenario.config_error
+    assert pattern is not None
+    try:
+        await engine.start(world, scenario.sender, workdir)
+    except AdapterError as exc:
+        if config_error_matches(pattern, str(exc)):
+            return ()
+        return (Mismatch("config_error", pattern, f"refused otherwise: {exc}"),)
+    finally:
+        await engine.stop()
+    return (Mismatch("config_error", pattern, "the engine accepted the configuration"),)
 
 
 async def _run_step(

@@ -17,7 +17,9 @@ from engine.core.controls import (
     TlsSetting,
 )
 from engine.core.errors import ConfigError
+from engine.core.events import ListSink
 from engine.core.retry import BounceProfile, Growth
+from engine.engine import Engine
 
 FULL = """
 [destination_controls.default]
@@ -155,6 +157,49 @@ def test_empty_config_is_all_defaults() -> None:
     assert cfg.default_profile == DestinationProfile()
     assert cfg.profiles == {} and cfg.routes == {} and cfg.warnings == ()
     assert cfg.policy_fetch.max_body == 65_536 and cfg.policy_fetch.proxy is None
+
+
+def test_trust_ad_defaults_to_loopback_only_and_can_be_forced() -> None:
+    # DANE-1: None means "loopback resolvers only" (decided where resolvers are built).
+    assert parse_config("").dns.trust_ad is None
+    assert parse_config("[dns]\ntrust_ad = false\n").dns.trust_ad is False
+    assert parse_config("[dns]\ntrust_ad = true\n").dns.trust_ad is True
+
+
+@pytest.mark.parametrize(
+    ("text", "trusted"),
+    [
+        ('resolvers = ["127.0.0.53", "192.0.2.53"]', [True, False]),
+        ('resolvers = ["127.0.0.53", "192.0.2.53"]\ntrust_ad = false', [False, False]),
+        ('resolvers = ["127.0.0.53", "192.0.2.53"]\ntrust_ad = true', [True, True]),
+        ("trust_ad = false", [False]),  # the default resolver, 127.0.0.1
+        ("", [True]),
+    ],
+)
+async def test_trust_ad_decides_which_resolvers_are_trusted(text: str, trusted: list[bool]) -> None:
+
+    engine = Engine(parse_config(f"[dns]\n{text}\n"), sink=ListSink(), roots=[])
+    try:
+        assert [r.trusted for r in engine.resolver.resolvers] == trusted
+    finally:
+        await engine.aclose()
+
+
+def test_identity_names_are_normalised_host_names() -> None:
+    assert parse_config("").identity.names == ()
+    cfg = parse_config(
+        '[identity]\nnames = ["MX20.Example.com.", "bücher.example", "mx20.example.com"]\n'
+    )
+    assert cfg.identity.names == ("mx20.example.com", "xn--bcher-kva.example")
+
+
+def test_dane_audit_only_is_a_profile_knob() -> None:
+    cfg = parse_config(
+        '[destination_controls.default]\ntls = "preferred"\ndane = "mandatory"\n'
+        'dane_audit_only = true\n[destination_controls."a.example"]\ndane = "opportunistic"\n'
+    )
+    assert cfg.default_profile.dane_audit_only and cfg.profile_for("a.example").dane_audit_only
+    assert not DestinationProfile().dane_audit_only
 
 
 # --- warnings ---------------------------------------------------------------------------
@@ -297,6 +342,15 @@ def test_unknown_keys_name_file_and_key_path(text: str, key: str) -> None:
             "doubling",
         ),
         ('[tls]\nca_file = ""\n', "tls.ca_file", "", "non-empty path"),
+        ('[dns]\ntrust_ad = "no"\n', "dns.trust_ad", "no", "boolean"),
+        ('[identity]\nnames = "me.example"\n', "identity.names", "me.example", "list"),
+        ('[identity]\nnames = ["a..b"]\n', "identity.names[0]", "a..b", "host name"),
+        (
+            "[destination_controls.default]\ndane_audit_only = 1\n",
+            "destination_controls.default.dane_audit_only",
+            1,
+            "boolean",
+        ),
     ],
 )
 def test_bad_values_name_file_key_value_and_allowed(

@@ -4,7 +4,7 @@ No module here imports asyncio, socket, ssl, httpx or dns, or reads the clock;
 ``tests/core/test_purity.py`` enforces it. Every module's ``__all__`` is
 re-exported here; ``tests/core/test_public_api.py`` pins the list. The cache
 decision is exported as ``decide_cache`` beside the Destination Controls
-``decide``.
+``decide``. Regenerate with ``python scripts/gen_core_init.py``.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from engine.core.controls import (
     IpSortPref,
     PostStarttlsFailure,
     Route,
+    RouteSts,
     RowOutcome,
     StartTls,
     TlsRequirement,
@@ -253,6 +254,7 @@ __all__ = [
     "ReportScheme",
     "ResultType",
     "Route",
+    "RouteSts",
     "RowOutcome",
     "RrsetStatus",
     "Selector",

@@ -12,7 +12,9 @@ judges what the connection showed against it.
 The decision is the table of ``spec/seg-behaviour.md`` §2.1, kept below as data
 (:data:`DECISION_TABLE`), rows 1–11 in order, first matching row wins. Two rows
 do not decide but hand over to the MTA-STS rows: row 6 always, and row 5 when
-``opportunistic_dane_fail_falls_back`` is set. The deciding row's number and
+``opportunistic_dane_fail_falls_back`` is set. With ``dane_audit_only`` a TLSA
+mismatch (rows 3 and 5 on ``usable-fail``) hands over too: RFC 7672 §9.1 lets
+local policy audit DANE, logging the failure but delivering (DANE-35). The deciding row's number and
 citation travel in the requirement, so logs and tests can name it.
 
 Composition (DESIGN.md §3.1):
@@ -181,6 +183,8 @@ class DestinationProfile:
         sts_testing_falls_back: [INF] ``testing`` failures deliver anyway (RFC 8461 §5).
         preferred_post220_failure: [INF] Preferred handshake failure after 220.
         coexistence: AMB-24 reading when DANE passes.
+        dane_audit_only: RFC 7672 §9.1 (MAY) audit only: a TLSA mismatch is logged
+            (``dane.failed``) and the MX judged by the rows below, as if DANE were off.
         route_sts: MTA-STS for SMTP-routed domains: skipped (seed), or applied with the
             route host's domain as the Policy Domain (RFC 8461 §3.4, DISC-13).
     """
@@ -197,6 +201,7 @@ class DestinationProfile:
     preferred_post220_failure: PostStarttlsFailure = PostStarttlsFailure.DEFER
     coexistence: Coexistence = Coexistence.HYBRID
     route_sts: RouteSts = RouteSts.SKIP
+    dane_audit_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,6 +358,11 @@ def decide(
         if not row.when(facts):
             continue
         outcome = row.outcome
+        if profile.dane_audit_only and dane is DaneStatus.USABLE_FAIL and row.number in (3, 5):
+            # RFC 7672 §9.1: "audit only" local policy: the TLSA mismatch is logged (the
+            # session's dane.failed) and does not block; on to the MTA-STS rows (DANE-35).
+            notes += "; dane_audit_only: TLSA mismatch logged, on to the MTA-STS rows"
+            continue
         if outcome is RowOutcome.DEFER_OR_CONTINUE:
             # [INF] knob: seg-behaviour.md §2 "opportunistic_dane_fail_falls_back".
             if not profile.opportunistic_dane_fail_falls_back:

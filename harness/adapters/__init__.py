@@ -11,6 +11,7 @@ from harness.adapters.base import (
     make_adapter,
     register_adapter,
 )
+from harness.adapters.gateway import GatewayEngine
 from harness.adapters.inprocess import InProcessEngine
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "DeliveryRecord",
     "EngineUnderTest",
     "EventRecord",
+    "GatewayEngine",
     "InProcessEngine",
     "make_adapter",
     "register_adapter",

@@ -26,10 +26,12 @@ import asyncio
 import json
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 from pathlib import Path
 
 from harness.adapters.blackbox import BlackBoxEngine
@@ -101,17 +103,24 @@ def run_engine(
             encoding="utf-8",
         )
         with Namespace() as ns:
-            done = subprocess.run(
-                ns.argv([sys.executable, "-m", "harness.adapters.blackbox_child", str(job)]),
-                env=ns.env(),
-                capture_output=True,
-                text=True,
-                timeout=_CHILD_TIMEOUT,
+            argv = ns.argv([sys.executable, "-m", "harness.adapters.blackbox_child", str(job)])
+            child = subprocess.Popen(
+                argv, env=ns.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )
-        if done.returncode != 0 or not out.exists():
+            try:
+                _, err = child.communicate(timeout=_CHILD_TIMEOUT)
+            finally:
+                if child.poll() is None:  # a timeout, or we were interrupted
+                    child.terminate()  # the child cancels its run and stops its MTA
+                    try:
+                        child.communicate(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        child.kill()
+                        child.communicate()
+        if child.returncode != 0 or not out.exists():
             raise RuntimeError(
-                f"black-box child for {engine!r} failed (status {done.returncode}):\n"
-                f"{done.stderr[-4000:]}"
+                f"black-box child for {engine!r} failed (status {child.returncode}):\n"
+                f"{err[-4000:]}"
             )
         results: list[ScenarioResult] = pickle.loads(out.read_bytes())
         return results
@@ -151,10 +160,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     job = json.loads(Path(args[0]).read_text(encoding="utf-8"))
     results = asyncio.run(
-        _run(job["engine"], [Path(p) for p in job["paths"]], dict(job.get("overrides", {})))
+        _guarded(_run(job["engine"], [Path(p) for p in job["paths"]], dict(job["overrides"])))
     )
     Path(job["out"]).write_bytes(pickle.dumps(results))
     return 0
+
+
+async def _guarded(coro: Coroutine[Any, Any, list[ScenarioResult]]) -> list[ScenarioResult]:
+    # SIGTERM/SIGINT cancel the run, so every `finally` stops the MTA it started.
+    task = asyncio.ensure_future(coro)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    return await task
 
 
 if __name__ == "__main__":

@@ -112,7 +112,8 @@ class InProcessEngine:
         start: the manual clock's start (POSIX seconds; default 2026-01-01T00:00Z).
     """
 
-    capabilities = frozenset(Capability)
+    # No queue and no TLS reporter: reports and DSNs need the ``gateway`` adapter.
+    capabilities = frozenset(Capability) - {Capability.TLSRPT}
 
     def __init__(self, start: float | None = None) -> None:
         self.clock = ManualClock() if start is None else ManualClock(start)

@@ -36,8 +36,14 @@ _EXAMPLE = """example:
 
 exit status: 0 written, 2 usage error
 """
-_TLS = ("no", "preferred", "required", "preferred-verify", "required-verify",
-        "required-verify-hosted")  # fmt: skip
+_TLS = (
+    "no",
+    "preferred",
+    "required",
+    "preferred-verify",
+    "required-verify",
+    "required-verify-hosted",
+)
 
 
 def _hostport(text: str) -> tuple[str, int]:
@@ -58,11 +64,20 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("domain")
-    p.add_argument("--resolver", type=_hostport, action="append", metavar="HOST:PORT",
-                   help="validating resolver (repeatable; default 127.0.0.1:53)")  # fmt: skip
+    p.add_argument(
+        "--resolver",
+        type=_hostport,
+        action="append",
+        metavar="HOST:PORT",
+        help="validating resolver (repeatable; default 127.0.0.1:53)",
+    )
     p.add_argument("--ca-file", type=Path, metavar="PEM", help="trusted roots (default: system)")
-    p.add_argument("--endpoints", type=Path, metavar="FILE",
-                   help='endpoint map {"ADDR:PORT": "ADDR:PORT"}; implies loopback-only')  # fmt: skip
+    p.add_argument(
+        "--endpoints",
+        type=Path,
+        metavar="FILE",
+        help='endpoint map {"ADDR:PORT": "ADDR:PORT"}; implies loopback-only',
+    )
     p.add_argument("--at", type=float, metavar="POSIX", help="judge certificates at this time")
     p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="per operation")
     p.add_argument("--tls", choices=_TLS, default="preferred", help="TLS setting to replay with")
@@ -70,8 +85,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-mta-sts", action="store_true", help="replay with MTA-STS off")
     p.add_argument("--from", dest="mail_from", default="capture@sts-harness.invalid")
     p.add_argument("--to", dest="rcpt", metavar="ADDRESS", help="default: postmaster@DOMAIN")
-    p.add_argument("--deliver", action="store_true",
-                   help="make one real delivery attempt and record its outcome")  # fmt: skip
+    p.add_argument(
+        "--deliver",
+        action="store_true",
+        help="make one real delivery attempt and record its outcome",
+    )
     p.add_argument("-o", "--output", type=Path, metavar="FILE", help="default: standard output")
     p.set_defaults(handler=_handle)
 
@@ -110,20 +128,28 @@ async def record_delivery(
 
 def scenario_text(doc: Mapping[str, Any], capture: Capture, recorded: bool) -> str:
     """The scenario file: a comment saying what was seen, the TOML, the open questions."""
-    head = [f"# Captured from {capture.domain} by `sts-harness capture` (certificates judged "
-            f"at {int(capture.at)}). Addresses are the world's own (loopback)."]  # fmt: skip
+    head = [
+        f"# Captured from {capture.domain} by `sts-harness capture` (certificates judged "
+        f"at {int(capture.at)}). Addresses are the world's own (loopback)."
+    ]
     for m in capture.hosts:
         cert = m.cert
         seen = f"{cert.validity}, chains={cert.chains}, names={list(cert.names)}" if cert else "-"
-        head.append(f"#   MX {m.preference} {m.host}: STARTTLS {m.starttls} "
-                    f"{'/'.join(m.tls_versions)} cert {seen} {m.detail}".rstrip())  # fmt: skip
+        head.append(
+            f"#   MX {m.preference} {m.host}: STARTTLS {m.starttls} "
+            f"{'/'.join(m.tls_versions)} cert {seen} {m.detail}".rstrip()
+        )
     if capture.policy is not None:
         p = capture.policy
         head.append(f"#   policy: {p.behaviour} {p.status or ''} {p.content_type or ''} {p.detail}")
-    tail = "" if recorded else (
-        "\n# [steps.expect] left for you to fill in (no live delivery was made), e.g.\n"
-        '# outcome = "delivered"\n# via = "mx1.example.com"\n# verified = "pkix"\n'
-    )  # fmt: skip
+    tail = (
+        ""
+        if recorded
+        else (
+            "\n# [steps.expect] left for you to fill in (no live delivery was made), e.g.\n"
+            '# outcome = "delivered"\n# via = "mx1.example.com"\n# verified = "pkix"\n'
+        )
+    )
     return "\n".join(head) + "\n\n" + tomli_w.dumps(dict(doc)) + tail
 
 
@@ -132,9 +158,13 @@ async def _run(args: argparse.Namespace) -> str:
     roots = load_roots(args.ca_file)
     dialer = _dialer(args.endpoints)
     capture = await capture_domain(
-        args.domain, resolvers=resolvers, roots=roots, dialer=dialer, at=args.at,
+        args.domain,
+        resolvers=resolvers,
+        roots=roots,
+        dialer=dialer,
+        at=args.at,
         timeout=args.timeout,
-    )  # fmt: skip
+    )
     entry: dict[str, Any] = {"tls": args.tls, "dane": args.dane}
     entry["mta_sts"] = args.tls != "no" and not args.no_mta_sts
     sender = {"destination_controls": {"default": {"tls": "preferred"}, capture.domain: entry}}
@@ -142,9 +172,14 @@ async def _run(args: argparse.Namespace) -> str:
     expect = None
     if args.deliver:
         expect = await record_delivery(
-            sender, resolvers=resolvers, roots=roots, dialer=dialer, mail_from=args.mail_from,
-            rcpt=rcpt, at=args.at,
-        )  # fmt: skip
+            sender,
+            resolvers=resolvers,
+            roots=roots,
+            dialer=dialer,
+            mail_from=args.mail_from,
+            rcpt=rcpt,
+            at=args.at,
+        )
     send = {"from": args.mail_from, "to": [rcpt]}
     doc = capture_scenario(capture, sender=sender, send=send, expect=expect)
     return scenario_text(doc, capture, expect is not None)

@@ -82,28 +82,49 @@ class Violation:
 
 
 _LIST = (
-    Invariant("sts-enforce-mx", "enforce: never an MX the policy does not permit",
-              ("MX-1", "MX-2", "MX-3", "APPLY-1")),
-    Invariant("sts-enforce-tls", "enforce: never in clear or over an unverified certificate",
-              ("CERT-1", "CERT-2", "CERT-3", "CERT-6", "CERT-10", "APPLY-10")),
-    Invariant("dane-usable", "usable DANE: only over TLS the TLSA records authenticate",
-              ("DANE-6", "DANE-33", "DANE-35", "COEX-1")),
+    Invariant(
+        "sts-enforce-mx",
+        "enforce: never an MX the policy does not permit",
+        ("MX-1", "MX-2", "MX-3", "APPLY-1"),
+    ),
+    Invariant(
+        "sts-enforce-tls",
+        "enforce: never in clear or over an unverified certificate",
+        ("CERT-1", "CERT-2", "CERT-3", "CERT-6", "CERT-10", "APPLY-10"),
+    ),
+    Invariant(
+        "dane-usable",
+        "usable DANE: only over TLS the TLSA records authenticate",
+        ("DANE-6", "DANE-33", "DANE-35", "COEX-1"),
+    ),
     Invariant("dane-unusable", "unusable secure TLSA: never in clear", ("DANE-7", "DANE-19")),
-    Invariant("dane-tlsa-error", "a TLSA lookup error: the host is not used",
-              ("DANE-5", "COEX-3")),
-    Invariant("dane-mandatory", "Mandatory DANE: only DANE-authenticated hosts",
-              ("DANE-9", "DANE-34")),
-    Invariant("tls-setting", "the TLS setting's floor holds",
-              ("seed:tls-no-success", "seed:tls-required-failure")),
-    Invariant("no-message-lost", "delivered once, or deferred, or bounced after a 5yz",
-              ("MX-6", "APPLY-7")),
-    Invariant("failure-explained", "every failure has exactly one log line",
-              ("seed:log:delayed", "seed:log:bounced")),
-    Invariant("clean-path-delivers", "a world with a clean path delivers",
-              ("MX-2", "MX-3", "APPLY-2", "DANE-4")),
+    Invariant("dane-tlsa-error", "a TLSA lookup error: the host is not used", ("DANE-5", "COEX-3")),
+    Invariant(
+        "dane-mandatory", "Mandatory DANE: only DANE-authenticated hosts", ("DANE-9", "DANE-34")
+    ),
+    Invariant(
+        "tls-setting",
+        "the TLS setting's floor holds",
+        ("seed:tls-no-success", "seed:tls-required-failure"),
+    ),
+    Invariant(
+        "no-message-lost",
+        "delivered once, or deferred, or bounced after a 5yz",
+        ("MX-6", "APPLY-7"),
+    ),
+    Invariant(
+        "failure-explained",
+        "every failure has exactly one log line",
+        ("seed:log:delayed", "seed:log:bounced"),
+    ),
+    Invariant(
+        "clean-path-delivers",
+        "a world with a clean path delivers",
+        ("MX-2", "MX-3", "APPLY-2", "DANE-4"),
+    ),
     Invariant("smtp-conformance", "the receiving MTAs saw no protocol error", ()),
     Invariant("run-completes", "the engine and the world did not raise", ()),
-)  # fmt: skip
+)
 #: Every invariant by id.
 INVARIANTS = {i.id: i for i in _LIST}
 # Probing STARTTLS that was not advertised is a deliberate choice some senders make
@@ -148,13 +169,14 @@ def _session_checks(f: DestinationFacts, h: HostFacts, s: MtaSession) -> Iterato
         if h.dane == "unusable" and clear:
             yield Violation("dane-unusable", f"MAIL FROM in clear ({where})", h.name)
         if h.dane == "error":
-            yield Violation("dane-tlsa-error", f"MAIL FROM after a TLSA lookup error ({where})",
-                            h.name)  # fmt: skip
-    if p.dane == "mandatory" and p.tls != "no":
-        if not f.mx_secure or h.dane != "usable" or not h.dane_match:
             yield Violation(
-                "dane-mandatory", f"MAIL FROM without DANE authentication ({where})", h.name
+                "dane-tlsa-error", f"MAIL FROM after a TLSA lookup error ({where})", h.name
             )
+    dane_authenticated = f.mx_secure and h.dane == "usable" and h.dane_match
+    if p.dane == "mandatory" and p.tls != "no" and not dane_authenticated:
+        yield Violation(
+            "dane-mandatory", f"MAIL FROM without DANE authentication ({where})", h.name
+        )
     if p.tls.startswith("required") and clear:
         yield Violation("tls-setting", f"TLS {p.tls}, MAIL FROM in clear ({where})", h.name)
     if p.tls.startswith("required-verify") and not clear and not (h.chains or dane_ok):
@@ -195,8 +217,7 @@ def _outcome_checks(run: FuzzRun, rcpt: str) -> Iterator[Violation]:
         and str(e.fields.get("rcpt", "")).lower() == rcpt
     ]
     if len(held) > 1:
-        yield Violation("no-message-lost", f"{rcpt} is in {len(held)} mailboxes: {held}",
-                        rcpt=rcpt)  # fmt: skip
+        yield Violation("no-message-lost", f"{rcpt} is in {len(held)} mailboxes: {held}", rcpt=rcpt)
     if len(reports) != 1:
         yield Violation("no-message-lost", f"{len(reports)} outcomes for {rcpt}", rcpt=rcpt)
         return
@@ -209,8 +230,9 @@ def _outcome_checks(run: FuzzRun, rcpt: str) -> Iterator[Violation]:
                 rcpt=rcpt,
             )
         if lines:
-            yield Violation("failure-explained", f"{rcpt} delivered, yet: {lines[0].line}",
-                            rcpt=rcpt)  # fmt: skip
+            yield Violation(
+                "failure-explained", f"{rcpt} delivered, yet: {lines[0].line}", rcpt=rcpt
+            )
         return
     if r.status not in ("deferred", "bounced"):
         yield Violation("no-message-lost", f"{rcpt}: unknown status {r.status!r}", rcpt=rcpt)
@@ -231,9 +253,10 @@ def _outcome_checks(run: FuzzRun, rcpt: str) -> Iterator[Violation]:
     if len(lines) != 1 or lines[0].code != code:
         seen = [f"{e.code}: {e.line}" for e in lines]
         yield Violation(
-            "failure-explained", f"{rcpt} {r.status}: want one {code} line, got {seen}",
+            "failure-explained",
+            f"{rcpt} {r.status}: want one {code} line, got {seen}",
             rcpt=rcpt,
-        )  # fmt: skip
+        )
     elif not str(lines[0].fields.get("reason", "")).strip() or "\n" in lines[0].line:
         yield Violation(
             "failure-explained", f"{rcpt}: the line gives no reason: {lines[0].line!r}", rcpt=rcpt
@@ -265,11 +288,14 @@ def check_run(run: FuzzRun) -> list[Violation]:
         clean = facts.clean_host() if facts is not None else None
         if clean is not None and status != "delivered" and not _anyone_scripted(run):
             reason = next((d.reason for d in run.deliveries if d.rcpt.lower() == rcpt), "")
-            found.append(Violation(
-                "clean-path-delivers",
-                f"{rcpt} {status}, though {clean} lets it through by every rule ({reason!r})",
-                clean, rcpt,
-            ))  # fmt: skip
+            found.append(
+                Violation(
+                    "clean-path-delivers",
+                    f"{rcpt} {status}, though {clean} lets it through by every rule ({reason!r})",
+                    clean,
+                    rcpt,
+                )
+            )
     for s in run.sessions:
         for facts in by_domain.values():
             if facts is not None and s.mx_host in facts.hosts:

@@ -59,6 +59,7 @@ _PROFILE_DEFAULTS: dict[str, Any] = {
     "mta_sts": False,
     "coexistence": "hybrid",
     "opportunistic_dane_fail_falls_back": False,
+    "sts_testing_falls_back": True,
 }
 
 
@@ -71,6 +72,7 @@ class Profile:
     mta_sts: bool
     coexistence: str
     dane_falls_back: bool
+    testing_falls_back: bool = True
 
     @property
     def dane_on(self) -> bool:
@@ -117,6 +119,7 @@ class DestinationFacts:
         mx_secure: the MX RRset is DNSSEC-secure.
         hosts: by MX host name.
         mx_ok: the MX lookup answers (no fault, not bogus).
+        policy_known: which MX hosts the policy lets through is certain.
     """
 
     domain: str
@@ -125,6 +128,7 @@ class DestinationFacts:
     mx_secure: bool
     hosts: Mapping[str, HostFacts]
     mx_ok: bool = True
+    policy_known: bool = True
 
     def clean_host(self) -> str | None:
         """An MX every rule lets the message through, if there is one (else None).
@@ -135,7 +139,7 @@ class DestinationFacts:
         left out: its Cisco algorithm wants the *domain* in the certificate.
         """
         p = self.profile
-        if not self.mx_ok or p.tls == "required-verify":
+        if not self.mx_ok or not self.policy_known or p.tls == "required-verify":
             return None
         for h in self.hosts.values():
             if not (h.plain and h.permitted and h.pkix_ok):
@@ -158,6 +162,7 @@ def _profile(sender: Mapping[str, Any], domain: str) -> Profile:
         mta_sts=bool(entry["mta_sts"]),
         coexistence=entry["coexistence"],
         dane_falls_back=bool(entry["opportunistic_dane_fail_falls_back"]),
+        testing_falls_back=bool(entry["sts_testing_falls_back"]),
     )
 
 
@@ -189,8 +194,8 @@ def _txt_ok(rrs: tuple[tuple[str, ...], ...]) -> bool:
     return len(sts) == 1 and _STS_TXT.fullmatch(sts[0]) is not None
 
 
-def _enforce_patterns(body: str) -> tuple[str, ...] | None:
-    """The ``mx`` patterns of a strictly valid ``mode: enforce`` body, else None."""
+def _parse_policy(body: str) -> tuple[str, tuple[str, ...]] | None:
+    """(mode, ``mx`` patterns) of a strictly valid body, else None."""
     lines = body.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
@@ -203,15 +208,16 @@ def _enforce_patterns(body: str) -> tuple[str, ...] | None:
     single = {k: v[0] for k, v in fields.items() if len(v) == 1}
     if any(len(fields.get(k, ())) != 1 for k in ("version", "mode", "max_age")):
         return None
-    if single["version"] != "STSv1" or single["mode"] != "enforce":
+    mode = single["mode"]
+    if single["version"] != "STSv1" or mode not in ("enforce", "testing", "none"):
         return None
     age = single["max_age"]
     if not age.isdigit() or len(age) > 10 or int(age) > _MAX_AGE:
         return None
     patterns = tuple(p.lower() for p in fields.get("mx", ()))
-    if not patterns or not all(_PATTERN.fullmatch(p) for p in patterns):
+    if (not patterns and mode != "none") or not all(_PATTERN.fullmatch(p) for p in patterns):
         return None
-    return patterns
+    return mode, patterns
 
 
 def pattern_permits(patterns: tuple[str, ...], host: str) -> bool:
@@ -227,8 +233,8 @@ def pattern_permits(patterns: tuple[str, ...], host: str) -> bool:
     return False
 
 
-def _policy(spec: WorldSpec, domain: str) -> tuple[str, ...] | None:
-    """The enforce patterns when an enforce policy is certainly fetched, else None."""
+def _policy(spec: WorldSpec, domain: str) -> tuple[str, tuple[str, ...]] | None:
+    """(mode, patterns) when a valid policy is certainly fetched, else None."""
     d = spec.domains[domain]
     if d.policy is None or not _txt_ok(d.mta_sts_txt):
         return None
@@ -248,7 +254,7 @@ def _policy(spec: WorldSpec, domain: str) -> tuple[str, ...] | None:
             return None
     if len(d.policy.encode()) > 65_536:
         return None
-    return _enforce_patterns(d.policy)
+    return _parse_policy(d.policy)
 
 
 def _host(
@@ -296,8 +302,17 @@ def destination_facts(
     if d is None or not d.mx or "routes" in sender:
         return None
     profile = _profile(sender, domain)
-    patterns = _policy(spec, domain) if profile.mta_sts and profile.tls != "no" else None
+    applies = profile.mta_sts and profile.tls != "no"
+    policy = _policy(spec, domain) if applies else None
+    mode = policy[0] if policy else None
+    # [INF] sts_testing_falls_back = false: testing failures defer, as under enforce.
+    restricts = mode == "enforce" or (mode == "testing" and not profile.testing_falls_back)
+    patterns = policy[1] if policy and restricts else None
     mx_secure = _status(spec, domain, "MX") == "secure"
     hosts = {t: _host(spec, t, patterns, mx_secure) for _, t in d.mx if t in spec.hosts}
     mx_ok = _resolves(_status(spec, domain, "MX"))
-    return DestinationFacts(domain, profile, patterns is not None, mx_secure, hosts, mx_ok)
+    # Whether a testing policy binds is knowable only when the policy certainly is.
+    known = not applies or profile.testing_falls_back or policy is not None
+    return DestinationFacts(
+        domain, profile, mode == "enforce", mx_secure, hosts, mx_ok, policy_known=known
+    )

@@ -165,8 +165,10 @@ def _policy_body(draw: st.DrawFn, mode: str, mx: list[tuple[int, str]]) -> str:
     elif malformed == "max_age":
         head, fields = ["version: STSv1"], [f for f in fields if not f.startswith("max_age")]
     elif malformed == "mode":
-        head, fields = ["version: STSv1"], ["mode: strict" if f.startswith("mode") else f
-                                            for f in fields]  # fmt: skip
+        head, fields = (
+            ["version: STSv1"],
+            ["mode: strict" if f.startswith("mode") else f for f in fields],
+        )
     elif malformed == "junk":
         head = ["<html>not a policy</html>"]
     else:
@@ -198,10 +200,11 @@ def sts_parts(draw: st.DrawFn, mx: list[tuple[int, str]]) -> dict[str, Any]:
         host["cert"] = cert
     answer = draw(
         _weighted(
-            "ok", ("404", "500", "html", "no-type", "charset", "redirect", "reset", "oversize",
-                   "hang"), 40,
+            "ok",
+            ("404", "500", "html", "no-type", "charset", "redirect", "reset", "oversize", "hang"),
+            40,
         )
-    )  # fmt: skip
+    )
     if answer in ("404", "500"):
         host["status"] = int(answer)
     elif answer == "html":

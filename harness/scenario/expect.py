@@ -11,10 +11,17 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from harness.scenario.model import EventPattern, Expect, Outcome, Verification
+from harness.scenario.model import (
+    DsnPattern,
+    EventPattern,
+    Expect,
+    Outcome,
+    ReportPattern,
+    Verification,
+)
 from harness.world.spec_values import Node
 
-__all__ = ["EXPECT_KEYS", "TLS_VERSIONS", "parse_expect"]
+__all__ = ["DSN_KEYS", "EXPECT_KEYS", "REPORT_KEYS", "TLS_VERSIONS", "parse_expect"]
 
 EXPECT_KEYS = (
     "outcome",
@@ -29,7 +36,32 @@ EXPECT_KEYS = (
     "no_events",
     "logs",
     "sni",
+    "reports",
+    "no_reports",
+    "dsn",
 )
+#: Keys of one ``reports`` entry (:class:`~harness.scenario.model.ReportPattern`).
+REPORT_KEYS = (
+    "via",
+    "to",
+    "policy_domain",
+    "policy_type",
+    "success",
+    "failure",
+    "result_types",
+    "mx_host",
+    "policy_string",
+    "failure_reason_code",
+    "content_type",
+    "fields",
+    "mail",
+    "policies",
+)
+#: Keys of the ``dsn`` table (:class:`~harness.scenario.model.DsnPattern`).
+DSN_KEYS = ("to", "action", "status", "rcpt")
+_VIA = ("https", "mailto")
+_POLICY_TYPES = ("sts", "tlsa", "no-policy-found")
+_DSN_ACTIONS = ("failed", "delayed", "delivered", "relayed", "expanded")
 TLS_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3", "none")
 
 
@@ -76,6 +108,60 @@ def _tls(node: Node) -> str:
     if text not in TLS_VERSIONS:
         raise node.error(f"{text!r} is not a TLS version", TLS_VERSIONS)
     return text
+
+
+def _text_matcher(node: Node) -> str:
+    text = node.text()
+    if text.startswith("~"):
+        _regex(node, text[1:])
+    return text
+
+
+def _one_of(node: Node, allowed: tuple[str, ...]) -> str:
+    text = node.text()
+    if text not in allowed:
+        raise node.error(f"{text!r} is not one of {', '.join(allowed)}", allowed)
+    return text
+
+
+def _report(node: Node) -> ReportPattern:
+    e = node.table(REPORT_KEYS)
+    kw: dict[str, Any] = {}
+    if "via" in e:
+        kw["via"] = _one_of(e["via"], _VIA)
+    if "policy_type" in e:
+        kw["policy_type"] = _one_of(e["policy_type"], _POLICY_TYPES)
+    if "policy_domain" in e:
+        kw["policy_domain"] = e["policy_domain"].text().rstrip(".").lower()
+    for key in ("to", "failure_reason_code", "content_type"):
+        if key in e:
+            kw[key] = _text_matcher(e[key])
+    for key in ("success", "failure", "policies"):
+        if key in e:
+            kw[key] = _count(e[key])
+    if "result_types" in e:
+        kw["result_types"] = tuple(sorted(e["result_types"].strings()))
+    if "mx_host" in e:
+        kw["mx_host"] = tuple(e["mx_host"].strings())
+    if "policy_string" in e:
+        kw["policy_string"] = tuple(e["policy_string"].strings())
+    for key in ("fields", "mail"):
+        if key in e:
+            kw[key] = {k: _matcher(n) for k, n in e[key].mapping().items()}
+    return ReportPattern(**kw)
+
+
+def _dsn(node: Node) -> DsnPattern:
+    e = node.table(DSN_KEYS, required=("to",))
+    to = e["to"].text().lower()
+    if "@" not in to:
+        raise e["to"].error(f"{to!r} is not an address (no '@')")
+    return DsnPattern(
+        to=to,
+        action=_one_of(e["action"], _DSN_ACTIONS) if "action" in e else "failed",
+        status=_text_matcher(e["status"]) if "status" in e else None,
+        rcpt=e["rcpt"].text().lower() if "rcpt" in e else None,
+    )
 
 
 def parse_expect(node: Node) -> Expect:
@@ -128,4 +214,13 @@ def parse_expect(node: Node) -> Expect:
             kw["sni"] = {h.lower(): n.text() for h, n in s.mapping().items()}
         else:
             kw["sni"] = s.text()
+    if "reports" in e:
+        reports = e["reports"].items()
+        if not reports:
+            raise e["reports"].error("expected at least one report entry (or no_reports = true)")
+        kw["reports"] = tuple(_report(n) for n in reports)
+    if "no_reports" in e:
+        kw["no_reports"] = e["no_reports"].boolean()
+    if "dsn" in e:
+        kw["dsn"] = _dsn(e["dsn"])
     return Expect(**kw)

@@ -14,6 +14,11 @@ A scenario file has five top-level tables, all checked key by key with
   ``[sender.destination_controls."example.com"]`` fails at load time too;
 * ``[[steps]]`` (:mod:`harness.scenario.steps`) and ``[expect]``
   (:mod:`harness.scenario.expect`).
+
+A scenario about a configuration the engine must refuse says so with
+``[expect] config_error = "~regex"`` (or a plain substring): then a ``[sender]`` the
+engine's parser rejects is not a load error, and the runner checks, at engine start,
+that the engine refuses it with a matching message (:func:`config_error_matches`).
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ from harness.world.spec import load_world_spec
 from harness.world.spec_values import Node, key_path
 
 __all__ = [
+    "CONFIG_ERROR_KEY",
     "PROXY_FROM_WORLD",
+    "config_error_matches",
     "discover",
     "load_all",
     "load_scenario",
@@ -46,6 +53,8 @@ __all__ = [
 
 #: ``[sender.policy_fetch] proxy = "world"``: use the world's CONNECT proxy.
 PROXY_FROM_WORLD = "world"
+#: ``[expect] config_error``: the engine must refuse the ``[sender]`` configuration.
+CONFIG_ERROR_KEY = "config_error"
 _TOP = ("scenario", "world", "sender", "steps", "expect")
 _META = ("id", "title", "covers", "topic", "requires", "description")
 _COVER = re.compile(r"(?:[A-Z]+-\d+|seed:[a-z0-9][a-z0-9:._-]*)")
@@ -69,7 +78,37 @@ def sender_toml(sender: Mapping[str, Any], proxy: tuple[str, int] | None = None)
     return tomli_w.dumps(data)
 
 
-def _check_sender(node: Node) -> Mapping[str, Any]:
+def config_error_matches(pattern: str, message: str) -> bool:
+    """Whether an engine's refusal ``message`` matches ``[expect] config_error``.
+
+    ``pattern`` is a regular expression searched in the message when it starts with
+    ``~`` (as event field matchers are), else text that must occur in it.
+    """
+    if pattern.startswith("~"):
+        return re.search(pattern[1:], message) is not None
+    return pattern in message
+
+
+def _config_error(top: dict[str, Node]) -> tuple[str | None, Node | None]:
+    """``[expect] config_error``, and the ``[expect]`` table without it."""
+    if "expect" not in top:
+        return None, None
+    node = top["expect"]
+    entries = node.mapping()
+    if CONFIG_ERROR_KEY not in entries:
+        return None, node
+    found = entries[CONFIG_ERROR_KEY]
+    pattern = found.text()
+    if pattern.startswith("~"):
+        try:
+            re.compile(pattern[1:])
+        except re.error as exc:
+            raise found.error(f"not a valid regular expression: {exc}") from None
+    rest = {k: v for k, v in node.value.items() if k != CONFIG_ERROR_KEY}
+    return pattern, (Node(rest, node.file, node.path) if rest else None)
+
+
+def _check_sender(node: Node, *, refusal_expected: bool = False) -> Mapping[str, Any]:
     table = node.mapping()
     for section, key in _ADAPTER_FILLED:
         value = table[section].value if section in table else None
@@ -79,6 +118,8 @@ def _check_sender(node: Node) -> Mapping[str, Any]:
     try:
         parse_config(sender_toml(node.value), file=node.file)
     except ConfigError as exc:
+        if refusal_expected:  # [expect] config_error: the runner judges the refusal
+            return node.value  # type: ignore[no-any-return]
         where = f"{node.path}.{exc.key}" if exc.key else node.path
         raise SpecError(node.file, where, exc.value, exc.reason) from None
     except (TypeError, ValueError) as exc:  # tomli_w: a value TOML cannot hold
@@ -139,12 +180,26 @@ def loads_scenario(text: str, path: str | Path) -> Scenario:
     top["world"].mapping()  # a table, or a SpecError naming `world`
     world_table = top["world"].value
     world = load_world_spec(world_table, source, prefix="world")
-    sender = _check_sender(top["sender"]) if "sender" in top else {}
+    config_error, expect_node = _config_error(top)
+    if config_error is not None and "sender" not in top:
+        raise (
+            top["expect"]
+            .child(CONFIG_ERROR_KEY, config_error)
+            .error("config_error needs a [sender] table for the engine to refuse")
+        )
+    refusal = config_error is not None
+    sender = _check_sender(top["sender"], refusal_expected=refusal) if "sender" in top else {}
     step_nodes = top["steps"].items()
     if not step_nodes:
         raise top["steps"].error("a scenario needs at least one step")
     steps = tuple(parse_step(n, i, world) for i, n in enumerate(step_nodes))
-    expect = parse_expect(top["expect"]) if "expect" in top else Expect()
+    expect = parse_expect(expect_node) if expect_node is not None else Expect()
+    if refusal and (not expect.empty or any(not s.expect.empty for s in steps)):
+        raise (
+            top["expect"]
+            .child(CONFIG_ERROR_KEY, config_error)
+            .error("with config_error no step runs, so no other expectation can be judged")
+        )
     return Scenario(
         path=path,
         world=world,
@@ -152,6 +207,7 @@ def loads_scenario(text: str, path: str | Path) -> Scenario:
         sender=sender,
         steps=steps,
         expect=expect,
+        config_error=config_error,
         **meta,
     )
 

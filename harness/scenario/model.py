@@ -23,9 +23,11 @@ from harness.world.spec import WorldSpec
 
 __all__ = [
     "Capability",
+    "DsnPattern",
     "EventPattern",
     "Expect",
     "Outcome",
+    "ReportPattern",
     "Scenario",
     "SendSpec",
     "Step",
@@ -43,6 +45,7 @@ class Capability(StrEnum):
     LOGS = "logs"  # mail_logs lines (``logs`` expectations)
     REPORT = "report"  # per-recipient delivery report (``outcome``, ``verified``)
     FINAL = "final"  # a send can be the last attempt before a bounce (APPLY-6)
+    TLSRPT = "tlsrpt"  # a queue and a TLS reporter: reports, DSNs (the gateway adapter)
 
 
 class StepKind(StrEnum):
@@ -114,6 +117,81 @@ class EventPattern:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportPattern:
+    """One expected TLS report ``policies`` entry, as a scenario's ``reports`` names it.
+
+    Every attribute is optional (None, or empty: not checked). A pattern matches one
+    ``policies`` element of one report received by the world (POSTed to the report
+    sink, or mailed to an MTA). Strings may be ``~regex`` matchers.
+
+    Attributes:
+        via: ``https`` or ``mailto``.
+        to: the POST URL, or the mail's envelope recipient.
+        policy_domain: ``policy.policy-domain``.
+        policy_type: ``policy.policy-type``.
+        success: ``summary.total-successful-session-count``.
+        failure: ``summary.total-failure-session-count``.
+        result_types: the distinct ``failure-details`` result types, sorted (exact).
+        mx_host: ``policy.mx-host`` (exact list; ``[]`` also matches an absent field).
+        policy_string: ``policy.policy-string`` (exact list).
+        failure_reason_code: some failure detail's ``failure-reason-code``.
+        content_type: the POST's Content-Type, or the mailed attachment's.
+        fields: dotted report paths (``"date-range.start-datetime"``) -> matcher.
+        policies: how many ``policies`` entries the report has.
+        mail: report-mail facts (``filename``, ``subject``, ``content-type``,
+            ``report-type``, ``parts``, any header such as ``TLS-Report-Domain``) ->
+            matcher; a pattern with ``mail`` matches mailed reports only.
+    """
+
+    via: str | None = None
+    to: str | None = None
+    policy_domain: str | None = None
+    policy_type: str | None = None
+    success: int | None = None
+    failure: int | None = None
+    result_types: tuple[str, ...] | None = None
+    mx_host: tuple[str, ...] | None = None
+    policy_string: tuple[str, ...] | None = None
+    failure_reason_code: str | None = None
+    content_type: str | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    mail: Mapping[str, Any] = field(default_factory=dict)
+    policies: int | None = None
+
+    def describe(self) -> str:
+        """The pattern as it would be written in TOML."""
+        parts = []
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if value is not None and value != {}:
+                parts.append(f"{name} = {list(value) if isinstance(value, tuple) else value!r}")
+        return "{" + ", ".join(parts) + "}"
+
+
+@dataclass(frozen=True, slots=True)
+class DsnPattern:
+    """An expected delivery status notification (RFC 3464) arriving at an MTA.
+
+    Attributes:
+        to: its envelope recipient (the bounced message's sender).
+        action: the ``Action`` of a per-recipient block (``failed``, ``delayed``...).
+        status: the ``Status`` of that block, or a ``~regex`` (None: any).
+        rcpt: the ``Final-Recipient`` address of that block (None: any).
+    """
+
+    to: str
+    action: str = "failed"
+    status: str | None = None
+    rcpt: str | None = None
+
+    def describe(self) -> str:
+        """The pattern as it would be written in TOML."""
+        parts = [f"to = {self.to!r}", f"action = {self.action!r}"]
+        parts += [f"{k} = {v!r}" for k, v in (("status", self.status), ("rcpt", self.rcpt)) if v]
+        return "{" + ", ".join(parts) + "}"
+
+
+@dataclass(frozen=True, slots=True)
 class Expect:
     """What must hold after a step (or over the whole run). Every key is optional.
 
@@ -131,6 +209,9 @@ class Expect:
         no_events: events that must not occur.
         logs: regexes; an ordered subsequence of the mail_logs lines (debug level).
         sni: the SNI of the delivering session(s), or per MX host.
+        reports: TLS report ``policies`` entries that must each have been received.
+        no_reports: True: no TLS report arrived (by POST or mail).
+        dsn: a DSN that must have arrived.
     """
 
     outcome: Outcome | Mapping[str, Outcome] | None = None
@@ -145,6 +226,9 @@ class Expect:
     no_events: tuple[EventPattern, ...] = ()
     logs: tuple[str, ...] = ()
     sni: str | Mapping[str, str] | None = None
+    reports: tuple[ReportPattern, ...] = ()
+    no_reports: bool | None = None
+    dsn: DsnPattern | None = None
 
     @property
     def empty(self) -> bool:
@@ -190,6 +274,9 @@ class Scenario:
         sender: the ``[sender]`` table (engine configuration, engine's own layout).
         steps: the steps.
         expect: what must hold over the whole run.
+        config_error: ``[expect] config_error``: the engine must refuse the ``[sender]``
+            configuration with a message matching this (``~regex``, else a substring);
+            no step runs. None for every other scenario.
     """
 
     id: str
@@ -204,3 +291,4 @@ class Scenario:
     sender: Mapping[str, Any]
     steps: tuple[Step, ...]
     expect: Expect = field(default_factory=Expect)
+    config_error: str | None = None

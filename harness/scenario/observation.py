@@ -17,21 +17,29 @@ clock, the time log lines show.
 
 from __future__ import annotations
 
+import email
+import gzip
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.message import Message as MimeMessage
 from typing import Any
 
 from harness.world.dns_answer import LoggedQuery
 from harness.world.mta_records import MtaSession
 from harness.world.policy_host import PolicyRequest
+from harness.world.report_sink import ReceivedReport
 from harness.world.timeline import Exchange
 from harness.world.world import World
 
 __all__ = [
     "DeliveryRecord",
     "DnsRecord",
+    "DsnRecord",
     "EventRecord",
     "FetchRecord",
+    "ReportRecord",
     "SessionRecord",
     "StepObservation",
     "TimelineEntry",
@@ -112,6 +120,51 @@ class SessionRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportRecord:
+    """One TLS report the world received: POSTed to the report sink, or mailed to an MTA.
+
+    Attributes:
+        at: when it arrived (world clock).
+        via: ``https`` or ``mailto``.
+        to: the POST URL (``https://<sink><path>``), or the envelope recipient.
+        content_type: the POST's Content-Type, or the mailed attachment's.
+        report: the decoded JSON report, or None.
+        error: why it could not be decoded, or None.
+        status: the HTTP status answered (None for mail).
+        mail: for mail: ``content-type``, ``report-type``, ``parts``, ``filename``,
+            ``subject`` and the ``TLS-Report-*`` headers, as found.
+    """
+
+    at: float
+    via: str
+    to: str
+    content_type: str | None
+    report: Mapping[str, Any] | None
+    error: str | None = None
+    status: int | None = None
+    mail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DsnRecord:
+    """One delivery status notification (RFC 3464) an MTA accepted.
+
+    Attributes:
+        at: when its session started (world clock).
+        mx: the MTA that accepted it.
+        mail_from: its envelope sender (``""`` for the null sender).
+        to: its envelope recipients.
+        blocks: per-recipient blocks: ``action``, ``status``, ``final-recipient``.
+    """
+
+    at: float
+    mx: str
+    mail_from: str
+    to: tuple[str, ...]
+    blocks: tuple[Mapping[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class TimelineEntry:
     """One exchange with the world, for a timeline."""
 
@@ -130,6 +183,8 @@ class WorldSlice:
     fetches: tuple[FetchRecord, ...] = ()
     sessions: tuple[SessionRecord, ...] = ()
     timeline: tuple[TimelineEntry, ...] = ()
+    reports: tuple[ReportRecord, ...] = ()
+    dsns: tuple[DsnRecord, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +243,80 @@ def _session(at: float, end: float | None, s: MtaSession) -> SessionRecord:
     )
 
 
+def _posted(at: float, r: ReceivedReport) -> ReportRecord:
+    url = f"https://{r.host or ''}{r.path}"
+    return ReportRecord(at, "https", url, r.content_type, r.report, r.error, r.status)
+
+
+def _unfold(value: object) -> str:
+    # RFC 5322 §2.2.3: unfolding removes each CRLF that is followed by white space.
+    return re.sub(r"\r?\n(?=[ \t])", "", str(value))
+
+
+def _report_mail(at: float, rcpt: str, msg: MimeMessage) -> ReportRecord:
+    # RFC 8460 §5.3 (RPT-11): multipart/report; report-type="tlsrpt", a human-readable
+    # part and the report as application/tlsrpt+gzip (or +json).
+    parts = [p for p in msg.walk() if not p.is_multipart()]
+    facts: dict[str, Any] = {
+        "content-type": msg.get_content_type(),
+        "report-type": msg.get_param("report-type") or "",
+        "parts": [p.get_content_type() for p in parts],
+        "subject": _unfold(msg.get("Subject", "")),
+    }
+    for name in ("TLS-Report-Domain", "TLS-Report-Submitter", "From", "To"):
+        if msg.get(name) is not None:
+            facts[name] = _unfold(msg[name])
+    report: dict[str, Any] | None = None
+    error: str | None = "no application/tlsrpt part"
+    ctype: str | None = None
+    for p in parts:
+        if p.get_content_type().startswith("application/tlsrpt"):
+            ctype, facts["filename"] = p.get_content_type(), p.get_filename() or ""
+            body = p.get_payload(decode=True)
+            try:
+                raw = bytes(body) if isinstance(body, bytes) else b""
+                if ctype.endswith("+gzip"):
+                    raw = gzip.decompress(raw)
+                report, error = json.loads(raw), None
+            except (OSError, EOFError, ValueError) as exc:
+                error = f"attachment not decodable: {exc}"
+            break
+    return ReportRecord(at, "mailto", rcpt, ctype, report, error, None, facts)
+
+
+def _dsn_blocks(msg: MimeMessage) -> tuple[dict[str, str], ...]:
+    blocks: list[dict[str, str]] = []
+    for part in msg.walk():
+        if part.get_content_type() != "message/delivery-status":
+            continue
+        # email parses message/delivery-status as a list of header blocks; the first
+        # is the per-message block (RFC 3464 §2.2), the rest per recipient (§2.3).
+        sub = part.get_payload()
+        for block in sub[1:] if isinstance(sub, list) else ():
+            if not isinstance(block, MimeMessage):
+                continue
+            fields = {k.lower(): str(v).strip() for k, v in block.items()}
+            final = fields.get("final-recipient", "")
+            fields["final-recipient"] = final.split(";", 1)[-1].strip().lower()
+            blocks.append(fields)
+    return tuple(blocks)
+
+
+def _mails(at: float, s: MtaSession) -> tuple[list[ReportRecord], list[DsnRecord]]:
+    reports, dsns = [], []
+    for t in s.transactions:
+        if not t.delivered or t.message is None:
+            continue
+        msg = email.message_from_bytes(t.message)
+        rcpts = [r.address.lower() for r in t.rcpts if r.accepted]
+        kind = (msg.get_content_type(), str(msg.get_param("report-type") or "").lower())
+        if msg.get("TLS-Report-Domain") is not None:
+            reports += [_report_mail(at, rcpt, msg) for rcpt in rcpts]
+        elif kind == ("multipart/report", "delivery-status"):
+            dsns.append(DsnRecord(at, s.mx_host, t.mail_from, tuple(rcpts), _dsn_blocks(msg)))
+    return reports, dsns
+
+
 class WorldWatcher:
     """Hands out, at each :meth:`take`, what a world observed since the last one."""
 
@@ -204,6 +333,8 @@ class WorldWatcher:
         """The DNS queries, fetches, SMTP sessions and exchanges not handed out yet."""
         timeline: list[Exchange] = world.timeline()
         dns, fetches, sessions, entries = [], [], [], []
+        reports: list[ReportRecord] = []
+        dsns: list[DsnRecord] = []
         for x in timeline:
             rec = x.record
             if isinstance(rec, LoggedQuery):
@@ -221,4 +352,16 @@ class WorldWatcher:
                 fetches.append(_fetch(x.at, rec))
             elif isinstance(rec, MtaSession):
                 sessions.append(_session(x.at, x.end, rec))
-        return WorldSlice(tuple(dns), tuple(fetches), tuple(sessions), tuple(entries))
+                mailed, bounced = _mails(x.at, rec)
+                reports += mailed
+                dsns += bounced
+            elif isinstance(rec, ReceivedReport):
+                reports.append(_posted(x.at, rec))
+        return WorldSlice(
+            tuple(dns),
+            tuple(fetches),
+            tuple(sessions),
+            tuple(entries),
+            tuple(reports),
+            tuple(dsns),
+        )

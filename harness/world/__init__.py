@@ -68,6 +68,7 @@ from harness.world.policy_host import Behaviour as PolicyBehaviour
 from harness.world.proxy import Proxy, ProxyEvent, ProxyFault, ProxyOutcome, ProxyResolver
 from harness.world.report_sink import GZIP_TYPE, JSON_TYPE, ReceivedReport, ReportSink
 from harness.world.spec import (
+    DerivedTlsa,
     DnsRule,
     DomainSpec,
     HostSpec,
@@ -129,6 +130,7 @@ __all__ = [
     "AddressBlock",
     "Answer",
     "ClientHello",
+    "DerivedTlsa",
     "Disconnect",
     "DnsBehaviour",
     "DnsRule",

@@ -13,6 +13,12 @@ an address, like a hosting provider; each address is then a small virtual-hostin
   whose name equals the SNI; unknown SNI or no SNI keeps the default (RFC 8461 §7.1,
   FETCH-16). Every ClientHello is logged (:class:`ClientHello`), even when the client then
   rejects the certificate, so tests can see the SNI of a failed fetch.
+* TLS versions: a host may limit the protocol range (``tls_min``/``tls_max``; FETCH-17
+  offers only TLS 1.0/1.1). OpenSSL keeps the protocol limits and cipher list of the
+  context a connection *started* on across an SNI switch, so the range is a property of
+  the address's listener: its base context gets it (and ``@SECLEVEL=0`` below TLS 1.2,
+  as :func:`certs.server_context` does), and so does the host's own context, since the
+  switch brings that context's security level. Hosts sharing an address share a range.
 * HTTP: the ``Host`` header picks the host among those on the address; only
   ``/.well-known/mta-sts.txt`` is the policy path (RFC 8461 §3.2); anything else is 404.
 
@@ -37,6 +43,7 @@ from typing import Any
 
 import trustme
 
+from certs import server_context as limited_server_context
 from harness.world._tlsserver import (
     CertPair,
     Connection,
@@ -177,12 +184,27 @@ class PolicyRequest:
         return next((v for k, v in self.headers if k == wanted), None)
 
 
+# A protocol range (lowest, highest); None: OpenSSL's default at that end.
+_TlsRange = tuple[ssl.TLSVersion | None, ssl.TLSVersion | None]
+_DEFAULT_RANGE: _TlsRange = (None, None)
+
+
 @dataclass(slots=True)
 class _Site:
     name: str
     address: str
     context: ssl.SSLContext
     response: PolicyResponse
+    tls: _TlsRange = _DEFAULT_RANGE
+
+
+def _context(cert: CertPair, tls: _TlsRange) -> ssl.SSLContext:
+    if tls == _DEFAULT_RANGE:
+        return server_context(cert)  # the shared, cached one
+    chain, key = cert
+    return limited_server_context(
+        key.rstrip(b"\n") + b"\n" + chain, min_version=tls[0], max_version=tls[1]
+    )
 
 
 def _name(value: str) -> str:
@@ -213,6 +235,7 @@ class PolicyHost:
         self._server = TlsAsgiServer(self._app, handshake_timeout=handshake_timeout)
         self._sites: dict[str, _Site] = {}
         self._ports: dict[str, int] = {}
+        self._ranges: dict[str, _TlsRange] = {}
         self._sni: weakref.WeakKeyDictionary[ssl.SSLObject, str | None] = (
             weakref.WeakKeyDictionary()
         )
@@ -235,6 +258,8 @@ class PolicyHost:
         address: str,
         cert: CertPair,
         response: PolicyResponse | None = None,
+        tls_min: ssl.TLSVersion | None = None,
+        tls_max: ssl.TLSVersion | None = None,
     ) -> tuple[str, int]:
         """Add a policy host; its address starts listening if it is new.
 
@@ -243,25 +268,40 @@ class PolicyHost:
             address: its 127.0.0.0/8 address (may be shared with other hosts).
             cert: (chain PEM, key PEM) presented when the SNI is ``name``.
             response: initial behaviour; by default 200 with an empty text/plain body.
+            tls_min: the lowest TLS version offered (None: OpenSSL's default).
+            tls_max: the highest TLS version offered (None: the highest supported).
+                The range belongs to the address's listener (see the module docstring).
 
         Returns:
             The (address, port) the host is reachable on.
 
         Raises:
             NotLoopbackError: ``address`` is outside 127.0.0.0/8.
-            ValueError: ``name`` was already added.
+            ValueError: ``name`` was already added, or the address already listens
+                with another TLS range.
             RuntimeError: the PolicyHost is not running.
         """
         if not self._running:
             raise RuntimeError("PolicyHost.add_host needs a running PolicyHost (async with)")
-        key, address = _name(name), require_loopback(address)
+        key, address, tls = _name(name), require_loopback(address), (tls_min, tls_max)
         if key in self._sites:
             raise ValueError(f"policy host {name!r} was already added")
-        site = _Site(key, address, server_context(cert), response or PolicyResponse())
+        if self._ranges.get(address, tls) != tls:
+            raise ValueError(
+                f"policy host {name!r} wants TLS range {tls!r}, but {address} already "
+                f"listens with {self._ranges[address]!r}; give it an address of its own"
+            )
+        site = _Site(key, address, _context(cert, tls), response or PolicyResponse(), tls)
         if address not in self._ports:
-            self._ports[address] = await self._server.listen(address, self._base_context(address))
+            base = self._base_context(address, tls)
+            self._ports[address] = await self._server.listen(address, base)
+            self._ranges[address] = tls
         self._sites[key] = site
         return address, self._ports[address]
+
+    def tls_range(self, name: str) -> _TlsRange:
+        """Host ``name``'s (tls_min, tls_max) as added."""
+        return self._site(name).tls
 
     @property
     def ports(self) -> Mapping[str, int]:
@@ -289,7 +329,8 @@ class PolicyHost:
 
     def set_cert(self, name: str, cert: CertPair) -> None:
         """Present ``cert`` for host ``name`` from the next handshake on."""
-        self._site(name).context = server_context(cert)
+        site = self._site(name)
+        site.context = _context(cert, site.tls)
 
     def requests(self, host: str | None = None) -> list[PolicyRequest]:
         """Logged requests, all or those whose SNI or Host header names ``host``."""
@@ -318,9 +359,11 @@ class PolicyHost:
         except KeyError:
             raise KeyError(f"no policy host {name!r}; known: {sorted(self._sites)}") from None
 
-    def _base_context(self, address: str) -> ssl.SSLContext:
+    def _base_context(self, address: str, tls: _TlsRange) -> ssl.SSLContext:
         # A fresh context (not the shared cache): it carries this address's callback.
-        context = new_server_context(self._default_cert or _throwaway_default_cert())
+        default = self._default_cert or _throwaway_default_cert()
+        # _context is fresh too for a range of its own: only the default range is cached.
+        context = new_server_context(default) if tls == _DEFAULT_RANGE else _context(default, tls)
         context.sni_callback = self._sni_callback(address)
         return context
 

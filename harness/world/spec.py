@@ -24,14 +24,22 @@ The format (every key optional unless noted)::
     behaviour = "serve"; status = 200; content_type = "text/plain" (false: none)
     headers = { "Cache-Control" = "no-store" }; location = "https://..."
     trickle_interval = 0.05; trickle_bytes = 1; oversize_bytes = 10485760
+    tls_min = "1.0"; tls_max = "1.1"    # protocol range; a host with a range of its own
+                                        # gets its own listener (FETCH-17)
 
     [hosts."mx1.example.com"]           # a ReceivingMta (MX targets get one anyway)
     cert = "valid"                      # any CertProfile, or "none"
     names = [...]; key_type = "ecdsa"; address = "127.0.9.1"
+    cn = "mx1.example.com"              # subject CN apart from the SAN names (DANE-26)
+    port = 2525                         # the service port (default 25), in the endpoint map
     starttls = "offered"                # offered | absent | refused | broken-close | ...
     tls_min = "1.2"; tls_max = "1.3"
-    tlsa = [[3, 1, 1]]                  # at _25._tcp.<host>, from this host's cert
-    tlsa_raw = ["3 1 1 ABCD..."]
+    tlsa = [[3, 1, 1]]                  # at _<port>._tcp.<host>, from this host's cert;
+    tlsa = [{ usage = 3, selector = 0, mtype = 1, data_from = [3, 1, 1] }]   # or derived:
+                                        # published as 3 0 1, data computed as 3 1 1
+                                        # (DANE-21); `depth = 3`: from that CA (DANE-30)
+    tlsa_raw = ["3 1 1 ABCD..."]        # also at _<port>._tcp.<host>
+    sni_certs = { "mx1.example.com" = "valid" }   # served for that SNI; `cert` otherwise
     replies = { banner = "...", ehlo, helo, mail, data_start, data,
                 rcpt = "450 4.2.0 later" | { "a@x" = "550 no" }, rcpt_by_index = [...] }
 
@@ -54,6 +62,7 @@ from typing import Any
 
 from harness.errors import SpecError
 from harness.world.spec_model import (
+    DerivedTlsa,
     DnsRule,
     DomainSpec,
     HostSpec,
@@ -75,6 +84,7 @@ from harness.world.spec_tables import (
 from harness.world.spec_values import Node
 
 __all__ = [
+    "DerivedTlsa",
     "DnsRule",
     "DomainSpec",
     "HostSpec",

@@ -15,6 +15,7 @@ from harness.world.spec_records import RecordSpec
 from harness.world.zones import DnssecStatus
 
 __all__ = [
+    "DerivedTlsa",
     "DnsRule",
     "DomainSpec",
     "HostSpec",
@@ -34,6 +35,8 @@ class PolicyHostSpec:
     key_type: KeyType | None = None
     address: str | None = None
     response: PolicyResponse = field(default_factory=PolicyResponse)
+    tls_min: ssl.TLSVersion | None = None  # None: OpenSSL's default floor (TLS 1.2)
+    tls_max: ssl.TLSVersion | None = None  # below 1.2: the host gets a listener of its own
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,19 +63,49 @@ class DomainSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class DerivedTlsa:
+    """A TLSA record computed from the served certificate, with its parameters apart.
+
+    Published as ``usage selector mtype``, with the data that ``data_from`` (a usage,
+    selector, matching type triple) computes from the certificate at ``depth`` of the
+    verification path. ``data_from = (3, 1, 1)`` under ``(3, 0, 1)`` is an SPKI digest
+    labelled as a full-certificate one (DANE-21); ``depth`` picks a CA above the issuer
+    (DANE-30).
+
+    Attributes:
+        usage: the published certificate usage.
+        selector: the published selector.
+        mtype: the published matching type.
+        data_from: the parameters the data is computed with.
+        depth: 0 the leaf, 1 its issuer ... -1 the root; None: the leaf for
+            ``data_from`` usages 1 and 3, the issuer for 0 and 2.
+    """
+
+    usage: int
+    selector: int
+    mtype: int
+    data_from: tuple[int, int, int]
+    depth: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class HostSpec:
     """A receiving MTA (one MX host)."""
 
     name: str
     cert: CertProfile | None = CertProfile.VALID  # None: no certificate at all
     names: tuple[str, ...] = ()  # empty: (name,)
+    cn: str | None = None  # the subject CN, when it is not the first name
     key_type: KeyType | None = None
     address: str | None = None
+    port: int = 25  # the service port the engine dials; TLSA at _<port>._tcp.<name>
     starttls: StartTls = StartTls.OFFERED
     tls_min: ssl.TLSVersion | None = None
     tls_max: ssl.TLSVersion | None = None
     tlsa: tuple[tuple[int, int, int], ...] = ()
+    tlsa_derived: tuple[DerivedTlsa, ...] = ()  # the table form of `tlsa` entries
     tlsa_raw: tuple[tuple[int, int, int, bytes], ...] = ()
+    sni_certs: tuple[tuple[str, CertProfile], ...] = ()  # SNI name -> profile served for it
     script: Script = field(default_factory=Script)
 
 

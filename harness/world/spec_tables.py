@@ -21,6 +21,7 @@ from harness.world.policy_host import Behaviour as PolicyBehaviour
 from harness.world.policy_host import PolicyResponse
 from harness.world.proxy import ProxyFault
 from harness.world.spec_model import (
+    DerivedTlsa,
     DnsRule,
     DomainSpec,
     HostSpec,
@@ -47,9 +48,18 @@ _NO_CERT = "none"
 _DOMAIN_KEYS = ("dnssec", "mx", "mta_sts_txt", "tlsrpt_txt", "policy", "policy_host")
 _RESPONSE_KEYS = ("behaviour", "status", "content_type", "headers", "location")
 _RESPONSE_NUMBERS = ("trickle_interval", "trickle_bytes", "oversize_bytes")
-_POLICY_HOST_KEYS = ("cert", "names", "key_type", "address", *_RESPONSE_KEYS, *_RESPONSE_NUMBERS)
-_HOST_KEYS: tuple[str, ...] = ("cert", "names", "key_type", "address", "starttls")
-_HOST_KEYS += ("tls_min", "tls_max", "tlsa", "tlsa_raw", "replies")
+_POLICY_HOST_KEYS: tuple[str, ...] = (
+    "cert",
+    "names",
+    "key_type",
+    "address",
+    *_RESPONSE_KEYS,
+    *_RESPONSE_NUMBERS,
+)
+_POLICY_HOST_KEYS += ("tls_min", "tls_max")
+_HOST_KEYS: tuple[str, ...] = ("cert", "names", "cn", "key_type", "address", "port", "starttls")
+_HOST_KEYS += ("tls_min", "tls_max", "tlsa", "tlsa_raw", "sni_certs", "replies")
+_DERIVED_TLSA_KEYS = ("usage", "selector", "mtype", "data_from", "depth")
 
 
 def name_of(node: Node) -> str:
@@ -88,6 +98,44 @@ def _tls(node: Node) -> ssl.TLSVersion:
     if node.value not in _TLS:
         raise node.error(f"{node.value!r} is not a TLS version", _TLS)
     return ssl.TLSVersion[_TLS[node.value]]
+
+
+def _tls_range(
+    e: dict[str, Node],
+) -> tuple[ssl.TLSVersion | None, ssl.TLSVersion | None]:
+    low = _tls(e["tls_min"]) if "tls_min" in e else None
+    high = _tls(e["tls_max"]) if "tls_max" in e else None
+    if low and high and low > high:
+        raise e["tls_min"].error(f"tls_min is above tls_max {e['tls_max'].value!r}")
+    return low, high
+
+
+def _derived_tlsa(node: Node) -> DerivedTlsa:
+    t = node.table(_DERIVED_TLSA_KEYS, required=("usage", "selector", "mtype"))
+    u, s, m = (t[k].integer(0, 255) for k in ("usage", "selector", "mtype"))
+    data_from = parse_tlsa(t["data_from"]) if "data_from" in t else (u, s, m)
+    depth = t["depth"].integer(-16, 16) if "depth" in t else None
+    return DerivedTlsa(u, s, m, data_from, depth)
+
+
+def _tlsa_entries(
+    node: Node,
+) -> tuple[tuple[tuple[int, int, int], ...], tuple[DerivedTlsa, ...]]:
+    """``tlsa``: ``[u, s, m]`` entries, and table entries (:class:`DerivedTlsa`)."""
+    plain: list[tuple[int, int, int]] = []
+    derived: list[DerivedTlsa] = []
+    for n in node.items():
+        if isinstance(n.value, Mapping):
+            derived.append(_derived_tlsa(n))
+        else:
+            plain.append(parse_tlsa(n))
+    return tuple(plain), tuple(derived)
+
+
+def _sni_certs(node: Node) -> tuple[tuple[str, CertProfile], ...]:
+    return tuple(
+        (name_of(Node(raw, node.file, n.path)), _profile(n)) for raw, n in node.mapping().items()
+    )
 
 
 def _mx(node: Node) -> tuple[int, str]:
@@ -133,12 +181,15 @@ def _response(node: Node, entries: dict[str, Node]) -> PolicyResponse:
 def _policy_host(node: Node) -> PolicyHostSpec:
     e = node.table(_POLICY_HOST_KEYS)
     response = _response(node, e)
+    tls_min, tls_max = _tls_range(e)
     return PolicyHostSpec(
         cert=_profile(e["cert"]) if "cert" in e else CertProfile.VALID,
         names=tuple(name_of(n) for n in e["names"].items()) if "names" in e else (),
         key_type=e["key_type"].choice(KeyType) if "key_type" in e else None,
         address=address_of(e["address"]) if "address" in e else None,
         response=response,
+        tls_min=tls_min,
+        tls_max=tls_max,
     )
 
 
@@ -169,27 +220,35 @@ def domain_from(node: Node, name: str, base: DomainSpec | None = None) -> Domain
 def host_from(node: Node, name: str) -> HostSpec:
     """Parse one ``[hosts."<name>"]`` table."""
     e = node.table(_HOST_KEYS)
+    tls_min, tls_max = _tls_range(e)
+    tlsa, derived = _tlsa_entries(e["tlsa"]) if "tlsa" in e else ((), ())
     host = HostSpec(
         name=name,
         cert=_host_cert(e["cert"]) if "cert" in e else CertProfile.VALID,
         names=tuple(name_of(n) for n in e["names"].items()) if "names" in e else (),
+        cn=name_of(e["cn"]) if "cn" in e else None,
         key_type=e["key_type"].choice(KeyType) if "key_type" in e else None,
         address=address_of(e["address"]) if "address" in e else None,
+        port=e["port"].integer(1, 65535) if "port" in e else 25,
         starttls=e["starttls"].choice(StartTls) if "starttls" in e else StartTls.OFFERED,
-        tls_min=_tls(e["tls_min"]) if "tls_min" in e else None,
-        tls_max=_tls(e["tls_max"]) if "tls_max" in e else None,
-        tlsa=tuple(parse_tlsa(n) for n in e["tlsa"].items()) if "tlsa" in e else (),
+        tls_min=tls_min,
+        tls_max=tls_max,
+        tlsa=tlsa,
+        tlsa_derived=derived,
         tlsa_raw=tuple(parse_tlsa(n, raw=True) for n in e["tlsa_raw"].items())
         if "tlsa_raw" in e
         else (),
+        sni_certs=_sni_certs(e["sni_certs"]) if "sni_certs" in e else (),
         script=parse_replies(e["replies"]) if "replies" in e else Script(),
     )
     if host.cert is None and host.starttls is StartTls.OFFERED:
         raise e["cert"].error("starttls = 'offered' needs a certificate; set starttls too")
-    if host.cert is None and host.tlsa:
+    if host.cert is None and (host.tlsa or host.tlsa_derived):
         raise e["tlsa"].error("TLSA computed from the certificate needs one; use tlsa_raw")
-    if host.tls_min and host.tls_max and host.tls_min > host.tls_max:
-        raise e["tls_min"].error(f"tls_min is above tls_max {e['tls_max'].value!r}")
+    if host.cert is None and host.sni_certs:
+        raise e["sni_certs"].error("SNI certificates need a default certificate (cert) too")
+    if host.port in (53, 443):
+        raise e["port"].error("53 and 443 are the DNS's and the HTTPS hosts' service ports")
     return host
 
 

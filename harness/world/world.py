@@ -20,8 +20,9 @@ unwinds it in reverse, then gives the address block back and removes the world's
 temporary directory. No task, socket, thread or file outlives the ``async with``.
 
 The engine needs three things: the resolver address (:attr:`World.resolver`), the
-endpoint map (:attr:`World.endpoint_map`: ``(address, 25|443) -> (address, real
-port)``) and the trusted root (:attr:`World.ca_pem`, :attr:`World.ca_file`).
+endpoint map (:attr:`World.endpoint_map`: ``(address, service port) -> (address, real
+port)``, the service port being 25, an MX host's ``port``, or 443) and the trusted
+root (:attr:`World.ca_pem`, :attr:`World.ca_file`).
 
 State: the :class:`~harness.world.spec.WorldSpec` is the single source of truth.
 A mutation (``update_domain``, ``update_policy``, ``set_dns``, ``rotate_cert`` ...)
@@ -47,7 +48,7 @@ from types import MappingProxyType
 from typing import Any
 
 from certs import CertFactory, CertProfile, IssuedCert, KeyType
-from harness.errors import WorldError
+from harness.errors import SpecError, WorldError
 from harness.world.addresses import DEFAULT_ALLOCATOR, AddressBlock, LoopbackAllocator
 from harness.world.mta import ServerCert
 from harness.world.mta_records import Message, MtaSession
@@ -204,7 +205,10 @@ class World:
 
     @property
     def endpoint_map(self) -> dict[tuple[str, int], tuple[str, int]]:
-        """``(address, 25 or 443) -> (address, real port)`` for every MX and HTTPS host."""
+        """``(address, service port) -> (address, real port)`` for every MX and HTTPS host.
+
+        The service port is 443 for HTTPS hosts and 25, or the host's ``port``, for MX hosts.
+        """
         return dict(self.servers.endpoints)
 
     @property
@@ -380,8 +384,9 @@ class World:
             h = self.spec.hosts[key]
             h = replace(h, cert=profile, names=names or h.names)
             self.spec = replace(self.spec, hosts=MappingProxyType({**self.spec.hosts, key: h}))
-            cert = self._issue(h.names or (key,), profile, h.key_type)
-            self.servers.mtas[key].rotate_cert(_server_cert(cert))
+            cert = self._issue(h.names or (key,), profile, h.key_type, h.cn)
+            # The SNI-selected certificates stay as they were; only the default changes.
+            self.servers.mtas[key].rotate_cert(_server_cert(cert), sni_certs=self._sni_certs(h))
             if update_tlsa:
                 self.servers.published[key] = cert
                 self._refresh_dns()
@@ -407,19 +412,29 @@ class World:
     # -- internals -----------------------------------------------------------------------
 
     def _issue(
-        self, names: tuple[str, ...], profile: CertProfile, key: KeyType | None
+        self,
+        names: tuple[str, ...],
+        profile: CertProfile,
+        key: KeyType | None,
+        cn: str | None = None,
     ) -> IssuedCert:
         now = None if self._now is None else self.clock_now
-        return self.certs.issue(*names, profile=profile, now=now, key_type=key)
+        return self.certs.issue(*names, profile=profile, now=now, key_type=key, common_name=cn)
+
+    def _sni_certs(self, h: HostSpec) -> dict[str, ServerCert] | None:
+        """``sni_certs``: each certificate issued for the SNI name it is served for."""
+        issued = {n: _server_cert(self._issue((n,), p, h.key_type)) for n, p in h.sni_certs}
+        return issued or None
 
     async def _start_mta(self, h: HostSpec) -> None:
         assert self._stack is not None and self._block is not None
         sv = self.servers
-        cert = self._issue(h.names or (h.name,), h.cert, h.key_type) if h.cert else None
+        cert = self._issue(h.names or (h.name,), h.cert, h.key_type, h.cn) if h.cert else None
         mta = TimedMta(
             h.address or self._block.take(),
             h.name,
             cert=_server_cert(cert) if cert else None,
+            sni_certs=self._sni_certs(h),
             starttls=h.starttls,
             tls_min=h.tls_min,
             tls_max=h.tls_max,
@@ -431,7 +446,7 @@ class World:
         if cert is not None:
             sv.published[h.name] = cert
         where = key_path(key_path(key_path(self.spec.prefix, "hosts"), h.name), "address")
-        sv.register(h.name, HostRole.MX, mta.address, 25, where)
+        sv.register(h.name, HostRole.MX, mta.address, h.port, where)
 
     async def _sync_policy_host(self, d: DomainSpec) -> None:
         assert self._block is not None
@@ -442,11 +457,26 @@ class World:
         body = (d.policy or "").encode("utf-8", "surrogateescape")
         response = replace(ph.response, body=body)
         if name in sv.hosts:
+            if sv.policy.tls_range(name) != (ph.tls_min, ph.tls_max):
+                where = key_path(key_path(self.spec.prefix, "domains"), d.name)
+                raise SpecError(
+                    self.spec.source,
+                    f"{where}.policy_host",
+                    (ph.tls_min, ph.tls_max),
+                    "a running policy host keeps its TLS version range (tls_min, tls_max)",
+                )
             sv.policy.set_response(name, response)
             sv.policy.set_cert(name, cert)
             return
         address = ph.address or self._block.take()
-        real = await sv.policy.add_host(name, address=address, cert=cert, response=response)
+        real = await sv.policy.add_host(
+            name,
+            address=address,
+            cert=cert,
+            response=response,
+            tls_min=ph.tls_min,
+            tls_max=ph.tls_max,
+        )
         where = key_path(key_path(self.spec.prefix, "domains"), d.name) + ".policy_host.address"
         sv.register(name, HostRole.POLICY, real, 443, where)
 

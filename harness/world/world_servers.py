@@ -49,8 +49,9 @@ class HostInfo:
         role: what it is.
         address: its 127.x address.
         port: the port it really listens on.
-        service_port: the port the engine dials (25, 443; 53 for the DNS, 0 for the
-            proxy, which the engine is told about directly), mapped onto ``port``.
+        service_port: the port the engine dials (25 or the MX host's ``port``, 443; 53
+            for the DNS, 0 for the proxy, which the engine is told about directly),
+            mapped onto ``port``.
     """
 
     name: str
@@ -83,12 +84,14 @@ class Servers:
             SpecError: another host already answers on (address, ``service``); ``where``
                 is the key path of the address to blame.
         """
-        key, mapped = (real[0], service), service in (25, 443)
+        # The engine is told the DNS and proxy addresses directly; every other host's
+        # service port (25, an MX host's `port`, 443) is mapped onto its real port.
+        key, mapped = (real[0], service), role not in (HostRole.DNS, HostRole.PROXY)
         if mapped and self.endpoints.get(key, real) != real:
             other = next(h.name for h in self.hosts.values() if (h.address, h.service_port) == key)
             reason = f"{name} and {other} would both answer on {real[0]}:{service}"
             raise SpecError(self.source, where, real[0], reason)
-        if mapped:  # the engine is told the DNS and proxy addresses directly
+        if mapped:
             self.endpoints[key] = real
         self.hosts[name] = HostInfo(name, role, real[0], real[1], service)
 

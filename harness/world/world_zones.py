@@ -13,9 +13,11 @@ never drift from what the spec says.
 * Every named host (MX host, policy host, report sink) gets an A record in the zone
   that holds it: the declared domain with the longest matching apex, or else an
   implicit, insecure zone at the name's last two labels.
-* TLSA data lives at ``_25._tcp.<mx host>`` (RFC 7672 §2.2), computed from the
-  *published* certificate, which stays the old one after a rotation unless asked, so
-  a scenario can rotate a key without updating DANE (DANE-2x).
+* TLSA data lives at ``_<port>._tcp.<mx host>`` (RFC 7672 §2.2; port 25 unless the
+  host says otherwise), computed from the *published* certificate, which stays the
+  old one after a rotation unless asked, so a scenario can rotate a key without
+  updating DANE (DANE-2x). A derived entry publishes data computed with other
+  parameters (or from another certificate of the path) than it is labelled with.
 * Raw ``[[records]]`` go in last; then every DNSSEC status rule of ``[dns]``.
 """
 
@@ -32,7 +34,7 @@ __all__ = ["build_zones", "tlsa_name", "zone_apex"]
 
 
 def tlsa_name(host: str, port: int = 25) -> str:
-    """``_25._tcp.<host>`` (RFC 7672 §2.2)."""
+    """``_<port>._tcp.<host>`` (RFC 7672 §2.2; RFC 6698 §3)."""
     return f"_{port}._tcp.{host}"
 
 
@@ -79,13 +81,17 @@ def build_zones(
     for host, address in addresses.items():
         add(host, A(address))
     for name, h in spec.hosts.items():
-        cert = published.get(name)
+        cert, owner = published.get(name), tlsa_name(name, h.port)
         for u, s, m in h.tlsa:
             if cert is not None:
                 t = cert.tlsa(u, s, m)
-                add(tlsa_name(name), TLSA(t.usage, t.selector, t.mtype, t.data))
+                add(owner, TLSA(t.usage, t.selector, t.mtype, t.data))
+        for derived in h.tlsa_derived:
+            if cert is not None:
+                t = cert.tlsa(*derived.data_from, depth=derived.depth)
+                add(owner, TLSA(derived.usage, derived.selector, derived.mtype, t.data))
         for u, s, m, data in h.tlsa_raw:
-            add(tlsa_name(name), TLSA(u, s, m, data))
+            add(owner, TLSA(u, s, m, data))
     for r in spec.records:
         add(r.name, r.rdata, r.ttl)
     statuses = [(r.name, r.rdata.rrtype, r.dnssec) for r in spec.records if r.dnssec]

@@ -58,4 +58,5 @@ def test_profile_values() -> None:
         "missing-intermediate",
         "wildcard",
         "cn-only",
+        "via-two-intermediates-pathlen0",
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import ssl
 from datetime import UTC, datetime, timedelta
@@ -100,6 +101,21 @@ def test_cn_only_has_no_san_extension(factory: CertFactory) -> None:
     assert leaf.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == HOST
 
 
+def test_common_name_differs_from_san(factory: CertFactory) -> None:
+    # DANE-26: DNS-IDs present, CN naming another host (RFC 6125 §6.4.4 ignores it).
+    cert = factory.issue("www.example.com", profile=CertProfile.VIA_INTERMEDIATE, common_name=HOST)
+    leaf = load(cert.leaf_der)
+    assert dns_names(leaf) == ["www.example.com"] == list(cert.san)
+    assert leaf.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == HOST
+    assert cert.common_name == HOST
+    assert cert is not factory.issue("www.example.com", profile=CertProfile.VIA_INTERMEDIATE)
+
+
+def test_common_name_must_be_a_host_name(factory: CertFactory) -> None:
+    with pytest.raises(CertError, match="not a host name"):
+        factory.issue(HOST, common_name="bad..name")
+
+
 def test_ip_and_idn_names(factory: CertFactory) -> None:
     cert = factory.issue("127.0.0.7", "bücher.example")
     assert cert.san == ("127.0.0.7", "xn--bcher-kva.example")
@@ -150,6 +166,23 @@ def test_chain_shapes(factory: CertFactory) -> None:
     assert selfsigned.path_ders == selfsigned.chain_ders == (selfsigned.leaf_der,)
     leaf = load(selfsigned.leaf_der)
     assert leaf.issuer == leaf.subject
+
+
+def test_pathlen0_chain_shape(factory: CertFactory) -> None:
+    # DANE-30: leaf <- CA 2 <- CA 1 <- CA (pathLenConstraint 0) <- trusted root.
+    cert = factory.issue(HOST, profile=CertProfile.VIA_TWO_INTERMEDIATES_PATHLEN0)
+    path = [load(der) for der in cert.path_ders]
+    assert len(path) == 5 and cert.chain_ders == cert.path_ders[:4]
+    constraints = [
+        c.extensions.get_extension_for_class(x509.BasicConstraints).value for c in path[1:4]
+    ]
+    assert [(b.ca, b.path_length) for b in constraints] == [(True, None), (True, None), (True, 0)]
+    for child, parent in itertools.pairwise(path):
+        assert child.issuer == parent.subject
+        child.verify_directly_issued_by(parent)
+    assert ssl.DER_cert_to_PEM_cert(cert.anchor_der).encode() == factory.ca_bundle_pem
+    # computed TLSA can name the constrained CA itself (depth 3)
+    assert cert.tlsa(2, 0, 0, depth=3).data == cert.path_ders[3]
 
 
 def test_include_root_sends_the_root(factory: CertFactory) -> None:

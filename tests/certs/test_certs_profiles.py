@@ -34,6 +34,7 @@ REJECTIONS: dict[CertProfile, tuple[int, str]] = {
     CertProfile.SELF_SIGNED: (18, "self-signed certificate"),
     CertProfile.MISSING_INTERMEDIATE: (20, "unable to get local issuer certificate"),
     CertProfile.CN_ONLY: (62, f"Hostname mismatch, certificate is not valid for '{HOST}'."),
+    CertProfile.VIA_TWO_INTERMEDIATES_PATHLEN0: (25, "path length constraint exceeded"),
 }
 ACCEPTED = [p for p in CertProfile if p not in REJECTIONS]
 
@@ -147,6 +148,14 @@ def test_cn_only_passes_a_client_that_reads_the_cn(factory: CertFactory) -> None
     cert = factory.issue(HOST, profile=CertProfile.CN_ONLY)
     assert cert.san == () and cert.common_name == HOST
     assert_accepted(handshake(cert, factory.client_context(check_common_name=True)), cert)
+
+
+def test_pathlen0_chain_passes_when_anchored_below_the_constraint(factory: CertFactory) -> None:
+    # Anchor at CA 1 (a partial chain): the pathlen-0 CA is no longer on the path.
+    cert = factory.issue(HOST, profile=CertProfile.VIA_TWO_INTERMEDIATES_PATHLEN0)
+    client = client_context(ssl.DER_cert_to_PEM_cert(cert.path_ders[2]))
+    client.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    assert_accepted(handshake(cert, client), cert)
 
 
 def test_unverifying_client_accepts_anything(factory: CertFactory) -> None:

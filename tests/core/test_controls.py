@@ -72,6 +72,7 @@ def test_profile_defaults() -> None:
     assert p.sts_testing_falls_back is True
     assert p.preferred_post220_failure is PostStarttlsFailure.DEFER
     assert p.coexistence is Coexistence.HYBRID
+    assert p.dane_audit_only is False
     assert Route("relay.example.net") == Route("relay.example.net", 25)
 
 
@@ -136,6 +137,26 @@ def test_row5_knob_falls_back_to_the_sts_rows() -> None:
     )
     assert pending.row == 2 and pending.dane_fallback is not None
     assert pending.dane_fallback.row == 8 and pending.dane_fallback.defer_now is None
+
+
+@pytest.mark.parametrize(("option", "row"), [(D.MANDATORY, 3), (D.OPPORTUNISTIC, 5)])
+def test_dane_audit_only_hands_a_tlsa_mismatch_to_the_rows_below(
+    option: DaneOption, row: int
+) -> None:
+    # RFC 7672 §9.1 (DANE-35): audit only: the mismatch is logged, the MX judged under T.
+    assert req(dane_option=option, dane=DaneStatus.USABLE_FAIL, mode=M.ENFORCE).row == row
+    r = req(dane_option=option, dane=DaneStatus.USABLE_FAIL, mode=M.ENFORCE, dane_audit_only=True)
+    assert r.row == 11 and r.defer_now is None and "dane_audit_only" in r.source
+    pending = req(dane_option=option, dane=DaneStatus.USABLE, dane_audit_only=True)
+    assert pending.row == 2 and pending.dane_fallback is not None
+    assert pending.dane_fallback.row == 8 and pending.dane_fallback.defer_now is None
+
+
+@pytest.mark.parametrize("dane", [DaneStatus.NOT_APPLICABLE, DaneStatus.UNUSABLE_ONLY])
+def test_dane_audit_only_keeps_mandatory_dane_without_usable_tlsa(dane: DaneStatus) -> None:
+    # Audit concerns a TLSA mismatch; Mandatory DANE with no usable TLSA still defers.
+    r = req(dane_option=D.MANDATORY, dane=dane, dane_audit_only=True)
+    assert r.row == 3 and r.defer_now is not None
 
 
 def test_row6_opportunistic_not_applicable_goes_on_under_t() -> None:

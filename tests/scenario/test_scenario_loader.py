@@ -202,3 +202,40 @@ def test_duplicate_ids_are_refused(tmp_path: Path) -> None:
         (tmp_path / sub / "same.toml").write_text(MINIMAL)
     with pytest.raises(SpecError, match=r"scenario\.id: 'same'"):
         load_all([tmp_path])
+
+
+STS_WITHOUT_TLS = """
+[sender.destination_controls."example.com"]
+tls = "no"
+mta_sts = true
+"""
+
+
+def test_config_error_lets_a_refused_sender_load() -> None:
+    with pytest.raises(SpecError, match="MTA-STS needs TLS"):
+        _load(MINIMAL + STS_WITHOUT_TLS)
+    s = _load(MINIMAL + STS_WITHOUT_TLS + '[expect]\nconfig_error = "~MTA-STS needs TLS"\n')
+    assert s.config_error == "~MTA-STS needs TLS"
+    assert s.expect.empty and s.sender["destination_controls"]["example.com"]["tls"] == "no"
+    assert _load(MINIMAL).config_error is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ('[expect]\nconfig_error = "~(["\n', "expect.config_error: .*not a valid regular"),
+        ("[expect]\nconfig_error = 3\n", "expect.config_error: .*expected a string"),
+        (
+            '[expect]\nconfig_error = "x"\noutcome = "deferred"\n',
+            "expect.config_error: .*no other expectation",
+        ),
+    ],
+)
+def test_config_error_is_checked(extra: str, words: str) -> None:
+    with pytest.raises(SpecError, match=words):
+        _load(MINIMAL + STS_WITHOUT_TLS + extra)
+
+
+def test_config_error_needs_a_sender() -> None:
+    with pytest.raises(SpecError, match="needs a \\[sender\\] table"):
+        _load(MINIMAL + '[expect]\nconfig_error = "x"\n')

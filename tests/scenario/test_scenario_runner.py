@@ -111,5 +111,31 @@ def test_a_step_that_raises_is_an_error_with_the_traceback() -> None:
 
 
 def test_unknown_engine_is_an_error() -> None:
-    with pytest.raises(Exception, match="no engine adapter 'nope'; known: inprocess"):
+    with pytest.raises(Exception, match="no engine adapter .nope.; known: .*inprocess"):
         run_scenario(loads_scenario(W_STS, "/x/t/e.toml"), "nope")
+
+
+REFUSED = W_STS.replace('tls = "required-verify-hosted"', 'tls = "no"')
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern", "verdict", "seen"),
+    [
+        (REFUSED, "~mta_sts.*MTA-STS needs TLS", Verdict.PASSED, None),
+        (REFUSED, "MTA-STS needs TLS", Verdict.PASSED, None),
+        (REFUSED, "~unknown key", Verdict.FAILED, "refused otherwise: cannot configure"),
+        (W_STS, "~MTA-STS", Verdict.FAILED, "the engine accepted the configuration"),
+    ],
+)
+def test_config_error_judges_the_engine_refusal(
+    text: str, pattern: str, verdict: Verdict, seen: str | None
+) -> None:
+    scenario = loads_scenario(text + f'[expect]\nconfig_error = "{pattern}"\n', "/x/t/c.toml")
+    result = run_scenario(scenario)
+    assert result.verdict is verdict, explain(result)
+    assert result.steps == ()  # no step runs
+    if seen is None:
+        assert result.final == ()
+    else:
+        [mismatch] = result.final
+        assert mismatch.key == "config_error" and mismatch.seen.startswith(seen)

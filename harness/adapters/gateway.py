@@ -1,0 +1,234 @@
+"""The gateway adapter: our whole sending gateway, in process, on a manual clock.
+
+Theory of operation
+-------------------
+Where :mod:`harness.adapters.inprocess` drives the :class:`~engine.engine.Engine`
+alone, this adapter runs the :class:`~engine.gateway.Gateway` around it: the durable
+queue and its scheduler (bounce profiles, ``Delayed:``/``Bounced:`` lines, DSNs), the
+policy refresh and the TLS reporter (RFC 8460). It is wired to the world exactly as
+the in-process adapter wires the engine (the world's resolver and root, a
+loopback-only dialer over the live endpoint map, short timeouts), without the SMTP
+listener: messages go straight into the queue.
+
+Time is a :class:`~engine.core.clock.ManualClock`, and the gateway only acts in
+rounds (:meth:`~engine.gateway.Gateway.run_once`):
+
+* ``send`` enqueues the message and runs rounds at the current time until nothing
+  more is due then (the message's attempt, then the DSNs and report mail it caused);
+  the records are the queue's verdict per recipient (``deferred`` while queued), with
+  the MX, TLS and verification of the engine's attempt;
+* ``advance`` walks the clock through every due time up to the target (retries at
+  their scheduled times, reports after the UTC day plus :data:`REPORT_DELAY`, POST
+  retries), then runs one round at the target, which also refreshes policies;
+* ``restart`` closes the gateway and opens a new one on the same queue, policy cache
+  and report state files (a message deferred before is retried after).
+
+``final`` (APPLY-6): a send with ``final=True`` makes its attempt the last one the
+recipients' bounce profile allows, by marking the retries as used up in the queue
+file, so a failure bounces with ``5.4.7 Delivery expired (message too old)`` as it
+does at the natural expiry. Nothing else in the queue is touched.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from engine.config import EngineConfig
+from engine.core.clock import ManualClock
+from engine.engine import DeliveryReport, Engine
+from engine.gateway import Gateway, GatewaySettings
+from engine.io.dialer import Dialer
+from engine.io.smtp import SmtpTimeouts
+from engine.queue import RcptState
+from engine.tlsrpt import ReportSettings
+from harness.adapters.base import AdapterError, register_adapter
+from harness.adapters.inprocess import SMTP_TIMEOUT, _config, _LiveEndpoints, _StampingSink
+from harness.scenario.model import Capability
+from harness.scenario.observation import DeliveryRecord, EventRecord
+from harness.world.world import World
+
+__all__ = ["REPORT_CONTACT", "REPORT_DELAY", "REPORT_ORGANIZATION", "GatewayEngine"]
+
+#: Seconds after the end of a UTC day before its report goes out (no jitter here).
+REPORT_DELAY = 600.0
+REPORT_ORGANIZATION = "mta-sts-harness"
+#: The reports' ``contact-info`` and mail sender (TLS-Report-Submitter: sender.example).
+REPORT_CONTACT = "tlsrpt-noreply@sender.example"
+_MAX_ROUNDS = 10_000  # per step: a guard against a gateway that stays due forever
+_STATUS = {RcptState.DELIVERED: "delivered", RcptState.BOUNCED: "bounced"}
+
+
+def _settings() -> GatewaySettings:
+    report = ReportSettings(
+        organization_name=REPORT_ORGANIZATION,
+        contact_info=REPORT_CONTACT,
+        delay_seconds=REPORT_DELAY,
+        jitter_seconds=0.0,
+        https_timeout=5.0,
+    )
+    return GatewaySettings(listen=False, report=report)
+
+
+class GatewayEngine:
+    """:class:`~harness.adapters.base.EngineUnderTest` for our gateway, in process.
+
+    Args:
+        start: the manual clock's start (POSIX seconds; default 2026-01-01T00:00Z).
+    """
+
+    capabilities = frozenset(Capability)
+
+    def __init__(self, start: float | None = None) -> None:
+        self.clock = ManualClock() if start is None else ManualClock(start)
+        self._world: World | None = None
+        self._config: EngineConfig | None = None
+        self._sink: _StampingSink | None = None
+        self._gateway: Gateway | None = None
+        self._attempts: dict[int, DeliveryReport] = {}
+
+    def now(self) -> float:
+        """The manual clock."""
+        return self.clock.now()
+
+    async def start(self, world: World, sender: Any, workdir: Path) -> None:
+        """Build the gateway against ``world``; its files live in ``workdir``."""
+        try:
+            config = _config(sender, world)
+        except Exception as exc:
+            raise AdapterError(f"cannot configure the gateway: {exc}") from exc
+        self._config = replace(config, queue=replace(config.queue, path=workdir / "queue.sqlite"))
+        self._world = world
+        self._sink = _StampingSink(world)
+        await self._open()
+
+    async def _open(self) -> None:
+        assert self._world is not None and self._config is not None and self._sink is not None
+        roots = [
+            c.public_bytes(Encoding.DER)
+            for c in x509.load_pem_x509_certificates(self._world.ca_pem)
+        ]
+        gateway = Gateway(
+            self._config,
+            clock=self.clock,
+            sink=self._sink,
+            settings=_settings(),
+            dialer=Dialer(_LiveEndpoints(self._world), loopback_only=True),
+            roots=roots,
+            smtp_timeouts=SmtpTimeouts.uniform(SMTP_TIMEOUT),
+            rng=random.Random(0),
+        )
+        await gateway.__aenter__()
+        self._gateway = gateway
+        self._record_attempts(gateway.engine)
+
+    def _record_attempts(self, engine: Engine) -> None:
+        # The scheduler keeps only the queue's verdict; the records also want the MX,
+        # TLS and verification of the last attempt, which Engine.deliver returns.
+        deliver = engine.deliver
+
+        async def recording(*args: Any, **kwargs: Any) -> DeliveryReport:
+            report = await deliver(*args, **kwargs)
+            self._attempts[report.mid] = report
+            return report
+
+        engine.deliver = recording  # type: ignore[method-assign]
+
+    def _running(self) -> Gateway:
+        if self._gateway is None:
+            raise AdapterError("the gateway is not running")
+        return self._gateway
+
+    async def _run_due(self, until: float) -> None:
+        """Rounds at each due time up to ``until`` (the clock follows, never back)."""
+        gateway, same = self._running(), 0
+        for _ in range(_MAX_ROUNDS):
+            wake = gateway.next_wake()
+            if wake is None or wake > until:
+                return
+            if wake > self.clock.now():
+                self.clock.set(wake)
+                same = 0
+            else:
+                same += 1
+                if same > 3:  # due, but a round does not take it (a live lease): move on
+                    return
+            await gateway.run_once()
+        raise AdapterError(f"the gateway stayed due after {_MAX_ROUNDS} rounds")
+
+    def _make_final(self, mid: int) -> None:
+        gateway, config = self._running(), self._config
+        assert config is not None
+        msg = gateway.queue.message(mid)
+        assert msg is not None
+        # Retries used up: the attempt the scheduler makes now is the last (APPLY-6).
+        with sqlite3.connect(config.queue.path) as db:
+            db.executemany(
+                "UPDATE recipient SET attempts = ? WHERE mid = ? AND rid = ?",
+                [
+                    (config.bounce_profile_for(r.domain).max_retries, mid, r.rid)
+                    for r in msg.recipients
+                ],
+            )
+        db.close()
+
+    async def send(
+        self, mail_from: str, rcpts: Sequence[str], data: bytes, *, final: bool = False
+    ) -> Sequence[DeliveryRecord]:
+        """Enqueue one message and run what is due now; the queue's verdict per recipient."""
+        gateway = self._running()
+        mid = gateway.enqueue(mail_from, list(rcpts), data)
+        if final:
+            self._make_final(mid)
+        await self._run_due(self.clock.now())
+        msg = gateway.queue.message(mid)
+        if msg is None:
+            raise AdapterError(f"message MID {mid} vanished from the queue")
+        report = self._attempts.get(mid)
+        tried = {r.rid: r for r in report.recipients} if report else {}
+        out = []
+        for row in msg.recipients:
+            status = _STATUS.get(row.state, "deferred")
+            r = tried.get(row.rid)
+            if r is None:
+                out.append(DeliveryRecord(mid, row.rcpt, status, reason=row.last_error or ""))
+            else:
+                rec = DeliveryRecord(mid, r.rcpt, status, r.mx, r.tls, r.verified, r.reason)
+                out.append(replace(rec, result_type=r.result_type))
+        return out
+
+    async def advance(self, seconds: float) -> None:
+        """Move the clock, running every round that falls due on the way and one at the end."""
+        target = self.clock.now() + seconds
+        await self._run_due(target)
+        self.clock.set(max(target, self.clock.now()))
+        await self._running().run_once()
+        await self._run_due(target)
+
+    async def restart(self) -> None:
+        """A new gateway on the same queue, policy cache and report state."""
+        await self._close()
+        await self._open()
+
+    def events(self) -> Sequence[EventRecord]:
+        """Every event so far."""
+        return self._sink.events if self._sink else []
+
+    async def _close(self) -> None:
+        gateway, self._gateway = self._gateway, None
+        if gateway is not None:
+            await gateway.__aexit__(None, None, None)
+
+    async def stop(self) -> None:
+        """Close the gateway and its files."""
+        await self._close()
+
+
+register_adapter("gateway", GatewayEngine)

@@ -1,0 +1,199 @@
+"""``sts-harness matrix``: scenarios x engines, as Markdown and HTML.
+
+Every engine runs the same scenario files: ``inprocess`` through the ordinary runner,
+every profile of ``fixtures/engines/`` in a network namespace of its own
+(:func:`harness.adapters.blackbox_child.run_engine`, batched). A cell is ``pass``,
+``FAIL`` with the first mismatch, ``error``, or ``skip`` with the reason (an engine
+that cannot run here at all -- not root, no ``nft``, binaries missing -- is one
+reason for its whole column).
+
+The Markdown is written between ``<!-- matrix:begin -->`` and ``<!-- matrix:end -->``
+when the output file already has those markers, so the hand-written explanation of
+each divergence around them stays (docs/conformance.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.adapters.blackbox_profile import load_profile, profile_names
+from harness.runner import ScenarioResult, Verdict, run_scenario
+from harness.scenario.loader import discover, load_scenario
+
+__all__ = ["DEFAULT_PATHS", "cell", "register", "render_html", "render_markdown", "run_matrix"]
+
+DEFAULT_PATHS = (Path("tests/blackbox/scenarios"),)
+BEGIN, END = "<!-- matrix:begin -->", "<!-- matrix:end -->"
+_EXAMPLE = """example:
+  sts-harness matrix
+  sts-harness matrix --engines postfix-sts,sts-engine --out docs/conformance.md --html m.html
+  sts-harness matrix scenarios/mx scenarios/cert --engines inprocess,postfix-sts,chasquid
+
+exit status: 0 the matrix was written (divergences are results, not errors), 2 usage error
+"""
+
+Matrix = dict[str, list[ScenarioResult]]
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``matrix`` command."""
+    p = subparsers.add_parser(
+        "matrix",
+        help="run scenarios against every engine and write the conformance matrix",
+        description="Run scenario files (default: tests/blackbox/scenarios) against the "
+        "in-process engine and every black-box profile (fixtures/engines), each in a network "
+        "namespace, and write scenario x engine as Markdown and HTML.",
+        epilog=_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("paths", nargs="*", type=Path, default=list(DEFAULT_PATHS), metavar="PATH")
+    p.add_argument("--engines", help="comma-separated (default: inprocess and every profile)")
+    p.add_argument("--out", type=Path, metavar="FILE", help="write the Markdown matrix here")
+    p.add_argument("--html", type=Path, metavar="FILE", help="write an HTML matrix here")
+    p.set_defaults(handler=_handle)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    engines = args.engines.split(",") if args.engines else ["inprocess", *profile_names()]
+    known = {"inprocess", *profile_names()}
+    unknown = [e for e in engines if e not in known]
+    if unknown:
+        print(f"sts-harness matrix: unknown engines {unknown}; known: {sorted(known)}")
+        return 2
+    paths = discover(args.paths)
+    if not paths:
+        print(f"sts-harness matrix: no scenario files under {[str(p) for p in args.paths]}")
+        return 2
+    began = time.monotonic()
+    matrix = run_matrix(engines, paths, progress=print)
+    md = render_markdown(matrix, paths, seconds=time.monotonic() - began)
+    if args.out:
+        _write_between_markers(args.out, md)
+    else:
+        print(md)
+    if args.html:
+        args.html.write_text(render_html(matrix, paths), encoding="utf-8")
+    return 0
+
+
+def run_matrix(engines: Sequence[str], paths: Sequence[Path], progress: Any = None) -> Matrix:
+    """Run every file against every engine; results per engine, in file order."""
+    from harness.adapters.blackbox_child import run_engine
+
+    out: Matrix = {}
+    for engine in engines:
+        t0 = time.monotonic()
+        if engine == "inprocess":
+            out[engine] = [run_scenario(load_scenario(p), "inprocess") for p in paths]
+        else:
+            out[engine] = run_engine(engine, paths)
+        if progress is not None:
+            counts = {v: sum(r.verdict is v for r in out[engine]) for v in Verdict}
+            shown = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+            progress(f"{engine}: {shown} ({time.monotonic() - t0:.1f} s)")
+    return out
+
+
+def _first_mismatch(r: ScenarioResult) -> str:
+    for step in r.steps:
+        for m in step.mismatches:
+            return f"step {step.index} {m.key}: expected {m.expected}, seen {m.seen}"
+    for m in r.final:
+        return f"{m.key}: expected {m.expected}, seen {m.seen}"
+    return ""
+
+
+def cell(r: ScenarioResult) -> tuple[str, str]:
+    """(short cell text, detail) for one result."""
+    if r.verdict is Verdict.PASSED:
+        return "pass", r.reason
+    if r.verdict is Verdict.SKIPPED:
+        return "skip", r.reason
+    if r.verdict is Verdict.FAILED:
+        return "FAIL", _first_mismatch(r)
+    last = [ln for ln in r.reason.strip().splitlines() if ln.strip()]
+    return "error", last[-1] if last else ""
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(matrix: Matrix, paths: Sequence[Path], seconds: float = 0.0) -> str:
+    """The matrix table, then one line per failure, error and skip reason."""
+    engines = list(matrix)
+    lines = [
+        f"Generated by `sts-harness matrix` over {len(paths)} scenario files "
+        f"in {seconds:.0f} s. Cells: pass, FAIL (first mismatch below), error, skip (reason "
+        "below).",
+        "",
+        "| scenario | covers | " + " | ".join(f"`{e}`" for e in engines) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in engines) + " |",
+    ]
+    notes: list[str] = []
+    for i, path in enumerate(paths):
+        first = matrix[engines[0]][i]
+        row = [f"`{first.id}`", ", ".join(c for c in first.covers if not c.startswith("seed:"))]
+        for e in engines:
+            r = matrix[e][i]
+            short, detail = cell(r)
+            if short in ("FAIL", "error"):
+                notes.append(f"- `{r.id}` on `{e}`: {short}: {_md_escape(detail)}")
+                short = f"**{short}**"
+            elif short == "skip" and detail:
+                short = f"skip ({_md_escape(detail)})"
+            row.append(short)
+        lines.append("| " + " | ".join(row) + " |")
+    if notes:
+        lines += ["", "Mismatches:", "", *notes]
+    titles = []
+    for e in engines:
+        if e == "inprocess":
+            titles.append("- `inprocess`: our engine as a library on a manual clock (reference)")
+        else:
+            titles.append(f"- `{e}`: {load_profile(e).title}")
+    return "\n".join([*lines, "", "Engines:", "", *titles, ""])
+
+
+def render_html(matrix: Matrix, paths: Sequence[Path]) -> str:
+    """A self-contained HTML page of the matrix; details in each cell's tooltip."""
+    engines = list(matrix)
+    colour = {"pass": "#c8f7c5", "FAIL": "#f7c5c5", "error": "#f7a8a8", "skip": "#eeeeee"}
+    head = "".join(f"<th>{html.escape(e)}</th>" for e in engines)
+    rows = []
+    for i in range(len(paths)):
+        first = matrix[engines[0]][i]
+        tds = [
+            f"<td><code>{html.escape(first.id)}</code></td>",
+            f"<td>{html.escape(', '.join(first.covers))}</td>",
+        ]
+        for e in engines:
+            short, detail = cell(matrix[e][i])
+            tds.append(
+                f'<td style="background:{colour[short]}" title="{html.escape(detail)}">'
+                f"{html.escape(short)}<br><small>{html.escape(detail[:160])}</small></td>"
+            )
+        rows.append("<tr>" + "".join(tds) + "</tr>")
+    return (
+        "<!doctype html><meta charset=utf-8><title>Conformance matrix</title>"
+        "<style>body{font:14px sans-serif}td,th{border:1px solid #aaa;padding:4px;"
+        "vertical-align:top}table{border-collapse:collapse}</style>"
+        f"<h1>Conformance matrix</h1><table><tr><th>scenario</th><th>covers</th>{head}</tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+
+
+def _write_between_markers(path: Path, md: str) -> None:
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if BEGIN in text and END in text:
+        before, rest = text.split(BEGIN, 1)
+        after = rest.split(END, 1)[1]
+        path.write_text(f"{before}{BEGIN}\n{md}\n{END}{after}", encoding="utf-8")
+    else:
+        path.write_text(f"# Conformance matrix\n\n{BEGIN}\n{md}\n{END}\n", encoding="utf-8")

@@ -1,0 +1,142 @@
+"""The gateway adapter, the TLS-RPT/DSN expectation keys and the adapter-selection rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.adapters import ADAPTERS, GatewayEngine, InProcessEngine, register_adapter
+from harness.errors import SpecError
+from harness.runner import Verdict, required_capabilities, run_scenario, select_engine
+from harness.scenario import Capability, loads_scenario
+
+W_RPT = """
+[scenario]
+id = "rpt-test"
+requires = ["tlsrpt"]
+[world.domains."example.com"]
+mx = ["10 mx1.example.com"]
+mta_sts_txt = ["v=STSv1; id=A1"]
+policy = "version: STSv1\\nmode: enforce\\nmx: mx1.example.com\\nmax_age: 86400\\n"
+tlsrpt_txt = ["v=TLSRPTv1; rua=https://c.rpt.example/r,mailto:r@rpt.example"]
+[world.domains."rpt.example"]
+mx = ["10 mx.rpt.example"]
+[world.domains."sender.example"]
+mx = ["10 mx.sender.example"]
+[world.report_sink]
+name = "c.rpt.example"
+[sender.destination_controls."example.com"]
+tls = "preferred"
+mta_sts = true
+"""
+SEND = '[[steps]]\nsend = { from = "alice@sender.example", to = ["a@example.com"] }\n'
+ADVANCE = '[[steps]]\nadvance = "1d1h"\n[steps.expect]\n'
+
+
+def _scenario(text: str):
+    return loads_scenario(text, "/x/rpt/t.toml")
+
+
+def test_report_keys_parse_and_need_the_tlsrpt_capability() -> None:
+    s = _scenario(
+        W_RPT.replace('requires = ["tlsrpt"]\n', "")
+        + SEND
+        + ADVANCE
+        + 'reports = [{ via = "https", policy_type = "sts", success = 1, '
+        'result_types = ["b", "a"], fields = { "date-range.start-datetime" = "~Z$" } }]\n'
+        'dsn = { to = "Alice@sender.example" }\n'
+    )
+    expect = s.steps[1].expect
+    [pattern] = expect.reports
+    assert pattern.result_types == ("a", "b") and pattern.fields == {
+        "date-range.start-datetime": "~Z$"
+    }
+    assert expect.dsn is not None and expect.dsn.to == "alice@sender.example"
+    assert expect.dsn.action == "failed"
+    assert Capability.TLSRPT in required_capabilities(s)
+
+
+@pytest.mark.parametrize(
+    ("expect", "message"),
+    [
+        ('reports = [{ via = "http" }]', "reports[0].via"),
+        ('reports = [{ polcy_type = "sts" }]', "unknown key 'polcy_type'"),
+        ("reports = []", "at least one report entry"),
+        ('dsn = { action = "failed" }', "dsn.to: missing key"),
+        ('dsn = { to = "alice" }', "not an address"),
+        ('reports = [{ to = "~(" }]', "not a valid regular expression"),
+    ],
+)
+def test_bad_report_keys_are_load_errors_naming_the_key(expect: str, message: str) -> None:
+    with pytest.raises(SpecError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        _scenario(W_RPT + SEND + ADVANCE + expect + "\n")
+
+
+def test_tlsrpt_scenarios_run_on_the_gateway_when_the_engine_is_inprocess() -> None:
+    s = _scenario(W_RPT + SEND)
+    assert select_engine(s, "inprocess") == "gateway"
+    plain = _scenario(W_RPT.replace('requires = ["tlsrpt"]\n', "") + SEND)
+    assert select_engine(plain, "inprocess") == "inprocess"
+    assert Capability.TLSRPT not in InProcessEngine.capabilities
+    assert GatewayEngine.capabilities == frozenset(Capability)
+
+
+class _EngineOnly(InProcessEngine):
+    pass
+
+
+def test_other_engines_are_not_swapped_and_skip_with_the_reason() -> None:
+    register_adapter("test-engine-only", _EngineOnly)
+    try:
+        s = _scenario(W_RPT + SEND)
+        assert select_engine(s, "test-engine-only") == "test-engine-only"
+        result = run_scenario(s, "test-engine-only")
+    finally:
+        del ADAPTERS["test-engine-only"]
+    assert result.verdict is Verdict.SKIPPED
+    assert result.reason == "engine 'test-engine-only' lacks tlsrpt"
+
+
+def test_gateway_sends_the_daily_report_by_post_and_mail() -> None:
+    text = (
+        W_RPT
+        + SEND
+        + '[steps.expect]\noutcome = "delivered"\nno_reports = true\n'
+        + ADVANCE
+        + 'reports = [{ via = "https", to = "https://c.rpt.example/r", policy_domain = '
+        '"example.com", policy_type = "sts", success = 1, failure = 0, '
+        'mx_host = ["mx1.example.com"] }, { via = "mailto", to = "r@rpt.example", '
+        'success = 1, mail = { "TLS-Report-Domain" = "example.com" } }]\n'
+    )
+    result = run_scenario(_scenario(text))
+    assert result.engine == "gateway"
+    assert result.verdict is Verdict.PASSED, [
+        m.render() for s in result.steps for m in s.mismatches
+    ]
+
+
+def test_a_report_mismatch_names_the_nearest_entry() -> None:
+    text = W_RPT + SEND + ADVANCE + 'reports = [{ via = "https", success = 7 }]\n'
+    result = run_scenario(_scenario(text))
+    assert result.verdict is Verdict.FAILED
+    [m] = result.steps[1].mismatches
+    assert m.key == "reports[0]" and "success=1" in m.seen
+    assert any("sts example.com 1/0" in c for c in m.closest)
+
+
+def test_a_bounce_sends_a_dsn_to_the_sender_domain() -> None:
+    text = (
+        W_RPT
+        + '[world.hosts."mx1.example.com"]\nreplies = { rcpt = "550 5.1.1 no such user" }\n'
+        + SEND
+        + '[steps.expect]\noutcome = "bounced"\n'
+        + 'dsn = { to = "alice@sender.example", action = "failed", status = "~^5\\\\.1\\\\.1", '
+        'rcpt = "a@example.com" }\n'
+    )
+    result = run_scenario(_scenario(text))
+    assert result.verdict is Verdict.PASSED, [
+        m.render() for s in result.steps for m in s.mismatches
+    ]
+    wrong = text.replace('action = "failed"', 'action = "delayed"')
+    failed = run_scenario(_scenario(wrong))
+    assert failed.verdict is Verdict.FAILED
+    assert "failed 5.1.1 a@example.com" in failed.steps[0].mismatches[0].closest[0]
