@@ -144,7 +144,7 @@ class _Stream(httpcore.AsyncNetworkStream):
             # RFC 8461 §7.1 / FETCH-16: SNI carries the host name.
             tls = await self._inner.start_tls(self._net.tls_context, host, timeout)
         except (httpcore.ConnectError, httpcore.ReadError, OSError, ssl.SSLError) as exc:
-            raise HttpsRefused("tls", f"TLS handshake failed: {exc}") from exc
+            raise HttpsRefused("tls", f"TLS handshake failed: {_tls_reason(exc)}") from exc
         sslobj = tls.get_extra_info("ssl_object")
         chain = peer_chain_der(sslobj) if sslobj is not None else []
         problem = self._net.judge(chain, host, self._net.clock.now())
@@ -155,6 +155,16 @@ class _Stream(httpcore.AsyncNetworkStream):
 
     def get_extra_info(self, info: str) -> object:
         return self._inner.get_extra_info(info)
+
+
+def _tls_reason(exc: BaseException) -> str:
+    """The most specific text in an exception chain (httpcore wraps ssl errors)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError) and seen.reason:
+            return str(seen.reason)
+        seen = seen.__cause__ or seen.__context__
+    return str(exc) or type(exc).__name__
 
 
 class _Backend(httpcore.AsyncNetworkBackend):
