@@ -38,9 +38,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import secrets
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -175,10 +175,8 @@ class Namespace:
 
 
 def _remove(name: str) -> None:
-    try:
+    with contextlib.suppress(NamespaceError):  # already gone (a concurrent sweep)
         _ip("netns", "del", name)
-    except NamespaceError:
-        pass  # already gone (a concurrent sweep), nothing else to do
 
 
 def current_namespace() -> str | None:
@@ -224,6 +222,9 @@ def sweep_stale(names: Iterable[str] | None = None) -> list[str]:
     for name in names:
         m = _NAME.match(name)
         if m and not Path(f"/proc/{m.group(1)}").exists():
+            ns = Namespace.__new__(Namespace)
+            ns.name = name
+            ns.kill_inside()  # what a killed run left running in there
             _remove(name)
             shutil.rmtree(_NETNS_ETC / name, ignore_errors=True)
             removed.append(name)

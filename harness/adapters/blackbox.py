@@ -35,7 +35,7 @@ import shutil
 import ssl
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from harness.adapters.blackbox_profile import EngineProfile, load_profile, profi
 from harness.netns import current_namespace
 from harness.scenario.model import Capability
 from harness.scenario.observation import DeliveryRecord, EventRecord
+from harness.world.mta_records import MtaSession
 from harness.world.ports import StandardPorts
 from harness.world.world import World
 
@@ -191,6 +192,7 @@ class BlackBoxEngine:
             raise AdapterError(f"{self.profile.name} is not running")
         assert self._ports is not None
         self._ports.sync()  # a mutation may have added an MX
+        before = len(self._world.sessions())
         qid = await self._submit(mail_from, rcpts, data)
         self._mid += 1
         settled: dict[str, Mapping[str, Any]] = {}
@@ -209,7 +211,8 @@ class BlackBoxEngine:
                 f"{SETTLE_TIMEOUT:g} s; last lines:\n{self._mta.tail()}"
             ) from None
         await self._world.settle()
-        return [self._record(r, settled[r.lower()]) for r in rcpts]
+        sessions = self._world.sessions()[before:]  # this message's, by start time
+        return [self._record(r, settled[r.lower()], sessions) for r in rcpts]
 
     async def _submit(self, mail_from: str, rcpts: Sequence[str], data: bytes) -> str:
         sub = self.profile.submit
@@ -227,7 +230,10 @@ class BlackBoxEngine:
                 if sub.auth:
                     user, _, password = render(sub.auth, self._ctx).partition(":")
                     await client.login(user, password)
-                _, reply = await client.sendmail(mail_from, list(rcpts), data)
+                # RFC 6531: non-ASCII addresses (an IDN recipient) need SMTPUTF8.
+                utf8 = not all(a.isascii() for a in (mail_from, *rcpts))
+                options = ["SMTPUTF8"] if utf8 else []
+                _, reply = await client.sendmail(mail_from, list(rcpts), data, mail_options=options)
         except aiosmtplib.SMTPException as exc:
             raise AdapterError(f"{self.profile.name} refused the submission: {exc}") from exc
         if sub.queued_log and local:
@@ -240,17 +246,18 @@ class BlackBoxEngine:
             raise AdapterError(f"{self.profile.name}: no queue id in {reply!r} ({sub.queued!r})")
         return m.group("qid")
 
-    def _record(self, rcpt: str, f: Mapping[str, Any]) -> DeliveryRecord:
-        assert self._world is not None
+    def _record(
+        self, rcpt: str, f: Mapping[str, Any], sessions: Sequence[MtaSession]
+    ) -> DeliveryRecord:
         status, mx = str(f.get("status")), f.get("mx")
         tls, verified = None, "clear"
         if status == "delivered":
-            sessions = [s for s in self._world.sessions(None) if s.tls_version or s.in_clear]
-            at_mx = [s for s in sessions if mx is None or s.mx_host == mx]
-            delivering = [s for s in at_mx if any(t.delivered for t in s.transactions)]
-            if delivering:
-                tls = delivering[-1].tls_version
-                mx = mx or delivering[-1].mx_host
+            delivering = [s for s in sessions if any(t.delivered for t in s.transactions)]
+            # The MTA's MX name may be a CNAME alias of the host the world knows.
+            at_mx = [s for s in delivering if s.mx_host == mx] or delivering
+            if at_mx:
+                tls = at_mx[-1].tls_version
+                mx = mx or at_mx[-1].mx_host
             verified = self._verified(f, mx, rcpt) if tls else "clear"
         reason = str(f.get("reason") or "")
         return DeliveryRecord(self._mid, rcpt, status, mx, tls, verified, reason, None)
@@ -298,6 +305,22 @@ class BlackBoxEngine:
             raise AdapterError(f"{self.profile.name} cannot restart")
         await self._mta.stop([render(a, self._ctx) for a in self.profile.mta.stop])
         await self._start_mta()
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> None:
+        """Wait until ``predicate()`` holds, re-checking it at each new log line.
+
+        Raises:
+            AdapterError: it still does not hold after ``timeout`` seconds.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    self._changed.clear()
+                    if predicate():
+                        return
+                    await self._changed.wait()
+        except TimeoutError:
+            raise AdapterError(f"{self.profile.name}: condition not met in {timeout:g} s") from None
 
     def events(self) -> Sequence[EventRecord]:
         """Every event read from the MTA's and helpers' logs so far."""

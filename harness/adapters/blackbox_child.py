@@ -31,8 +31,8 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Coroutine, Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from harness.adapters.blackbox import BlackBoxEngine
 from harness.adapters.blackbox_batch import needs, plan, relabel, run_batch, world_view
@@ -119,8 +119,7 @@ def run_engine(
                         child.communicate()
         if child.returncode != 0 or not out.exists():
             raise RuntimeError(
-                f"black-box child for {engine!r} failed (status {child.returncode}):\n"
-                f"{err[-4000:]}"
+                f"black-box child for {engine!r} failed (status {child.returncode}):\n{err[-4000:]}"
             )
         results: list[ScenarioResult] = pickle.loads(out.read_bytes())
         return results

@@ -129,13 +129,17 @@ class StsEngineDriver(Driver):
         """Write ``gateway.toml``: ``[sender]`` + resolver, CA, queue, listener."""
         config = dict(sender)
         config["dns"] = {**dict(sender.get("dns", {})), "resolvers": ["127.0.0.53:53"]}
-        config["dns"].setdefault("timeout", 1.0)
+        config["dns"].setdefault("timeout", 3.0)
         config["tls"] = {**dict(sender.get("tls", {})), "ca_file": str(instance / "ca.pem")}
         config["queue"] = {"path": str(instance / "queue.sqlite")}
         config["listener"] = {"host": "127.0.0.1", "port": 10025}
         config["policy_fetch"] = {**dict(sender.get("policy_fetch", {}))}
         config["policy_fetch"].setdefault("timeout", 2.0)
-        text = sender_toml({k: v for k, v in config.items() if k not in ("queue", "listener")})
+        proxy = world.hosts.get("proxy")
+        text = sender_toml(
+            {k: v for k, v in config.items() if k not in ("queue", "listener")},
+            (proxy.address, proxy.port) if proxy else None,
+        )
         text += "\n" + tomli_w.dumps({"queue": config["queue"], "listener": config["listener"]})
         (instance / "gateway.toml").write_text(text, encoding="utf-8")
         return {}
@@ -156,32 +160,26 @@ class StsEngineDriver(Driver):
     def settle(
         self, qid: str, rcpts: Sequence[str], events: Sequence[Parsed]
     ) -> dict[str, Mapping[str, Any]]:
-        """Per-recipient failures are logged; success only per message: RIDs of
-        ``delivery.start`` (by position in ``rcpts``) once ``message.finished``."""
+        """``delivery.done`` names the RIDs (positions in ``rcpts``) a DATA delivered;
+        ``delivery.delayed``/``delivery.bounced`` name failed recipients. The MX is
+        the one the session (DCID) connected to, from ``smtp.connect``."""
         out: dict[str, Mapping[str, Any]] = {}
-        mx = None
+        mx_of: dict[str, Any] = {}
         for e in events:
             f = e.fields
             if e.code == "smtp.connect":
-                mx = f.get("mx")
+                mx_of[str(f.get("dcid"))] = f.get("mx")
             if str(f.get("mid", "")) != qid:
                 continue
-            if e.code == "delivery.start":
-                out.update(
-                    (rcpts[r].lower(), {"status": "delivered", "mx": mx, "pending": True})
-                    for r in f.get("rids", ())
-                    if int(r) < len(rcpts)
-                )
+            if e.code == "delivery.done":
+                mx = mx_of.get(str(f.get("dcid")))
+                for rid in f.get("rids", ()):
+                    if int(rid) < len(rcpts):
+                        out[rcpts[int(rid)].lower()] = {"status": "delivered", "mx": mx}
             elif e.code in ("delivery.delayed", "delivery.bounced"):
                 status = "deferred" if e.code == "delivery.delayed" else "bounced"
                 out[str(f.get("rcpt", "")).lower()] = {"status": status, "reason": f.get("reason")}
-            elif e.code == "message.finished":
-                for k, v in list(out.items()):
-                    out[k] = {kk: vv for kk, vv in v.items() if kk != "pending"}
-        failed = any(not v.get("pending") for v in out.values())
-        if failed and all(r.lower() in out for r in rcpts):
-            return out  # the message stays queued for the failures; the rest went
-        return {k: v for k, v in out.items() if not v.get("pending")}
+        return out
 
 
 DRIVERS: dict[str, type[Driver]] = {

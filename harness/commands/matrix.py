@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,6 +60,8 @@ def register(subparsers: Any) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
+    # A TERM must unwind like ^C, so namespaces are deleted and MTAs stopped.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     engines = args.engines.split(",") if args.engines else ["inprocess", *profile_names()]
     known = {"inprocess", *profile_names()}
     unknown = [e for e in engines if e not in known]
@@ -79,6 +82,10 @@ def _handle(args: argparse.Namespace) -> int:
     if args.html:
         args.html.write_text(render_html(matrix, paths), encoding="utf-8")
     return 0
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def run_matrix(engines: Sequence[str], paths: Sequence[Path], progress: Any = None) -> Matrix:
@@ -136,7 +143,7 @@ def render_markdown(matrix: Matrix, paths: Sequence[Path], seconds: float = 0.0)
         "| --- | --- | " + " | ".join("---" for _ in engines) + " |",
     ]
     notes: list[str] = []
-    for i, path in enumerate(paths):
+    for i in range(len(paths)):
         first = matrix[engines[0]][i]
         row = [f"`{first.id}`", ", ".join(c for c in first.covers if not c.startswith("seed:"))]
         for e in engines:

@@ -301,3 +301,14 @@ def test_lines_skip_known_names_among_extensions() -> None:
     policy = Policy(Mode.NONE, 5, extensions=(("mode", "x"), ("k", "v")))
     assert policy.lines()[-1] == "k: v"
     assert len(policy.lines()) == 4
+
+
+def test_fast_constructor_builds_the_same_frozen_policy() -> None:
+    from engine.core.mx import MxPattern
+    from engine.core.policy import Mode, Policy, _new_policy
+
+    args = (Mode.ENFORCE, 86400, (MxPattern("mx1.example.com"),), "STSv1", (("a", "b"),))
+    fast = _new_policy(*args)
+    assert fast == Policy(*args) and hash(fast) == hash(Policy(*args))
+    with pytest.raises(AttributeError):
+        fast.mode = Mode.NONE  # type: ignore[misc]

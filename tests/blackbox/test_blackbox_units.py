@@ -1,0 +1,127 @@
+"""Black-box pieces that need no root: profiles, templates, DNAT rules, relabels, batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.adapters.blackbox_batch import needs, plan, relabel, world_view
+from harness.adapters.blackbox_drivers import driver_for
+from harness.adapters.blackbox_profile import (
+    ProfileError,
+    load_profile,
+    profile_names,
+    render,
+)
+from harness.netns import RESOLV_CONF, sweep_stale
+from harness.scenario.model import Capability
+from harness.world.ports import TABLE, ruleset
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+
+
+def test_every_shipped_profile_loads():
+    names = profile_names()
+    assert {"postfix-sts", "postfix-dane", "chasquid", "sts-engine"} <= set(names)
+    for name in names:
+        profile = load_profile(name)
+        assert profile.mta.argv and profile.mta.ready
+        assert Capability.CLOCK not in profile.capabilities  # no black box has our clock
+
+
+def test_render_fills_placeholders_and_refuses_unknown_ones():
+    assert render("port {{p}} $myhostname {x}", {"p": "25"}) == "port 25 $myhostname {x}"
+    with pytest.raises(ProfileError, match="unknown placeholder"):
+        render("{{nope}}", {"p": "25"})
+
+
+def test_unknown_profile_names_the_known_ones():
+    with pytest.raises(ProfileError, match="postfix-sts"):
+        load_profile("no-such-mta")
+
+
+def test_ruleset_maps_service_ports_and_the_dns_stub():
+    script = ruleset({("127.10.1.1", 25): ("127.10.1.1", 40001)}, ("127.10.1.53", 40053))
+    assert f"delete table ip {TABLE}" in script
+    assert "ip daddr 127.10.1.1 tcp dport 25 dnat to 127.10.1.1:40001" in script
+    assert "ip daddr 127.0.0.53 udp dport 53 dnat to 127.10.1.53:40053" in script
+    assert "ip daddr 127.10.1.53 tcp dport 53 dnat to 127.10.1.53:40053" in script
+
+
+def test_resolv_conf_trusts_ad_and_names_the_stub():
+    assert "nameserver 127.0.0.53" in RESOLV_CONF
+    assert "trust-ad" in RESOLV_CONF
+
+
+def test_relabel_moves_every_name_including_escaped_ones():
+    path = SCENARIOS / "bb-sts-mx-case.toml"
+    s = relabel(path.read_text(encoding="utf-8"), 7, path)
+    assert set(s.world.domains) == {"s7.example.com"}
+    assert "MX1.s7.Example.COM" in (s.world.domains["s7.example.com"].policy or "")
+    assert s.steps[0].args.rcpts == ("rcpt@s7.example.com",)
+    assert s.steps[0].expect.via == "mx1.s7.example.com"
+
+
+def test_relabel_rewrites_regexes_in_expectations():
+    path = Path("scenarios/examples/sts-enforce-mx1-bad.toml")
+    if not path.exists():
+        pytest.skip("the examples are not in this checkout")
+    s = relabel(path.read_text(encoding="utf-8"), 3, path)
+    san = next(e for e in s.steps[0].expect.events if e.code == "tls.success").fields["san"]
+    assert san == "~mx2\\.s3\\.example\\.com"
+
+
+def test_world_view_drops_engine_internal_expectations_and_says_so():
+    path = Path("scenarios/examples/sts-enforce-mx1-bad.toml")
+    if not path.exists():
+        pytest.skip("the examples are not in this checkout")
+    s = relabel(path.read_text(encoding="utf-8"), 1, path)
+    kept, dropped = world_view(s, frozenset({Capability.REPORT}))
+    assert "steps[0].events" in dropped
+    assert kept.steps[0].expect.events == ()
+    assert kept.steps[0].expect.via == "mx2.s1.example.com"
+
+
+def test_needs_names_the_missing_feature():
+    path = SCENARIOS / "bb-dane-ee.toml"
+    s = relabel(path.read_text(encoding="utf-8"), 1, path)
+    assert "dane" in needs(s, frozenset({Capability.REPORT}), frozenset({"sts"}))
+    assert needs(s, frozenset({Capability.REPORT}), frozenset({"dane"})) == ""
+
+
+def test_plan_batches_compatible_scenarios_into_one_world():
+    files = sorted(SCENARIOS.glob("bb-sts-*.toml"))
+    scenarios = [relabel(p.read_text(encoding="utf-8"), k, p) for k, p in enumerate(files, 1)]
+    batches = plan(scenarios, sender_matters=False)
+    assert len(batches) == 1
+    assert len(batches[0].world["domains"]) == len(files)
+
+
+def test_plan_keeps_conflicting_senders_apart():
+    files = sorted(SCENARIOS.glob("bb-*.toml"))[:2]
+    scenarios = [relabel(p.read_text(encoding="utf-8"), 1, p) for p in files]  # same labels
+    assert len(plan(scenarios, sender_matters=True)) == 2
+
+
+def test_postfix_log_lines_become_outcomes():
+    driver = driver_for(load_profile("postfix-sts"))
+    line = (
+        "Nov 28 12:21:11 sender postfix/smtp[9856]: ED42920CB1D: to=<Rcpt@big.example>, "
+        "relay=mx1.big.example[127.10.0.5]:25, delay=0.09, delays=0.01/0.02/0.06/0, "
+        "dsn=2.0.0, status=sent (250 2.0.0 OK: queued)"
+    )
+    [event] = driver.parse("stdout", line)
+    assert event.code == "outcome"
+    assert event.fields["status"] == "delivered"
+    assert event.fields["rcpt"] == "rcpt@big.example"
+    assert event.fields["mx"] == "mx1.big.example"
+    assert driver.settle("ED42920CB1D", ["rcpt@big.example"], [event]) == {
+        "rcpt@big.example": event.fields
+    }
+
+
+def test_sweep_stale_leaves_live_and_foreign_namespaces_alone():
+    import os
+
+    assert sweep_stale([f"sts-{os.getpid()}-abcdef", "someone-elses"]) == []
