@@ -74,14 +74,21 @@ class SqlitePolicyStore:
 
     Args:
         path: the database file (created if missing), or ``":memory:"``.
+        durable: WAL journal and synced commits (production); off in the harness.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, durable: bool = True) -> None:
         self.path = str(path)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        if self.path != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        if not durable:
+            # The harness: still a file that outlives the engine (CACHE-12 restarts),
+            # without a write-ahead log or syncs, which only matter on a power cut.
+            self._db.execute("PRAGMA journal_mode=MEMORY")
+            self._db.execute("PRAGMA synchronous=OFF")
+        else:
+            if self.path != ":memory:":
+                self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:

@@ -22,10 +22,8 @@ scenarios run together:
    others share a batch when their worlds and, for an engine configured from
    ``[sender]``, their ``[sender]`` tables merge without conflict (per-domain entries
    are disjoint after step 1; a ``default`` entry must be equal);
-4. :func:`run_batch` brings up one world from the merged ``[world]`` tables, starts
-   the engine once, runs each scenario's steps in turn (one world watcher, so each
-   step sees only its own slice) and judges them with the runner's own
-   :func:`~harness.assertions.check`.
+4. :func:`harness.adapters.blackbox_run.run_batch` runs a batch: one world, the
+   engine started once, each scenario's steps in turn.
 """
 
 from __future__ import annotations
@@ -33,23 +31,17 @@ from __future__ import annotations
 import functools
 import json
 import re
-import time
 import tomllib
-import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness.adapters.base import AdapterError, EngineUnderTest
-from harness.assertions import Mismatch, check
-from harness.runner import ScenarioResult, StepResult, Verdict, required_capabilities
-from harness.scenario.loader import config_error_matches, loads_scenario
-from harness.scenario.model import Capability, Expect, Scenario, SendSpec, Step, StepKind
-from harness.scenario.observation import StepObservation, WorldWatcher
-from harness.world.world import World, shared_cert_factory
+from harness.runner import required_capabilities
+from harness.scenario.loader import loads_scenario
+from harness.scenario.model import Capability, Expect, Scenario, StepKind
 
-__all__ = ["Batch", "needs", "plan", "relabel", "run_batch", "world_view"]
+__all__ = ["Batch", "needs", "plan", "relabel", "world_view"]
 
 _WORLD_ONLY = ("events", "no_events", "logs")
 #: ``[sender]`` tables that configure what a fixed black-box profile cannot express.
@@ -255,184 +247,3 @@ def plan(scenarios: Sequence[Scenario], *, sender_matters: bool) -> list[Batch]:
         else:
             batches.append(Batch([s], dict(s.world_table), sender, key=key))
     return batches
-
-
-def _message(s: Scenario, step: Step, send: SendSpec) -> bytes:
-    if send.data is not None:
-        return send.data
-    return (
-        f"From: <{send.mail_from}>\r\nTo: {', '.join(f'<{r}>' for r in send.rcpts)}\r\n"
-        f"Subject: {s.id} step {step.index}\r\nMessage-ID: <{s.id}.{step.index}@harness.invalid>"
-        "\r\n\r\nSent by the mta-sts-harness black-box matrix.\r\n"
-    ).encode()
-
-
-async def _act(s: Scenario, step: Step, world: World, engine: EngineUnderTest) -> tuple[Any, ...]:
-    a = step.args
-    if step.kind is StepKind.SEND:
-        return tuple(await engine.send(a.mail_from, a.rcpts, _message(s, step, a)))
-    if step.kind is StepKind.UPDATE_DOMAIN:
-        await world.update_domain(a["domain"], **{k: v for k, v in a.items() if k != "domain"})
-    elif step.kind is StepKind.UPDATE_POLICY:
-        kw = {k: v for k, v in a.items() if k not in ("domain", "body")}
-        await world.update_policy(a["domain"], a.get("body"), **kw)
-    elif step.kind is StepKind.SET_DNS:
-        await world.set_dns(a["name"], a["rrtype"], a["behaviour"], delay_ms=a["delay_ms"])
-    elif step.kind is StepKind.ROTATE_CERT:
-        await world.rotate_cert(
-            a["host"], a["profile"], names=a["names"], update_tlsa=a["update_tlsa"]
-        )
-    elif step.kind is StepKind.ADVANCE:
-        await engine.advance(a)
-    else:
-        await engine.restart()
-    return ()
-
-
-def _base(s: Scenario, engine: str) -> dict[str, Any]:
-    return {
-        "id": s.id,
-        "title": s.title,
-        "path": str(s.path),
-        "topic": s.topic,
-        "covers": s.covers,
-        "engine": engine,
-        "description": s.description,
-        "world": s.world_table,
-        "sender": s.sender,
-        "expect": s.expect,
-    }
-
-
-async def run_batch(
-    batch: Batch,
-    engine_name: str,
-    make: Callable[[], EngineUnderTest],
-    workdir: Path,
-    notes: Mapping[str, str] | None = None,
-) -> list[ScenarioResult]:
-    """Run every scenario of ``batch`` against one engine lifetime in one world.
-
-    Args:
-        batch: the batch (from :func:`plan`).
-        engine_name: the engine's name for the results.
-        make: a factory of the adapter.
-        workdir: the engine's directory.
-        notes: per scenario id, a note added to the result's reason (dropped keys).
-
-    Returns:
-        One result per scenario; a failure to start makes every one an ERROR.
-    """
-    notes = notes or {}
-    engine = make()
-    results: list[ScenarioResult] = []
-    began = time.monotonic()
-    if len(batch.scenarios) == 1 and batch.scenarios[0].config_error is not None:
-        return [await _refusal(batch.scenarios[0], engine_name, engine, workdir)]
-    try:
-        async with World(
-            batch.world, now=engine.now, certs=shared_cert_factory(), source="<batch>"
-        ) as w:
-            try:
-                await engine.start(w, batch.sender, workdir)
-                watcher, seen = WorldWatcher(), len(engine.events())
-                # The engine's start-up is every scenario's set-up (they share it).
-                setup = StepObservation(
-                    -1, "set-up", events=tuple(engine.events()), world=watcher.take(w)
-                )
-                for s in batch.scenarios:
-                    note = notes.get(s.id, "")
-                    results.append(
-                        await _run_one(s, engine_name, w, engine, watcher, seen, note, setup)
-                    )
-                    seen = len(engine.events())
-            finally:
-                await engine.stop()
-    except Exception:
-        tb = traceback.format_exc()
-        done = {r.id for r in results}
-        results += [
-            ScenarioResult(
-                **_base(s, engine_name),
-                verdict=Verdict.ERROR,
-                reason=tb,
-                seconds=time.monotonic() - began,
-            )
-            for s in batch.scenarios
-            if s.id not in done
-        ]
-    return results
-
-
-async def _refusal(
-    s: Scenario, engine_name: str, engine: EngineUnderTest, workdir: Path
-) -> ScenarioResult:
-    """``[expect] config_error``: the engine must refuse the ``[sender]`` at start."""
-    pattern, began = s.config_error or "", time.monotonic()
-    final: tuple[Mismatch, ...] = ()
-    async with World(s.world_table, now=engine.now, certs=shared_cert_factory()) as w:
-        try:
-            await engine.start(w, s.sender, workdir)
-            final = (Mismatch("config_error", pattern, "the engine accepted the configuration"),)
-        except AdapterError as exc:
-            if not config_error_matches(pattern, str(exc)):
-                final = (Mismatch("config_error", pattern, f"refused otherwise: {exc}"),)
-        finally:
-            await engine.stop()
-    verdict = Verdict.FAILED if final else Verdict.PASSED
-    return ScenarioResult(
-        **_base(s, engine_name), verdict=verdict, final=final, seconds=time.monotonic() - began
-    )
-
-
-async def _run_one(
-    s: Scenario,
-    engine_name: str,
-    w: World,
-    engine: EngineUnderTest,
-    watcher: WorldWatcher,
-    seen: int,
-    note: str,
-    setup: StepObservation,
-) -> ScenarioResult:
-    began = time.monotonic()
-    steps: list[StepResult] = []
-    for step in s.steps:
-        t0, error, deliveries = time.monotonic(), None, ()
-        try:
-            deliveries = await _act(s, step, w, engine)
-            await w.settle()
-        except Exception:
-            error = traceback.format_exc()
-        events = tuple(engine.events()[seen:])
-        seen += len(events)
-        obs = StepObservation(
-            index=step.index,
-            label=step.label,
-            events=events,
-            lines=tuple(e.line for e in events if e.line),
-            deliveries=deliveries,
-            world=watcher.take(w),
-            clock=engine.now(),
-            seconds=time.monotonic() - t0,
-            error=error,
-        )
-        mismatches = () if error else tuple(check(step.expect, [obs]))
-        steps.append(
-            StepResult(step.index, step.kind.value, step.label, step.expect, obs, mismatches)
-        )
-        if error:
-            break
-    error = next((r.observation.error for r in steps if r.observation.error), None)
-    final = tuple(check(s.expect, [setup, *(r.observation for r in steps)]))
-    failed = any(r.mismatches for r in steps) or final
-    verdict = Verdict.ERROR if error else Verdict.FAILED if failed else Verdict.PASSED
-    return ScenarioResult(
-        **_base(s, engine_name),
-        verdict=verdict,
-        reason=error or note,
-        setup=setup,
-        steps=tuple(steps),
-        final=final,
-        seconds=time.monotonic() - began,
-    )

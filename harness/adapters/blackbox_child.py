@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.adapters.blackbox import BlackBoxEngine
-from harness.adapters.blackbox_batch import needs, plan, relabel, run_batch, world_view
+from harness.adapters.blackbox_batch import needs, plan, relabel, world_view
 from harness.adapters.blackbox_profile import load_profile, render
+from harness.adapters.blackbox_run import run_batch
 from harness.netns import Namespace, probe, sweep_stale
 from harness.runner import ScenarioResult, Verdict
 from harness.scenario.loader import load_scenario

@@ -146,7 +146,7 @@ class InProcessEngine:
             c.public_bytes(Encoding.DER)
             for c in x509.load_pem_x509_certificates(self._world.ca_pem)
         ]
-        self._store = SqlitePolicyStore(self._store_path)
+        self._store = SqlitePolicyStore(self._store_path, durable=False)
         self._engine = Engine(
             self._config,
             clock=self.clock,

@@ -21,6 +21,7 @@ import asyncio
 import errno
 import itertools
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from types import MappingProxyType, TracebackType
 from typing import Any, cast
 
@@ -63,6 +64,7 @@ class FakeDns:
         self._ad_requires_do = ad_requires_do
         self._zones: dict[str, Zone] = {z.apex: z for z in zones}
         self._rules: dict[tuple[str, str], Rule] = {}
+        self._replies: dict[tuple[bytes, Transport], tuple[bytes | None, int, LoggedQuery]] = {}
         self._log: list[LoggedQuery] = []
         self._seq = itertools.count()
         self._port: int | None = None
@@ -150,10 +152,12 @@ class FakeDns:
     def set_zone(self, zone: Zone) -> None:
         """Add ``zone``, or replace the zone with the same apex."""
         self._zones[zone.apex] = zone
+        self._replies.clear()
 
     def remove_zone(self, apex: str) -> None:
         """Stop serving the zone at ``apex`` (its names become NXDOMAIN)."""
         self._zones.pop(canonical_name(apex), None)
+        self._replies.clear()
 
     def zone_for(self, name: str) -> Zone | None:
         """The zone that holds ``name`` (longest matching apex), or None."""
@@ -183,6 +187,7 @@ class FakeDns:
                 raise ZoneError(f"set_rrset({name!r}, {rrtype!r}) given {rd.rrtype} data {rd!r}")
             zone = zone.add(name, rd, ttl)
         self._zones[zone.apex] = zone
+        self._replies.clear()
 
     def set_status(self, name: str, rrtype: str | None, status: DnssecStatus | str) -> None:
         """Give the RRset (``name``, ``rrtype``; None: every type) its own DNSSEC status.
@@ -193,6 +198,7 @@ class FakeDns:
         """
         zone = self._owning_zone(name).with_status(name, rrtype, status)
         self._zones[zone.apex] = zone
+        self._replies.clear()
 
     # -- behaviours ------------------------------------------------------------------
 
@@ -216,14 +222,17 @@ class FakeDns:
             raise ValueError(f"delay_ms must be >= 0, got {delay_ms!r}")
         key = (canonical_name(name), "*" if rrtype is None else rrtype.upper())
         self._rules[key] = Rule(Behaviour(behaviour), delay_ms)
+        self._replies.clear()
 
     def clear_behaviour(self, name: str, rrtype: str | None = None) -> None:
         """Remove the rule for ``name`` (and ``rrtype``; None is the whole-name rule)."""
         self._rules.pop((canonical_name(name), "*" if rrtype is None else rrtype.upper()), None)
+        self._replies.clear()
 
     def clear_behaviours(self) -> None:
         """Remove every rule."""
         self._rules.clear()
+        self._replies.clear()
 
     # -- query log -------------------------------------------------------------------
 
@@ -268,15 +277,30 @@ class FakeDns:
         Returns:
             The reply bytes (None: send nothing) and the delay in milliseconds.
         """
+        seq = next(self._seq)
+        # A reply depends on the query's bytes after its ID and on the transport, and on
+        # the zones and rules, which every mutation below resets the cache for. Repeated
+        # questions (the same names in every delivery) skip dnslib's encoding; the ID of
+        # the cached reply is replaced by this query's.
+        key = (wire[2:], transport)
+        cached = self._replies.get(key) if len(wire) >= 12 else None
+        if cached is not None:
+            reply, delay_ms, entry = cached
+            self._log.append(replace(entry, seq=seq))
+            return (wire[:2] + reply[2:] if reply else reply), delay_ms
         result = answer(
             wire,
             transport,
-            next(self._seq),
+            seq,
             zone_for=self.zone_for,
             rule_for=self._rule,
             ad_requires_do=self._ad_requires_do,
         )
         self._log.append(result.entry)
+        if len(wire) >= 12 and (result.wire is None or result.wire[:2] == wire[:2]):
+            if len(self._replies) > 4096:
+                self._replies.clear()
+            self._replies[key] = (result.wire, result.delay_ms, result.entry)
         return result.wire, result.delay_ms
 
     def _rule(self, name: str, qtype: str) -> Rule | None:
