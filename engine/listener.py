@@ -146,6 +146,9 @@ class Listener:
             ident="ESMTP sts-engine",
             data_size_limit=self.max_message_size,
             tls_context=self.tls_context,
+            # RFC 6531: accept internationalised addresses; delivery sends the domain
+            # in A-labels to servers without SMTPUTF8.
+            enable_SMTPUTF8=True,
             timeout=300,
             loop=asyncio.get_running_loop(),
         )

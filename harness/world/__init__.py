@@ -65,6 +65,7 @@ from harness.world.policy_host import (
     PolicyResponse,
 )
 from harness.world.policy_host import Behaviour as PolicyBehaviour
+from harness.world.ports import DNS_STUB, TABLE, StandardPorts, ruleset
 from harness.world.proxy import Proxy, ProxyEvent, ProxyFault, ProxyOutcome, ProxyResolver
 from harness.world.report_sink import GZIP_TYPE, JSON_TYPE, ReceivedReport, ReportSink
 from harness.world.spec import (
@@ -117,12 +118,14 @@ __all__ = [
     "DEFAULT_ALLOCATOR",
     "DEFAULT_CERT_NAME",
     "DNS_HOST",
+    "DNS_STUB",
     "GZIP_TYPE",
     "HELO_ONLY",
     "JSON_TYPE",
     "MX",
     "POLICY_PATH",
     "RDATA_TYPES",
+    "TABLE",
     "TLSA",
     "TXT",
     "A",
@@ -180,6 +183,7 @@ __all__ = [
     "SessionLog",
     "SessionOwner",
     "StampedLog",
+    "StandardPorts",
     "StartTls",
     "TimedDns",
     "TimedMta",
@@ -222,6 +226,7 @@ __all__ = [
     "proxy_from",
     "read_world_spec",
     "report_sink_from",
+    "ruleset",
     "shared_cert_factory",
     "tlsa_name",
     "zone_apex",

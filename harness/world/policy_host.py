@@ -474,4 +474,7 @@ async def _perform(
         piece = chunk if total is None else chunk[: total - sent]
         await _body(send, piece, more=True)  # hypercorn's drain() gives back-pressure
         sent, chunk = sent + len(piece), _BLOCK
+        # After the client has gone, send() may complete without suspending; yield so the
+        # disconnect is noticed and nothing else sharing the loop starves.
+        await asyncio.sleep(0)
     await _body(send, b"")

@@ -26,7 +26,7 @@ EXPECTED = {
     "ALL_RCPTS", "MtaProtocol", "SessionAnswer", "SessionConfig", "SessionLog", "SessionOwner",
     "break_handshake", "is_tls_record", "parse_record", "parse_replies", "parse_tlsa",
     "address_of", "dns_rules_from", "domain_from", "host_from", "name_of", "proxy_from",
-    "report_sink_from", "DerivedTlsa",
+    "report_sink_from", "DerivedTlsa", "DNS_STUB", "TABLE", "StandardPorts", "ruleset",
 }  # fmt: skip
 
 
