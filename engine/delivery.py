@@ -44,7 +44,7 @@ from engine.core.verdict import Outcome, TlsObservation, judge
 from engine.mtasts import discover_policy
 from engine.nexthop import DaneState, NextHop, resolve_host, resolve_mx
 from engine.services import Message, Services
-from engine.session import RcptOutcome, SessionResult, run_session
+from engine.session import Job, RcptOutcome, SessionResult, run_session
 
 __all__ = ["RecipientResult", "deliver_domain"]
 
@@ -88,10 +88,14 @@ _DANE_STATE = {
 }
 
 
+Key = tuple[int, int]  # (mid, rid)
+
+
 @dataclass(slots=True)
 class _Attempt:
-    pending: dict[int, str]
-    results: dict[int, RecipientResult] = field(default_factory=dict)
+    messages: dict[int, Message]
+    pending: dict[Key, str]
+    results: dict[Key, RecipientResult] = field(default_factory=dict)
     last_reason: str = ""
     last_type: ResultType | None = None
     last_mx: str | None = None
@@ -108,20 +112,24 @@ def _emit_map(services: Services, code: str, fields: dict[str, object]) -> None:
 
 async def deliver_domain(
     services: Services,
-    message: Message,
-    rcpts: list[tuple[int, str]],
+    jobs: list[Job],
     domain: str,
     *,
     final: bool = False,
     report_mail: bool = False,
-) -> list[RecipientResult]:
-    """Try once to deliver ``rcpts`` (all at ``domain``) of ``message``.
+) -> list[list[RecipientResult]]:
+    """Try once to deliver a batch of messages, all to recipients at ``domain``.
+
+    The batch shares one policy discovery, one MX walk and, per address tried, one SMTP
+    connection (seg-behaviour §4: up to ``max_messages_per_connection`` messages).
 
     Args:
         services: the engine's adapters.
-        message: the message.
-        rcpts: (rid, address) pairs at ``domain``.
+        jobs: (message, [(rid, address), ...]) with every address at ``domain``.
         domain: the destination domain (lower-case A-labels).
+
+    Returns:
+        Per job, the result of each of its recipients, in order.
         final: this is the last attempt before a bounce (APPLY-6 re-check).
         report_mail: a TLS report: RFC 8460 §3 (RPT-9) says report mail is delivered
             despite MTA-STS and DANE failures, so neither is applied and TLS is
@@ -132,7 +140,10 @@ async def deliver_domain(
         profile = DestinationProfile(tls=TlsSetting.PREFERRED)
     literal = _address_literal(domain)
     routes = services.config.routes_for(domain)
-    attempt = _Attempt(dict(rcpts))
+    attempt = _Attempt(
+        {m.mid: m for m, _ in jobs},
+        {(m.mid, rid): rcpt for m, rcpts in jobs for rid, rcpt in rcpts},
+    )
     policy: Policy | None = None
     # RFC 8461 §3.4 (DISC-15) / RFC 7672 §2.2 (DANE-36): an address literal has no
     # MTA-STS policy and no DANE; it is delivered under the TLS setting alone.
@@ -146,7 +157,6 @@ async def deliver_domain(
         policy = await _policy(services, domain, recheck=final)
     await _walk(
         services,
-        message,
         domain,
         attempt,
         profile,
@@ -155,8 +165,8 @@ async def deliver_domain(
         literal=literal,
         final=final,
     )
-    for rid, rcpt in sorted(attempt.pending.items()):
-        attempt.results[rid] = RecipientResult(
+    for (mid, rid), rcpt in sorted(attempt.pending.items()):
+        attempt.results[mid, rid] = RecipientResult(
             rid,
             rcpt,
             "deferred",
@@ -165,7 +175,7 @@ async def deliver_domain(
             result_type=attempt.last_type.value if attempt.last_type else None,
             dcid=attempt.last_dcid,
         )
-    return [attempt.results[rid] for rid, _ in rcpts]
+    return [[attempt.results[m.mid, rid] for rid, _ in rcpts] for m, rcpts in jobs]
 
 
 async def _policy(services: Services, domain: str, *, recheck: bool) -> Policy | None:
@@ -181,9 +191,16 @@ async def _policy(services: Services, domain: str, *, recheck: bool) -> Policy |
     return result.policy
 
 
+def _pending_jobs(attempt: _Attempt) -> list[Job]:
+    """The recipients still pending, grouped by message, in MID then RID order."""
+    jobs: dict[int, list[tuple[int, str]]] = {}
+    for (mid, rid), rcpt in sorted(attempt.pending.items()):
+        jobs.setdefault(mid, []).append((rid, rcpt))
+    return [(attempt.messages[mid], rcpts) for mid, rcpts in jobs.items()]
+
+
 async def _walk(
     services: Services,
-    message: Message,
     domain: str,
     attempt: _Attempt,
     profile: DestinationProfile,
@@ -271,8 +288,7 @@ async def _walk(
         for address in hop.addresses:
             session = await run_session(
                 services,
-                message,
-                sorted(attempt.pending.items()),
+                _pending_jobs(attempt),
                 domain=domain,
                 hop=hop,
                 address=address,
@@ -285,8 +301,7 @@ async def _walk(
                 plain = decide(DestinationProfile(tls=TlsSetting.NO), mx_host=hop.host)
                 session = await run_session(
                     services,
-                    message,
-                    sorted(attempt.pending.items()),
+                    _pending_jobs(attempt),
                     domain=domain,
                     hop=hop,
                     address=address,
@@ -294,7 +309,7 @@ async def _walk(
                     next_hop_secure=mx_secure,
                 )
             _absorb(attempt, hop, address, session, policy)
-            if not attempt.pending or not session.try_next:
+            if not attempt.pending:
                 break
         if not attempt.pending:
             return
@@ -381,8 +396,8 @@ def _absorb(
         attempt.last_type = session.result_type
     obs = session.observation
     for out in session.outcomes:
-        attempt.pending.pop(out.rid, None)
-        attempt.results[out.rid] = _result(out, hop, address, session, obs)
+        attempt.pending.pop((out.mid, out.rid), None)
+        attempt.results[out.mid, out.rid] = _result(out, hop, address, session, obs)
 
 
 def _result(
@@ -427,6 +442,6 @@ def _address_literal(domain: str) -> str | None:
 
 
 def _bounce_all(attempt: _Attempt, reason: str) -> None:
-    for rid, rcpt in list(attempt.pending.items()):
-        attempt.results[rid] = RecipientResult(rid, rcpt, "bounced", reason=reason)
+    for (mid, rid), rcpt in list(attempt.pending.items()):
+        attempt.results[mid, rid] = RecipientResult(rid, rcpt, "bounced", reason=reason)
     attempt.pending.clear()

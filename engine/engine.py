@@ -16,7 +16,7 @@ import re
 import ssl
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,8 +37,9 @@ from engine.io.https import pkix_judge
 from engine.io.smtp import SmtpTimeouts
 from engine.mtasts import refresh_policy
 from engine.services import Message, Services
+from engine.session import Job
 
-__all__ = ["DeliveryReport", "Engine", "SystemClock", "load_roots", "outcome_fields"]
+__all__ = ["DeliveryReport", "Engine", "Outgoing", "SystemClock", "load_roots", "outcome_fields"]
 
 
 class SystemClock:
@@ -63,6 +64,22 @@ def load_roots(ca_file: str | Path | None) -> list[bytes]:
 def _stable_fraction(*parts: object) -> float:
     digest = hashlib.sha256(repr(parts).encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message to attempt: its MID, envelope, bytes and recipient indexes.
+
+    Attributes:
+        final: this attempt is the last before the message would bounce (APPLY-6).
+    """
+
+    mid: int
+    mail_from: str
+    rcpts: tuple[str, ...]
+    data: bytes
+    rids: tuple[int, ...]
+    final: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,23 +277,62 @@ class Engine:
             report_mail: this is a TLS report (RFC 8460 §3, RPT-9): delivered despite
                 MTA-STS or DANE failures, with opportunistic TLS.
         """
-        mid = self.new_mid() if mid is None else mid
-        rids = list(range(len(rcpts))) if rids is None else rids
-        # RFC 5321 §4.5.5: the null reverse-path, however the caller spelled it.
-        mail_from = "" if mail_from in ("<>", "") else mail_from
-        message = Message(mid, mail_from, tuple(rcpts), data)
-        by_domain: dict[str, list[tuple[int, str]]] = defaultdict(list)
-        for rid, rcpt in zip(rids, rcpts, strict=True):
-            by_domain[normalize_host(rcpt.rpartition("@")[2])].append((rid, rcpt))
-        results: list[RecipientResult] = []
-        for domain, pending in by_domain.items():
-            results += await deliver_domain(
-                self.services, message, pending, domain, final=final, report_mail=report_mail
-            )
-        report = DeliveryReport(mid, tuple(sorted(results, key=lambda r: r.rid)))
-        if self._log_outcomes_enabled:
-            self._log_outcomes(message, report)
+        outgoing = Outgoing(
+            self.new_mid() if mid is None else mid,
+            mail_from,
+            tuple(rcpts),
+            data,
+            tuple(range(len(rcpts))) if rids is None else tuple(rids),
+            final,
+        )
+        (report,) = await self.deliver_many([outgoing], report_mail=report_mail)
         return report
+
+    async def deliver_many(
+        self, messages: Sequence[Outgoing], *, report_mail: bool = False
+    ) -> list[DeliveryReport]:
+        """One delivery attempt for each of several messages, sharing connections.
+
+        Recipients are grouped by destination domain; each domain's messages share one
+        policy discovery, one MX walk and one SMTP connection per address tried (the
+        gateway hands at most ``max_messages_per_connection`` messages per call).
+
+        Args:
+            messages: the messages to attempt.
+            report_mail: these are TLS reports (RFC 8460 §3, RPT-9).
+
+        Returns:
+            One report per message, in order.
+        """
+        by_domain: dict[str, list[Job]] = defaultdict(list)
+        final: dict[str, bool] = defaultdict(bool)
+        bodies: list[Message] = []
+        for out in messages:
+            # RFC 5321 §4.5.5: the null reverse-path, however the caller spelled it.
+            mail_from = "" if out.mail_from in ("<>", "") else out.mail_from
+            message = Message(out.mid, mail_from, out.rcpts, out.data)
+            bodies.append(message)
+            grouped: dict[str, list[tuple[int, str]]] = defaultdict(list)
+            for rid, rcpt in zip(out.rids, out.rcpts, strict=True):
+                grouped[normalize_host(rcpt.rpartition("@")[2])].append((rid, rcpt))
+            for domain, rcpts in grouped.items():
+                by_domain[domain].append((message, rcpts))
+                final[domain] |= out.final
+        results: dict[int, list[RecipientResult]] = defaultdict(list)
+        for domain, jobs in by_domain.items():
+            per_job = await deliver_domain(
+                self.services, jobs, domain, final=final[domain], report_mail=report_mail
+            )
+            for (message, _), outcome in zip(jobs, per_job, strict=True):
+                results[message.mid] += outcome
+        reports = []
+        for message in bodies:
+            ordered = sorted(results[message.mid], key=lambda r: r.rid)
+            report = DeliveryReport(message.mid, tuple(ordered))
+            if self._log_outcomes_enabled:
+                self._log_outcomes(message, report)
+            reports.append(report)
+        return reports
 
     def _log_outcomes(self, message: Message, report: DeliveryReport) -> None:
         now = self.clock.now()

@@ -40,7 +40,7 @@ from engine.core.clock import Clock
 from engine.core.events import EventSink, LogEvent
 from engine.core.retry import expires_at, next_attempt
 from engine.delivery import RecipientResult
-from engine.engine import Engine
+from engine.engine import DeliveryReport, Engine, Outgoing
 from engine.queue import Queue, RcptState
 from engine.queue_model import Message, Recipient
 from engine.scheduler_outcome import settle_expired, settle_result
@@ -167,15 +167,23 @@ class Scheduler:
         tally: dict[str, int],
     ) -> None:
         async with gate:  # max_concurrency per domain
-            for mid, rids in group:
-                await self._message(domain, mid, rids, tally)
+            # CISCO 118548: the group's messages share one connection (report mail, which
+            # is delivered under other rules, RPT-9, travels on its own).
+            work = [
+                w for w in (self._prepare(domain, mid, rids, tally) for mid, rids in group) if w
+            ]
+            for report_mail in (False, True):
+                batch = [w for w in work if is_report_mail(w[0].data) is report_mail]
+                if batch:
+                    await self._deliver_batch(domain, batch, report_mail, tally)
 
-    async def _message(
+    def _prepare(
         self, domain: str, mid: int, rids: tuple[int, ...], tally: dict[str, int]
-    ) -> None:
+    ) -> tuple[Message, list[Recipient], bool] | None:
+        """The message's live recipients and whether this is its final attempt."""
         msg = self.queue.message(mid)
         if msg is None:
-            return  # deleted by an operator while claimed
+            return None  # deleted by an operator while claimed
         rows = [r for r in msg.recipients if r.rid in rids and r.state is RcptState.INFLIGHT]
         profile = self.config.bounce_profile_for(domain)
         now = self.clock.now()
@@ -188,40 +196,55 @@ class Scheduler:
                 live.append(r)
         if not live:
             self._finished(msg.mid)
-            return
+            return None
         # APPLY-6: the attempt after which a recipient would bounce is the final one.
         final = any(
             next_attempt(r.first_attempt_at or now, r.attempts + 1, now, profile) is None
             for r in live
         )
-        results = await self._deliver(msg, live, final)
-        now = self.clock.now()
-        for r, res in zip(live, results, strict=True):
-            self._count(tally, settle_result(self, msg, r, res, profile, now))
-        self._finished(msg.mid)
+        return msg, live, final
 
-    async def _deliver(
-        self, msg: Message, live: list[Recipient], final: bool
-    ) -> list[RecipientResult]:
-        report_mail = is_report_mail(msg.data)
-        token = CURRENT_DELIVERY.set(DeliveryContext(msg.mid, report_mail))
-        try:
-            report = await self.engine.deliver(
+    async def _deliver_batch(
+        self,
+        domain: str,
+        batch: list[tuple[Message, list[Recipient], bool]],
+        report_mail: bool,
+        tally: dict[str, int],
+    ) -> None:
+        outgoing = [
+            Outgoing(
+                msg.mid,
                 msg.mail_from,
-                [r.rcpt for r in live],
+                tuple(r.rcpt for r in live),
                 msg.data,
-                mid=msg.mid,
-                rids=[r.rid for r in live],
-                final=final,
-                report_mail=report_mail,
+                tuple(r.rid for r in live),
+                final,
             )
+            for msg, live, final in batch
+        ]
+        token = CURRENT_DELIVERY.set(DeliveryContext(batch[0][0].mid, report_mail))
+        try:
+            reports = await self.engine.deliver_many(outgoing, report_mail=report_mail)
         except Exception as exc:  # a bug or an adapter failure must not lose the lease
-            self._emit("delivery.error", "warning", mid=msg.mid, detail=repr(exc))
-            return [RecipientResult(r.rid, r.rcpt, "deferred", reason=repr(exc)) for r in live]
+            self._emit("delivery.error", "warning", mid=batch[0][0].mid, detail=repr(exc))
+            reports = [
+                DeliveryReport(
+                    msg.mid,
+                    tuple(
+                        RecipientResult(r.rid, r.rcpt, "deferred", reason=repr(exc)) for r in live
+                    ),
+                )
+                for msg, live, _ in batch
+            ]
         finally:
             CURRENT_DELIVERY.reset(token)
-        by_rid = {res.rid: res for res in report.recipients}
-        return [by_rid[r.rid] for r in live]
+        profile = self.config.bounce_profile_for(domain)
+        now = self.clock.now()
+        for (msg, live, _), report in zip(batch, reports, strict=True):
+            by_rid = {res.rid: res for res in report.recipients}
+            for r in live:
+                self._count(tally, settle_result(self, msg, r, by_rid[r.rid], profile, now))
+            self._finished(msg.mid)
 
     def _finished(self, mid: int) -> None:
         msg = self.queue.message(mid)

@@ -32,13 +32,17 @@ from engine.io.smtp import Reply, SmtpClient, SmtpError, no_verify_context
 from engine.nexthop import NextHop
 from engine.services import Message, Services
 
-__all__ = ["RcptOutcome", "SessionResult", "run_session"]
+__all__ = ["Job", "RcptOutcome", "SessionResult", "run_session"]
+
+#: One message and its recipients still pending at this destination.
+Job = tuple[Message, list[tuple[int, str]]]
 
 
 @dataclass(frozen=True, slots=True)
 class RcptOutcome:
-    """What happened to one recipient on one connection."""
+    """What happened to one recipient of one message on one connection."""
 
+    mid: int
     rid: int
     rcpt: str
     status: str  # delivered | deferred | bounced
@@ -57,7 +61,8 @@ class SessionResult:
     outcomes: list[RcptOutcome] = field(default_factory=list)
     reason: str = ""
     result_type: ResultType | None = None
-    transaction: bool = False  # MAIL FROM was sent
+    transaction: bool = False  # MAIL FROM was sent at least once
+    current: Job | None = None  # the job whose transaction is under way
 
     @property
     def try_next(self) -> bool:
@@ -90,8 +95,7 @@ def _san_for_log(chain: tuple[bytes, ...], host: str) -> str | None:
 
 async def run_session(
     services: Services,
-    message: Message,
-    rcpts: list[tuple[int, str]],
+    jobs: list[Job],
     *,
     domain: str,
     hop: NextHop,
@@ -101,12 +105,15 @@ async def run_session(
     route_host: str | None = None,
     policy_domain: str | None = None,
 ) -> SessionResult:
-    """Deliver ``rcpts`` of ``message`` over one connection to ``address``.
+    """Deliver a batch of messages over one connection to ``address``.
+
+    The TLS verdict is reached once per connection; when it delivers, each message gets
+    its own transaction, with RSET between them (seg-behaviour §4: one connection carries
+    up to ``max_messages_per_connection`` messages, CISCO 118548).
 
     Args:
         services: the engine's adapters and settings.
-        message: the message.
-        rcpts: (rid, address) still pending for this domain.
+        jobs: the messages and their recipients still pending at this destination.
         domain: the recipient (or route) domain.
         hop: the next hop (MX host) with its DNS facts.
         address: the address of ``hop`` to connect to.
@@ -154,8 +161,7 @@ async def run_session(
         await _converse(
             services,
             client,
-            message,
-            rcpts,
+            jobs,
             result,
             domain=domain,
             hop=hop,
@@ -167,10 +173,13 @@ async def run_session(
         )
     except SmtpError as exc:
         result.reason = f"{exc.stage}: {exc.detail}"
-        if result.transaction:
-            # The connection broke mid-transaction: nothing is known to be delivered.
-            result.outcomes = [
-                RcptOutcome(rid, rcpt, "deferred", None, result.reason) for rid, rcpt in rcpts
+        if result.current is not None:
+            # The connection broke mid-transaction: nothing is known to be delivered for
+            # that message (later ones were not started and go on to the next host).
+            message, rcpts = result.current
+            result.outcomes += [
+                RcptOutcome(message.mid, rid, rcpt, "deferred", None, result.reason)
+                for rid, rcpt in rcpts
             ]
     finally:
         await client.quit()
@@ -181,8 +190,7 @@ async def run_session(
 async def _converse(
     services: Services,
     client: SmtpClient,
-    message: Message,
-    rcpts: list[tuple[int, str]],
+    jobs: list[Job],
     result: SessionResult,
     *,
     domain: str,
@@ -245,7 +253,13 @@ async def _converse(
     _log_tls(services, dcid, policy_domain, hop, requirement, observation, verdict, dane)
     if not verdict.delivers:
         return
-    await _transaction(services, client, message, rcpts, result)
+    for index, job in enumerate(jobs):
+        if index:
+            # RFC 5321 §4.1.1.5: a clean slate for the next message on this connection.
+            await client.rset()
+        result.current = job
+        await _transaction(services, client, job[0], job[1], result)
+        result.current = None
 
 
 def _log_tls(
@@ -364,7 +378,7 @@ async def _transaction(
     mail = await client.mail(message.mail_from)
     if not mail.ok:
         status = "deferred" if mail.transient else "bounced"
-        result.outcomes = [RcptOutcome(r, a, status, mail, str(mail)) for r, a in rcpts]
+        result.outcomes += [RcptOutcome(mid, r, a, status, mail, str(mail)) for r, a in rcpts]
         return
     accepted: list[tuple[int, str]] = []
     for rid, rcpt in rcpts:
@@ -373,7 +387,7 @@ async def _transaction(
             accepted.append((rid, rcpt))
         else:
             status = "deferred" if reply.transient else "bounced"
-            result.outcomes.append(RcptOutcome(rid, rcpt, status, reply, str(reply)))
+            result.outcomes.append(RcptOutcome(mid, rid, rcpt, status, reply, str(reply)))
     if not accepted:
         return
     reply = await client.data(message.data)
@@ -384,4 +398,6 @@ async def _transaction(
         status = "delivered"
     else:
         status = "deferred" if reply.transient else "bounced"
-    result.outcomes += [RcptOutcome(rid, rcpt, status, reply, str(reply)) for rid, rcpt in accepted]
+    result.outcomes += [
+        RcptOutcome(mid, rid, rcpt, status, reply, str(reply)) for rid, rcpt in accepted
+    ]

@@ -131,15 +131,16 @@ class GatewayEngine:
 
     def _record_attempts(self, engine: Engine) -> None:
         # The scheduler keeps only the queue's verdict; the records also want the MX,
-        # TLS and verification of the last attempt, which Engine.deliver returns.
-        deliver = engine.deliver
+        # TLS and verification of the last attempt, which Engine.deliver_many returns.
+        deliver_many = engine.deliver_many
 
-        async def recording(*args: Any, **kwargs: Any) -> DeliveryReport:
-            report = await deliver(*args, **kwargs)
-            self._attempts[report.mid] = report
-            return report
+        async def recording(*args: Any, **kwargs: Any) -> list[DeliveryReport]:
+            reports = await deliver_many(*args, **kwargs)
+            for report in reports:
+                self._attempts[report.mid] = report
+            return reports
 
-        engine.deliver = recording  # type: ignore[method-assign]
+        engine.deliver_many = recording  # type: ignore[method-assign]
 
     def _running(self) -> Gateway:
         if self._gateway is None:

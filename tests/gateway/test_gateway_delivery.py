@@ -163,7 +163,7 @@ async def test_concurrency_and_messages_per_connection_limits_hold(sim, tmp_path
             await inject(gw, "alice@sender.example", ["bob@example.com"])
         groups = gw.scheduler._groups("example.com", {m: (0,) for m in range(1, 11)})
         assert [len(g) for g in groups] == [3, 3, 3, 1]
-        real, live, peak = gw.engine.deliver, [0], [0]
+        real, live, peak = gw.engine.deliver_many, [0], [0]
 
         async def counting(*args, **kwargs):
             live[0] += 1
@@ -173,9 +173,12 @@ async def test_concurrency_and_messages_per_connection_limits_hold(sim, tmp_path
             finally:
                 live[0] -= 1
 
-        gw.engine.deliver = counting
+        gw.engine.deliver_many = counting
         stats = await gw.run_once()
         await sim.mx1.settle()
     assert stats.delivered == 10
     assert len(sim.mx1.messages) == 10
     assert peak[0] == 2  # max_concurrency for the domain
+    # CISCO 118548: each group of up to max_messages_per_connection shares one connection.
+    per_session = sorted(len(s.transactions) for s in sim.mx1.sessions if s.transactions)
+    assert per_session == [1, 3, 3, 3]
