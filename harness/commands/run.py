@@ -19,6 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from harness.adapters.base import ADAPTERS, AdapterError, make_adapter
+from harness.adapters.blackbox_child import run_engine
+from harness.adapters.blackbox_profile import profile_names
 from harness.errors import HarnessError
 from harness.report import write_html, write_json, write_junit
 from harness.runner import ScenarioResult, Verdict, run_file, run_scenario
@@ -66,6 +68,10 @@ def run_paths(
         AdapterError: no such engine.
     """
     scenarios = load_all(paths)
+    if engine in profile_names():
+        # A real MTA: the world runs in a network namespace of its own, with compatible
+        # scenarios batched into shared worlds (harness.adapters.blackbox_child).
+        return run_engine(engine, [s.path for s in scenarios])
     make_adapter(engine)  # fail fast on an unknown engine name
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
