@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
-__all__ = ["Handler", "UsageError", "command_group", "register_all"]
+__all__ = ["Handler", "UsageError", "command_group", "config_command", "register_all"]
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -59,6 +59,28 @@ def command_group(
     group = parser.add_subparsers(title="commands", metavar="COMMAND")
     parser.set_defaults(**{_GROUP_KEY: group, "handler": None, "group_parser": parser})
     return group
+
+
+def config_command(
+    group: Subparsers, name: str, *, help: str, epilog: str
+) -> argparse.ArgumentParser:
+    """A leaf command that works on a configuration file (``--config FILE``, required).
+
+    Args:
+        group: the group's subparsers (from :func:`command_group`).
+        name: the command word.
+        help: one line, also used as the description.
+        epilog: examples for ``--help``.
+    """
+    parser = group.add_parser(
+        name,
+        help=help,
+        description=help,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", required=True, metavar="FILE")
+    return parser
 
 
 def register_all(subparsers: Subparsers) -> None:

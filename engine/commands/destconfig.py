@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.commands import UsageError, command_group
+from engine.commands import UsageError, command_group, config_command
 from engine.commands.serve import load_config_or_usage
 from engine.config import parse_config
 from engine.core.controls import DaneOption, TlsSetting
@@ -41,28 +41,14 @@ def register(subparsers: Subparsers) -> None:
         ("list", "list every entry, inherited values resolved"),
         ("show", "show one domain's entry, inherited values resolved"),
     ):
-        p = group.add_parser(
-            name,
-            help=text,
-            description=text,
-            epilog=_EPILOG,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        p.add_argument("--config", required=True, metavar="FILE")
+        p = config_command(group, name, help=text, epilog=_EPILOG)
         if name == "show":
             p.add_argument("domain")
         p.set_defaults(handler=_list if name == "list" else _show)
     for name in ("new", "edit"):
         text = f"{name} a domain's entry (asks the appliance's questions unless --yes)"
-        p = group.add_parser(
-            name,
-            help=text,
-            description=text,
-            epilog=_EPILOG,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
+        p = config_command(group, name, help=text, epilog=_EPILOG)
         p.add_argument("domain")
-        p.add_argument("--config", required=True, metavar="FILE")
         p.add_argument("--tls", choices=[s.value for s in TlsSetting])
         p.add_argument("--dane", choices=[d.value for d in DaneOption])
         p.add_argument("--mta-sts", choices=["on", "off"])

@@ -12,7 +12,7 @@ import asyncio
 import sys
 from typing import TYPE_CHECKING
 
-from engine.commands import command_group
+from engine.commands import command_group, config_command
 from engine.commands.serve import load_config_or_usage
 
 if TYPE_CHECKING:
@@ -45,14 +45,7 @@ def register(subparsers: Subparsers) -> None:
         ("purge", "forget a domain's cached policy (the next delivery rediscovers it)"),
         ("refresh", "fetch a domain's policy now and update the cache"),
     ):
-        p = group.add_parser(
-            name,
-            help=text,
-            description=text,
-            epilog=_EPILOG,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        p.add_argument("--config", required=True, metavar="FILE")
+        p = config_command(group, name, help=text, epilog=_EPILOG)
         if name != "list":
             p.add_argument("domain")
         p.set_defaults(handler=_HANDLERS[name])

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from engine.commands import command_group
+from engine.commands import command_group, config_command
 from engine.commands.serve import load_config_or_usage, pid_file_path
 
 if TYPE_CHECKING:
@@ -45,14 +45,7 @@ def register(subparsers: Subparsers) -> None:
         ("delete", "remove a message and its recipients", "mid"),
     )
     for name, text, arg in specs:
-        p = group.add_parser(
-            name,
-            help=text,
-            description=text,
-            epilog=_EPILOG,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        p.add_argument("--config", required=True, metavar="FILE")
+        p = config_command(group, name, help=text, epilog=_EPILOG)
         if arg == "mid":
             p.add_argument("mid", type=int, metavar="MID")
         elif arg == "mid?":
