@@ -18,7 +18,6 @@ came from ``<>`` (:func:`dsn_wanted`): no DSN for a DSN.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -30,11 +29,9 @@ __all__ = [
     "DsnRecipient",
     "build_dsn",
     "dsn_wanted",
-    "enhanced_status",
 ]
 
 MAX_BOUNCE_COPY = 10 * 1024  # seg-behaviour.md §4: the original is quoted under 10 KB
-_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
 class DsnAction(StrEnum):
@@ -63,17 +60,6 @@ class DsnRecipient:
     diagnostic: str
     remote_mta: str | None = None
     last_attempt: float | None = None
-
-
-def enhanced_status(reply: str | None, default: str) -> str:
-    """The RFC 3463 enhanced code in an SMTP reply's text, else ``default``.
-
-    Args:
-        reply: the reply, e.g. ``"550 5.1.1 no such user"``, or None.
-        default: the code to use when the reply carries none.
-    """
-    m = _ENHANCED.search(reply or "")
-    return m.group(0) if m else default
 
 
 def dsn_wanted(mail_from: str) -> bool:

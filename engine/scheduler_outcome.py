@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 from engine.core.events import ResultType
 from engine.core.retry import BounceProfile, delay_warning_due
 from engine.delivery import RecipientResult
-from engine.dsn import DsnAction, DsnRecipient, build_dsn, dsn_wanted, enhanced_status
+from engine.dsn import DsnAction, DsnRecipient, build_dsn, dsn_wanted
+from engine.engine import outcome_fields
 from engine.queue import QueueError
 from engine.queue_model import Message, Recipient
 
@@ -40,38 +41,25 @@ EXPIRED_STATUS = "5.4.7"  # seg-behaviour.md §5.5 (OBS Splunk sample)
 EXPIRED_REASON = "Delivery expired (message too old)"
 
 
-def _reply_parts(reply: str | None, fallback: str) -> tuple[str, list[str]]:
-    """``('421', ['4.3.2 try again later'])`` as in the §5.5 lines; ``'000'`` without a reply."""
-    if reply and reply[:3].isdigit():
-        return reply[:3], [reply[4:]] if len(reply) > 4 else []
-    return "000", [fallback] if fallback else []
-
-
 def _outcome_event(
-    s: Scheduler,
-    code: str,
-    msg: Message,
-    r: Recipient,
-    *,
-    dcid: int,
-    enhanced: str,
-    reason: str,
-    reply: str | None,
-    detail: str,
+    s: Scheduler, code: str, msg: Message, r: Recipient, *, dcid: int, line: dict[str, object]
 ) -> None:
-    smtp_code, lines = _reply_parts(reply, detail)
-    s.emit(
-        code,
-        dcid=dcid,
-        mid=msg.mid,
-        mail_from=msg.mail_from,
-        rcpt=r.rcpt,
-        rid=r.rid,
-        enhanced=enhanced,
-        reason=reason,
-        code=smtp_code,
-        reply_lines=lines,
-    )
+    """One ``Delayed:`` / ``Bounced:`` line; ``line`` has enhanced, reason, code, reply_lines."""
+    s.emit(code, dcid=dcid, mid=msg.mid, mail_from=msg.mail_from, rcpt=r.rcpt, rid=r.rid, **line)
+
+
+def _expired_line(reply: str | None, detail: str) -> dict[str, object]:
+    # seg-behaviour §5.5: "5.4.7 - Delivery expired (message too old) ('000', ['timeout'])".
+    if reply and reply[:3].isdigit():
+        code, lines = reply[:3], [reply[4:]] if len(reply) > 4 else []
+    else:
+        code, lines = "000", [detail] if detail else []
+    return {
+        "enhanced": EXPIRED_STATUS,
+        "reason": EXPIRED_REASON,
+        "code": code,
+        "reply_lines": lines,
+    }
 
 
 def _result_type(text: str | None) -> ResultType | None:
@@ -97,50 +85,23 @@ def settle_result(
         return "delivered"
     if res.status == "bounced":
         s.queue.mark_bounced(msg.mid, r.rid, now, reason, result_type=rtype)
-        status = enhanced_status(res.reply, "5.0.0")
-        _outcome_event(
-            s,
-            "delivery.bounced",
-            msg,
-            r,
-            dcid=res.dcid,
-            enhanced=status,
-            reason=reason,
-            reply=res.reply,
-            detail=reason,
-        )
+        line = outcome_fields("bounced", res.reply, reason)
+        status = str(line["enhanced"])
+        _outcome_event(s, "delivery.bounced", msg, r, dcid=res.dcid, line=line)
         send_dsn(s, msg, [DsnRecipient(r.rcpt, DsnAction.FAILED, status, reason, res.mx, now)])
         return "bounced"
     when = s.queue.defer_or_bounce(msg.mid, r.rid, now, reason, profile, result_type=rtype)
     if when is None:
         # CISCO 9.1 UG p.24-39: the retries or the time in queue are used up.
-        _outcome_event(
-            s,
-            "delivery.bounced",
-            msg,
-            r,
-            dcid=res.dcid,
-            enhanced=EXPIRED_STATUS,
-            reason=EXPIRED_REASON,
-            reply=res.reply,
-            detail=reason,
-        )
+        line = _expired_line(res.reply, reason)
+        _outcome_event(s, "delivery.bounced", msg, r, dcid=res.dcid, line=line)
         send_dsn(
             s, msg, [DsnRecipient(r.rcpt, DsnAction.FAILED, EXPIRED_STATUS, reason, res.mx, now)]
         )
         return "bounced"
-    status = enhanced_status(res.reply, "4.0.0")
-    _outcome_event(
-        s,
-        "delivery.delayed",
-        msg,
-        r,
-        dcid=res.dcid,
-        enhanced=status,
-        reason=reason,
-        reply=res.reply,
-        detail=reason,
-    )
+    line = outcome_fields("deferred", res.reply, reason)
+    status = str(line["enhanced"])
+    _outcome_event(s, "delivery.delayed", msg, r, dcid=res.dcid, line=line)
     code = int(res.reply[:3]) if res.reply and res.reply[:3].isdigit() else None
     # CISCO 212837: only on the second attempt, only after a 4xx, when enabled.
     if not r.delay_warned and delay_warning_due(
@@ -162,17 +123,7 @@ def settle_expired(s: Scheduler, msg: Message, r: Recipient, now: float) -> str:
         result_type=r.last_result_type,
         attempted=False,
     )
-    _outcome_event(
-        s,
-        "delivery.bounced",
-        msg,
-        r,
-        dcid=0,
-        enhanced=EXPIRED_STATUS,
-        reason=EXPIRED_REASON,
-        reply=None,
-        detail="timeout",
-    )
+    _outcome_event(s, "delivery.bounced", msg, r, dcid=0, line=_expired_line(None, "timeout"))
     send_dsn(s, msg, [DsnRecipient(r.rcpt, DsnAction.FAILED, EXPIRED_STATUS, reason, None, now)])
     return "bounced"
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import email
 
-from engine.dsn import DsnAction, DsnRecipient, build_dsn, dsn_wanted, enhanced_status
+from engine.dsn import DsnAction, DsnRecipient, build_dsn, dsn_wanted
+from engine.engine import outcome_fields
 
 RCPT = DsnRecipient(
     "bob@example.com", DsnAction.FAILED, "5.1.1", "550 5.1.1 no such user", "mx1.example.com", 200.0
@@ -47,6 +48,7 @@ def test_original_of_10_kb_or_more_is_returned_as_headers_only():
 
 def test_no_dsn_for_the_null_sender_and_enhanced_codes_from_replies():
     assert not dsn_wanted("") and not dsn_wanted("<>") and dsn_wanted("a@b.example")
-    assert enhanced_status("421 4.3.2 try later", "4.0.0") == "4.3.2"
-    assert enhanced_status("451 later", "4.0.0") == "4.0.0"
-    assert enhanced_status(None, "5.0.0") == "5.0.0"
+    assert outcome_fields("deferred", "421 4.3.2 try later", "x")["enhanced"] == "4.3.2"
+    assert outcome_fields("deferred", "451 later", "x")["enhanced"] == "4.0.0"
+    assert outcome_fields("bounced", "550 5.1.1 no such user", "x")["reason"] == "no such user"
+    assert outcome_fields("bounced", None, "x")["enhanced"] == "5.0.0"
