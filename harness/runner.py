@@ -192,9 +192,7 @@ async def _act(
     a = step.args
     if step.kind is StepKind.SEND:
         data = _message(scenario, step, a)
-        if a.final:
-            return tuple(await engine.send(a.mail_from, a.rcpts, data, final=True))
-        return tuple(await engine.send(a.mail_from, a.rcpts, data))
+        return tuple(await engine.send(a.mail_from, a.rcpts, data, final=a.final))
     if step.kind is StepKind.ADVANCE:
         await engine.advance(a)
     elif step.kind is StepKind.RESTART_ENGINE:

@@ -60,7 +60,7 @@ class EngineUnderTest(Protocol):
         """
 
     async def send(
-        self, mail_from: str, rcpts: Sequence[str], data: bytes
+        self, mail_from: str, rcpts: Sequence[str], data: bytes, *, final: bool = False
     ) -> Sequence[DeliveryRecord]:
         """Make one delivery attempt of one message; the outcome per recipient.
 

@@ -180,9 +180,11 @@ class BlackBoxEngine:
         self._changed.set()
 
     async def send(
-        self, mail_from: str, rcpts: Sequence[str], data: bytes
+        self, mail_from: str, rcpts: Sequence[str], data: bytes, *, final: bool = False
     ) -> Sequence[DeliveryRecord]:
         """Submit one message and wait until the MTA settled every recipient.
+
+        ``final`` is not supported (no capability ``final``): the runner never passes it.
 
         Raises:
             AdapterError: the MTA is not running, refused the message, or did not

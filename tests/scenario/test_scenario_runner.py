@@ -111,7 +111,7 @@ def test_a_step_that_raises_is_an_error_with_the_traceback() -> None:
 
 
 def test_unknown_engine_is_an_error() -> None:
-    with pytest.raises(Exception, match="no engine adapter .nope.; known: .*inprocess"):
+    with pytest.raises(Exception, match=r"no engine adapter .nope.; known: .*inprocess"):
         run_scenario(loads_scenario(W_STS, "/x/t/e.toml"), "nope")
 
 
