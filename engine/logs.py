@@ -105,6 +105,14 @@ TEMPLATES: dict[str, Template] = {
         "Failure encountered while fetching MTA-STS policy for the domain ({domain})"
     ),
     "sts.apply": "Applying MTA-STS policy for the domain ({domain})",
+    # Discovery outcomes the seed does not show [INF]: same shape as its lines.
+    "sts.policy.fetched": (
+        "MTA-STS policy fetched for the domain ({domain}): mode {mode} max_age {max_age}"
+    ),
+    "sts.policy.none": "No MTA-STS policy applies to the domain ({domain}): {reason}",
+    "sts.txt.absent": "No MTA-STS TXT record for domain({domain}) ({detail})",
+    "sts.txt.invalid": "Invalid MTA-STS TXT record for domain({domain}): {detail}",
+    "sts.txt.temperror": "MTA-STS TXT lookup failed for domain({domain}): {detail}",
     "sts.success": "MTA-STS policy for the domain ({domain}) Successful.",
     "sts.refresh.failed": ("MTA-STS policy refresh failed for the domain ({domain}): {detail}"),
     # Connections and delivery (seg-behaviour §5.1)
