@@ -20,6 +20,7 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
 
@@ -75,12 +76,21 @@ async def run(messages: int, clients: int, trace: bool = False) -> None:
                     for _ in range(n):
                         await c.sendmail("a@sender.example", ["b@example.com"], BODY)
 
+            # Readiness: the receiving MTA signals when the last message is accepted.
+            all_accepted = asyncio.Event()
+            accept = sim.mx1.message_delivered
+
+            def accepted(message: Any) -> None:
+                accept(message)
+                if len(sim.mx1.messages) >= messages:
+                    all_accepted.set()
+
+            sim.mx1.message_delivered = accepted  # type: ignore[method-assign]
             t0 = time.perf_counter()
             share = [messages // clients + (i < messages % clients) for i in range(clients)]
             await asyncio.gather(*(client(n) for n in share))
             t_injected = time.perf_counter()
-            while len(sim.mx1.messages) < messages:
-                await asyncio.sleep(0.01)  # bench only: wall-clock polling is fine here
+            await all_accepted.wait()
             t_done = time.perf_counter()
             stop.set()
             gw.notify()
