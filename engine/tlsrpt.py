@@ -17,7 +17,8 @@ Theory of operation
    ``tlsa`` results live under the TLSA base domain, so that is their Policy
    Domain); no valid record means no report (RPT-27). Malformed ``rua``
    entries are logged and skipped. The gzipped report goes by mail through
-   the gateway's own queue and by HTTPS POST (RPT-13, RPT-14).
+   the gateway's own queue, DKIM-signed when :class:`ReportSettings` name a key
+   (RPT-10, :mod:`engine.dkim_sign`), and by HTTPS POST (RPT-13, RPT-14).
 3. **Retry.** Failed POSTs wait in an outbox with doubling waits for up to
    24 hours (RPT-15).
 
@@ -42,6 +43,7 @@ from engine.core.tlsrpt import TlsRptAggregator, utc_day
 from engine.core.tlsrpt_delivery import ReportScheme, report_destinations, report_send_time
 from engine.core.tlsrpt_report import build_report, gzip_report, report_email
 from engine.core.txt import TlsRptRecord, select_tlsrpt_record
+from engine.dkim_sign import sign_report
 from engine.scheduler import CURRENT_DELIVERY
 from engine.tlsrpt_post import ReportPoster
 from engine.tlsrpt_sessions import (
@@ -70,6 +72,10 @@ class ReportSettings:
         retry_initial: the first wait after a failed POST (doubling).
         retry_window: how long POSTs are retried (RPT-15: 24 h).
         https_timeout: seconds per POST.
+        dkim_selector: the DKIM selector reports by mail are signed with (RPT-10).
+        dkim_domain: the signing domain (``d=``), normally the ``contact-info`` domain.
+        dkim_key_pem: the RSA private key (PEM). Mail is signed only when all three
+            DKIM settings are given; its record should carry ``s=tlsrpt`` (AMB-23).
     """
 
     organization_name: str = "sts-engine"
@@ -79,6 +85,9 @@ class ReportSettings:
     retry_initial: float = 300.0
     retry_window: float = 86_400.0
     https_timeout: float = 30.0
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
+    dkim_key_pem: bytes | None = None
 
 
 class TlsReporter:
@@ -214,9 +223,14 @@ class TlsReporter:
         mail_to = [d.target for d in dests.targets if d.scheme is ReportScheme.MAILTO]
         if mail_to:
             msg = report_email(
-                report, sender=self.contact, recipients=mail_to, now=now, unique_id=uid
+                report,
+                sender=self.contact,
+                recipients=mail_to,
+                now=now,
+                unique_id=uid,
+                message_id=f"<{uid}.{day.isoformat()}@{self.contact.rpartition('@')[2]}>",
             )
-            mid = self.gw.enqueue(self.contact, mail_to, msg.as_bytes())
+            mid = self.gw.enqueue(self.contact, mail_to, self._signed(msg.as_bytes()))
             self._emit(
                 "tlsrpt.sent",
                 domain=domain,
@@ -240,6 +254,15 @@ class TlsReporter:
                     }
                 )
         self._save()
+
+    def _signed(self, message: bytes) -> bytes:
+        """RFC 8460 §3 / RPT-10: the report mail, DKIM-signed when a key is configured."""
+        s = self.settings
+        if not (s.dkim_selector and s.dkim_domain and s.dkim_key_pem):
+            return message
+        return sign_report(
+            message, selector=s.dkim_selector, domain=s.dkim_domain, key_pem=s.dkim_key_pem
+        )
 
     async def _retry_posts(self, now: float) -> None:
         due = [o for o in self.outbox if float(o["next"]) <= now]

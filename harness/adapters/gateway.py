@@ -23,6 +23,12 @@ rounds (:meth:`~engine.gateway.Gateway.run_once`):
 * ``restart`` closes the gateway and opens a new one on the same queue, policy cache
   and report state files (a message deferred before is retried after).
 
+DKIM (RFC 8460 §3, RPT-10): report mail is signed by the reporting domain
+(:data:`REPORT_DKIM_DOMAIN`, the ``contact-info`` domain) with an RSA 2048 key made
+per run (or given to the constructor). At ``start`` the public key is published in
+the world as a ``[[records]]`` TXT record at ``<selector>._domainkey.<domain>`` with
+``s=tlsrpt`` (AMB-23), so a ``mail = { dkim = "pass" }`` expectation can verify it.
+
 ``final`` (APPLY-6): a send with ``final=True`` makes its attempt the last one the
 recipients' bounce profile allows, by marking the retries as used up in the queue
 file, so a failure bounces with ``5.4.7 Delivery expired (message too old)`` as it
@@ -31,6 +37,7 @@ does at the natural expiry. Nothing else in the queue is touched.
 
 from __future__ import annotations
 
+import base64
 import random
 import sqlite3
 from collections.abc import Sequence
@@ -39,7 +46,14 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+    load_pem_private_key,
+)
 
 from engine.config import EngineConfig
 from engine.core.clock import ManualClock
@@ -53,26 +67,64 @@ from harness.adapters.base import AdapterError, register_adapter
 from harness.adapters.inprocess import SMTP_TIMEOUT, _config, _LiveEndpoints, _StampingSink
 from harness.scenario.model import Capability
 from harness.scenario.observation import DeliveryRecord, EventRecord
+from harness.world.dns_records import TXT
+from harness.world.spec_records import RecordSpec
 from harness.world.world import World
 
-__all__ = ["REPORT_CONTACT", "REPORT_DELAY", "REPORT_ORGANIZATION", "GatewayEngine"]
+__all__ = [
+    "REPORT_CONTACT",
+    "REPORT_DELAY",
+    "REPORT_DKIM_DOMAIN",
+    "REPORT_DKIM_SELECTOR",
+    "REPORT_ORGANIZATION",
+    "GatewayEngine",
+    "dkim_key_record",
+    "new_dkim_key",
+]
 
 #: Seconds after the end of a UTC day before its report goes out (no jitter here).
 REPORT_DELAY = 600.0
 REPORT_ORGANIZATION = "mta-sts-harness"
 #: The reports' ``contact-info`` and mail sender (TLS-Report-Submitter: sender.example).
 REPORT_CONTACT = "tlsrpt-noreply@sender.example"
+#: The reports' DKIM signing domain (``d=``): the reporting (contact-info) domain.
+REPORT_DKIM_DOMAIN = REPORT_CONTACT.rpartition("@")[2]
+#: The DKIM selector; the key record is ``<selector>._domainkey.<domain>``.
+REPORT_DKIM_SELECTOR = "tlsrpt"
 _MAX_ROUNDS = 10_000  # per step: a guard against a gateway that stays due forever
 _STATUS = {RcptState.DELIVERED: "delivered", RcptState.BOUNCED: "bounced"}
 
 
-def _settings() -> GatewaySettings:
+def new_dkim_key() -> bytes:
+    """A fresh RSA 2048 private key, PEM (PKCS#8)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+
+
+def dkim_key_record(key_pem: bytes, *, selector: str, domain: str) -> RecordSpec:
+    """The DKIM key record for ``key_pem``: TXT ``<selector>._domainkey.<domain>`` =
+    ``v=DKIM1; k=rsa; s=tlsrpt; p=<base64 SPKI>`` (RFC 6376 §3.6.1; RFC 8460 §3 and
+    AMB-23: the service type lists ``tlsrpt``), split into 255-octet strings."""
+    spki = (
+        load_pem_private_key(key_pem, None)
+        .public_key()
+        .public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    )
+    text = f"v=DKIM1; k=rsa; s=tlsrpt; p={base64.b64encode(spki).decode('ascii')}".encode()
+    chunks = tuple(text[i : i + 255] for i in range(0, len(text), 255))
+    return RecordSpec(f"{selector}._domainkey.{domain}", TXT(chunks))
+
+
+def _settings(dkim_key_pem: bytes | None) -> GatewaySettings:
     report = ReportSettings(
         organization_name=REPORT_ORGANIZATION,
         contact_info=REPORT_CONTACT,
         delay_seconds=REPORT_DELAY,
         jitter_seconds=0.0,
         https_timeout=5.0,
+        dkim_selector=REPORT_DKIM_SELECTOR if dkim_key_pem else None,
+        dkim_domain=REPORT_DKIM_DOMAIN if dkim_key_pem else None,
+        dkim_key_pem=dkim_key_pem,
     )
     return GatewaySettings(listen=False, report=report)
 
@@ -82,12 +134,15 @@ class GatewayEngine:
 
     Args:
         start: the manual clock's start (POSIX seconds; default 2026-01-01T00:00Z).
+        dkim_key_pem: the RSA private key (PEM) report mail is DKIM-signed with;
+            default: a new RSA 2048 key, made at ``start``.
     """
 
     capabilities = frozenset(Capability)
 
-    def __init__(self, start: float | None = None) -> None:
+    def __init__(self, start: float | None = None, *, dkim_key_pem: bytes | None = None) -> None:
         self.clock = ManualClock() if start is None else ManualClock(start)
+        self.dkim_key_pem = dkim_key_pem
         self._world: World | None = None
         self._config: EngineConfig | None = None
         self._sink: _StampingSink | None = None
@@ -107,6 +162,14 @@ class GatewayEngine:
         self._config = replace(config, queue=replace(config.queue, path=workdir / "queue.sqlite"))
         self._world = world
         self._sink = _StampingSink(world)
+        if self.dkim_key_pem is None:
+            self.dkim_key_pem = new_dkim_key()
+        # RFC 8460 §3 / RPT-10: the reporting domain publishes the signing key (s=tlsrpt).
+        await world.add_records(
+            dkim_key_record(
+                self.dkim_key_pem, selector=REPORT_DKIM_SELECTOR, domain=REPORT_DKIM_DOMAIN
+            )
+        )
         await self._open()
 
     async def _open(self) -> None:
@@ -119,7 +182,7 @@ class GatewayEngine:
             self._config,
             clock=self.clock,
             sink=self._sink,
-            settings=_settings(),
+            settings=_settings(self.dkim_key_pem),
             dialer=Dialer(_LiveEndpoints(self._world), loopback_only=True),
             roots=roots,
             smtp_timeouts=SmtpTimeouts.uniform(SMTP_TIMEOUT),

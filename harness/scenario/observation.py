@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from email.message import Message as MimeMessage
 from typing import Any
 
+from harness.dkim_check import TxtLookup, dkim_verdict
 from harness.world.dns_answer import LoggedQuery
 from harness.world.mta_records import MtaSession
 from harness.world.policy_host import PolicyRequest
@@ -132,7 +133,9 @@ class ReportRecord:
         error: why it could not be decoded, or None.
         status: the HTTP status answered (None for mail).
         mail: for mail: ``content-type``, ``report-type``, ``parts``, ``filename``,
-            ``subject`` and the ``TLS-Report-*`` headers, as found.
+            ``subject`` and the ``TLS-Report-*`` headers, as found, and ``dkim``: the
+            DKIM verdict (``pass``, ``none`` or ``fail: <why>``;
+            :func:`~harness.dkim_check.dkim_verdict`, RPT-10).
     """
 
     at: float
@@ -253,7 +256,9 @@ def _unfold(value: object) -> str:
     return re.sub(r"\r?\n(?=[ \t])", "", str(value))
 
 
-def _report_mail(at: float, rcpt: str, msg: MimeMessage) -> ReportRecord:
+def _report_mail(
+    at: float, rcpt: str, msg: MimeMessage, dkim_result: str | None = None
+) -> ReportRecord:
     # RFC 8460 §5.3 (RPT-11): multipart/report; report-type="tlsrpt", a human-readable
     # part and the report as application/tlsrpt+gzip (or +json).
     parts = [p for p in msg.walk() if not p.is_multipart()]
@@ -266,6 +271,8 @@ def _report_mail(at: float, rcpt: str, msg: MimeMessage) -> ReportRecord:
     for name in ("TLS-Report-Domain", "TLS-Report-Submitter", "From", "To"):
         if msg.get(name) is not None:
             facts[name] = _unfold(msg[name])
+    if dkim_result is not None:
+        facts["dkim"] = dkim_result
     report: dict[str, Any] | None = None
     error: str | None = "no application/tlsrpt part"
     ctype: str | None = None
@@ -302,7 +309,9 @@ def _dsn_blocks(msg: MimeMessage) -> tuple[dict[str, str], ...]:
     return tuple(blocks)
 
 
-def _mails(at: float, s: MtaSession) -> tuple[list[ReportRecord], list[DsnRecord]]:
+def _mails(
+    at: float, s: MtaSession, txt: TxtLookup | None = None
+) -> tuple[list[ReportRecord], list[DsnRecord]]:
     reports, dsns = [], []
     for t in s.transactions:
         if not t.delivered or t.message is None:
@@ -311,7 +320,9 @@ def _mails(at: float, s: MtaSession) -> tuple[list[ReportRecord], list[DsnRecord
         rcpts = [r.address.lower() for r in t.rcpts if r.accepted]
         kind = (msg.get_content_type(), str(msg.get_param("report-type") or "").lower())
         if msg.get("TLS-Report-Domain") is not None:
-            reports += [_report_mail(at, rcpt, msg) for rcpt in rcpts]
+            # RFC 8460 §3 / RPT-10: judged on arrival, against the keys served then.
+            verdict = None if txt is None else dkim_verdict(t.message, txt)
+            reports += [_report_mail(at, rcpt, msg, verdict) for rcpt in rcpts]
         elif kind == ("multipart/report", "delivery-status"):
             dsns.append(DsnRecord(at, s.mx_host, t.mail_from, tuple(rcpts), _dsn_blocks(msg)))
     return reports, dsns
@@ -352,7 +363,7 @@ class WorldWatcher:
                 fetches.append(_fetch(x.at, rec))
             elif isinstance(rec, MtaSession):
                 sessions.append(_session(x.at, x.end, rec))
-                mailed, bounced = _mails(x.at, rec)
+                mailed, bounced = _mails(x.at, rec, world.txt)
                 reports += mailed
                 dsns += bounced
             elif isinstance(rec, ReceivedReport):

@@ -50,10 +50,12 @@ from typing import Any
 from certs import CertFactory, CertProfile, IssuedCert, KeyType
 from harness.errors import SpecError, WorldError
 from harness.world.addresses import DEFAULT_ALLOCATOR, AddressBlock, LoopbackAllocator
+from harness.world.dns_records import TXT, ZoneError, canonical_name
 from harness.world.mta import ServerCert
 from harness.world.mta_records import Message, MtaSession
 from harness.world.proxy import ProxyFault
 from harness.world.spec import DomainSpec, HostSpec, PolicyHostSpec, WorldSpec, load_world_spec
+from harness.world.spec_records import RecordSpec
 from harness.world.spec_values import key_path
 from harness.world.timeline import (
     Exchange,
@@ -355,6 +357,34 @@ class World:
         """
         self.spec = changed_dns(self.spec, name, rrtype, behaviour, delay_ms)
         self._refresh_dns()
+
+    async def add_records(self, *records: RecordSpec) -> None:
+        """Publish extra raw records, as ``[[records]]`` entries appended to the spec.
+
+        Example: ``await w.add_records(RecordSpec("sel._domainkey.sender.example",
+        TXT(("v=DKIM1; ...",))))``. They stay across later changes, like ``[[records]]``.
+        """
+        self.spec = replace(self.spec, records=(*self.spec.records, *records))
+        self._refresh_dns()
+
+    def txt(self, name: str) -> list[bytes] | None:
+        """The TXT RRset at ``name`` as served now (each RR's strings joined), read from
+        the zones without a query (so nothing lands in the DNS log); None if no data.
+
+        Used by harness-side checks (a report's DKIM key, RPT-10). CNAMEs are not
+        followed and behaviours (``servfail`` ...) are not applied.
+        """
+        try:
+            canon = canonical_name(name)
+        except ZoneError:
+            return None
+        zone = self.servers.dns.zone_for(canon)
+        if zone is None:
+            return None
+        found = zone.lookup(canon, "TXT")
+        if found.kind != "data":
+            return None
+        return [b"".join(r.rdata.strings) for r in found.records if isinstance(r.rdata, TXT)]
 
     async def rotate_cert(
         self,
