@@ -66,6 +66,7 @@ __all__ = [
     "PolicyFetchConfig",
     "QueueConfig",
     "TlsConfig",
+    "TlsRptConfig",
     "load_config",
     "parse_config",
 ]
@@ -146,6 +147,28 @@ class ListenerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsRptConfig:
+    """``[tlsrpt]``: how the gateway writes and sends TLS reports (RFC 8460).
+
+    Attributes:
+        organization_name: the report's ``organization-name``.
+        contact_info: the report's ``contact-info`` and mail sender (None: derived).
+        delay: seconds after the UTC day ends before a report may go (RPT-17).
+        jitter: the most random extra wait in seconds (RPT-17).
+        dkim_selector, dkim_domain, dkim_key_file: sign mailed reports (RPT-10); all three
+            or none. The key record should carry ``s=tlsrpt`` (AMB-23).
+    """
+
+    organization_name: str = "sts-engine"
+    contact_info: str | None = None
+    delay: float = 3600.0
+    jitter: float = 3600.0
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
+    dkim_key_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class EngineConfig:
     """The whole, validated configuration.
 
@@ -172,6 +195,7 @@ class EngineConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     listener: ListenerConfig = field(default_factory=ListenerConfig)
+    tlsrpt: TlsRptConfig = field(default_factory=TlsRptConfig)
     source: str = "<string>"
     warnings: tuple[str, ...] = ()
 
@@ -264,6 +288,7 @@ def parse_config(
             host=r.get(sec["listener"], "listener", "host", str, "127.0.0.1"),
             port=r.port(sec["listener"], "listener", "port", 2525),
         ),
+        tlsrpt=r.tlsrpt(sec["tlsrpt"]),
         source=file,
         warnings=tuple(warnings),
     )
@@ -280,6 +305,7 @@ _SECTIONS = (
     "logging",
     "queue",
     "listener",
+    "tlsrpt",
 )
 _SECTION_KEYS = {
     "dns": ("resolvers", "timeout", "trust_ad"),
@@ -289,6 +315,15 @@ _SECTION_KEYS = {
     "logging": ("level",),
     "queue": ("path",),
     "listener": ("host", "port"),
+    "tlsrpt": (
+        "organization_name",
+        "contact_info",
+        "delay",
+        "jitter",
+        "dkim_selector",
+        "dkim_domain",
+        "dkim_key_file",
+    ),
 }
 _PROFILE_KEYS = tuple(f.name for f in fields(DestinationProfile))
 _BOOL_PROFILE_KEYS = (
@@ -359,6 +394,12 @@ class _Reader:
         value = t.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise self.bad(f"{prefix}.{key}", value, "a number greater than 0")
+        return float(value)
+
+    def non_negative(self, t: Mapping[str, Any], prefix: str, key: str, default: float) -> float:
+        value = t.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise self.bad(f"{prefix}.{key}", value, "a number of seconds, 0 or more")
         return float(value)
 
     def count(self, t: Mapping[str, Any], prefix: str, key: str, default: int, low: int = 1) -> int:
@@ -520,6 +561,23 @@ class _Reader:
             ]
             routes[key] = tuple(Route(host, port) for host, port in pairs)
         return routes
+
+    def tlsrpt(self, t: dict[str, Any]) -> TlsRptConfig:
+        """``[tlsrpt]``; the DKIM keys go together (RPT-10)."""
+        dkim = {k: t.get(k) for k in ("dkim_selector", "dkim_domain", "dkim_key_file")}
+        given = [k for k, v in dkim.items() if v is not None]
+        if given and len(given) != 3:
+            missing = sorted(set(dkim) - set(given))
+            raise self.bad(f"tlsrpt.{missing[0]}", None, "set together with " + ", ".join(given))
+        return TlsRptConfig(
+            organization_name=self.get(t, "tlsrpt", "organization_name", str, "sts-engine"),
+            contact_info=t.get("contact_info") and self.get(t, "tlsrpt", "contact_info", str, ""),
+            delay=self.positive(t, "tlsrpt", "delay", 3600.0),
+            jitter=self.non_negative(t, "tlsrpt", "jitter", 3600.0),
+            dkim_selector=self.get(t, "tlsrpt", "dkim_selector", str, "") or None,
+            dkim_domain=self.get(t, "tlsrpt", "dkim_domain", str, "") or None,
+            dkim_key_file=self.path(t, "tlsrpt", "dkim_key_file"),
+        )
 
     def policy_fetch(self, t: dict[str, Any]) -> PolicyFetchConfig:
         d = PolicyFetchConfig()

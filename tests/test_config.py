@@ -389,3 +389,38 @@ def test_missing_file_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "absent.toml")
     assert info.value.file == str(tmp_path / "absent.toml")
+
+
+def test_tlsrpt_section_is_read_with_defaults_and_values(tmp_path) -> None:
+    from engine.config import TlsRptConfig, parse_config
+
+    assert parse_config("").tlsrpt == TlsRptConfig()
+    key = tmp_path / "dkim.pem"
+    key.write_text("not checked here")
+    config = parse_config(
+        '[tlsrpt]\norganization_name = "Example Org"\ncontact_info = "tlsrpt@example.org"\n'
+        'delay = 600\njitter = 0\ndkim_selector = "tlsrpt"\ndkim_domain = "example.org"\n'
+        'dkim_key_file = "dkim.pem"\n',
+        file="gw.toml",
+        base_dir=tmp_path,
+    )
+    t = config.tlsrpt
+    assert (t.organization_name, t.contact_info, t.delay, t.jitter) == (
+        "Example Org",
+        "tlsrpt@example.org",
+        600.0,
+        0.0,
+    )
+    assert (t.dkim_selector, t.dkim_domain, t.dkim_key_file) == ("tlsrpt", "example.org", key)
+
+
+def test_tlsrpt_dkim_settings_go_together(tmp_path) -> None:
+    from engine.config import parse_config
+    from engine.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"gw.toml: tlsrpt.dkim_domain"):
+        parse_config('[tlsrpt]\ndkim_selector = "s"\ndkim_key_file = "k.pem"\n', file="gw.toml")
+    with pytest.raises(ConfigError, match=r"tlsrpt.delay"):
+        parse_config("[tlsrpt]\ndelay = -1\n", file="gw.toml")
+    with pytest.raises(ConfigError, match=r"tlsrpt.organisation"):
+        parse_config('[tlsrpt]\norganisation = "x"\n', file="gw.toml")

@@ -121,9 +121,10 @@ def _dialer(args: argparse.Namespace) -> Dialer:
     return Dialer(port_map={25: args.smtp_port} if args.smtp_port else {})
 
 
-def _settings(args: argparse.Namespace) -> GatewaySettings:
+def _settings(args: argparse.Namespace, config: EngineConfig) -> GatewaySettings:
     from engine.gateway import GatewaySettings
     from engine.listener import DEFAULT_RELAY_NETWORKS
+    from engine.tlsrpt import ReportSettings
 
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
@@ -133,12 +134,30 @@ def _settings(args: argparse.Namespace) -> GatewaySettings:
         max_message_size=args.max_size,
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
+        report=ReportSettings(
+            organization_name=config.tlsrpt.organization_name,
+            contact_info=config.tlsrpt.contact_info,
+            delay_seconds=config.tlsrpt.delay,
+            jitter_seconds=config.tlsrpt.jitter,
+            dkim_selector=config.tlsrpt.dkim_selector,
+            dkim_domain=config.tlsrpt.dkim_domain,
+            dkim_key_pem=_read_key(config.tlsrpt.dkim_key_file),
+        ),
     )
+
+
+def _read_key(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"[tlsrpt] dkim_key_file {str(path)!r}: {exc.strerror}") from exc
 
 
 def _serve(args: argparse.Namespace) -> int:
     config = load_config_or_usage(args.config)
-    settings = _settings(args)
+    settings = _settings(args, config)
     with contextlib.suppress(AttributeError, ValueError):
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     return asyncio.run(_serve_async(config, settings, args))
