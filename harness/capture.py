@@ -95,6 +95,7 @@ class CertFacts:
     chain_length: int
     key_type: str
     matches_host: bool
+    chain_problem: str | None = None  # why it does not chain, when it does not
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,17 +171,18 @@ def cert_facts(chain: Sequence[bytes], roots: Sequence[bytes], host: str, at: fl
     cns = leaf.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     nb, na = leaf.not_valid_before_utc.timestamp(), leaf.not_valid_after_utc.timestamp()
     validity = "expired" if at > na else "not-yet-valid" if at < nb else "current"
-    chains = verify_chain(list(chain), list(roots), (nb + na) / 2).ok  # dates aside
+    verdict = verify_chain(list(chain), list(roots), (nb + na) / 2)  # dates aside
     key = "ecdsa" if isinstance(leaf.public_key(), ec.EllipticCurvePublicKey) else "rsa"
     return CertFacts(
         names=names,
         common_name=str(cns[0].value) if cns else None,
         validity=validity,
-        chains=chains,
+        chains=verdict.ok,
         self_signed=leaf.issuer == leaf.subject,
         chain_length=len(chain),
         key_type=key,
         matches_host=rfc6125_match(leaf, host),
+        chain_problem=None if verdict.ok else verdict.reason,
     )
 
 
@@ -189,6 +191,9 @@ def closest_profile(c: CertFacts, host: str) -> tuple[str, tuple[str, ...]]:
     own = names = tuple(n.lower() for n in c.names)
     if c.self_signed:
         profile = "self-signed"
+    elif not c.chains and "path length" in (c.chain_problem or ""):
+        # It reaches the trusted root but breaks a CA's pathLenConstraint (DANE-30).
+        profile = "via-two-intermediates-pathlen0"
     elif not c.chains:
         profile = "untrusted"  # also a missing intermediate: both fail to chain
     elif c.validity != "current":

@@ -42,6 +42,9 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
+from certs import CertProfile
+from engine.core.controls import TlsSetting
+
 __all__ = [
     "CERT_PROFILES",
     "DOMAIN",
@@ -57,28 +60,11 @@ __all__ = [
 DOMAIN = "example.com"
 HOSTER = "hoster.example"
 SENDER = "fuzz@sender.example"
-CERT_PROFILES = (
-    "valid",
-    "expired",
-    "not-yet-valid",
-    "wrong-name",
-    "untrusted",
-    "self-signed",
-    "via-intermediate",
-    "missing-intermediate",
-    "wildcard",
-    "cn-only",
-)
+# Every profile the certificate factory has, so a new one is fuzzed as soon as it exists.
+CERT_PROFILES = tuple(p.value for p in CertProfile)
 WRONG_DIGEST = "3 1 1 " + "5a" * 32
 UNUSABLE_TLSA = "1 1 1 " + "a5" * 32
-_TLS_SETTINGS = (
-    "no",
-    "preferred",
-    "required",
-    "preferred-verify",
-    "required-verify",
-    "required-verify-hosted",
-)
+_TLS_SETTINGS = tuple(t.value for t in TlsSetting)
 _STARTTLS = ("absent", "refused", "broken-close", "broken-garbage")
 _REPLIES = (
     {"rcpt": "450 4.2.0 mailbox busy"},

@@ -35,31 +35,14 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
+from engine.core.controls import TlsSetting
+from harness.fuzz import CERT_PROFILES
+from harness.fuzz.oracle import PKIX_OK  # RFC 8461 §4.2 for the host
 from tests.integration.sim import SENDER, simulation
 
 DOMAIN = "example.com"
 RCPT = f"rcpt@{DOMAIN}"
-TLS_SETTINGS = (
-    "no",
-    "preferred",
-    "required",
-    "preferred-verify",
-    "required-verify",
-    "required-verify-hosted",
-)
-CERT_PROFILES = (
-    "valid",
-    "expired",
-    "not-yet-valid",
-    "wrong-name",
-    "untrusted",
-    "self-signed",
-    "via-intermediate",
-    "missing-intermediate",
-    "wildcard",
-    "cn-only",
-)
-PKIX_OK = frozenset({"valid", "via-intermediate", "wildcard"})  # RFC 8461 §4.2 for the host
+TLS_SETTINGS = tuple(t.value for t in TlsSetting)
 STARTTLS = ("offered", "absent", "refused", "broken-close")
 REQUIRED = frozenset({"required", "required-verify", "required-verify-hosted"})
 WRONG_TLSA = "3 1 1 " + "5a" * 32
