@@ -37,7 +37,7 @@ from engine.core.controls import (
     TlsSetting,
     decide,
 )
-from engine.core.events import LogEvent, ResultType
+from engine.core.events import ResultType
 from engine.core.mx import normalize_host
 from engine.core.policy import Mode, Policy
 from engine.core.verdict import Outcome, TlsObservation, judge
@@ -103,11 +103,7 @@ class _Attempt:
 
 
 def _emit(services: Services, code: str, level: str = "info", **fields: object) -> None:
-    services.sink.emit(LogEvent(code, fields, level, services.clock.now()))
-
-
-def _emit_map(services: Services, code: str, fields: dict[str, object]) -> None:
-    services.sink.emit(LogEvent(code, fields, "info", services.clock.now()))
+    services.emit(code, fields, level)
 
 
 async def deliver_domain(
@@ -361,7 +357,7 @@ def _skip_host(
     fields: dict[str, object] = {"domain": domain, "mx": hop.host, "detail": verdict.reason}
     if verdict.result_type is not None:
         fields["result_type"] = verdict.result_type.value
-    _emit_map(services, "delivery.host.skipped", fields)
+    services.emit("delivery.host.skipped", fields)
     _emit(
         services,
         "tls.session",

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from engine.config import EngineConfig
 from engine.core.cache import PolicyStore
 from engine.core.clock import Clock
-from engine.core.events import EventSink
+from engine.core.events import EventSink, LogEvent
 from engine.io.dialer import Dialer
 from engine.io.dns import DnsResolver
 from engine.io.fetch import PolicyFetcher
@@ -50,6 +50,10 @@ class Services:
     interface: str = "127.0.0.1"
     rng: random.Random = field(default_factory=random.Random)
     dcids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def emit(self, code: str, fields: Mapping[str, object], level: str = "info") -> None:
+        """Send one event, stamped with the engine clock, to the sink."""
+        self.sink.emit(LogEvent(code, fields, level, self.clock.now()))
 
     def next_dcid(self) -> int:
         """The next delivery connection id."""

@@ -24,7 +24,7 @@ from cryptography import x509
 
 from engine.core.controls import Check, StartTls, TlsRequirement
 from engine.core.dane import DaneVerdict, dane_reference_ids, dane_verify
-from engine.core.events import LogEvent, ResultType
+from engine.core.events import ResultType
 from engine.core.mx import normalize_host
 from engine.core.pkix import dns_names
 from engine.core.verdict import Outcome, TlsObservation, Verdict, judge
@@ -71,11 +71,7 @@ class SessionResult:
 
 
 def _emit(services: Services, code: str, level: str = "info", **fields: object) -> None:
-    services.sink.emit(LogEvent(code, fields, level, services.clock.now()))
-
-
-def _emit_map(services: Services, code: str, fields: dict[str, object]) -> None:
-    services.sink.emit(LogEvent(code, fields, "info", services.clock.now()))
+    services.emit(code, fields, level)
 
 
 def _san_for_log(chain: tuple[bytes, ...], host: str) -> str | None:
@@ -306,10 +302,10 @@ def _log_tls(
     if obs.handshake_ok:
         # seg-behaviour §5.2 [SEED]: a verification failure under a Verify setting or
         # MTA-STS enforce defers, then says TLS was required.
-        _emit_map(services, "tls.verify.deferring", fields)
+        services.emit("tls.verify.deferring", fields)
     elif obs.starttls_reply == 220:
-        _emit_map(services, "tls.failed", fields)
-    _emit_map(services, "tls.required.failed", fields)
+        services.emit("tls.failed", fields)
+    services.emit("tls.required.failed", fields)
 
 
 def _emit_session_report(
