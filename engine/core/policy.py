@@ -17,13 +17,15 @@ ignored (POL-8, AMB-6). ``mx`` lines are all kept (POL-9).
 Strictness: any line that breaks the grammar invalidates the whole body
 (AMB-5), blank lines included (AMB-4).
 
-Two readers, one grammar. The fast path (:func:`_parse_fast`) runs one
-``re.split`` over the whole body and uses list methods to pick the fields;
-it accepts only the common shape (no WSP after a value) and returns None for
-anything else. The reference reader (:func:`_parse_lines`) walks the lines,
-and on the first bad one :func:`_diagnose` works out which rule it breaks.
-Every body the fast path does not accept goes to the reference reader, so
-errors always come from one place; a property test checks that the two agree.
+Two readers, one grammar. The fast path (:func:`_parse_fast`) reads the usual
+layout (version, mode, mx lines, max_age, extensions) with whole-line dictionary
+lookups against small bounded tables of lines already found valid, and any
+other order with one ``str.partition`` per line; it returns None for anything
+unusual. The reference reader (:func:`_parse_lines`) walks the lines, and on
+the first bad one :func:`_diagnose` works out which rule it breaks. Every body
+the fast path does not accept goes to the reference reader, so errors always
+come from one place; property tests check that the readers agree, with the
+tables empty and filled.
 """
 
 from __future__ import annotations
@@ -46,9 +48,16 @@ _NAME = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,31}"
 # RFC 8461 §3.2: field ":" *WSP value, plus the record's trailing *WSP after a field.
 # Possessive repeats: a line is read once, never re-tried, so time stays linear.
 _LINE_RE = re.compile(rf"({_NAME}):[ \t]*+({_VCHAR}(?: *+{_VCHAR})*+)[ \t]*+")
-# Parsed patterns by their text: bodies repeat the same few provider names.
+# What has been read valid before, bounded: bodies repeat the same few provider names,
+# max_age values and extension names, so most lines are recognised by one lookup.
+_CACHE_SIZE = 4096
+# Parsed patterns by their value, and by their whole line (``"mx: mail.example.com"``).
 _MX_CACHE: dict[str, MxPattern] = {}
-_MX_CACHE_SIZE = 4096
+_MX_LINES: dict[str, MxPattern] = {}
+# max_age lines (``"max_age: 86400"``) and their clamped value.
+_AGES: dict[str, int] = {}
+# Extension field names that matched the ext-name grammar.
+_EXT_NAMES: set[str] = set()
 # RFC 8461 §3.2: sts-policy-max-age-value = 1*10(DIGIT).
 _MAX_AGE_RE = re.compile(r"[0-9]{1,10}")
 _KNOWN = frozenset(("version", "mode", "max_age", "mx"))
@@ -63,6 +72,8 @@ class Mode(StrEnum):
 
 
 _MODES = {m.value: m for m in Mode}
+# RFC 8461 §3.2: the mode line in its usual spelling, compared whole by _parse_usual.
+_MODE_LINES = {f"mode: {m.value}": m for m in Mode}
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,19 +192,102 @@ def parse_policy(body: bytes | str, *, source: str | None = None) -> Policy:
 
 
 def _parse_fast(text: str) -> Policy | None:
-    """The common case in one pass of ``str`` methods; None when anything is off.
+    """The common cases without the reference reader; None when anything is off.
 
-    Each line is split at its first ``:`` (``str.partition``) and its value stripped of
-    WSP. The three first-occurrence fields are then checked by exact comparison (which
-    implies their grammar), mx values through the pattern cache, and only extension
-    and duplicate lines go through :data:`_LINE_RE`. Anything unusual (a bare CR, a
-    blank line, a bad name) returns None and the reference reader gives the error.
+    CRLF is turned into LF first (AMB-3: any other CR is left to the reader's error).
+    A body in the usual order is read by :func:`_parse_usual`; any other order, or a
+    line not seen before, by :func:`_parse_any_order`, which also teaches the caches.
     """
     if "\r" in text:
-        # AMB-3: CRLF and LF both end lines; any other CR is left to the reader's error.
-        if text.count("\r") != text.count("\r\n"):
-            return None
         text = text.replace("\r\n", "\n")
+        if "\r" in text:
+            return None
+    policy = _parse_usual(text)
+    return policy if policy is not None else _parse_any_order(text)
+
+
+def _parse_usual(text: str) -> Policy | None:
+    """``version``, ``mode``, the ``mx`` lines, ``max_age``, then any extensions.
+
+    Written for speed, since it is what almost every published policy looks like:
+
+    * the body is cut at its first ``"\nmax_age: "``; the part before must be the exact
+      version line, an exact mode line (:data:`_MODE_LINES`), then only ``mx`` lines;
+    * each ``mx`` line is looked up whole in :data:`_MX_LINES` by ``map`` (the loop runs
+      in C). That table only ever holds lines the pattern grammar accepted, so a hit is
+      a complete check, and a miss (a new name, odd spacing) sends the body on to
+      :func:`_parse_any_order`;
+    * the max_age digits are checked, or found among those seen before (:data:`_AGES`);
+    * each extension line is checked by ``str`` methods when its name has been seen
+      valid before and its value is printable ASCII, and by :data:`_LINE_RE` otherwise.
+
+    Returns None for any other shape.
+    """
+    cut = text.find("\nmax_age: ")
+    if cut < 0:
+        return None
+    head = text[:cut].split("\n")
+    if len(head) < 2 or head[0] != "version: STSv1":
+        return None
+    mode = _MODE_LINES.get(head[1])
+    if mode is None:
+        return None
+    try:
+        mx = tuple(map(_MX_LINES.__getitem__, head[2:]))
+    except KeyError:
+        return None
+    if not mx and mode is not Mode.NONE:
+        return None  # POL-2: the reference reader reports the missing mx
+    age_line, _, rest = text[cut + 1 :].partition("\n")
+    age = _AGES.get(age_line)
+    if age is None:
+        digits = age_line[9:]
+        # RFC 8461 §3.2 / POL-5: sts-policy-max-age-value = 1*10(DIGIT).
+        if not (len(digits) <= 10 and digits.isdigit() and digits.isascii()):
+            return None
+        # AMB-1: a 10-digit max_age is clamped to one year, not rejected.
+        age = min(int(digits), MAX_AGE_CEILING)
+        if len(_AGES) < _CACHE_SIZE:
+            _AGES[age_line] = age
+    extensions: tuple[tuple[str, str], ...] = ()
+    if rest:
+        kept = _extensions(rest[:-1] if rest[-1] == "\n" else rest)
+        if kept is None:
+            return None
+        extensions = kept
+    return _new_policy(mode, age, mx, "STSv1", extensions)
+
+
+def _extensions(tail: str) -> tuple[tuple[str, str], ...] | None:
+    """The lines after ``max_age`` in :func:`_parse_usual`; None when one is not plain."""
+    kept: list[tuple[str, str]] = []
+    for line in tail.split("\n"):
+        name, _, value = line.partition(":")
+        value = value.strip(" \t")
+        # A name already seen valid, and a value of printable ASCII (SP allowed, TAB not)
+        # that starts and ends with a VCHAR, is exactly the generic field shape.
+        if not (name in _EXT_NAMES and value and value.isascii() and value.isprintable()):
+            match = _LINE_RE.fullmatch(line)
+            if match is None:
+                return None
+            value = match.group(2)
+            if name not in _KNOWN and len(_EXT_NAMES) < _CACHE_SIZE:
+                _EXT_NAMES.add(name)
+        if name == "mx":
+            return None  # POL-9: a late mx line still counts; _parse_any_order keeps it
+        if name not in _KNOWN:
+            # POL-7: unknown fields are kept; POL-8: a late duplicate of a known one is ignored.
+            kept.append((name, value))
+    return tuple(kept)
+
+
+def _parse_any_order(text: str) -> Policy | None:
+    """Fields in any order: each line split at its first ``:`` (``str.partition``).
+
+    The three first-occurrence fields are checked by exact comparison, mx values through
+    the pattern cache (which also learns the whole line for :func:`_parse_usual`), and
+    only extension and duplicate lines go through :data:`_LINE_RE`.
+    """
     lines = text.split("\n")
     if not lines[-1]:
         lines.pop()  # POL-10: the final terminator is optional
@@ -203,11 +297,9 @@ def _parse_fast(text: str) -> Policy | None:
     for line in lines:
         name, _, value = line.partition(":")
         if name == "mx":
-            pattern = _MX_CACHE.get(value.strip(" \t"))
+            pattern = _cache_pattern(line, value.strip(" \t"))
             if pattern is None:
-                pattern = _cache_pattern(value.strip(" \t"))
-                if pattern is None:
-                    return None
+                return None
             mx.append(pattern)
         elif name in _FIRST and name not in first:
             first[name] = value.strip(" \t")
@@ -230,8 +322,12 @@ def _parse_fast(text: str) -> Policy | None:
 
 
 _FIRST = frozenset(("version", "mode", "max_age"))
+# Each slot's own setter: calling it skips the frozen class's __setattr__ and the
+# attribute lookup that object.__setattr__ would do.
+_SET_MODE, _SET_MAX_AGE, _SET_MX, _SET_VERSION, _SET_EXTENSIONS = (
+    Policy.__dict__[name].__set__ for name in ("mode", "max_age", "mx", "version", "extensions")
+)
 _object_new = object.__new__
-_object_setattr = object.__setattr__
 
 
 def _new_policy(
@@ -244,22 +340,31 @@ def _new_policy(
     # The frozen dataclass's own __init__ costs a third of a parse; this sets the same
     # five slots directly. tests/core/test_policy.py checks it equals Policy(...).
     policy: Policy = _object_new(Policy)
-    _object_setattr(policy, "mode", mode)
-    _object_setattr(policy, "max_age", max_age)
-    _object_setattr(policy, "mx", mx)
-    _object_setattr(policy, "version", version)
-    _object_setattr(policy, "extensions", extensions)
+    _SET_MODE(policy, mode)
+    _SET_MAX_AGE(policy, max_age)
+    _SET_MX(policy, mx)
+    _SET_VERSION(policy, version)
+    _SET_EXTENSIONS(policy, extensions)
     return policy
 
 
-def _cache_pattern(value: str) -> MxPattern | None:
-    try:
-        pattern = parse_mx_pattern(value)
-    except MxPatternError:
-        return None
-    if len(_MX_CACHE) >= _MX_CACHE_SIZE:
-        _MX_CACHE.clear()
-    _MX_CACHE[value] = pattern
+def _cache_pattern(line: str, value: str) -> MxPattern | None:
+    """The pattern for one ``mx`` line, remembered by its value and by the whole line."""
+    pattern = _MX_CACHE.get(value)
+    if pattern is None:
+        try:
+            pattern = parse_mx_pattern(value)
+        except MxPatternError:
+            return None
+        if len(_MX_CACHE) >= _CACHE_SIZE:
+            _MX_CACHE.clear()
+        _MX_CACHE[value] = pattern
+    if line not in _MX_LINES:
+        # Only a line whose value passed the grammar is ever stored, so a hit in
+        # _parse_usual is a complete check of that line.
+        if len(_MX_LINES) >= _CACHE_SIZE:
+            _MX_LINES.clear()
+        _MX_LINES[line] = pattern
     return pattern
 
 

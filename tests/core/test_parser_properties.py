@@ -7,6 +7,7 @@ import contextlib
 from hypothesis import assume, given, note
 from hypothesis import strategies as st
 
+from engine.core import mx as mx_module
 from engine.core import policy as policy_module
 from engine.core.errors import MxPatternError, PolicyError, TxtRecordError
 from engine.core.mx import MxPattern, mx_matches, normalize_host, parse_mx_pattern
@@ -157,13 +158,18 @@ def test_abnf_generated_tlsrpt_record_parses(doc: tuple[str, object], data: st.D
 
 
 def _fast_agrees_with_reference(text: str) -> None:
+    # The first call may go through _parse_any_order and teach the line caches; the
+    # second then takes _parse_usual's lookups. Both must agree with the reference.
     fast = policy_module._parse_fast(text)
+    again = policy_module._parse_fast(text)
     try:
         slow = policy_module._parse_lines(text, None)
     except PolicyError:
         assert fast is None, "fast path accepted a body the reference rejects"
+        assert again is None, "fast path (warm caches) accepted a body the reference rejects"
         return
     assert fast is None or fast == slow
+    assert again is None or again == slow
 
 
 @given(policy_bodies(), st.data())
@@ -178,3 +184,43 @@ def test_fast_path_agrees_with_line_reader(body: str, data: st.DataObject) -> No
 @given(_POLICYISH)
 def test_fast_path_agrees_on_arbitrary_text(text: str) -> None:
     _fast_agrees_with_reference(text)
+
+
+@given(policy_documents(duplicates=False), st.booleans(), st.booleans(), st.data())
+def test_usual_layout_agrees_with_line_reader(
+    doc: tuple[str, Policy], crlf: bool, terminated: bool, data: st.DataObject
+) -> None:
+    # render_policy writes the layout _parse_usual is built for (version, mode, mx lines,
+    # max_age, extensions), so these bodies exercise its lookups rather than the
+    # any-order loop; then one character is inserted or removed anywhere.
+    body = render_policy(doc[1])
+    if not terminated:
+        body = body[:-1]
+    if crlf:
+        body = body.replace("\n", "\r\n")
+    _fast_agrees_with_reference(body)
+    assert policy_module._parse_usual(body.replace("\r\n", "\n")) in (None, doc[1])
+    i = data.draw(st.integers(0, len(body)), label="index")
+    c = data.draw(_MUTATION_CHARS, label="char")
+    _fast_agrees_with_reference(body[:i] + c + body[i:])
+    _fast_agrees_with_reference(body[:i] + body[i + 1 :])
+
+
+_DOMAINISH = st.text(st.sampled_from(list("ab-.0Z*é_ ")), max_size=70) | st.from_regex(
+    r"[a-z0-9-]{0,66}(\.[a-z0-9-]{0,66}){0,5}", fullmatch=True
+)
+
+
+@given(_DOMAINISH | st.integers(60, 260).map(lambda n: ("a" * 62 + ".") * (n // 63) + "b"))
+def test_ldh_domain_check_agrees_with_the_grammar_regex(name: str) -> None:
+    expected = len(name) <= mx_module.MAX_DOMAIN_LENGTH and bool(
+        mx_module._DOMAIN_RE.fullmatch(name)
+    )
+    assert mx_module._is_ldh_domain(name) == expected
+
+
+@given(mx_pattern_texts())
+def test_fast_pattern_constructor_equals_the_dataclass(text: str) -> None:
+    pattern = parse_mx_pattern(text)
+    built = MxPattern(domain=text.removeprefix("*.").lower(), wildcard=text.startswith("*."))
+    assert pattern == built and hash(pattern) == hash(built) and repr(pattern) == repr(built)
