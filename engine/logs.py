@@ -216,6 +216,7 @@ class MailLogWriter:
             raise ValueError(f"log level must be one of {sorted(_LEVELS)}, not {level!r}")
         self._stream = stream
         self._threshold = _LEVELS[level]
+        self.debug_enabled = self._threshold <= _LEVELS["debug"]
         self.lines: list[str] = []
 
     def line(self, event: LogEvent) -> str | None:

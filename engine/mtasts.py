@@ -60,9 +60,9 @@ async def _drive(
 ) -> DiscoveryResult:
     sent = 0
     while True:
-        for event in discovery.events[sent:]:
+        for event in discovery.events_since(sent):
             sink.emit(event)
-        sent = len(discovery.events)
+            sent += 1
         action = discovery.next_action()
         if isinstance(action, Done):
             return action.result

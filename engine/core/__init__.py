@@ -80,7 +80,7 @@ from engine.core.errors import (
     TlsaError,
     TxtRecordError,
 )
-from engine.core.events import EventSink, ListSink, LogEvent, ResultType
+from engine.core.events import EventSink, ListSink, LogEvent, ResultType, wants_debug
 from engine.core.mx import (
     MAX_DOMAIN_LENGTH,
     MxPattern,
@@ -339,4 +339,5 @@ __all__ = [
     "usable_records",
     "utc_day",
     "verify_chain",
+    "wants_debug",
 ]

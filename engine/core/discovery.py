@@ -352,6 +352,10 @@ class PolicyDiscovery:
         """The events emitted so far."""
         return tuple(self._events)
 
+    def events_since(self, count: int) -> list[LogEvent]:
+        """The events after the first ``count`` (what a driver has not forwarded yet)."""
+        return self._events[count:]
+
     def next_action(self) -> NeedTxt | NeedFetch | Done:
         """What the driver must do next; repeating the call returns the same answer."""
         if self._state is DiscoveryState.NEED_TXT:

@@ -20,6 +20,7 @@ __all__ = [
     "ListSink",
     "LogEvent",
     "ResultType",
+    "wants_debug",
 ]
 
 
@@ -57,10 +58,20 @@ class LogEvent:
 
 
 class EventSink(Protocol):
-    """Anything that takes events."""
+    """Anything that takes events.
+
+    A sink may also carry ``debug_enabled = False`` to say it drops Debug-level events;
+    hot paths then skip building them (:func:`wants_debug`), as ``logging`` callers
+    check ``isEnabledFor``. Without the attribute a sink gets everything.
+    """
 
     def emit(self, event: LogEvent) -> None:
         """Record one event."""
+
+
+def wants_debug(sink: EventSink | None) -> bool:
+    """Whether ``sink`` keeps Debug-level events (see :class:`EventSink`)."""
+    return sink is not None and bool(getattr(sink, "debug_enabled", True))
 
 
 class ListSink:

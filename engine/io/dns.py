@@ -41,7 +41,7 @@ import dns.rdtypes.ANY.TLSA
 import dns.rrset
 
 from engine.core.clock import Clock
-from engine.core.events import EventSink, LogEvent
+from engine.core.events import EventSink, LogEvent, wants_debug
 from engine.io.dnsudp import UdpChannel, check_reply
 from engine.io.dnswire import TxtReply, query_question, query_wire, read_txt_reply
 
@@ -194,12 +194,14 @@ class DnsResolver:
         self.resolvers = tuple(resolvers)
         self.timeout = timeout
         self._sink = sink
+        # Every event here is Debug: with a sink that drops those, none is built.
+        self._debug = wants_debug(sink)
         self._clock = clock
         self.queries_sent = 0
         self._channels: dict[ResolverAddress, UdpChannel] = {}
 
     def _emit(self, code: str, **fields: object) -> None:
-        if self._sink is not None:
+        if self._debug and self._sink is not None:
             at = self._clock.now() if self._clock is not None else 0.0
             self._sink.emit(LogEvent(code, fields, level="debug", at=at))
 
@@ -207,7 +209,7 @@ class DnsResolver:
         """Look up ``name``/``rdtype`` and classify the outcome."""
         qname = name.rstrip(".").lower()
         self._emit("dns.query", name=qname, type=rdtype)
-        answer = DnsAnswer(qname, rdtype, DnsStatus.ERROR, detail="no resolver answered")
+        answer: DnsAnswer | None = None
         for index, server in enumerate(self.resolvers):
             self._emit(
                 "dns.query.server",
@@ -221,15 +223,17 @@ class DnsResolver:
             answer = await self._ask(server, qname, rdtype)
             if not answer.status.temporary:
                 break
-        self._emit(
-            "dns.answer",
-            name=qname,
-            type=rdtype,
-            status=answer.status.value,
-            secure=answer.secure,
-            records=_log_records(answer),
-            server=answer.server,
-        )
+        assert answer is not None  # __init__ requires at least one resolver
+        if self._debug:
+            self._emit(
+                "dns.answer",
+                name=qname,
+                type=rdtype,
+                status=answer.status.value,
+                secure=answer.secure,
+                records=_log_records(answer),
+                server=answer.server,
+            )
         return answer
 
     def _channel(self, server: ResolverAddress) -> UdpChannel:

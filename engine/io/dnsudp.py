@@ -16,7 +16,7 @@ dnspython's per-query sockets.
 from __future__ import annotations
 
 import asyncio
-import random
+import os
 
 import dns.exception
 import dns.message
@@ -81,7 +81,7 @@ class UdpChannel:
         self.closed: asyncio.Future[None] | None = None
         self._lock: asyncio.Lock | None = None
         self._lock_loop: asyncio.AbstractEventLoop | None = None
-        self._ids = random.SystemRandom()
+        self._id_pool, self._id_at = b"", 0
 
     async def _ensure(self) -> asyncio.DatagramTransport:
         loop = asyncio.get_running_loop()
@@ -95,6 +95,18 @@ class UdpChannel:
                 )
                 self.transport, self._loop = transport, loop
             return self.transport
+
+    def _next_id(self) -> int:
+        """An unpredictable message ID (RFC 5452 §9.2), from a pool of OS randomness.
+
+        One ``os.urandom`` call serves 2048 IDs; a ``SystemRandom`` call per query
+        cost as much as reading the whole reply.
+        """
+        at = self._id_at
+        if at >= len(self._id_pool):
+            self._id_pool, at = os.urandom(4096), 0
+        self._id_at = at + 2
+        return int.from_bytes(self._id_pool[at : at + 2], "big")
 
     def fail(self, exc: BaseException) -> None:
         """Fail every waiting query (the socket broke)."""
@@ -114,9 +126,9 @@ class UdpChannel:
         loop = asyncio.get_running_loop()
         if transport is None or self._loop is not loop or transport.is_closing():
             transport = await self._ensure()
-        qid = self._ids.randrange(65536)
+        qid = self._next_id()
         while qid in self.pending:
-            qid = self._ids.randrange(65536)
+            qid = self._next_id()
         future: asyncio.Future[bytes] = loop.create_future()
         self.pending[qid] = future
         # A timer handle rather than asyncio.timeout(): the same effect for a single

@@ -17,7 +17,9 @@ Both functions are pure: no sockets, no clocks.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
+from functools import lru_cache
 
 __all__ = [
     "TxtRdata",
@@ -33,6 +35,8 @@ __all__ = [
 _TYPE_CODES = {"A": 1, "CNAME": 5, "MX": 15, "TXT": 16, "AAAA": 28, "TLSA": 52}
 _OPT = 41  # RFC 6891 §6.1.1
 _NOERROR, _NXDOMAIN = 0, 3
+# RFC 1035 §4.1.1: ID, flags, QDCOUNT, ANCOUNT, NSCOUNT, ARCOUNT.
+_HEADER = struct.Struct("!6H")
 # RFC 1035 §4.1.1 header flags: RD, and AD (RFC 6840 §5.7: set in a query to ask for it).
 _QUERY_FLAGS = b"\x01\x20"
 # RFC 6891 §6.1.2 OPT RR: root owner, type 41, class = UDP payload 1232, TTL carries
@@ -86,6 +90,9 @@ def qname_wire(qname: str) -> bytes | None:
     return bytes(out) if len(out) <= 255 else None
 
 
+# The same few names are asked again on every delivery (``_mta-sts.<domain>``, the MX
+# hosts); the bytes of their queries are kept rather than rebuilt.
+@lru_cache(maxsize=4096)
 def query_wire(qname: str, rdtype: str) -> bytes | None:
     """The query dnspython's ``make_query(qname, rdtype, want_dnssec=True, payload=1232)``
     with AD set would write, with message ID 0; None when this codec does not cover it.
@@ -113,16 +120,15 @@ def read_txt_reply(wire: bytes, question: bytes) -> TxtReply | None:
     """
     if len(wire) < 12:
         return None
-    flags = int.from_bytes(wire[2:4], "big")
+    _, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(wire)
     # RFC 1035 §4.1.1: QR=1, opcode QUERY, TC=0 (a truncated reply is retried over TCP).
     if flags & 0xFA00 != 0x8000:
         return None
     rcode = flags & 0x000F
-    if rcode not in (_NOERROR, _NXDOMAIN) or wire[4:6] != b"\x00\x01":
+    # Only an OPT RR may follow the answers: anything in the authority section (an SOA,
+    # NSEC, ...) or any other additional record is dnspython's to read and judge.
+    if rcode not in (_NOERROR, _NXDOMAIN) or qdcount != 1 or nscount or arcount > 1:
         return None
-    ancount = int.from_bytes(wire[6:8], "big")
-    nscount = int.from_bytes(wire[8:10], "big")
-    arcount = int.from_bytes(wire[10:12], "big")
     end = 12 + len(question)
     # The reply must echo our question (names compare case-insensitively, RFC 4343).
     if wire[12:end].lower() != question:
@@ -150,10 +156,6 @@ def read_txt_reply(wire: bytes, question: bytes) -> TxtReply | None:
         record = TxtRdata(strings)
         if record not in records:  # an RRset is a set (RFC 2181 §5)
             records.append(record)
-    # Only an OPT RR may follow: anything in the authority section (an SOA, NSEC, ...)
-    # or any other additional record is dnspython's to read and judge.
-    if nscount or arcount > 1:
-        return None
     if arcount:
         # RFC 6891 §6.1.2: root owner, type OPT; the TTL's top octet extends the rcode.
         # Any EDNS option (an EDE, a cookie, ...) also goes to dnspython: only the bare
