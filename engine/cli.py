@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from engine.commands import UsageError, register_all
+from engine.eventloop import LoopChoiceError
 
 __all__ = ["build_parser", "main"]
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         status: int = args.handler(args)
-    except UsageError as exc:
+    except (UsageError, LoopChoiceError) as exc:
         sys.stderr.write(f"sts-engine: error: {exc}\n")
         return 2
     return status

@@ -8,10 +8,10 @@ uses; WAL journaling lets both open it at once.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import TYPE_CHECKING
 
+from engine import eventloop
 from engine.commands import command_group, config_command
 from engine.commands.serve import load_config_or_usage
 
@@ -119,7 +119,7 @@ def _purge(args: argparse.Namespace) -> int:
 
 def _refresh(args: argparse.Namespace) -> int:
     config = load_config_or_usage(args.config)
-    return asyncio.run(_refresh_async(config, args.domain.lower().rstrip(".")))
+    return eventloop.run(_refresh_async(config, args.domain.lower().rstrip(".")))
 
 
 async def _refresh_async(config: EngineConfig, domain: str) -> int:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from engine import eventloop
 from engine.commands import UsageError
 from engine.config import EngineConfig, load_config
 from engine.core.errors import ConfigError
@@ -137,7 +137,7 @@ def _send(args: argparse.Namespace) -> int:
     config = _config(args)
     data = _read_message(args.message)
     level = args.log_level or config.logging.level
-    return asyncio.run(_send_async(config, args, data, level))
+    return eventloop.run(_send_async(config, args, data, level))
 
 
 async def _send_async(
@@ -158,7 +158,7 @@ def _check(args: argparse.Namespace) -> int:
     from engine.check import check_domain
 
     config = _config(args)
-    report = asyncio.run(check_domain(config, args.domain, dialer=_dialer(args)))
+    report = eventloop.run(check_domain(config, args.domain, dialer=_dialer(args)))
     if args.json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
     else:

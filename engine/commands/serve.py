@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from engine import eventloop
 from engine.commands import UsageError
 from engine.config import EngineConfig, load_config
 from engine.core.errors import ConfigError
@@ -160,7 +161,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args, config)
     with contextlib.suppress(AttributeError, ValueError):
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    return asyncio.run(_serve_async(config, settings, args))
+    return eventloop.run(_serve_async(config, settings, args))
 
 
 async def _serve_async(
