@@ -27,7 +27,7 @@ from engine.core.discovery import (
     PolicyDiscovery,
     save_result,
 )
-from engine.core.events import EventSink
+from engine.core.events import EventSink, wants_debug
 from engine.core.txt import NoStsRecord, select_sts_record
 from engine.io.dns import DnsAnswer, DnsResolver, DnsStatus
 from engine.io.fetch import PolicyFetcher
@@ -93,7 +93,12 @@ async def discover_policy(
         recheck: APPLY-6: look the TXT record up again before a final failure.
     """
     discovery = PolicyDiscovery.from_store(
-        store, domain, clock.now(), recheck=recheck, retry_after=retry_after
+        store,
+        domain,
+        clock.now(),
+        recheck=recheck,
+        retry_after=retry_after,
+        debug=wants_debug(sink),
     )
     result = await _drive(
         discovery, domain, resolver=resolver, fetcher=fetcher, clock=clock, sink=sink

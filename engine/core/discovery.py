@@ -267,6 +267,7 @@ class PolicyDiscovery:
         last_failure: the domain's last failed fetch, or None.
         recheck: the APPLY-6 re-check: ignore the fetch throttle.
         retry_after: the FETCH-15 throttle in seconds.
+        debug: keep Debug-level events; False leaves them out (the sink would drop them).
 
     Raises:
         ValueError: ``domain`` is not a normalised domain name, or ``cached``
@@ -282,6 +283,7 @@ class PolicyDiscovery:
         last_failure: FetchFailure | None = None,
         recheck: bool = False,
         retry_after: float = FETCH_RETRY_AFTER,
+        debug: bool = True,
     ) -> None:
         if not _DOMAIN_RE.fullmatch(domain):
             raise ValueError(
@@ -297,6 +299,7 @@ class PolicyDiscovery:
         self._last_failure = last_failure
         self._retry_after = retry_after
         self._state = DiscoveryState.NEED_TXT
+        self._debug = debug
         self._events: list[LogEvent] = []
         self._txt: TxtOutcome | None = None
         self._fetch: Fetch | None = None
@@ -311,6 +314,7 @@ class PolicyDiscovery:
         *,
         recheck: bool = False,
         retry_after: float = FETCH_RETRY_AFTER,
+        debug: bool = True,
     ) -> PolicyDiscovery:
         """A discovery primed with ``store``'s entry and last failure for ``domain``."""
         return cls(
@@ -320,6 +324,7 @@ class PolicyDiscovery:
             last_failure=store.get_failure(domain),
             recheck=recheck,
             retry_after=retry_after,
+            debug=debug,
         )
 
     @classmethod
@@ -493,7 +498,7 @@ class PolicyDiscovery:
     def _finish_cached(
         self, entry: CachedPolicy, reason: DecisionReason, *, failure: FetchFailure | None = None
     ) -> None:
-        if self.trigger is not Trigger.REFRESH:
+        if self.trigger is not Trigger.REFRESH and self._debug:
             self._emit("sts.cache.valid", "debug", **_entry_fields(entry), reason=str(reason))
         self._finish(PolicySource.CACHE, entry.policy, reason, used_entry=entry, failure=failure)
 
@@ -531,6 +536,8 @@ class PolicyDiscovery:
         return f"https://mta-sts.{self.domain}/.well-known/mta-sts.txt"
 
     def _emit(self, code: str, level: str, **fields: object) -> None:
+        if level == "debug" and not self._debug:
+            return
         self._events.append(
             LogEvent(code=code, fields={"domain": self.domain, **fields}, level=level, at=self._now)
         )

@@ -201,30 +201,33 @@ class DnsResolver:
         self._channels: dict[ResolverAddress, UdpChannel] = {}
 
     def _emit(self, code: str, **fields: object) -> None:
-        if self._debug and self._sink is not None:
+        if self._sink is not None:
             at = self._clock.now() if self._clock is not None else 0.0
             self._sink.emit(LogEvent(code, fields, level="debug", at=at))
 
     async def query(self, name: str, rdtype: str) -> DnsAnswer:
         """Look up ``name``/``rdtype`` and classify the outcome."""
         qname = name.rstrip(".").lower()
-        self._emit("dns.query", name=qname, type=rdtype)
+        debug = self._debug
+        if debug:
+            self._emit("dns.query", name=qname, type=rdtype)
         answer: DnsAnswer | None = None
         for index, server in enumerate(self.resolvers):
-            self._emit(
-                "dns.query.server",
-                name=qname,
-                type=rdtype,
-                server=server.host,
-                port=server.port,
-                index=index,
-                timeout=self.timeout,
-            )
+            if debug:
+                self._emit(
+                    "dns.query.server",
+                    name=qname,
+                    type=rdtype,
+                    server=server.host,
+                    port=server.port,
+                    index=index,
+                    timeout=self.timeout,
+                )
             answer = await self._ask(server, qname, rdtype)
             if not answer.status.temporary:
                 break
         assert answer is not None  # __init__ requires at least one resolver
-        if self._debug:
+        if debug:
             self._emit(
                 "dns.answer",
                 name=qname,
