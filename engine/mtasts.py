@@ -42,11 +42,25 @@ def txt_outcome(answer: DnsAnswer) -> TxtOutcome:
         return TxtTempError(f"{answer.status.value}: {answer.detail}".rstrip(": "))
     if answer.status in (DnsStatus.NXDOMAIN, DnsStatus.NODATA):
         return TxtAbsent(answer.status.value)
+    # The warm path: the same records as last time mean the same (immutable) outcome.
+    found = _FOUND.get(answer.records)
+    if found is not None:
+        return found
     # DISC-9: the resolver followed any CNAME at _mta-sts; the strings are the target's.
     selected = select_sts_record(answer.txt_strings(), source=answer.qname)
     if isinstance(selected, NoStsRecord):
         return TxtInvalid(selected)
-    return TxtFound(selected)
+    found = TxtFound(selected)
+    if len(_FOUND) >= _FOUND_SIZE:
+        _FOUND.clear()
+    _FOUND[answer.records] = found
+    return found
+
+
+# Valid record sets seen before and what they said (bounded; an invalid one is re-read,
+# so its error keeps naming the domain it came from).
+_FOUND: dict[tuple[object, ...], TxtFound] = {}
+_FOUND_SIZE = 4096
 
 
 async def _drive(

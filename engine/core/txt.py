@@ -314,24 +314,10 @@ def select_sts_record(
     if isinstance(chosen, bytes):
         error = _ascii(chosen, source)
         return NoStsRecord(reason=NoStsReason.INVALID, detail=str(error), error=error)
-    # Every delivery to a domain re-checks its TXT record (RFC 8461 §5.1) and nearly always
-    # finds the same text; a record already read valid is not read again.
-    known = _STS_RECORDS.get(chosen)
-    if known is not None:
-        return known
     try:
-        record = parse_sts_record(chosen, source=source)
+        return parse_sts_record(chosen, source=source)
     except TxtRecordError as exc:
         return NoStsRecord(reason=NoStsReason.INVALID, detail=str(exc), error=exc)
-    if len(_STS_RECORDS) >= _STS_RECORDS_SIZE:
-        _STS_RECORDS.clear()
-    _STS_RECORDS[chosen] = record
-    return record
-
-
-# Valid STS records by their text (bounded); StsRecord is immutable and carries no source.
-_STS_RECORDS: dict[str, StsRecord] = {}
-_STS_RECORDS_SIZE = 4096
 
 
 def select_tlsrpt_record(

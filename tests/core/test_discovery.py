@@ -159,6 +159,19 @@ def test_events_carry_time_domain_and_level() -> None:
     }
 
 
+def test_debug_false_leaves_out_debug_events_and_nothing_else() -> None:
+    full = PolicyDiscovery(DOMAIN, T0, cached=entry())
+    full.receive(found("A2"))
+    lean = PolicyDiscovery(DOMAIN, T0, cached=entry(), debug=False)
+    lean.receive(found("A2"))
+    failed = FetchFailed(FetchErrorKind.STATUS, "HTTP 503")
+    with_debug, _ = drive(full, fetch=failed)
+    without, _ = drive(lean, fetch=failed)
+    assert [e for e in with_debug.events if e.level != "debug"] == list(without.events)
+    assert codes(without) == ["sts.txt.found", "sts.fetch.failed"]
+    assert without.policy == with_debug.policy and without.source is with_debug.source
+
+
 def test_cache_5_unchanged_id_applies_cache_without_fetch() -> None:
     cached = entry("A1")
     result, asked = drive(PolicyDiscovery(DOMAIN, T0 + 60, cached=cached), found("A1"))

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import io
 
 import dns.exception
 import dns.message
 import pytest
 
+from engine.core.events import ListSink, wants_debug
 from engine.io.dns import DnsResolver, DnsStatus, ResolverAddress
 from engine.io.dnsudp import UdpChannel
+from engine.logs import MailLogWriter
 from harness.world import FakeDns, Zone
 
 
@@ -51,3 +54,30 @@ async def test_dropped_query_times_out_on_the_channel() -> None:
             await channel.query(q, 0.2)
         assert channel.pending == {}
         await channel.aclose()
+
+
+class _InfoOnlySink(ListSink):
+    debug_enabled = False
+
+
+async def test_debug_events_are_built_only_for_sinks_that_keep_them() -> None:
+    async with FakeDns([_zone()], address="127.0.0.53") as dns_server:
+        host, port = dns_server.address
+        full, info_only = ListSink(), _InfoOnlySink()
+        for sink in (full, info_only):
+            resolver = DnsResolver([ResolverAddress(host, port)], timeout=2, sink=sink)
+            answer = await resolver.query("t1.example.com", "TXT")
+            assert answer.txt_strings() == [[b"v1"]]
+            await resolver.aclose()
+        assert full.codes() == ["dns.query", "dns.query.server", "dns.answer"]
+        assert info_only.codes() == []
+        assert wants_debug(full) and not wants_debug(info_only) and not wants_debug(None)
+        assert MailLogWriter(io.StringIO(), level="debug").debug_enabled
+        assert not MailLogWriter(io.StringIO(), level="info").debug_enabled
+
+
+async def test_message_ids_differ_and_stay_in_range() -> None:
+    channel = UdpChannel("127.0.0.1", 53)
+    ids = [channel._next_id() for _ in range(5000)]  # more than one pool of OS randomness
+    assert all(0 <= i < 65536 for i in ids)
+    assert len(set(ids)) > 4000  # 5,000 draws from 65,536 values: ~170 collisions expected
