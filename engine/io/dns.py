@@ -48,6 +48,7 @@ from engine.io.dnswire import TxtReply, query_question, query_wire, read_txt_rep
 __all__ = ["DnsAnswer", "DnsResolver", "DnsStatus", "ResolverAddress", "parse_resolver"]
 
 _EDE_DNSSEC_BOGUS = 6  # RFC 8914 §4.7
+_REPLY_MEMO_SIZE = 4096
 
 # RFC 7672 §2.2 / DANE-7: a TLSA record whose digest length does not fit its matching
 # type is *unusable*, and the rest of the RRset still counts (an all-unusable RRset makes
@@ -199,6 +200,8 @@ class DnsResolver:
         self._clock = clock
         self.queries_sent = 0
         self._channels: dict[ResolverAddress, UdpChannel] = {}
+        # Simple TXT replies already read, by their bytes after the message ID (bounded).
+        self._txt_replies: dict[tuple[bytes, ResolverAddress], DnsAnswer] = {}
 
     def _emit(self, code: str, **fields: object) -> None:
         if self._sink is not None:
@@ -282,9 +285,19 @@ class DnsResolver:
             if query is not None:
                 wire = await self._channel(server).exchange(query, self.timeout)
                 if rdtype == "TXT":
+                    # The same reply bytes (after the ID) always read the same way, and the
+                    # warm path gets the same reply on every delivery: read it once.
+                    key = (wire[2:], server)
+                    known = self._txt_replies.get(key)
+                    if known is not None:
+                        return known
                     lean = read_txt_reply(wire, query_question(query))
                     if lean is not None:
-                        return _txt_answer(lean, qname, server)
+                        answer = _txt_answer(lean, qname, server)
+                        if len(self._txt_replies) >= _REPLY_MEMO_SIZE:
+                            self._txt_replies.clear()
+                        self._txt_replies[key] = answer
+                        return answer
             # RFC 7672 §2.1.1: a security-aware query (EDNS0 with DO), AD requested
             # (RFC 6840 §5.7).
             q = dns.message.make_query(qname, rdtype, want_dnssec=True, payload=1232)

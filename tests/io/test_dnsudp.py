@@ -14,6 +14,7 @@ from engine.io.dns import DnsResolver, DnsStatus, ResolverAddress
 from engine.io.dnsudp import UdpChannel
 from engine.logs import MailLogWriter
 from harness.world import FakeDns, Zone
+from harness.world.dns_records import TXT
 
 
 def _zone() -> Zone:
@@ -81,3 +82,17 @@ async def test_message_ids_differ_and_stay_in_range() -> None:
     ids = [channel._next_id() for _ in range(5000)]  # more than one pool of OS randomness
     assert all(0 <= i < 65536 for i in ids)
     assert len(set(ids)) > 4000  # 5,000 draws from 65,536 values: ~170 collisions expected
+
+
+async def test_a_repeated_txt_reply_is_read_once_and_a_changed_one_again() -> None:
+    async with FakeDns([_zone()], address="127.0.0.53") as dns_server:
+        host, port = dns_server.address
+        resolver = DnsResolver([ResolverAddress(host, port)], timeout=2)
+        first = await resolver.query("t1.example.com", "TXT")
+        again = await resolver.query("t1.example.com", "TXT")
+        assert again is first  # same bytes after the ID: the answer already read
+        dns_server.set_rrset("t1.example.com", "TXT", TXT((b"changed",)))
+        changed = await resolver.query("t1.example.com", "TXT")
+        assert changed.txt_strings() == [[b"changed"]]
+        assert dns_server.count("t1.example.com", "TXT") == 3  # every lookup was asked
+        await resolver.aclose()
