@@ -26,6 +26,7 @@ it also means every request's certificate is judged afresh at the engine clock.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import ssl
 import sys
@@ -39,6 +40,7 @@ from engine.core.clock import Clock
 from engine.core.pkix import rfc6125_match, verify_chain
 from engine.io.dialer import Dialer
 from engine.io.dns import DnsResolver
+from engine.io.netstream import open_tcp
 from engine.io.tlschain import peer_chain_der
 
 __all__ = [
@@ -170,7 +172,6 @@ def _tls_reason(exc: BaseException) -> str:
 class _Backend(httpcore.AsyncNetworkBackend):
     def __init__(self, net: _Network) -> None:
         self._net = net
-        self._inner = httpcore.AnyIOBackend()
 
     async def connect_tcp(
         self,
@@ -183,13 +184,13 @@ class _Backend(httpcore.AsyncNetworkBackend):
         address = await self._net.address_of(host)
         real_host, real_port = self._net.dialer.resolve(address, port)
         try:
-            inner = await self._inner.connect_tcp(real_host, real_port, timeout)
+            inner = await open_tcp(real_host, real_port, timeout)
         except (httpcore.ConnectError, httpcore.ConnectTimeout, OSError) as exc:
             raise HttpsRefused("connect", f"cannot connect to {host}:{port}") from exc
         return _Stream(inner, self._net)
 
     async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+        await asyncio.sleep(seconds)
 
 
 class _Transport(httpx.AsyncHTTPTransport):
