@@ -14,6 +14,9 @@ core can keep the outcomes the RFCs distinguish apart: NXDOMAIN and NODATA
 an Extended DNS Error "DNSSEC Bogus"), REFUSED, a timeout and a malformed
 reply. Truncated UDP answers are retried over TCP. Trusted resolvers are asked over
 one shared UDP socket (``engine.io.dnsudp``); others through ``udp_with_fallback``.
+For trusted resolvers the query bytes come from ``engine.io.dnswire`` (the same bytes
+dnspython writes), and a simple TXT reply, the one every warm MTA-STS check gets, is
+read there too and remembered by its bytes; every other reply is dnspython's to decode.
 Several resolvers are tried in order while the outcome is temporary.
 
 Resolvers follow CNAMEs for us; the chain they report is kept
@@ -123,7 +126,8 @@ class DnsAnswer:
         rdtype: the type asked (``"TXT"``, ``"MX"``, ...).
         status: what happened.
         secure: the answer carried AD=1 from a trusted resolver.
-        records: RDATA of the asked type, as dnspython rdata objects.
+        records: RDATA of the asked type: dnspython rdata objects, or for a simple TXT
+            reply :class:`~engine.io.dnswire.TxtRdata` (the same ``strings``).
         chain: CNAME owner names followed, in order, starting with ``qname`` when any.
         canonical: the final name after CNAMEs.
         detail: a human explanation for errors.
