@@ -215,8 +215,8 @@ def _parse_usual(text: str) -> Policy | None:
       version line, an exact mode line (:data:`_MODE_LINES`), then only ``mx`` lines;
     * each ``mx`` line is looked up whole in :data:`_MX_LINES` by ``map`` (the loop runs
       in C). That table only ever holds lines the pattern grammar accepted, so a hit is
-      a complete check, and a miss (a new name, odd spacing) sends the body on to
-      :func:`_parse_any_order`;
+      a complete check; on a miss (a new name, odd spacing) :func:`_learn_mx_lines`
+      checks the new lines and adds them;
     * the max_age digits are checked, or found among those seen before (:data:`_AGES`);
     * each extension line is checked by ``str`` methods when its name has been seen
       valid before and its value is printable ASCII, and by :data:`_LINE_RE` otherwise.
@@ -235,7 +235,10 @@ def _parse_usual(text: str) -> Policy | None:
     try:
         mx = tuple(map(_MX_LINES.__getitem__, head[2:]))
     except KeyError:
-        return None
+        learned = _learn_mx_lines(head[2:])
+        if learned is None:
+            return None
+        mx = learned
     if not mx and mode is not Mode.NONE:
         return None  # POL-2: the reference reader reports the missing mx
     age_line, _, rest = text[cut + 1 :].partition("\n")
@@ -256,6 +259,23 @@ def _parse_usual(text: str) -> Policy | None:
             return None
         extensions = kept
     return _new_policy(mode, age, mx, "STSv1", extensions)
+
+
+def _learn_mx_lines(lines: list[str]) -> tuple[MxPattern, ...] | None:
+    """The patterns of ``lines``, each an ``mx`` line; new ones are checked and remembered."""
+    patterns = []
+    for line in lines:
+        pattern = _MX_LINES.get(line)
+        if pattern is None:
+            name, _, value = line.partition(":")
+            if name != "mx":
+                return None
+            # RFC 8461 §3.2 / POL-6: one ["*."] Domain per mx line, WSP around it allowed.
+            pattern = _cache_pattern(line, value.strip(" \t"))
+            if pattern is None:
+                return None
+        patterns.append(pattern)
+    return tuple(patterns)
 
 
 def _extensions(tail: str) -> tuple[tuple[str, str], ...] | None:
