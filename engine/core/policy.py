@@ -195,8 +195,8 @@ def _parse_fast(text: str) -> Policy | None:
     """The common cases without the reference reader; None when anything is off.
 
     CRLF is turned into LF first (AMB-3: any other CR is left to the reader's error).
-    A body in the usual order is read by :func:`_parse_usual`; any other order, or a
-    line not seen before, by :func:`_parse_any_order`, which also teaches the caches.
+    A body in the usual order is read by :func:`_parse_usual`; any other order by
+    :func:`_parse_any_order`. Both teach the tables of known lines as they go.
     """
     if "\r" in text:
         text = text.replace("\r\n", "\n")
@@ -211,7 +211,7 @@ def _parse_usual(text: str) -> Policy | None:
 
     Written for speed, since it is what almost every published policy looks like:
 
-    * the body is cut at its first ``"\nmax_age: "``; the part before must be the exact
+    * the body is cut at its first ``"\\nmax_age: "``; the part before must be the exact
       version line, an exact mode line (:data:`_MODE_LINES`), then only ``mx`` lines;
     * each ``mx`` line is looked up whole in :data:`_MX_LINES` by ``map`` (the loop runs
       in C). That table only ever holds lines the pattern grammar accepted, so a hit is
