@@ -9,13 +9,15 @@ It takes libFuzzer's options (``-runs``, ``-max_total_time``, a corpus directory
 ``fixtures/policies``. The entry points are the ones the hypothesis properties
 cover: ``parse_policy`` (bytes, so UTF-8 decoding is fuzzed too), the policy fast
 path against the reference reader, ``parse_sts_record``, ``parse_tlsrpt_record``,
-``parse_mx_pattern`` and ``parse_tlsa``. The oracle, per input:
+``parse_mx_pattern``, ``parse_tlsa``, and the lean DNS reader
+(``engine.io.dnswire.read_txt_reply``) against dnspython. The oracle, per input:
 
 * only the parser's own :class:`~engine.core.errors.ParseError` may be raised; any
   other exception is a crash that libFuzzer reports with the input that caused it;
 * a policy the parser accepts renders to a body that parses back equal;
 * the fast path, with its tables of known lines cold and then warm, never accepts a
-  body the reference reader rejects and never disagrees with it.
+  body the reference reader rejects and never disagrees with it;
+* a DNS reply the lean reader accepts is one dnspython decodes to the same answer.
 
 This file is not collected by pytest (no ``test_`` prefix); atheris is installed
 only by the ``atheris`` tox env.
@@ -37,6 +39,14 @@ with atheris.instrument_imports():
     from engine.core.policy import parse_policy, render_policy
     from engine.core.tlsa import parse_tlsa
     from engine.core.txt import parse_sts_record, parse_tlsrpt_record
+    from engine.io.dns import ResolverAddress, _classify, _txt_answer
+    from engine.io.dnsudp import check_reply
+    from engine.io.dnswire import query_question, query_wire, read_txt_reply
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.rrset
 
 _SEEDS = Path(__file__).resolve().parents[2] / "fixtures" / "policies"
 
@@ -70,12 +80,49 @@ def _check_text(parse: Callable[[str], object], data: bytes) -> None:
         parse(data.decode("utf-8", "surrogateescape"))
 
 
+_QNAME = "_mta-sts.example.com"
+_QUERY = query_wire(_QNAME, "TXT") or b""
+_SERVER = ResolverAddress("127.0.0.1", 53)
+
+
+def _check_txt_reply(wire: bytes) -> None:
+    """The lean TXT reader never raises, and whatever it reads dnspython reads the same."""
+    lean = read_txt_reply(wire, query_question(_QUERY))
+    if lean is None:
+        return
+    q = dns.message.make_query(_QNAME, "TXT", want_dnssec=True, payload=1232)
+    q.flags |= dns.flags.AD
+    q.id = int.from_bytes(wire[:2], "big")
+    try:
+        reply = check_reply(q, wire)
+    except (dns.exception.DNSException, ValueError) as exc:
+        raise AssertionError(f"lean reader accepted a reply dnspython rejects: {exc}") from exc
+    ours, theirs = (
+        _txt_answer(lean, _QNAME, _SERVER),
+        _classify(reply, _QNAME, "TXT", _SERVER, False),
+    )
+    assert (ours.status, ours.secure, ours.txt_strings(), ours.rrs_text) == (
+        theirs.status,
+        theirs.secure,
+        theirs.txt_strings(),
+        theirs.rrs_text,
+    ), "lean reader and dnspython disagree"
+
+
+def _txt_reply_seed() -> bytes:
+    q = dns.message.make_query(_QNAME, "TXT", want_dnssec=True, payload=1232, id=0)
+    reply = dns.message.make_response(q)
+    reply.answer.append(dns.rrset.from_text(_QNAME + ".", 60, "IN", "TXT", '"v=STSv1; id=1"'))
+    return reply.to_wire()
+
+
 _TARGETS = (
     _check_policy,
     lambda data: _check_text(parse_sts_record, data),
     lambda data: _check_text(parse_tlsrpt_record, data),
     lambda data: _check_text(parse_mx_pattern, data),
     lambda data: _check_text(parse_tlsa, data),
+    _check_txt_reply,
 )
 
 
@@ -90,6 +137,7 @@ def _seed_corpus(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for n, body in enumerate(sorted(_SEEDS.glob("*/*.txt"))):
         (directory / f"seed-{n}").write_bytes(b"\x00" + body.read_bytes())
+    (directory / "seed-txt-reply").write_bytes(bytes([len(_TARGETS) - 1]) + _txt_reply_seed())
 
 
 def main() -> None:
