@@ -4,7 +4,7 @@ The engine is asyncio code and runs on any asyncio loop. Its commands
 (``sts-engine send``, ``check``, ``serve``, ``policy``) run on uvloop when it is
 installed (it is a dependency on CPython outside Windows): the same code, with the
 loop's own bookkeeping (timers, callbacks, datagram and stream transports) in C.
-On the warm MTA-STS path, one TXT query per delivery, that is about a third of the
+On the warm MTA-STS path, one TXT query per delivery, that saves about a quarter of the
 time (``bench/bench_resolve.py --loop both``). ``STS_ENGINE_LOOP=asyncio`` picks the
 standard library's loop instead, e.g. to debug with ``PYTHONASYNCIODEBUG``.
 """
