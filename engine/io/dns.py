@@ -16,7 +16,8 @@ reply. Truncated UDP answers are retried over TCP. Trusted resolvers are asked o
 one shared UDP socket (``engine.io.dnsudp``); others through ``udp_with_fallback``.
 For trusted resolvers the query bytes come from ``engine.io.dnswire`` (the same bytes
 dnspython writes), and a simple TXT reply, the one every warm MTA-STS check gets, is
-read there too and remembered by its bytes; every other reply is dnspython's to decode.
+read there too; every other reply is dnspython's to decode. Each distinct reply (its
+bytes after the ID) is read once per resolver and its answer remembered, bounded.
 Several resolvers are tried in order while the outcome is temporary.
 
 Resolvers follow CNAMEs for us; the chain they report is kept
@@ -204,8 +205,8 @@ class DnsResolver:
         self._clock = clock
         self.queries_sent = 0
         self._channels: dict[ResolverAddress, UdpChannel] = {}
-        # Simple TXT replies already read, by their bytes after the message ID (bounded).
-        self._txt_replies: dict[tuple[bytes, ResolverAddress], DnsAnswer] = {}
+        # Replies already read, by their bytes after the message ID and the server (bounded).
+        self._replies: dict[tuple[bytes, ResolverAddress], DnsAnswer] = {}
 
     def _emit(self, code: str, **fields: object) -> None:
         if self._sink is not None:
@@ -280,40 +281,44 @@ class DnsResolver:
 
     async def _ask(self, server: ResolverAddress, qname: str, rdtype: str) -> DnsAnswer:
         self.queries_sent += 1
-        where = str(server)
         # Trusted resolvers share one UDP socket, and the query is written by dnswire
         # (byte for byte what dnspython writes); a simple TXT reply is read there too.
         query = query_wire(qname, rdtype) if server.trusted else None
         try:
-            wire = None
-            if query is not None:
-                wire = await self._channel(server).exchange(query, self.timeout)
-                if rdtype == "TXT":
-                    # The same reply bytes (after the ID) always read the same way, and the
-                    # warm path gets the same reply on every delivery: read it once.
-                    key = (wire[2:], server)
-                    known = self._txt_replies.get(key)
-                    if known is not None:
-                        return known
-                    lean = read_txt_reply(wire, query_question(query))
-                    if lean is not None:
-                        answer = _txt_answer(lean, qname, server)
-                        if len(self._txt_replies) >= _REPLY_MEMO_SIZE:
-                            self._txt_replies.clear()
-                        self._txt_replies[key] = answer
-                        return answer
-            # RFC 7672 §2.1.1: a security-aware query (EDNS0 with DO), AD requested
-            # (RFC 6840 §5.7).
-            q = dns.message.make_query(qname, rdtype, want_dnssec=True, payload=1232)
-            q.flags |= dns.flags.AD
-            reply, via_tcp = await self._exchange(server, q, wire)
+            if query is None:
+                reply, via_tcp = await self._exchange(server, _query(qname, rdtype))
+                return _classify(reply, qname, rdtype, server, via_tcp)
+            wire = await self._channel(server).exchange(query, self.timeout)
+            # The same reply bytes (after the ID) always read the same way, and a sender
+            # asks the same questions on every delivery: each distinct reply is read once.
+            key = (wire[2:], server)
+            known = self._replies.get(key)
+            if known is not None:
+                return known
+            lean = read_txt_reply(wire, query_question(query)) if rdtype == "TXT" else None
+            if lean is not None:
+                answer = _txt_answer(lean, qname, server)
+            else:
+                reply, via_tcp = await self._exchange(server, _query(qname, rdtype), wire)
+                answer = _classify(reply, qname, rdtype, server, via_tcp)
+                if via_tcp:
+                    return answer  # the UDP reply was truncated; nothing to remember
         except dns.exception.Timeout:
-            return DnsAnswer(qname, rdtype, DnsStatus.TIMEOUT, detail="timeout", server=where)
+            return DnsAnswer(qname, rdtype, DnsStatus.TIMEOUT, detail="timeout", server=str(server))
         except (dns.exception.DNSException, OSError, EOFError, ValueError) as exc:
-            return DnsAnswer(
-                qname, rdtype, DnsStatus.ERROR, detail=f"{type(exc).__name__}: {exc}", server=where
-            )
-        return _classify(reply, qname, rdtype, server, via_tcp)
+            detail = f"{type(exc).__name__}: {exc}"
+            return DnsAnswer(qname, rdtype, DnsStatus.ERROR, detail=detail, server=str(server))
+        if len(self._replies) >= _REPLY_MEMO_SIZE:
+            self._replies.clear()
+        self._replies[key] = answer
+        return answer
+
+
+def _query(qname: str, rdtype: str) -> dns.message.Message:
+    # RFC 7672 §2.1.1: a security-aware query (EDNS0 with DO), AD requested (RFC 6840 §5.7).
+    q = dns.message.make_query(qname, rdtype, want_dnssec=True, payload=1232)
+    q.flags |= dns.flags.AD
+    return q
 
 
 def _txt_answer(reply: TxtReply, qname: str, server: ResolverAddress) -> DnsAnswer:

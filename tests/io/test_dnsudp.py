@@ -14,7 +14,7 @@ from engine.io.dns import DnsResolver, DnsStatus, ResolverAddress
 from engine.io.dnsudp import UdpChannel
 from engine.logs import MailLogWriter
 from harness.world import FakeDns, Zone
-from harness.world.dns_records import TXT
+from harness.world.dns_records import TXT, A
 
 
 def _zone() -> Zone:
@@ -82,6 +82,20 @@ async def test_message_ids_differ_and_stay_in_range() -> None:
     ids = [channel._next_id() for _ in range(5000)]  # more than one pool of OS randomness
     assert all(0 <= i < 65536 for i in ids)
     assert len(set(ids)) > 4000  # 5,000 draws from 65,536 values: ~170 collisions expected
+
+
+async def test_any_repeated_reply_is_read_once_and_a_changed_one_again() -> None:
+    async with FakeDns([_zone()], address="127.0.0.53") as dns_server:
+        host, port = dns_server.address
+        resolver = DnsResolver([ResolverAddress(host, port)], timeout=2)
+        first = await resolver.query("mx1.example.com", "A")  # read by dnspython
+        assert await resolver.query("mx1.example.com", "A") is first
+        assert first.addresses() == ["127.0.1.1"]
+        dns_server.set_rrset("mx1.example.com", "A", A("127.0.1.2"))
+        assert (await resolver.query("mx1.example.com", "A")).addresses() == ["127.0.1.2"]
+        missing = await resolver.query("nothing.example.com", "A")
+        assert missing.status is DnsStatus.NXDOMAIN
+        await resolver.aclose()
 
 
 async def test_a_repeated_txt_reply_is_read_once_and_a_changed_one_again() -> None:
