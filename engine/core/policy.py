@@ -17,25 +17,33 @@ ignored (POL-8, AMB-6). ``mx`` lines are all kept (POL-9).
 Strictness: any line that breaks the grammar invalidates the whole body
 (AMB-5), blank lines included (AMB-4).
 
-Two readers, one grammar. The fast path (:func:`_parse_fast`) reads the usual
+Three readers, one grammar. Where the optional C extension is built
+(engine/core/_policyscan.c), it reads an ASCII body in one pass and builds the
+policy, or declines. The fast path (:func:`_parse_fast`) reads the usual
 layout (version, mode, mx lines, max_age, extensions) with whole-line dictionary
 lookups against small bounded tables of lines already found valid, and any
 other order with one ``str.partition`` per line; it returns None for anything
 unusual. The reference reader (:func:`_parse_lines`) walks the lines, and on
 the first bad one :func:`_diagnose` works out which rule it breaks. Every body
-the fast path does not accept goes to the reference reader, so errors always
-come from one place; property tests check that the readers agree, with the
-tables empty and filled.
+the faster readers do not accept goes to the reference reader, so errors always
+come from one place; property tests and the atheris harness check that the
+readers agree, with the tables empty and filled.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
 from engine.core.errors import MxPatternError, PolicyError
 from engine.core.mx import MxPattern, parse_mx_pattern
+
+try:  # The optional C reader (engine/core/_policyscan.c), built when a compiler exists.
+    from engine.core import _policyscan
+except ImportError:  # pragma: no cover - the pure-Python install
+    _policyscan = None  # type: ignore[assignment]
 
 __all__ = ["MAX_AGE_CEILING", "Mode", "Policy", "parse_policy", "render_policy"]
 
@@ -51,6 +59,7 @@ _LINE_RE = re.compile(rf"({_NAME}):[ \t]*+({_VCHAR}(?: *+{_VCHAR})*+)[ \t]*+")
 # What has been read valid before, bounded: bodies repeat the same few provider names,
 # max_age values and extension names, so most lines are recognised by one lookup.
 _CACHE_SIZE = 4096
+
 # Parsed patterns by their value, and by their whole line (``"mx: mail.example.com"``).
 _MX_CACHE: dict[str, MxPattern] = {}
 _MX_LINES: dict[str, MxPattern] = {}
@@ -72,6 +81,8 @@ class Mode(StrEnum):
 
 
 _MODES = {m.value: m for m in Mode}
+# The C scanner's mode numbers (engine/core/_policyscan.c).
+_MODE_ORDER = (Mode.ENFORCE, Mode.TESTING, Mode.NONE)
 # RFC 8461 §3.2: the mode line in its usual spelling, compared whole by _parse_usual.
 _MODE_LINES = {f"mode: {m.value}": m for m in Mode}
 
@@ -185,6 +196,10 @@ def parse_policy(body: bytes | str, *, source: str | None = None) -> Policy:
             requirement ID in ``rule``.
     """
     text = _decode(body, source) if isinstance(body, bytes) else body
+    if _c_parse is not None:
+        policy = _c_parse(text)
+        if policy is not None:
+            return policy
     policy = _parse_fast(text)
     # Anything the fast path does not accept is re-read line by line, which either
     # raises the precise error or (never, if both agree) returns the same policy.
@@ -366,6 +381,15 @@ def _new_policy(
     _SET_VERSION(policy, version)
     _SET_EXTENSIONS(policy, extensions)
     return policy
+
+
+# The C reader, when built: it checks a body against the same grammar and builds the
+# Policy as _new_policy does, its patterns as parse_mx_pattern does (remembered in
+# _MX_CACHE), or returns None.
+_c_parse: Callable[[str], Policy | None] | None = None
+if _policyscan is not None:
+    _policyscan.configure(Policy, _MODE_ORDER, _MX_CACHE, MxPattern)
+    _c_parse = _policyscan.parse
 
 
 def _cache_pattern(line: str, value: str) -> MxPattern | None:

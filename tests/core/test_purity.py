@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,16 @@ def test_scanner_catches_violations() -> None:
     tree = ast.parse("import asyncio\nfrom dns import resolver\nx = datetime.now()\n")
     assert imported_roots(tree) & FORBIDDEN_MODULES == {"asyncio", "dns"}
     assert clock_reads(tree) == ["datetime.now at line 3"]
+
+
+# C sources in the core may use the Python C API and memory/string functions only:
+# no sockets, files, clocks, threads or randomness.
+ALLOWED_C_HEADERS = {"Python.h", "string.h"}
+
+
+@pytest.mark.parametrize("path", sorted(CORE.glob("*.c")), ids=lambda p: p.name)
+def test_core_c_source_includes_only_pure_headers(path: Path) -> None:
+    included = set(re.findall(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', path.read_text(), re.M))
+    assert included, f"{path.name}: no #include found; the check is not reading it"
+    extra = sorted(included - ALLOWED_C_HEADERS)
+    assert not extra, f"{path.name} includes {extra}: the core must stay sans-IO"

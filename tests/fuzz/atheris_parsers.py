@@ -15,8 +15,9 @@ path against the reference reader, ``parse_sts_record``, ``parse_tlsrpt_record``
 * only the parser's own :class:`~engine.core.errors.ParseError` may be raised; any
   other exception is a crash that libFuzzer reports with the input that caused it;
 * a policy the parser accepts renders to a body that parses back equal;
-* the fast path, with its tables of known lines cold and then warm, never accepts a
-  body the reference reader rejects and never disagrees with it;
+* the fast path, with its tables of known lines cold and then warm, and the C reader
+  (engine/core/_policyscan.c, when built) never accept a body the reference reader
+  rejects and never disagree with it;
 * a DNS reply the lean reader accepts is one dnspython decodes to the same answer.
 
 This file is not collected by pytest (no ``test_`` prefix); atheris is installed
@@ -72,6 +73,13 @@ def _check_policy(data: bytes) -> None:
             assert fast is None, f"fast path ({attempt}) accepted a body the reference rejects"
         else:
             assert fast in (None, reference), f"fast path ({attempt}) disagrees"
+    c_parse = policy_module._c_parse  # the C reader, when it is built
+    if c_parse is not None:
+        got = c_parse(text)
+        if reference is None:
+            assert got is None, "the C reader accepted a body the reference rejects"
+        else:
+            assert got in (None, reference), "the C reader disagrees with the reference"
     assert policy == reference, "parse_policy disagrees with the reference reader"
 
 
