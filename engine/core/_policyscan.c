@@ -122,12 +122,19 @@ static PyObject *new_pattern(PyObject *value)
         s += 2;
         n -= 2;
     }
-    PyObject *domain = PyUnicode_New(n, 127);
-    if (domain == NULL)
-        return NULL;
-    Py_UCS1 *out = PyUnicode_1BYTE_DATA(domain);
-    for (Py_ssize_t k = 0; k < n; k++)
-        out[k] = (s[k] >= 'A' && s[k] <= 'Z') ? (Py_UCS1)(s[k] + 32) : (Py_UCS1)s[k];
+    int lower = 1;
+    for (Py_ssize_t k = 0; k < n && lower; k++)
+        lower = !(s[k] >= 'A' && s[k] <= 'Z');
+    PyObject *domain;
+    if (lower && !wildcard) {
+        domain = Py_NewRef(value); /* already the domain as compared */
+    } else {
+        if ((domain = PyUnicode_New(n, 127)) == NULL)
+            return NULL;
+        Py_UCS1 *out = PyUnicode_1BYTE_DATA(domain);
+        for (Py_ssize_t k = 0; k < n; k++)
+            out[k] = (s[k] >= 'A' && s[k] <= 'Z') ? (Py_UCS1)(s[k] + 32) : (Py_UCS1)s[k];
+    }
     PyObject *obj = PyBaseObject_Type.tp_new(pattern_type, empty_tuple, NULL);
     if (obj != NULL
         && (set_slot(slot_domain, obj, domain) < 0
