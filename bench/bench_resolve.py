@@ -226,6 +226,9 @@ async def bench(args: argparse.Namespace, w: RemoteWorld) -> dict[str, list[floa
     rates: dict[str, list[float]] = {k: [] for k in labels}
     # CPU milliseconds per resolution, in this process ("client") and in the world's.
     rates |= {f"{k}:{side}": [] for k in labels for side in ("client", "world")}
+    # How busy the world's process was during a phase: its CPU seconds over the phase's
+    # wall seconds. Near 100% means the world, not the resolver, set the pace.
+    rates |= {f"{k}:busy": [] for k in labels}
     host, port = w.resolver
     os.environ["https_proxy"] = f"http://{w.proxy[0]}:{w.proxy[1]}"
     pmsr = STSResolver(loop=asyncio.get_running_loop(), timeout=10)
@@ -276,7 +279,9 @@ async def bench(args: argparse.Namespace, w: RemoteWorld) -> dict[str, list[floa
                 seconds = min(times)
                 per_ms = 1000 / (len(names) * repeats)
                 rates[f"{label}:client"].append((time.process_time() - client_cpu) * per_ms)
-                rates[f"{label}:world"].append((w.ask("cpu") - world_cpu) * per_ms)
+                world_seconds = w.ask("cpu") - world_cpu
+                rates[f"{label}:world"].append(world_seconds * per_ms)
+                rates[f"{label}:busy"].append(100 * world_seconds / sum(times))
                 fetches, txt_queries = w.ask("counts")
                 expected = len(names) if label.endswith("cold") else 0
                 # At least one TXT query per resolution (c-ares may retransmit).
@@ -323,6 +328,19 @@ def report(results: dict[str, dict[str, list[float]]], args: argparse.Namespace)
                 for side in ("client", "world")
             ]
             print(f"{loop:8} {phase:6} " + " ".join(f"{c:8.3f}" for c in cells))
+    # The round with the best rate is the one reported above; its world load says whether
+    # the world was the limit (a process cannot use more than 100% of one core).
+    print("World process busy during the best round's phase (CPU seconds / wall seconds)")
+    print(f"{'loop':8} {'phase':6} {'ours':>8} {'PMSR':>8}")
+    for loop, rates in results.items():
+        for phase in ("cold", "warm"):
+            cells = []
+            for who in ("ours", "pmsr"):
+                best = max(
+                    range(len(rates[f"{who}-{phase}"])), key=rates[f"{who}-{phase}"].__getitem__
+                )
+                cells.append(f"{rates[f'{who}-{phase}:busy'][best]:7.0f}%")
+            print(f"{loop:8} {phase:6} " + " ".join(cells))
 
 
 def main(argv: list[str] | None = None) -> int:

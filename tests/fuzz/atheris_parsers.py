@@ -155,6 +155,8 @@ def main() -> None:
         corpus = Path(".atheris-corpus")
         _seed_corpus(corpus)
         args.append(str(corpus))
+    where = policy_module._c_parse
+    print(f"policy C reader: {'in use' if where is not None else 'not built'}", file=sys.stderr)
     atheris.Setup(args, test_one_input)
     atheris.Fuzz()
 
