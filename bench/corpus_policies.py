@@ -66,6 +66,7 @@ def make_unseen_corpus(size: int, seed: int = 7672) -> list[str]:
 
     Our parser remembers lines it has found valid (bounded tables); this corpus shows
     its speed when none of them helps, i.e. every mx pattern is read for the first time.
+    The seed is part of each name, so corpora made with different seeds share none.
     """
     out = []
     for i, body in enumerate(make_corpus(size, seed)):
@@ -74,6 +75,6 @@ def make_unseen_corpus(size: int, seed: int = 7672) -> list[str]:
             if line.startswith("mx: "):
                 value = line[4:]
                 wild = "*." if value.startswith("*.") else ""
-                lines[n] = f"mx: {wild}u{i}-{n}.{value.removeprefix('*.')}"
+                lines[n] = f"mx: {wild}u{seed}-{i}-{n}.{value.removeprefix('*.')}"
         out.append("\n".join(lines))
     return out

@@ -140,6 +140,11 @@ static PyObject *new_pattern(PyObject *value)
         && (set_slot(slot_domain, obj, domain) < 0
             || set_slot(slot_wildcard, obj, wildcard ? Py_True : Py_False) < 0))
         Py_CLEAR(obj);
+    /* A pattern holds a str and a bool, so it can never be part of a reference cycle;
+     * like CPython's own tuples of atomic values, it need not be seen by the cyclic GC.
+     * The table keeps thousands of them alive, and each collection would walk them all. */
+    if (obj != NULL && PyObject_GC_IsTracked(obj))
+        PyObject_GC_UnTrack(obj);
     Py_DECREF(domain);
     return obj;
 }
