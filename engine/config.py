@@ -19,7 +19,8 @@ Layout::
     "example.com" = ["relay.example.net:2525"]
     [bounce_profiles.default]
     max_retries = 100
-    [dns]           resolvers = ["127.0.0.53:5353"], trust_ad = false
+    [dns]           resolvers = ["127.0.0.53:5353"], trust_ad = false, timeout = 5.0,
+                    retransmit = 1.0
     [identity]      names = ["mx20.example.com"]   # MX names that are this sender
     [tls]           ca_file = "roots.pem"
     [policy_fetch]  timeout = 10.0, max_body = 65536, proxy = "127.0.0.9:3128"
@@ -87,6 +88,8 @@ class DnsConfig:
     Attributes:
         resolvers: where queries go, in order.
         timeout: seconds per lookup.
+        retransmit: seconds before an unanswered UDP query to a trusted resolver is sent
+            again, doubling each time, within ``timeout`` (RFC 1123 §6.1.3.3); 0 never.
         trust_ad: whether the resolvers' AD bit is believed: True for all, False for
             none, None (the default) for loopback resolvers only (DANE-1, RFC 7672
             §2.1.1: AD counts only from a validating resolver over a secure channel).
@@ -94,6 +97,7 @@ class DnsConfig:
 
     resolvers: tuple[HostPort, ...] = ()
     timeout: float = 5.0
+    retransmit: float = 1.0
     trust_ad: bool | None = None
 
 
@@ -273,6 +277,7 @@ def parse_config(
                 for i, v in enumerate(r.get(sec["dns"], "dns", "resolvers", list, []))
             ),
             timeout=r.positive(sec["dns"], "dns", "timeout", 5.0),
+            retransmit=r.non_negative(sec["dns"], "dns", "retransmit", 1.0),
             trust_ad=r.get(sec["dns"], "dns", "trust_ad", bool, False)
             if "trust_ad" in sec["dns"]
             else None,
@@ -308,7 +313,7 @@ _SECTIONS = (
     "tlsrpt",
 )
 _SECTION_KEYS = {
-    "dns": ("resolvers", "timeout", "trust_ad"),
+    "dns": ("resolvers", "timeout", "retransmit", "trust_ad"),
     "identity": ("names",),
     "tls": ("ca_file",),
     "policy_fetch": ("timeout", "max_body", "proxy"),

@@ -173,7 +173,11 @@ class Engine:
             for h, p in config.dns.resolvers
         ] or [ResolverAddress("127.0.0.1", 53, trust_ad is not False)]
         self.resolver = DnsResolver(
-            resolvers, timeout=config.dns.timeout, sink=sink, clock=self.clock
+            resolvers,
+            timeout=config.dns.timeout,
+            retransmit=config.dns.retransmit,
+            sink=sink,
+            clock=self.clock,
         )
         dialer = dialer or Dialer()
         proxy = config.policy_fetch.proxy

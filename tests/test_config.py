@@ -185,6 +185,17 @@ async def test_trust_ad_decides_which_resolvers_are_trusted(text: str, trusted: 
         await engine.aclose()
 
 
+async def test_dns_retransmit_defaults_to_one_second_and_reaches_the_resolver() -> None:
+    assert parse_config("").dns.retransmit == 1.0
+    config = parse_config("[dns]\ntimeout = 3\nretransmit = 0\n")
+    assert (config.dns.timeout, config.dns.retransmit) == (3.0, 0.0)
+    engine = Engine(parse_config("[dns]\nretransmit = 0.25\n"), sink=ListSink(), roots=[])
+    try:
+        assert engine.resolver.retransmit == 0.25
+    finally:
+        await engine.aclose()
+
+
 def test_identity_names_are_normalised_host_names() -> None:
     assert parse_config("").identity.names == ()
     cfg = parse_config(
@@ -343,6 +354,7 @@ def test_unknown_keys_name_file_and_key_path(text: str, key: str) -> None:
         ),
         ('[tls]\nca_file = ""\n', "tls.ca_file", "", "non-empty path"),
         ('[dns]\ntrust_ad = "no"\n', "dns.trust_ad", "no", "boolean"),
+        ("[dns]\nretransmit = -1\n", "dns.retransmit", -1, "0 or more"),
         ('[identity]\nnames = "me.example"\n', "identity.names", "me.example", "list"),
         ('[identity]\nnames = ["a..b"]\n', "identity.names[0]", "a..b", "host name"),
         (

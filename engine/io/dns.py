@@ -183,6 +183,10 @@ class DnsResolver:
     Args:
         resolvers: where to send queries, tried in order while outcomes are temporary.
         timeout: seconds per query attempt (UDP, and TCP after truncation).
+        retransmit: seconds before a trusted resolver's UDP query is sent again when
+            no reply came, doubling after each copy, within ``timeout``; 0 never does
+            (RFC 1123 §6.1.3.3). Untrusted resolvers are asked through dnspython,
+            which does not resend.
         sink: where ``dns.query`` / ``dns.answer`` debug events go.
         clock: stamps events.
     """
@@ -192,6 +196,7 @@ class DnsResolver:
         resolvers: Sequence[ResolverAddress],
         *,
         timeout: float = 5.0,
+        retransmit: float = 0.0,
         sink: EventSink | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -199,6 +204,7 @@ class DnsResolver:
             raise ValueError("at least one resolver is required")
         self.resolvers = tuple(resolvers)
         self.timeout = timeout
+        self.retransmit = retransmit
         self._sink = sink
         # Every event here is Debug: with a sink that drops those, none is built.
         self._debug = wants_debug(sink)
@@ -262,7 +268,7 @@ class DnsResolver:
                 q, server.host, timeout=self.timeout, port=server.port
             )
         if wire is None:
-            reply = await self._channel(server).query(q, self.timeout)
+            reply = await self._channel(server).query(q, self.timeout, self.retransmit)
         else:
             q.id = int.from_bytes(wire[:2], "big")
             reply = check_reply(q, wire)
@@ -288,7 +294,7 @@ class DnsResolver:
             if query is None:
                 reply, via_tcp = await self._exchange(server, _query(qname, rdtype))
                 return _classify(reply, qname, rdtype, server, via_tcp)
-            wire = await self._channel(server).exchange(query, self.timeout)
+            wire = await self._channel(server).exchange(query, self.timeout, self.retransmit)
             # The same reply bytes (after the ID) always read the same way, and a sender
             # asks the same questions on every delivery: each distinct reply is read once.
             key = (wire[2:], server)

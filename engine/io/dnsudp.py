@@ -29,6 +29,43 @@ def _expire(future: asyncio.Future[bytes], timeout: float) -> None:
         future.set_exception(dns.exception.Timeout(timeout=timeout))  # type: ignore[no-untyped-call]
 
 
+class _Resender:
+    """Sends one query again while no reply has come, doubling the wait each time.
+
+    RFC 1123 §6.1.3.3: a resolver must retransmit a UDP query whose reply did not
+    come (a datagram can be lost), backing off exponentially, within an overall
+    time limit. The copy keeps the message ID, so a reply to any copy answers it.
+    """
+
+    __slots__ = ("_datagram", "_deadline", "_future", "_handle", "_loop", "_transport")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        transport: asyncio.DatagramTransport,
+        datagram: bytes,
+        future: asyncio.Future[bytes],
+        first: float,
+        deadline: float,
+    ) -> None:
+        self._loop, self._transport, self._datagram = loop, transport, datagram
+        self._future, self._deadline = future, deadline
+        self._handle: asyncio.TimerHandle | None = loop.call_later(first, self._send, first)
+
+    def _send(self, interval: float) -> None:
+        self._handle = None
+        if self._future.done() or self._transport.is_closing():
+            return
+        self._transport.sendto(self._datagram)
+        interval *= 2
+        if self._loop.time() + interval < self._deadline:
+            self._handle = self._loop.call_later(interval, self._send, interval)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+
+
 def check_reply(q: dns.message.Message, wire: bytes) -> dns.message.Message:
     """Decode ``wire`` with dnspython and check it answers ``q`` (same ID and question).
 
@@ -115,8 +152,14 @@ class UdpChannel:
             if not future.done():
                 future.set_exception(exc)
 
-    async def exchange(self, wire: bytes, timeout: float) -> bytes:
+    async def exchange(self, wire: bytes, timeout: float, retransmit: float = 0.0) -> bytes:
         """Send the query ``wire`` under a fresh message ID; return the reply with that ID.
+
+        Args:
+            wire: the query, any message ID.
+            timeout: seconds until the exchange fails.
+            retransmit: seconds before the query is first sent again if no reply came,
+                doubling after each copy, while within ``timeout``; 0 never resends.
 
         Raises:
             dns.exception.Timeout: no matching reply within ``timeout``.
@@ -134,14 +177,23 @@ class UdpChannel:
         # A timer handle rather than asyncio.timeout(): the same effect for a single
         # await, at a fraction of the cost on the path every warm delivery takes.
         timer = loop.call_later(timeout, _expire, future, timeout)
+        datagram = qid.to_bytes(2, "big") + wire[2:]
+        resender = None
+        if 0 < retransmit < timeout:
+            deadline = loop.time() + timeout
+            resender = _Resender(loop, transport, datagram, future, retransmit, deadline)
         try:
-            transport.sendto(qid.to_bytes(2, "big") + wire[2:])
+            transport.sendto(datagram)
             return await future
         finally:
             timer.cancel()
+            if resender is not None:
+                resender.cancel()
             self.pending.pop(qid, None)
 
-    async def query(self, q: dns.message.Message, timeout: float) -> dns.message.Message:
+    async def query(
+        self, q: dns.message.Message, timeout: float, retransmit: float = 0.0
+    ) -> dns.message.Message:
         """Send ``q`` and return the matching reply.
 
         Raises:
@@ -150,7 +202,7 @@ class UdpChannel:
                 answer ``q`` (wrong question).
             OSError: the socket failed.
         """
-        wire = await self.exchange(q.to_wire(), timeout)
+        wire = await self.exchange(q.to_wire(), timeout, retransmit)
         q.id = int.from_bytes(wire[:2], "big")
         return check_reply(q, wire)
 

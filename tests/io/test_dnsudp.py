@@ -110,3 +110,78 @@ async def test_a_repeated_txt_reply_is_read_once_and_a_changed_one_again() -> No
         assert changed.txt_strings() == [[b"changed"]]
         assert dns_server.count("t1.example.com", "TXT") == 3  # every lookup was asked
         await resolver.aclose()
+
+
+class _LossyServer(asyncio.DatagramProtocol):
+    """A resolver on loopback that ignores the first ``drop`` queries it gets, then answers."""
+
+    def __init__(self, drop: int, expect: int) -> None:
+        self.drop, self.expect = drop, expect
+        self.seen: list[bytes] = []
+        self.all_seen = asyncio.Event()  # set when ``expect`` datagrams have arrived
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.seen.append(data)
+        if len(self.seen) >= self.expect:
+            self.all_seen.set()
+        if len(self.seen) > self.drop:
+            reply = dns.message.make_response(dns.message.from_wire(data))
+            assert self.transport is not None
+            self.transport.sendto(reply.to_wire(), addr)
+
+
+async def _lossy(drop: int, expect: int) -> tuple[_LossyServer, asyncio.DatagramTransport]:
+    loop = asyncio.get_running_loop()
+    transport, server = await loop.create_datagram_endpoint(
+        lambda: _LossyServer(drop, expect), local_addr=("127.0.0.1", 0)
+    )
+    return server, transport
+
+
+async def test_a_lost_query_is_sent_again_with_the_same_id() -> None:
+    # RFC 1123 §6.1.3.3: one lost datagram must not cost the whole timeout.
+    server, transport = await _lossy(drop=1, expect=2)
+    channel = UdpChannel(*transport.get_extra_info("sockname")[:2])
+    q = dns.message.make_query("mx1.example.com", "A")
+    reply = await channel.query(q, timeout=5.0, retransmit=0.05)
+    assert reply.id == q.id
+    assert len(server.seen) == 2 and server.seen[0] == server.seen[1]
+    await channel.aclose()
+    transport.close()
+
+
+async def test_without_retransmission_a_lost_query_times_out() -> None:
+    server, transport = await _lossy(drop=1, expect=1)
+    channel = UdpChannel(*transport.get_extra_info("sockname")[:2])
+    with pytest.raises(dns.exception.Timeout):
+        await channel.query(dns.message.make_query("mx1.example.com", "A"), timeout=0.2)
+    assert len(server.seen) == 1
+    await channel.aclose()
+    transport.close()
+
+
+async def test_copies_back_off_and_stop_at_the_timeout() -> None:
+    # Sent at 0, then 0.1, 0.3 and 0.7 s (the wait doubles); the next would be at 1.5 s,
+    # past the 1 s timeout. Timers fire in order, so a slow loop cannot reorder them.
+    server, transport = await _lossy(drop=100, expect=4)
+    channel = UdpChannel(*transport.get_extra_info("sockname")[:2])
+    with pytest.raises(dns.exception.Timeout):
+        await channel.query(dns.message.make_query("mx1.example.com", "A"), 1.0, 0.1)
+    await asyncio.wait_for(server.all_seen.wait(), 5)  # the last copy may still be in flight
+    assert len(server.seen) == 4 and len(set(server.seen)) == 1
+    await channel.aclose()
+    transport.close()
+
+
+async def test_resolver_passes_its_retransmit_interval_to_the_channel() -> None:
+    server, transport = await _lossy(drop=1, expect=2)
+    host, port = transport.get_extra_info("sockname")[:2]
+    resolver = DnsResolver([ResolverAddress(host, port, trusted=True)], timeout=5, retransmit=0.05)
+    answer = await resolver.query("mx1.example.com", "A")
+    assert answer.status is DnsStatus.NODATA and len(server.seen) == 2
+    await resolver.aclose()
+    transport.close()
