@@ -59,8 +59,8 @@ _LINE_RE = re.compile(rf"({_NAME}):[ \t]*+({_VCHAR}(?: *+{_VCHAR})*+)[ \t]*+")
 # What has been read valid before, bounded: bodies repeat the same few provider names,
 # max_age values and extension names, so most lines are recognised by one lookup.
 _CACHE_SIZE = 4096
-
-# Parsed patterns by their value, and by their whole line (``"mx: mail.example.com"``).
+# Parsed patterns by their value, and by their whole line (``"mx: mail.example.com"``);
+# the C reader shares _MX_CACHE (the same keys: the value as written).
 _MX_CACHE: dict[str, MxPattern] = {}
 _MX_LINES: dict[str, MxPattern] = {}
 # max_age lines (``"max_age: 86400"``) and their clamped value.
@@ -81,7 +81,7 @@ class Mode(StrEnum):
 
 
 _MODES = {m.value: m for m in Mode}
-# The C scanner's mode numbers (engine/core/_policyscan.c).
+# The C reader's mode numbers (engine/core/_policyscan.c).
 _MODE_ORDER = (Mode.ENFORCE, Mode.TESTING, Mode.NONE)
 # RFC 8461 §3.2: the mode line in its usual spelling, compared whole by _parse_usual.
 _MODE_LINES = {f"mode: {m.value}": m for m in Mode}

@@ -24,20 +24,16 @@ import dns.message
 __all__ = ["UdpChannel", "check_reply"]
 
 
-def _expire(future: asyncio.Future[bytes], timeout: float) -> None:
-    if not future.done():
-        future.set_exception(dns.exception.Timeout(timeout=timeout))  # type: ignore[no-untyped-call]
+class _Wait:
+    """What happens while a query waits for its reply: copies, then the timeout.
 
-
-class _Resender:
-    """Sends one query again while no reply has come, doubling the wait each time.
-
-    RFC 1123 §6.1.3.3: a resolver must retransmit a UDP query whose reply did not
-    come (a datagram can be lost), backing off exponentially, within an overall
-    time limit. The copy keeps the message ID, so a reply to any copy answers it.
+    RFC 1123 §6.1.3.3: a resolver retransmits a UDP query whose reply did not come
+    (a datagram can be lost), backing off exponentially, within an overall time limit.
+    Each copy keeps the message ID, so a reply to any of them answers the query. One
+    timer at a time: the next copy, or the end of the wait, whichever comes first.
     """
 
-    __slots__ = ("_datagram", "_deadline", "_future", "_handle", "_loop", "_transport")
+    __slots__ = ("_datagram", "_deadline", "_future", "_handle", "_loop", "_timeout", "_transport")
 
     def __init__(
         self,
@@ -45,25 +41,36 @@ class _Resender:
         transport: asyncio.DatagramTransport,
         datagram: bytes,
         future: asyncio.Future[bytes],
-        first: float,
-        deadline: float,
+        timeout: float,
+        retransmit: float,
     ) -> None:
         self._loop, self._transport, self._datagram = loop, transport, datagram
-        self._future, self._deadline = future, deadline
-        self._handle: asyncio.TimerHandle | None = loop.call_later(first, self._send, first)
+        self._future, self._timeout = future, timeout
+        self._deadline = loop.time() + timeout
+        self._handle: asyncio.TimerHandle
+        if 0 < retransmit < timeout:
+            self._handle = loop.call_later(retransmit, self._resend, retransmit)
+        else:
+            self._handle = loop.call_at(self._deadline, self._expire)
 
-    def _send(self, interval: float) -> None:
-        self._handle = None
-        if self._future.done() or self._transport.is_closing():
+    def _resend(self, interval: float) -> None:
+        if self._future.done():
             return
-        self._transport.sendto(self._datagram)
+        if not self._transport.is_closing():
+            self._transport.sendto(self._datagram)
         interval *= 2
-        if self._loop.time() + interval < self._deadline:
-            self._handle = self._loop.call_later(interval, self._send, interval)
+        when = self._loop.time() + interval
+        if when < self._deadline:
+            self._handle = self._loop.call_at(when, self._resend, interval)
+        else:
+            self._handle = self._loop.call_at(self._deadline, self._expire)
+
+    def _expire(self) -> None:
+        if not self._future.done():
+            self._future.set_exception(dns.exception.Timeout(timeout=self._timeout))  # type: ignore[no-untyped-call]
 
     def cancel(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
+        self._handle.cancel()
 
 
 def check_reply(q: dns.message.Message, wire: bytes) -> dns.message.Message:
@@ -174,21 +181,15 @@ class UdpChannel:
             qid = self._next_id()
         future: asyncio.Future[bytes] = loop.create_future()
         self.pending[qid] = future
-        # A timer handle rather than asyncio.timeout(): the same effect for a single
-        # await, at a fraction of the cost on the path every warm delivery takes.
-        timer = loop.call_later(timeout, _expire, future, timeout)
         datagram = qid.to_bytes(2, "big") + wire[2:]
-        resender = None
-        if 0 < retransmit < timeout:
-            deadline = loop.time() + timeout
-            resender = _Resender(loop, transport, datagram, future, retransmit, deadline)
+        # Timer handles rather than asyncio.timeout(): the same effect for a single
+        # await, at a fraction of the cost on the path every warm delivery takes.
+        wait = _Wait(loop, transport, datagram, future, timeout, retransmit)
         try:
             transport.sendto(datagram)
             return await future
         finally:
-            timer.cancel()
-            if resender is not None:
-                resender.cancel()
+            wait.cancel()
             self.pending.pop(qid, None)
 
     async def query(
