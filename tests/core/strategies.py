@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from engine.core.mx import MxPattern
-from engine.core.policy import MAX_AGE_CEILING, Mode, Policy
+from engine.core.policy import MAX_AGE_CEILING, Mode, Policy, render_policy
 from engine.core.txt import StsRecord, TlsRptRecord
 
 __all__ = [
@@ -150,6 +150,24 @@ def policy_documents(
 def policy_bodies(**kwargs: object) -> st.SearchStrategy[str]:
     """Valid policy bodies only (see :func:`policy_documents` for the arguments)."""
     return policy_documents(**kwargs).map(lambda doc: doc[0])  # type: ignore[arg-type]
+
+
+@st.composite
+def _rendered_policy(draw: st.DrawFn) -> tuple[str, Policy]:
+    policy = draw(policy_documents(duplicates=False))[1]
+    body = render_policy(policy)
+    if not draw(st.booleans(), label="terminated"):
+        body = body[:-1]  # POL-10: the final terminator is optional
+    if draw(st.booleans(), label="crlf"):
+        body = body.replace("\n", "\r\n")
+    return body, policy
+
+
+def rendered_policies() -> st.SearchStrategy[tuple[str, Policy]]:
+    """Bodies in the usual layout :func:`render_policy` writes (version, mode, mx lines,
+    max_age, extensions), LF or CRLF, with or without the final terminator, and the
+    policy each one means."""
+    return _rendered_policy()
 
 
 _TXT_EXT_VALUE = st.text(
