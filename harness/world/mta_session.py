@@ -33,7 +33,7 @@ import asyncio
 import collections
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Any, AnyStr, Protocol
+from typing import Any, AnyStr, Protocol, cast
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
@@ -142,8 +142,10 @@ class MtaProtocol(SMTP):
         super().connection_made(transport)
         if not first:
             return  # the TLS layer re-entering after STARTTLS
-        assert isinstance(transport, asyncio.Transport) and self._handler_coroutine is not None
-        self._raw = transport
+        # uvloop's transports are not asyncio.Transport subclasses (they only quack like
+        # one), so only the handler is checked here: the world runs on either loop.
+        assert self._handler_coroutine is not None
+        self._raw = cast(asyncio.Transport, transport)
         host, port = transport.get_extra_info("peername")[:2]
         self.log.client = (str(host), int(port))
         self._handler_coroutine.add_done_callback(self._on_handler_done)
