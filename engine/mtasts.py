@@ -28,6 +28,7 @@ from engine.core.discovery import (
     save_result,
 )
 from engine.core.events import EventSink, wants_debug
+from engine.core.fastpaths import FAST_PATHS
 from engine.core.txt import NoStsRecord, select_sts_record
 from engine.io.dns import DnsAnswer, DnsResolver, DnsStatus
 from engine.io.fetch import PolicyFetcher
@@ -51,6 +52,8 @@ def txt_outcome(answer: DnsAnswer) -> TxtOutcome:
     if isinstance(selected, NoStsRecord):
         return TxtInvalid(selected)
     found = TxtFound(selected)
+    if not FAST_PATHS:
+        return found  # STS_ENGINE_NO_FAST_PATHS=1: no memo (engine.core.fastpaths)
     if len(_FOUND) >= _FOUND_SIZE:
         _FOUND.clear()
     _FOUND[answer.records] = found

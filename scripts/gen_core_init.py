@@ -33,6 +33,8 @@ from __future__ import annotations
 def main() -> None:
     lines, names = [], []
     for info in sorted(pkgutil.iter_modules(engine.core.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue  # private modules (the optional C reader) export nothing
         module = importlib.import_module(f"engine.core.{info.name}")
         plain = sorted(
             n

@@ -81,6 +81,7 @@ from engine.core.errors import (
     TxtRecordError,
 )
 from engine.core.events import EventSink, ListSink, LogEvent, ResultType, wants_debug
+from engine.core.fastpaths import FAST_PATHS, FAST_PATHS_ENV
 from engine.core.mx import (
     MAX_DOMAIN_LENGTH,
     MxPattern,
@@ -186,6 +187,8 @@ __all__ = [
     "DAY_SECONDS",
     "DECISION_TABLE",
     "DEFAULT_REFRESH_INTERVAL",
+    "FAST_PATHS",
+    "FAST_PATHS_ENV",
     "FETCH_RETRY_AFTER",
     "MAX_AGE_CEILING",
     "MAX_DOMAIN_LENGTH",

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from engine.core.errors import MxPatternError, PolicyError
+from engine.core.fastpaths import FAST_PATHS
 from engine.core.mx import MxPattern, parse_mx_pattern
 
 try:  # The optional C reader (engine/core/_policyscan.c), built when a compiler exists.
@@ -200,7 +201,8 @@ def parse_policy(body: bytes | str, *, source: str | None = None) -> Policy:
         policy = _c_parse(text)
         if policy is not None:
             return policy
-    policy = _parse_fast(text)
+    # STS_ENGINE_NO_FAST_PATHS=1 (engine.core.fastpaths): the reference reader alone.
+    policy = _parse_fast(text) if FAST_PATHS else None
     # Anything the fast path does not accept is re-read line by line, which either
     # raises the precise error or (never, if both agree) returns the same policy.
     return policy if policy is not None else _parse_lines(text, source)
@@ -387,7 +389,7 @@ def _new_policy(
 # Policy as _new_policy does, its patterns as parse_mx_pattern does (remembered in
 # _MX_CACHE), or returns None.
 _c_parse: Callable[[str], Policy | None] | None = None
-if _policyscan is not None:
+if _policyscan is not None and FAST_PATHS:
     _policyscan.configure(Policy, _MODE_ORDER, _MX_CACHE, MxPattern)
     _c_parse = _policyscan.parse
 

@@ -46,6 +46,7 @@ import dns.rrset
 
 from engine.core.clock import Clock
 from engine.core.events import EventSink, LogEvent, wants_debug
+from engine.core.fastpaths import FAST_PATHS
 from engine.io.dnsudp import UdpChannel, check_reply
 from engine.io.dnswire import TxtReply, query_question, query_wire, read_txt_reply
 
@@ -289,7 +290,8 @@ class DnsResolver:
         self.queries_sent += 1
         # Trusted resolvers share one UDP socket, and the query is written by dnswire
         # (byte for byte what dnspython writes); a simple TXT reply is read there too.
-        query = query_wire(qname, rdtype) if server.trusted else None
+        # STS_ENGINE_NO_FAST_PATHS=1 (engine.core.fastpaths): every reply through _classify.
+        query = query_wire(qname, rdtype) if server.trusted and FAST_PATHS else None
         try:
             if query is None:
                 reply, via_tcp = await self._exchange(server, _query(qname, rdtype))
