@@ -18,6 +18,7 @@ from certs.factory import CertFactory
 from certs.issued import IssuedCert
 from certs.loopback import HandshakeResult, loopback_handshake
 from certs.profiles import (
+    LONG_CHAIN_CAS,
     PROFILE_SPECS,
     WRONG_NAME,
     CertProfile,
@@ -39,6 +40,7 @@ from certs.tls import (
 
 __all__ = [
     "LEGACY_CIPHERS",
+    "LONG_CHAIN_CAS",
     "PROFILE_SPECS",
     "WRONG_NAME",
     "BundlePaths",

@@ -50,6 +50,7 @@ from certs._leaf import (
 from certs.errors import CertError
 from certs.issued import IssuedCert
 from certs.profiles import (
+    LONG_CHAIN_CAS,
     PROFILE_SPECS,
     CertProfile,
     IssuerKind,
@@ -102,6 +103,11 @@ class CertFactory:
             top = build_ca(self._signer(IssuerKind.TRUSTED_ROOT), "pathlen-0 CA", path_length=0)
             first = build_ca(top, "CA 1 below pathlen-0", path_length=None)
             self._signers[kind] = build_ca(first, "CA 2 below pathlen-0", path_length=None)
+        if kind is IssuerKind.LONG_CHAIN and kind not in self._signers:
+            current = self._signer(IssuerKind.TRUSTED_ROOT)
+            for depth in range(1, LONG_CHAIN_CAS + 1):
+                current = build_ca(current, f"long chain CA {depth}", path_length=None)
+            self._signers[kind] = current
         if kind not in self._signers:
             below = (
                 self._signer(IssuerKind.TRUSTED_ROOT) if kind is IssuerKind.INTERMEDIATE else None

@@ -23,6 +23,7 @@ from types import MappingProxyType
 from certs.errors import CertError
 
 __all__ = [
+    "LONG_CHAIN_CAS",
     "PROFILE_SPECS",
     "WRONG_NAME",
     "CertProfile",
@@ -54,6 +55,16 @@ class CertProfile(StrEnum):
     # whole chain below the root is sent. Two CAs below a pathlen-0 CA break RFC 5280
     # §4.2.1.9, for PKIX and for a DANE-TA record naming the constrained CA.
     VIA_TWO_INTERMEDIATES_PATHLEN0 = "via-two-intermediates-pathlen0"
+    # Transport faults (issue 12): leaf <- LONG_CHAIN_CAS CAs, unconstrained, <- trusted
+    # root, the whole chain sent (~48 KB, under OpenSSL's 100 KB certificate-list cap).
+    # RFC 5280 sets no depth limit, but every verifier has one: OpenSSL's default verify
+    # depth is 100 ("certificate chain too long"), Postfix's smtp_tls_scert_verifydepth 9,
+    # cryptography's max_chain_depth 8. One CA more than OpenSSL's allows.
+    LONG_CHAIN = "long-chain"
+
+
+#: The number of CAs between the trusted root and a ``long-chain`` leaf.
+LONG_CHAIN_CAS = 101
 
 
 class KeyType(StrEnum):
@@ -72,6 +83,8 @@ class IssuerKind(StrEnum):
     SELF = "self"
     # the second of two CAs below a pathLenConstraint-0 CA that the trusted root signed
     BELOW_PATHLEN0 = "below-pathlen0"
+    # the last of LONG_CHAIN_CAS CAs in a row below the trusted root (101: beyond depth 100)
+    LONG_CHAIN = "long-chain"
 
 
 class NameRule(StrEnum):
@@ -156,6 +169,9 @@ PROFILE_SPECS: MappingProxyType[CertProfile, ProfileSpec] = MappingProxyType(
         _P.CN_ONLY: ProfileSpec(_I.TRUSTED_ROOT, _N.CN_ONLY, _CURRENT, False, "CERT-7, FETCH-3"),
         _P.VIA_TWO_INTERMEDIATES_PATHLEN0: ProfileSpec(
             _I.BELOW_PATHLEN0, _N.REQUESTED, _CURRENT, True, "DANE-30"
+        ),
+        _P.LONG_CHAIN: ProfileSpec(
+            _I.LONG_CHAIN, _N.REQUESTED, _CURRENT, True, "chain beyond verification depth"
         ),
     }
 )

@@ -36,19 +36,25 @@ from harness.world.dns_records import (
     check_loopback,
 )
 from harness.world.mta import ReceivingMta
+from harness.world.mta_handshake import ALERTS, server_hello_flight
 from harness.world.mta_log import Answer as SessionAnswer
-from harness.world.mta_log import SessionConfig, SessionLog
+from harness.world.mta_log import SessionConfig, SessionLog, describe_action
 from harness.world.mta_records import Message, MtaSession, RcptResult, SessionEnd, Transaction
 from harness.world.mta_script import (
     HELO_ONLY,
+    POSITIVE_CODES,
+    STAGES,
     Action,
     Disconnect,
+    Fault,
+    FaultKind,
     Reply,
     Script,
     StartTls,
+    is_fault,
     parse_action,
 )
-from harness.world.mta_session import MtaProtocol, SessionOwner
+from harness.world.mta_session import MALFORMED_LINE, MtaProtocol, SessionOwner
 from harness.world.mta_tls import (
     ServerCert,
     TlsSetup,
@@ -113,6 +119,7 @@ from harness.world.zones import DnssecStatus, Lookup, Zone, zone_from_dict
 
 __all__ = [
     "AAAA",
+    "ALERTS",
     "ALL_RCPTS",
     "CNAME",
     "DEFAULT_ALLOCATOR",
@@ -122,9 +129,12 @@ __all__ = [
     "GZIP_TYPE",
     "HELO_ONLY",
     "JSON_TYPE",
+    "MALFORMED_LINE",
     "MX",
     "POLICY_PATH",
+    "POSITIVE_CODES",
     "RDATA_TYPES",
+    "STAGES",
     "TABLE",
     "TLSA",
     "TXT",
@@ -142,6 +152,8 @@ __all__ = [
     "Exchange",
     "ExchangeKind",
     "FakeDns",
+    "Fault",
+    "FaultKind",
     "HostInfo",
     "HostRole",
     "HostSpec",
@@ -207,10 +219,12 @@ __all__ = [
     "changed_domain",
     "changed_policy",
     "check_loopback",
+    "describe_action",
     "describe_cert",
     "dns_rules_from",
     "domain_from",
     "host_from",
+    "is_fault",
     "is_loopback_v4",
     "is_tls_record",
     "key_path",
@@ -227,6 +241,7 @@ __all__ = [
     "read_world_spec",
     "report_sink_from",
     "ruleset",
+    "server_hello_flight",
     "shared_cert_factory",
     "tlsa_name",
     "zone_apex",

@@ -143,8 +143,8 @@ class ReceivingMta:
     @starttls.setter
     def starttls(self, mode: StartTls) -> None:
         mode = StartTls(mode)
-        if mode is StartTls.OFFERED and self._tls is None:
-            raise ValueError(f"{self.identity}: starttls='offered' needs a certificate")
+        if mode.needs_cert and self._tls is None:
+            raise ValueError(f"{self.identity}: starttls={mode.value!r} needs a certificate")
         self._starttls = mode
 
     def rotate_cert(
@@ -163,8 +163,9 @@ class ReceivingMta:
         if cert is None:
             if sni_certs:
                 raise ValueError(f"{self.identity}: sni_certs need a default cert as well")
-            if self._starttls is StartTls.OFFERED:
-                raise ValueError(f"{self.identity}: starttls='offered' needs a certificate")
+            if self._starttls.needs_cert:
+                mode = self._starttls.value
+                raise ValueError(f"{self.identity}: starttls={mode!r} needs a certificate")
             self._tls = None
             return
         self._tls = TlsSetup(cert, sni_certs, tls_min=self._tls_min, tls_max=self._tls_max)

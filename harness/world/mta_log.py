@@ -19,10 +19,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from harness.world.mta_records import Message, MtaSession, RcptResult, SessionEnd, Transaction
-from harness.world.mta_script import Action, Disconnect, Reply, Script, StartTls
+from harness.world.mta_script import (
+    POSITIVE_CODES,
+    Action,
+    Disconnect,
+    Fault,
+    FaultKind,
+    Reply,
+    Script,
+    StartTls,
+    is_fault,
+)
 from harness.world.mta_tls import TlsSetup
 
-__all__ = ["Answer", "SessionConfig", "SessionLog"]
+__all__ = ["Answer", "SessionConfig", "SessionLog", "describe_action"]
 
 _ENVELOPE_VERBS = frozenset({"MAIL", "RCPT", "DATA"})
 _RESET_VERBS = frozenset({"EHLO", "HELO", "RSET", "STARTTLS"})
@@ -46,27 +56,43 @@ class Answer:
     """What the server does at one stage.
 
     Attributes:
-        lines: reply lines to send (empty when hanging up).
+        lines: reply lines to send (empty when hanging up or breaking the transport).
         accepted: the stage succeeded (greeting, sender, recipient, message taken).
         scripted: the script chose this reply, so a 5yz here is no protocol error.
         hangup: drop the connection instead of replying.
+        fault: break the transport this way instead of replying.
+        code: the stage's positive reply code (a ``multiline-broken`` reply starts so).
     """
 
     lines: tuple[str, ...]
     accepted: bool = True
     scripted: bool = False
     hangup: bool = False
+    fault: FaultKind | None = None
+    code: int = 250
 
 
 _HANGUP = Answer((), accepted=False, scripted=True, hangup=True)
 
 
-def _answer(action: Action | None, default: str) -> Answer:
+def _answer(action: Action | None, default: str, stage: str = "") -> Answer:
     if action is None:
         return Answer((default,))
     if isinstance(action, Disconnect):
         return _HANGUP
+    if isinstance(action, Fault):
+        code = POSITIVE_CODES.get(stage, 250)
+        return Answer((), accepted=False, scripted=True, fault=action.kind, code=code)
     return Answer((action.line,), accepted=action.positive, scripted=True)
+
+
+def describe_action(action: Action) -> str:
+    """How a session record names a scripted action (``"reset"``, ``"450 4.2.0 busy"``)."""
+    if isinstance(action, Disconnect):
+        return "disconnect"
+    if isinstance(action, Fault):
+        return str(action.kind)
+    return action.line
 
 
 @dataclass
@@ -111,6 +137,7 @@ class SessionLog:
         self.commands: list[str] = []
         self.ended: SessionEnd | None = None
         self.errors: list[str] = []
+        self.faults: list[str] = []
         self._txns: list[_Txn] = []
         self._txn: _Txn | None = None
         self._accepted_rcpts: list[str] = []
@@ -118,6 +145,17 @@ class SessionLog:
         self._current = "(banner)"
 
     # -- recording ---------------------------------------------------------------
+
+    def _scripted(self, stage: str, action: Action | None, default: str) -> Answer:
+        """The answer for ``action`` at ``stage``, noting it when it refuses or breaks."""
+        if is_fault(action):
+            assert action is not None
+            self.fault(stage, describe_action(action))
+        return _answer(action, default, stage)
+
+    def fault(self, stage: str, what: str) -> None:
+        """Note a fault played (or a handshake that failed) at ``stage``."""
+        self.faults.append(f"{stage}: {what}")
 
     def end(self, how: SessionEnd) -> None:
         """Note how the session ends; the first cause noted wins."""
@@ -165,14 +203,15 @@ class SessionLog:
             commands=tuple(self.commands),
             ended=self.ended,
             protocol_errors=tuple(self.errors),
+            faults=tuple(self.faults),
         )
 
     # -- stages ------------------------------------------------------------------
 
     def greet(self, default: str) -> Answer:
         """The banner."""
-        answer = _answer(self.script.banner, default)
-        if answer.scripted and not answer.hangup:
+        answer = self._scripted("banner", self.script.banner, default)
+        if answer.scripted and answer.lines:
             self._refusing = not answer.lines[0].startswith("220")
         return answer
 
@@ -192,7 +231,7 @@ class SessionLog:
         start = self.script.data_start
         if verb == "DATA" and start is not None and not arg and self._accepted_rcpts:
             assert self._txn is not None
-            answer = _answer(start, "")
+            answer = self._scripted("data_start", start, "")
             self._txn.data_reply = answer.lines[0] if answer.lines else None
             return answer
         return None
@@ -200,7 +239,7 @@ class SessionLog:
     def ehlo(self, name: str, keywords: list[str], *, tls_possible: bool) -> Answer:
         """EHLO: the script, else aiosmtpd's keywords with STARTTLS per the mode."""
         if self.script.ehlo is not None:
-            answer = _answer(self.script.ehlo, "")
+            answer = self._scripted("ehlo", self.script.ehlo, "")
             if answer.accepted:  # a 2yz with no extensions at all
                 self.helo_verb, self.helo_name = "EHLO", name
             return answer
@@ -215,7 +254,7 @@ class SessionLog:
 
     def helo(self, name: str) -> Answer:
         """HELO."""
-        answer = _answer(self.script.helo, f"250 {self.identity}")
+        answer = self._scripted("helo", self.script.helo, f"250 {self.identity}")
         if answer.accepted:
             self.helo_verb, self.helo_name = "HELO", name
         return answer
@@ -224,7 +263,7 @@ class SessionLog:
         """MAIL FROM: starts a transaction record whatever the reply."""
         self._txn = _Txn(address, over_tls=tls_active)
         self._txns.append(self._txn)
-        answer = _answer(self.script.mail, "250 2.1.0 OK")
+        answer = self._scripted("mail", self.script.mail, "250 2.1.0 OK")
         self._txn.mail_reply = answer.lines[0] if answer.lines else None
         return answer
 
@@ -232,7 +271,7 @@ class SessionLog:
         """RCPT TO: by address, else by index in the transaction."""
         assert self._txn is not None, "aiosmtpd passed RCPT before MAIL"
         action = self.script.rcpt_action(address, len(self._txn.rcpts))
-        answer = _answer(action, "250 2.1.5 OK")
+        answer = self._scripted("rcpt", action, "250 2.1.5 OK")
         self._txn.rcpts.append(RcptResult(address, answer.lines[0] if answer.lines else None))
         if answer.accepted:
             self._accepted_rcpts.append(address)
@@ -244,7 +283,7 @@ class SessionLog:
         txn, rcpts = self._txn, tuple(self._accepted_rcpts)
         self._txn, self._accepted_rcpts = None, []
         txn.message = message
-        answer = _answer(self.script.data, "250 2.0.0 OK: queued")
+        answer = self._scripted("data", self.script.data, "250 2.0.0 OK: queued")
         txn.data_reply = answer.lines[0] if answer.lines else None
         if not answer.accepted:
             return answer, None
@@ -263,6 +302,8 @@ class SessionLog:
         if self.starttls_mode is StartTls.ABSENT:
             self.errors.append("client sent STARTTLS although it was not advertised")
             return _answer(Reply(500, '5.5.1 Error: command "STARTTLS" unknown'), "")
+        if self.script.starttls is not None:
+            return self._scripted("starttls", self.script.starttls, "")
         if self.starttls_mode is StartTls.REFUSED:
             return _answer(Reply(454, "4.7.0 TLS not available"), "")
         return None

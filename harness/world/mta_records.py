@@ -19,7 +19,10 @@ class SessionEnd(StrEnum):
     Attributes:
         QUIT: the client sent QUIT.
         CLIENT_DROP: the client closed or reset the connection without QUIT.
-        SERVER_DISCONNECT: the script dropped it (``Disconnect`` or a 421 reply).
+        SERVER_DISCONNECT: the script dropped it (``Disconnect``, a 421 reply, or a
+            ``multiline-broken`` reply).
+        SERVER_RESET: the script aborted it with a TCP RST (a ``reset`` fault, or
+            the ``broken-reset`` STARTTLS mode).
         TLS_FAILED: the STARTTLS handshake failed (either side gave up), or a
             ``broken-*`` mode broke it.
         TIMEOUT: the client was idle for longer than the MTA's idle timeout.
@@ -29,6 +32,7 @@ class SessionEnd(StrEnum):
     QUIT = "quit"
     CLIENT_DROP = "client-drop"
     SERVER_DISCONNECT = "server-disconnect"
+    SERVER_RESET = "server-reset"
     TLS_FAILED = "tls-failed"
     TIMEOUT = "timeout"
     SHUTDOWN = "shutdown"
@@ -106,6 +110,11 @@ class MtaSession:
         ended: how the session ended.
         protocol_errors: unexpected things the client did (or the MTA itself
             failed at); empty for a well-behaved session.
+        faults: what went wrong on the server's side, in order, as ``"<stage>:
+            <what>"``: every scripted action that refused or broke a stage
+            (``"mail: reset"``, ``"rcpt: 450 4.2.0 busy"``), a STARTTLS mode that
+            broke the handshake (``"handshake: broken-stall"``), and a real
+            handshake that failed (``"handshake: failed: <error>"``).
     """
 
     session_id: int
@@ -126,6 +135,7 @@ class MtaSession:
     commands: tuple[str, ...]
     ended: SessionEnd
     protocol_errors: tuple[str, ...]
+    faults: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,10 +2,16 @@
 
 Theory of operation
 -------------------
-A ``Script`` is a frozen table from SMTP stage to *action*. An action is either
-a ``Reply`` (sent verbatim, one line) or ``Disconnect`` (the server drops the
-connection instead of answering). A stage with no action behaves like a
-well-mannered MX: everything is accepted with ``250``.
+A ``Script`` is a frozen table from SMTP stage to *action*. An action is a
+``Reply`` (sent verbatim, one line), ``Disconnect`` (the server closes the
+connection instead of answering) or a ``Fault`` (it breaks the transport the
+way servers and middleboxes on the Internet do: a reset, a stall, a line that
+is no reply, a multi-line reply cut short). A stage with no action behaves like
+a well-mannered MX: everything is accepted with ``250``.
+
+The stages are the greeting (``banner``), ``ehlo`` / ``helo``, the reply to
+``starttls``, ``mail``, ``rcpt``, the reply to the ``DATA`` command
+(``data_start``) and the reply after the final dot (``data``).
 
 What a reply means depends on its class, as in RFC 5321 §4.2.1:
 
@@ -16,6 +22,21 @@ What a reply means depends on its class, as in RFC 5321 §4.2.1:
   connection.
 * A banner other than ``220``: RFC 5321 §3.1 -- the server answers every later
   command except QUIT with ``503``.
+* A reply to STARTTLS is never positive here (a 220 is what happens without a
+  script); a 4yz or 5yz means the server stays in clear text (RFC 3207 §4).
+
+What each ``FaultKind`` does on the wire, at any stage:
+
+* ``reset``: the connection is aborted with a TCP RST (SO_LINGER 0) instead of
+  the reply. RFC 5321 §4.2.5 tells the client to treat this like a 451.
+* ``stall``: nothing is sent; the server holds the connection until the client
+  gives up (its own timeout) or the MTA's idle timeout ends it.
+* ``malformed``: one line that does not start with a three-digit code
+  (RFC 5321 §4.2); the stage is not accepted and the session goes on.
+* ``multiline-broken``: the stage's positive reply begun as a multi-line reply,
+  a continuation line with another code (RFC 5321 §4.2.1: every line of a
+  multi-line reply MUST carry the same code), and no last line: the server
+  closes the connection.
 
 The session takes a snapshot of the script when the client connects, so
 changing ``ReceivingMta.script`` between scenario steps never affects a session
@@ -32,32 +53,75 @@ from typing import TypeVar
 
 __all__ = [
     "HELO_ONLY",
+    "POSITIVE_CODES",
+    "STAGES",
     "Action",
     "Disconnect",
+    "Fault",
+    "FaultKind",
     "Reply",
     "Script",
     "StartTls",
+    "is_fault",
     "parse_action",
 ]
 
 
 class StartTls(StrEnum):
-    """How the MX handles STARTTLS (RFC 3207).
+    """How the MX handles STARTTLS (RFC 3207) and the TLS handshake after its 220.
 
     Attributes:
         OFFERED: advertised in EHLO; the handshake is real.
         ABSENT: not advertised (the MITM-stripped case); sent anyway, it gets 500.
         REFUSED: advertised, but the command gets ``454 4.7.0 TLS not available``.
-        BROKEN_CLOSE: advertised, answers 220, reads the ClientHello, then closes.
-        BROKEN_GARBAGE: advertised, answers 220, reads the ClientHello, then
-            writes bytes that are not a TLS record instead of a ServerHello.
+        NO_SHARED_CIPHER: advertised, and the handshake is real, but the server
+            speaks TLS 1.2 at most with NULL-encryption suites only, which no
+            client offers: the handshake fails on the server's side (asyncio then
+            aborts the connection, so the client may see a reset after the alert).
+
+    Every ``broken-*`` mode is advertised and answers 220; the server then plays
+    a peer that cannot do TLS, on the wire (no TLS library involved):
+
+    Attributes:
+        BROKEN_CLOSE: reads the ClientHello, then closes (FIN).
+        BROKEN_GARBAGE: reads the ClientHello, then writes bytes that are not a
+            TLS record instead of a ServerHello.
+        BROKEN_RESET: reads the ClientHello, then aborts with a TCP RST.
+        BROKEN_CLOSE_AFTER_220: closes right after the 220, before any ClientHello.
+        BROKEN_STALL: reads the ClientHello and answers nothing; the client's
+            handshake timeout has to end it.
+        BROKEN_ALERT_PROTOCOL_VERSION: answers the ClientHello with a fatal
+            ``protocol_version`` alert record (RFC 8446 §6.2, code 70), then closes.
+        BROKEN_ALERT_HANDSHAKE_FAILURE: ... a fatal ``handshake_failure`` (40).
+        BROKEN_ALERT_INTERNAL_ERROR: ... a fatal ``internal_error`` (80).
+        BROKEN_CHAIN_MALFORMED: answers with a TLS 1.2 ServerHello and a
+            Certificate message whose one entry is bytes that are not a
+            certificate (RFC 5246 §7.4.2), then ServerHelloDone.
     """
 
     OFFERED = "offered"
     ABSENT = "absent"
     REFUSED = "refused"
+    NO_SHARED_CIPHER = "no-shared-cipher"
     BROKEN_CLOSE = "broken-close"
     BROKEN_GARBAGE = "broken-garbage"
+    BROKEN_RESET = "broken-reset"
+    BROKEN_CLOSE_AFTER_220 = "broken-close-after-220"
+    BROKEN_STALL = "broken-stall"
+    BROKEN_ALERT_PROTOCOL_VERSION = "broken-alert-protocol-version"
+    BROKEN_ALERT_HANDSHAKE_FAILURE = "broken-alert-handshake-failure"
+    BROKEN_ALERT_INTERNAL_ERROR = "broken-alert-internal-error"
+    BROKEN_CHAIN_MALFORMED = "broken-chain-malformed"
+
+    @property
+    def breaks_handshake(self) -> bool:
+        """True for the ``broken-*`` modes: 220, then no real TLS at all."""
+        return self.value.startswith("broken-")
+
+    @property
+    def needs_cert(self) -> bool:
+        """True when the server runs a real handshake and so needs a certificate."""
+        return self in (StartTls.OFFERED, StartTls.NO_SHARED_CIPHER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +158,43 @@ class Disconnect:
     """Drop the connection at this stage instead of replying."""
 
 
-Action = Reply | Disconnect
+class FaultKind(StrEnum):
+    """How a stage breaks the transport (see the module docstring)."""
+
+    RESET = "reset"
+    STALL = "stall"
+    MALFORMED = "malformed"
+    MULTILINE_BROKEN = "multiline-broken"
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """Break the transport at this stage instead of replying.
+
+    Attributes:
+        kind: what the server does.
+    """
+
+    kind: FaultKind
+
+
+Action = Reply | Disconnect | Fault
 """What the server does at one stage."""
+
+#: The reply each stage gives when all is well: the code a ``multiline-broken``
+#: reply starts with.
+POSITIVE_CODES = MappingProxyType(
+    {
+        "banner": 220,
+        "ehlo": 250,
+        "helo": 250,
+        "starttls": 220,
+        "mail": 250,
+        "rcpt": 250,
+        "data_start": 354,
+        "data": 250,
+    }
+)
 
 HELO_ONLY = Reply(502, '5.5.1 Error: command "EHLO" not recognized')
 """An EHLO reply that makes RFC 5321 §4.1.4 clients fall back to HELO."""
@@ -105,22 +204,33 @@ def parse_action(text: str) -> Action:
     """Parse an action as written in a scenario file.
 
     Args:
-        text: ``"disconnect"``, or a reply such as ``"450 4.2.0 Try later"``.
+        text: ``"disconnect"``, a fault (``"reset"``, ``"stall"``, ``"malformed"``,
+            ``"multiline-broken"``), or a reply such as ``"450 4.2.0 Try later"``.
 
     Returns:
-        The ``Disconnect`` or ``Reply`` it names.
+        The ``Disconnect``, ``Fault`` or ``Reply`` it names.
 
     Raises:
-        ValueError: ``text`` is neither.
+        ValueError: ``text`` is none of these.
     """
     stripped = text.strip()
-    if stripped.lower() == "disconnect":
+    word = stripped.lower()
+    if word == "disconnect":
         return Disconnect()
+    if word in _FAULTS:
+        return Fault(FaultKind(word))
     code, _, rest = stripped.partition(" ")
     if len(code) != 3 or not code.isdigit():
-        raise ValueError(f"expected 'disconnect' or '<code> <text>', got {text!r}")
+        words = ", ".join(repr(w) for w in ("disconnect", *_FAULTS))
+        raise ValueError(f"expected {words} or '<code> <text>', got {text!r}")
     return Reply(int(code), rest.strip())
 
+
+_FAULTS = tuple(k.value for k in FaultKind)
+
+
+#: The single-action stages of a :class:`Script`, in session order.
+STAGES = ("banner", "ehlo", "helo", "starttls", "mail", "data_start", "data")
 
 _K = TypeVar("_K")
 
@@ -138,6 +248,8 @@ class Script:
         ehlo: instead of the EHLO reply (``HELO_ONLY`` makes clients use HELO).
             A 2yz reply here is a greeting with no extensions at all.
         helo: instead of ``250 <identity>``.
+        starttls: instead of ``220`` to STARTTLS (never positive): the server then
+            stays in clear text.
         mail: the reply to MAIL FROM.
         rcpt: replies to RCPT TO by recipient address (case-insensitive).
         rcpt_by_index: replies to RCPT TO by 0-based position in the
@@ -149,6 +261,7 @@ class Script:
     banner: Action | None = None
     ehlo: Action | None = None
     helo: Action | None = None
+    starttls: Action | None = None
     mail: Action | None = None
     rcpt: Mapping[str, Action] = field(default_factory=dict)
     rcpt_by_index: Mapping[int, Action] = field(default_factory=dict)
@@ -156,7 +269,7 @@ class Script:
     data: Action | None = None
 
     def __post_init__(self) -> None:
-        for name in ("banner", "ehlo", "helo", "mail", "data_start", "data"):
+        for name in STAGES:
             _check_action(name, getattr(self, name), optional=True)
         for address, action in self.rcpt.items():
             _check_action(f"rcpt[{address!r}]", action, optional=False)
@@ -166,6 +279,12 @@ class Script:
             _check_action(f"rcpt_by_index[{index}]", action, optional=False)
         if isinstance(self.banner, Reply) and self.banner.positive and self.banner.code != 220:
             raise ValueError(f"a positive banner must be 220, got {self.banner.line!r}")
+        if isinstance(self.starttls, Reply) and self.starttls.positive:
+            # RFC 3207 §4: a 220 starts the handshake; the STARTTLS mode says how that goes.
+            raise ValueError(
+                f"a scripted STARTTLS reply must refuse (4yz/5yz), got {self.starttls.line!r}; "
+                "set the host's starttls mode for handshake behaviours"
+            )
         # Frozen means frozen: copy the caller's dicts so later edits to them
         # cannot change a script a live session is using.
         lowered = {address.lower(): action for address, action in self.rcpt.items()}
@@ -189,5 +308,10 @@ class Script:
 def _check_action(name: str, action: object, *, optional: bool) -> None:
     if action is None and optional:
         return
-    if not isinstance(action, Reply | Disconnect):
-        raise TypeError(f"Script.{name} must be a Reply or Disconnect, got {action!r}")
+    if not isinstance(action, Reply | Disconnect | Fault):
+        raise TypeError(f"Script.{name} must be a Reply, Disconnect or Fault, got {action!r}")
+
+
+def is_fault(action: Action | None) -> bool:
+    """True for an action that refuses or breaks the stage (not a 2yz reply, not None)."""
+    return action is not None and not (isinstance(action, Reply) and action.positive)

@@ -16,7 +16,10 @@ decide every reply:
 * ``smtp_STARTTLS`` is overridden for the absent / refused / broken modes;
 * ``push`` swaps in the banner, hangs up after a 421 (RFC 5321 §3.8), and
   reports each reply to the log, which counts unscripted 5yz replies as
-  protocol errors.
+  protocol errors. Every reply of every stage passes through ``push``, so a
+  scripted ``Fault`` (reset, stall, malformed, multiline-broken) is played
+  there, whatever the stage: the hook hands back a placeholder and ``push``
+  plays the fault instead of sending it.
 
 Ending: a session is finished when aiosmtpd's handler task is done (QUIT,
 EOF, connection loss, our ``hangup`` and ``abort`` all cancel it). The raw
@@ -31,20 +34,26 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Any, AnyStr, Protocol, cast
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
+from harness.world.mta_handshake import break_handshake, is_tls_record
 from harness.world.mta_log import Answer, SessionConfig, SessionLog
 from harness.world.mta_records import Message, MtaSession, SessionEnd
-from harness.world.mta_script import StartTls
-from harness.world.mta_tls import break_handshake, is_tls_record
+from harness.world.mta_script import FaultKind, StartTls
 
-__all__ = ["MtaProtocol", "SessionOwner"]
+__all__ = ["MALFORMED_LINE", "MtaProtocol", "SessionOwner"]
 
 _Command = Callable[[str | None], Awaitable[None]]
+_PLACEHOLDER = "(a scripted fault is played instead of this reply)"
+#: What a ``malformed`` fault sends: no three-digit code (RFC 5321 §4.2).
+MALFORMED_LINE = b"Hello, this line has no SMTP reply code"
 
 
 class SessionOwner(Protocol):
@@ -115,6 +124,7 @@ class MtaProtocol(SMTP):
         self._greeted = False
         self._hung_up = False
         self._scripted = False  # the next push is a reply the script chose
+        self._fault: tuple[FaultKind, int] | None = None  # the next push plays it
         self._raw: asyncio.Transport | None = None
         self.finished: asyncio.Future[None] = loop.create_future()
         self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
@@ -169,6 +179,17 @@ class MtaProtocol(SMTP):
         if self._raw is not None:
             self._raw.close()
 
+    def reset(self, how: SessionEnd = SessionEnd.SERVER_RESET) -> None:
+        """Abort the connection with a TCP RST (SO_LINGER 0), nothing flushed."""
+        self._stop(how)
+        if self._raw is not None:
+            sock = self._raw.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    linger = struct.pack("ii", 1, 0)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            self._raw.abort()
+
     def _stop(self, how: SessionEnd) -> None:
         self.log.end(how)
         self._hung_up = True
@@ -198,6 +219,9 @@ class MtaProtocol(SMTP):
             text = self._apply(self.log.greet(text))
             if self._hung_up:
                 return
+        if self._fault is not None:
+            (kind, code), self._fault = self._fault, None
+            return await self._play(kind, code)
         self.log.reply_sent(text, scripted=self._scripted)
         self._scripted = False
         await super().push(text)
@@ -209,13 +233,35 @@ class MtaProtocol(SMTP):
         if answer.hangup:
             self.hangup(SessionEnd.SERVER_DISCONNECT)
             return ""
+        if answer.fault is not None:
+            self._fault = (answer.fault, answer.code)
+            return _PLACEHOLDER
         self._scripted = answer.scripted
         return answer.lines[0]
+
+    async def _play(self, kind: FaultKind, code: int) -> None:
+        """Break the transport instead of sending a reply (mta_script's docstring)."""
+        if kind is FaultKind.RESET:
+            return self.reset()
+        if kind is FaultKind.STALL:
+            # Held until the client leaves (connection_lost / EOF cancel this task),
+            # the idle timeout ends the session, or the MTA shuts down.
+            await asyncio.get_running_loop().create_future()
+        if kind is FaultKind.MALFORMED:
+            await super().push(MALFORMED_LINE)
+            return
+        # MULTILINE_BROKEN: RFC 5321 §4.2.1 says every line carries the same code and
+        # the last one has a space after it; this reply breaks both, then hangs up.
+        other = 451 if code != 451 else 452
+        lines = f"{code}-{self.log.identity} this reply goes on\r\n{other}-with another code"
+        await super().push(lines)
+        self.hangup(SessionEnd.SERVER_DISCONNECT)
 
     async def handle_exception(self, error: Exception) -> str:
         if isinstance(error, TLSSetupException):
             self.log.end(SessionEnd.TLS_FAILED)
             self.log.tls_error = repr(error.__cause__ or error)
+            self.log.fault("handshake", f"failed: {self.log.tls_error}")
             sslobj = getattr(self._tls_protocol, "_sslobj", None)  # the handshake's SSLObject
             if sslobj is not None and self._tls is not None:
                 self.log.sni, self.log.cert_served = self._tls.handshake_facts(sslobj)
@@ -241,6 +287,8 @@ class MtaProtocol(SMTP):
         first = self._apply(answer)
         if answer.hangup:
             return []
+        if answer.fault is not None:
+            return [first]
         assert self.session is not None
         self.session.extended_smtp = answer.accepted
         if answer.accepted:
@@ -288,22 +336,28 @@ class MtaProtocol(SMTP):
         if answer is not None:
             return await self.push(self._apply(answer))
         mode = self.log.starttls_mode
-        if mode is not StartTls.OFFERED:
+        if mode.breaks_handshake:
             await self.push("220 2.0.0 Ready to start TLS")
             self.log.end(SessionEnd.TLS_FAILED)
             self.log.tls_error = f"server broke the handshake on purpose ({mode})"
+            self.log.fault("handshake", mode.value)
             after = bytearray()
             try:
-                garbage = mode is StartTls.BROKEN_GARBAGE
-                await break_handshake(self._reader, self._writer, garbage=garbage, after=after)
+                await break_handshake(self._reader, self._writer, mode, after=after)
             finally:  # also when the client's EOF cancels us
                 if after and not is_tls_record(after):
                     # seg-behaviour §1.1, the "220 boundary": past the 220, a failed
                     # handshake must not turn into cleartext on this connection.
                     self.log.cleartext_after_tls_failure(bytes(after))
+            if mode is StartTls.BROKEN_RESET:
+                return self.reset(SessionEnd.TLS_FAILED)
             return self.hangup(SessionEnd.TLS_FAILED)
-        assert self._tls is not None, "starttls='offered' without a certificate"
-        self.tls_context = self._tls.front
+        assert self._tls is not None, f"starttls={mode.value!r} without a certificate"
+        if mode is StartTls.NO_SHARED_CIPHER:
+            self.log.fault("handshake", mode.value)
+            self.tls_context = self._tls.null_cipher_context()
+        else:
+            self.tls_context = self._tls.front
         await super().smtp_STARTTLS(arg)
 
     def on_tls_established(self) -> bool:

@@ -14,6 +14,12 @@ connection to that name's context. After the handshake (or after it failed)
 the session asks ``handshake_facts`` which name was sent and which
 certificate was served.
 
+No shared cipher: :meth:`TlsSetup.null_cipher_context` serves the same default
+certificate from a context limited to TLS 1.2 and NULL-encryption suites
+(``eNULL``). No client offers those (OpenSSL's ``DEFAULT`` and Python's own list
+exclude them), so the server answers every ClientHello with handshake_failure.
+TLS 1.3 suites cannot be limited by ``set_ciphers``, hence the 1.2 ceiling.
+
 Legacy versions: OpenSSL 3 refuses TLS 1.0/1.1 at the default security level
 (their signature algorithms use SHA-1), so a context that may speak below
 TLS 1.2 gets ``@SECLEVEL=0`` ciphers. Python 3.11 flags the TLSv1/TLSv1_1
@@ -23,7 +29,6 @@ is silenced right there and nowhere else.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import ssl
 import tempfile
@@ -34,11 +39,11 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
+# The wire-level breaks live in their own module; re-exported here, where they were.
+from harness.world.mta_handshake import break_handshake, is_tls_record
+
 __all__ = ["ServerCert", "TlsSetup", "break_handshake", "describe_cert", "is_tls_record"]
 
-# Not a TLS record: a client expecting a handshake record (content type 22)
-# fails with "wrong version number" or "record layer failure".
-_GARBAGE = b"220 this is not a ServerHello\r\n" * 4
 _VERSION_SENTINELS = (ssl.TLSVersion.MINIMUM_SUPPORTED, ssl.TLSVersion.MAXIMUM_SUPPORTED)
 
 
@@ -137,6 +142,20 @@ class TlsSetup:
                 raise ValueError(f"SNI certificate names must not be empty, got {name!r}")
             self._by_name[key] = self._context(named_cert)
         self.front.sni_callback = self._on_client_hello
+        self._default = cert
+        self._null: ssl.SSLContext | None = None
+
+    def null_cipher_context(self) -> ssl.SSLContext:
+        """A context for the ``no-shared-cipher`` mode (see the module docstring)."""
+        if self._null is None:
+            ctx = self._context(self._default)
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+            if ctx.minimum_version > ssl.TLSVersion.TLSv1_2:
+                ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.set_ciphers("eNULL:@SECLEVEL=0")
+            ctx.sni_callback = self._note_client_hello  # no switch to a full context
+            self._null = ctx
+        return self._null
 
     def _context(self, cert: ServerCert) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -168,6 +187,11 @@ class TlsSetup:
         if name is not None and name in self._by_name:
             ssl_object.context = self._by_name[name]
 
+    def _note_client_hello(
+        self, ssl_object: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext
+    ) -> None:
+        self._sni_seen[ssl_object] = server_name.lower() if server_name else None
+
     def handshake_facts(self, ssl_object: ssl.SSLObject) -> tuple[str | None, str | None]:
         """What the client asked for and what it got.
 
@@ -182,41 +206,3 @@ class TlsSetup:
         if ssl_object not in self._sni_seen:
             return None, None
         return self._sni_seen[ssl_object], self._labels.get(ssl_object.context)
-
-
-async def break_handshake(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    *,
-    garbage: bool,
-    after: bytearray,
-) -> None:
-    """Play a server that said 220 to STARTTLS and then cannot do TLS.
-
-    Reads the client's whole ClientHello record (5-byte header, then its
-    body), so that a close afterwards sends FIN rather than RST over unread
-    data. Then returns at once (the caller closes), or with ``garbage`` writes
-    bytes that are no TLS record and reads until the client gives up.
-
-    Args:
-        reader: the connection's reader, just after the 220 reply.
-        writer: the connection's writer.
-        garbage: write garbage instead of just closing.
-        after: receives the start (up to 1 KiB) of what the client sends after
-            the garbage -- normally a TLS alert or nothing. Filled as it
-            arrives, so it is complete even if the read is cancelled by EOF.
-    """
-    try:
-        header = await reader.readexactly(5)
-        await reader.readexactly(int.from_bytes(header[3:5], "big"))
-        if garbage:
-            writer.write(_GARBAGE)
-            while chunk := await reader.read(4096):
-                after += chunk[: max(0, 1024 - len(after))]
-    except asyncio.IncompleteReadError:
-        pass
-
-
-def is_tls_record(data: bytes | bytearray) -> bool:
-    """True if ``data`` starts like a TLS record (content type 20..23, RFC 8446 §5.1)."""
-    return bool(data) and 20 <= data[0] <= 23

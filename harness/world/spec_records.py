@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.world.dns_records import AAAA, CNAME, MX, TLSA, TXT, A, RData, ZoneError
-from harness.world.mta_script import Action, Script, parse_action
+from harness.world.mta_script import STAGES, Action, Script, parse_action
 from harness.world.spec_values import Node
 from harness.world.zones import DnssecStatus
 
 __all__ = ["ALL_RCPTS", "RecordSpec", "parse_record", "parse_replies", "parse_tlsa"]
 
 _TYPES = ("A", "AAAA", "CNAME", "MX", "TLSA", "TXT")
-_STAGES = ("banner", "ehlo", "helo", "mail", "data_start", "data")
+_STAGES = STAGES
 #: ``rcpt = "<reply>"`` scripts this many RCPTs by position (RFC 5321 §4.5.3.1.8: a
 #: server must accept at least 100 recipients, so no sane transaction has more).
 ALL_RCPTS = 100
@@ -120,8 +120,11 @@ def _action(node: Node) -> Action:
 def parse_replies(node: Node) -> Script:
     """A host's ``replies`` table as a :class:`~harness.world.mta_script.Script`.
 
-    Stages take ``"<code> <text>"`` or ``"disconnect"``. ``rcpt`` is one reply for every
-    recipient, or a table by recipient address; ``rcpt_by_index`` a list by position.
+    Stages (``banner``, ``ehlo``, ``helo``, ``starttls``, ``mail``, ``data_start``,
+    ``data``) take ``"<code> <text>"``, ``"disconnect"`` or a fault (``"reset"``,
+    ``"stall"``, ``"malformed"``, ``"multiline-broken"``). ``rcpt`` is one action for
+    every recipient, or a table by recipient address; ``rcpt_by_index`` a list by
+    position.
     """
     e = node.table((*_STAGES, "rcpt", "rcpt_by_index"))
     stages = {k: _action(e[k]) for k in _STAGES if k in e}

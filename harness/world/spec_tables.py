@@ -241,8 +241,9 @@ def host_from(node: Node, name: str) -> HostSpec:
         sni_certs=_sni_certs(e["sni_certs"]) if "sni_certs" in e else (),
         script=parse_replies(e["replies"]) if "replies" in e else Script(),
     )
-    if host.cert is None and host.starttls is StartTls.OFFERED:
-        raise e["cert"].error("starttls = 'offered' needs a certificate; set starttls too")
+    if host.cert is None and host.starttls.needs_cert:
+        mode = host.starttls.value
+        raise e["cert"].error(f"starttls = {mode!r} needs a certificate; set starttls too")
     if host.cert is None and (host.tlsa or host.tlsa_derived):
         raise e["tlsa"].error("TLSA computed from the certificate needs one; use tlsa_raw")
     if host.cert is None and host.sni_certs:

@@ -231,7 +231,8 @@ def _policy(r: PolicyRequest) -> str:
 def _smtp(s: MtaSession) -> str:
     tls = s.tls_version or ("TLS failed" if s.starttls_attempted else "clear")
     delivered = sum(t.delivered for t in s.transactions)
-    return f"{tls}, {delivered} delivered, {' '.join(s.commands)} -> {s.ended}"
+    faults = f" [{'; '.join(s.faults)}]" if s.faults else ""
+    return f"{tls}, {delivered} delivered, {' '.join(s.commands)} -> {s.ended}{faults}"
 
 
 def merge(

@@ -22,6 +22,7 @@ def test_package_exports() -> None:
             "IssuerKind",
             "KeyType",
             "LEGACY_CIPHERS",
+            "LONG_CHAIN_CAS",
             "NameRule",
             "PROFILE_SPECS",
             "ProfileSpec",
@@ -59,4 +60,5 @@ def test_profile_values() -> None:
         "wildcard",
         "cn-only",
         "via-two-intermediates-pathlen0",
+        "long-chain",
     ]

@@ -35,6 +35,7 @@ REJECTIONS: dict[CertProfile, tuple[int, str]] = {
     CertProfile.MISSING_INTERMEDIATE: (20, "unable to get local issuer certificate"),
     CertProfile.CN_ONLY: (62, f"Hostname mismatch, certificate is not valid for '{HOST}'."),
     CertProfile.VIA_TWO_INTERMEDIATES_PATHLEN0: (25, "path length constraint exceeded"),
+    CertProfile.LONG_CHAIN: (22, "certificate chain too long"),
 }
 ACCEPTED = [p for p in CertProfile if p not in REJECTIONS]
 

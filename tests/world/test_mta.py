@@ -624,7 +624,7 @@ def test_parse_action() -> None:
 def test_script_validates_eagerly() -> None:
     with pytest.raises(ValueError, match="positive banner"):
         Script(banner=Reply(250, "hello"))
-    with pytest.raises(TypeError, match="Reply or Disconnect"):
+    with pytest.raises(TypeError, match="Reply, Disconnect or Fault"):
         Script(mail="550 no")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="one line"):
         Reply(550, "a\r\nb")

@@ -27,6 +27,8 @@ EXPECTED = {
     "break_handshake", "is_tls_record", "parse_record", "parse_replies", "parse_tlsa",
     "address_of", "dns_rules_from", "domain_from", "host_from", "name_of", "proxy_from",
     "report_sink_from", "DerivedTlsa", "DNS_STUB", "TABLE", "StandardPorts", "ruleset",
+    "ALERTS", "MALFORMED_LINE", "POSITIVE_CODES", "STAGES", "Fault", "FaultKind",
+    "describe_action", "is_fault", "server_hello_flight",
 }  # fmt: skip
 
 

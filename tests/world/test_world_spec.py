@@ -15,6 +15,8 @@ from harness.world import (
     Disconnect,
     DnsBehaviour,
     DnssecStatus,
+    Fault,
+    FaultKind,
     Reply,
     StartTls,
     load_world_spec,
@@ -138,6 +140,16 @@ def test_replies_dns_rules_and_records() -> None:
             "unknown key",
         ),
         ({"domains": {"café.example": {}}}, 'world.domains."café.example"', "A-label"),
+        (
+            {"hosts": {"mx": {"replies": {"starttls": "220 go ahead"}}}},
+            "world.hosts.mx.replies",
+            "must refuse",
+        ),
+        (
+            {"hosts": {"mx": {"cert": "none", "starttls": "no-shared-cipher"}}},
+            "world.hosts.mx.cert",
+            "'no-shared-cipher' needs a certificate",
+        ),
     ],
 )
 def test_errors_name_the_key_path_and_allowed_values(
@@ -148,6 +160,35 @@ def test_errors_name_the_key_path_and_allowed_values(
     assert info.value.file == "scenario.toml" and info.value.key == key
     assert str(info.value).startswith(f"scenario.toml: {key}: ")
     assert words in str(info.value)
+
+
+def test_transport_faults_per_stage_and_per_handshake() -> None:
+    replies = {
+        "banner": "reset",
+        "ehlo": "STALL",
+        "starttls": "454 4.7.0 later",
+        "mail": "malformed",
+        "rcpt": "multiline-broken",
+        "data_start": "disconnect",
+        "data": "451 4.3.0 full",
+    }
+    spec = load_world_spec(
+        {
+            "hosts": {
+                "mx1.x.example": {"replies": replies},
+                "mx2.x.example": {"starttls": "broken-alert-protocol-version"},
+                "mx3.x.example": {"starttls": "no-shared-cipher", "cert": "long-chain"},
+            }
+        }
+    )
+    script = spec.hosts["mx1.x.example"].script
+    assert (script.banner, script.ehlo) == (Fault(FaultKind.RESET), Fault(FaultKind.STALL))
+    assert script.starttls == Reply(454, "4.7.0 later") and script.data_start == Disconnect()
+    assert script.mail == Fault(FaultKind.MALFORMED)
+    assert script.rcpt_action("a@x.example", 7) == Fault(FaultKind.MULTILINE_BROKEN)
+    assert spec.hosts["mx2.x.example"].starttls is StartTls.BROKEN_ALERT_PROTOCOL_VERSION
+    assert spec.hosts["mx3.x.example"].starttls is StartTls.NO_SHARED_CIPHER
+    assert spec.hosts["mx3.x.example"].cert is CertProfile.LONG_CHAIN
 
 
 def test_read_world_spec_reports_toml_and_io_errors(tmp_path: Path) -> None:
