@@ -221,6 +221,23 @@ def _no_transaction(x: Expect, sc: _Scope) -> list[Mismatch]:
     ]
 
 
+def _faults(x: Expect, sc: _Scope) -> list[Mismatch]:
+    out = []
+    for host, patterns in x.faults.items():
+        seen = [f for s in sc.sessions if s.mx == host for f in s.faults]
+        for pattern in patterns:
+            if not any(_text_matches(pattern, f) for f in seen):
+                shown = "; ".join(seen) if seen else "no fault recorded there"
+                out.append(Mismatch(f"faults.{host}", pattern, shown))
+    return out
+
+
+def _text_matches(pattern: str, text: str) -> bool:
+    if pattern.startswith("~"):
+        return re.search(pattern[1:], text) is not None
+    return pattern == text
+
+
 def _in_clear(x: Expect, sc: _Scope) -> list[Mismatch]:
     clear = [s for s in sc.sessions if s.in_clear]
     if bool(clear) == x.in_clear:
@@ -456,6 +473,7 @@ _CHECKS: tuple[tuple[str, Callable[[Expect, _Scope], list[Mismatch]]], ...] = (
     ("reports", _reports),
     ("no_reports", _no_reports),
     ("dsn", _dsn),
+    ("faults", _faults),
 )
 _EMPTY: tuple[Any, ...] = ((), {})
 

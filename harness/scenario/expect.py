@@ -39,6 +39,7 @@ EXPECT_KEYS = (
     "reports",
     "no_reports",
     "dsn",
+    "faults",
 )
 #: Keys of one ``reports`` entry (:class:`~harness.scenario.model.ReportPattern`).
 REPORT_KEYS = (
@@ -223,4 +224,12 @@ def parse_expect(node: Node) -> Expect:
         kw["no_reports"] = e["no_reports"].boolean()
     if "dsn" in e:
         kw["dsn"] = _dsn(e["dsn"])
+    if "faults" in e:
+        faults = {}
+        for host, n in e["faults"].mapping().items():
+            for one in [n] if isinstance(n.value, str) else n.items():
+                if one.text().startswith("~"):
+                    _regex(one, one.text()[1:])
+            faults[host.rstrip(".").lower()] = n.strings()
+        kw["faults"] = faults
     return Expect(**kw)

@@ -212,6 +212,9 @@ class Expect:
         reports: TLS report ``policies`` entries that must each have been received.
         no_reports: True: no TLS report arrived (by POST or mail).
         dsn: a DSN that must have arrived.
+        faults: MX host -> fault patterns (exact, or ``~regex``); each must match a
+            fault that host's sessions recorded (``"mail: reset"``), so a scenario
+            proves its fault was met.
     """
 
     outcome: Outcome | Mapping[str, Outcome] | None = None
@@ -229,6 +232,7 @@ class Expect:
     reports: tuple[ReportPattern, ...] = ()
     no_reports: bool | None = None
     dsn: DsnPattern | None = None
+    faults: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:

@@ -118,6 +118,7 @@ class SessionRecord:
     in_clear: bool
     commands: tuple[str, ...]
     ended: str
+    faults: tuple[str, ...] = ()  # what the MX played: "mail: reset", "handshake: ..."
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +244,7 @@ def _session(at: float, end: float | None, s: MtaSession) -> SessionRecord:
         in_clear=s.in_clear,
         commands=tuple(s.commands),
         ended=str(s.ended),
+        faults=tuple(s.faults),
     )
 
 

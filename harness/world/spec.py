@@ -32,7 +32,14 @@ The format (every key optional unless noted)::
     names = [...]; key_type = "ecdsa"; address = "127.0.9.1"
     cn = "mx1.example.com"              # subject CN apart from the SAN names (DANE-26)
     port = 2525                         # the service port (default 25), in the endpoint map
-    starttls = "offered"                # offered | absent | refused | broken-close | ...
+    starttls = "offered"                # offered | absent | refused | no-shared-cipher |
+                                        # broken-close | broken-close-after-220 |
+                                        # broken-reset | broken-stall | broken-garbage |
+                                        # broken-alert-protocol-version |
+                                        # broken-alert-handshake-failure |
+                                        # broken-alert-internal-error |
+                                        # broken-chain-malformed (mta_script.StartTls)
+    cert = "long-chain"                 # 101 CAs below the root: beyond verify depth
     tls_min = "1.2"; tls_max = "1.3"
     tlsa = [[3, 1, 1]]                  # at _<port>._tcp.<host>, from this host's cert;
     tlsa = [{ usage = 3, selector = 0, mtype = 1, data_from = [3, 1, 1] }]   # or derived:
@@ -40,8 +47,11 @@ The format (every key optional unless noted)::
                                         # (DANE-21); `depth = 3`: from that CA (DANE-30)
     tlsa_raw = ["3 1 1 ABCD..."]        # also at _<port>._tcp.<host>
     sni_certs = { "mx1.example.com" = "valid" }   # served for that SNI; `cert` otherwise
-    replies = { banner = "...", ehlo, helo, mail, data_start, data,
+    replies = { banner = "...", ehlo, helo, starttls, mail, data_start, data,
                 rcpt = "450 4.2.0 later" | { "a@x" = "550 no" }, rcpt_by_index = [...] }
+                                        # each: "<code> <text>" | "disconnect" | "reset" |
+                                        # "stall" | "malformed" | "multiline-broken"
+                                        # (mta_script.py says what each does on the wire)
 
     [dns]                               # faults and DNSSEC status per name and type
     "_mta-sts.example.com" = { TXT = "servfail", "*" = { behaviour = "drop" } }

@@ -198,3 +198,17 @@ def test_falsy_expectations_are_still_checked(value: Any) -> None:
 def test_scope_spans_several_observations() -> None:
     x = Expect(events=(EventPattern("sts.txt.found"), EventPattern("delivery.delayed")))
     assert check(x, [obs(EVENTS[0]), obs(EVENTS[4])]) == []
+
+
+def test_faults_must_have_been_recorded_at_the_host() -> None:
+    mx1 = session("mx1.example.com", faults=("banner: reset",))
+    mx2 = session("mx2.example.com", faults=("mail: 451 4.3.0 later",))
+    o = obs(world=WorldSlice(sessions=(mx1, mx2)))
+    good = {"mx1.example.com": ("banner: reset",), "mx2.example.com": ("~^mail: 4\\d\\d",)}
+    assert check(Expect(faults=good), [o]) == []
+    bad = {"mx1.example.com": ("mail: reset",), "mx3.example.com": ("~.",)}
+    found = check(Expect(faults=bad), [o])
+    assert [(m.key, m.seen) for m in found] == [
+        ("faults.mx1.example.com", "banner: reset"),
+        ("faults.mx3.example.com", "no fault recorded there"),
+    ]

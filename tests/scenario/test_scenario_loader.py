@@ -124,6 +124,10 @@ def test_a_step_needs_exactly_one_action() -> None:
         ('[expect]\noutcome = "sent"\n', "expect.outcome: 'sent' is not one of"),
         ('[expect]\ntls = "TLSv1.4"\n', "expect.tls: 'TLSv1.4' is not a TLS version"),
         ("[expect]\nlogs = ['(unclosed']\n", "expect.logs[0]: not a valid regular expression"),
+        (
+            '[expect]\nfaults = { "mx1.example.com" = ["x", "~(b"] }\n',
+            'expect.faults."mx1.example.com"[1]: not a valid regular expression',
+        ),
         ("[expect]\nevents = [{ field = 1 }]\n", "expect.events[0]: an event pattern needs"),
         ('[expect]\nqueries = { "a b c" = 1 }\n', "expected 'name TYPE'"),
         ("[scenario2]\n", "unknown key 'scenario2'"),
