@@ -42,10 +42,30 @@ EXPIRED_REASON = "Delivery expired (message too old)"
 
 
 def _outcome_event(
-    s: Scheduler, code: str, msg: Message, r: Recipient, *, dcid: int, line: dict[str, object]
+    s: Scheduler,
+    code: str,
+    msg: Message,
+    r: Recipient,
+    *,
+    dcid: int,
+    line: dict[str, object],
+    result_type: str | None,
 ) -> None:
-    """One ``Delayed:`` / ``Bounced:`` line; ``line`` has enhanced, reason, code, reply_lines."""
-    s.emit(code, dcid=dcid, mid=msg.mid, mail_from=msg.mail_from, rcpt=r.rcpt, rid=r.rid, **line)
+    """One ``Delayed:`` / ``Bounced:`` line; ``line`` has enhanced, reason, code, reply_lines.
+
+    ``result_type`` is the RFC 8460 §4.3 result type of the failure (None for a remote
+    reply): the same field the engine's own outcome events carry, for the JSON log.
+    """
+    s.emit(
+        code,
+        dcid=dcid,
+        mid=msg.mid,
+        mail_from=msg.mail_from,
+        rcpt=r.rcpt,
+        rid=r.rid,
+        result_type=result_type,
+        **line,
+    )
 
 
 def _expired_line(reply: str | None, detail: str) -> dict[str, object]:
@@ -87,21 +107,27 @@ def settle_result(
         s.queue.mark_bounced(msg.mid, r.rid, now, reason, result_type=rtype)
         line = outcome_fields("bounced", res.reply, reason)
         status = str(line["enhanced"])
-        _outcome_event(s, "delivery.bounced", msg, r, dcid=res.dcid, line=line)
+        _outcome_event(
+            s, "delivery.bounced", msg, r, dcid=res.dcid, line=line, result_type=res.result_type
+        )
         send_dsn(s, msg, [DsnRecipient(r.rcpt, DsnAction.FAILED, status, reason, res.mx, now)])
         return "bounced"
     when = s.queue.defer_or_bounce(msg.mid, r.rid, now, reason, profile, result_type=rtype)
     if when is None:
         # CISCO 9.1 UG p.24-39: the retries or the time in queue are used up.
         line = _expired_line(res.reply, reason)
-        _outcome_event(s, "delivery.bounced", msg, r, dcid=res.dcid, line=line)
+        _outcome_event(
+            s, "delivery.bounced", msg, r, dcid=res.dcid, line=line, result_type=res.result_type
+        )
         send_dsn(
             s, msg, [DsnRecipient(r.rcpt, DsnAction.FAILED, EXPIRED_STATUS, reason, res.mx, now)]
         )
         return "bounced"
     line = outcome_fields("deferred", res.reply, reason)
     status = str(line["enhanced"])
-    _outcome_event(s, "delivery.delayed", msg, r, dcid=res.dcid, line=line)
+    _outcome_event(
+        s, "delivery.delayed", msg, r, dcid=res.dcid, line=line, result_type=res.result_type
+    )
     code = int(res.reply[:3]) if res.reply and res.reply[:3].isdigit() else None
     # CISCO 212837: only on the second attempt, only after a 4xx, when enabled.
     if not r.delay_warned and delay_warning_due(
@@ -123,7 +149,15 @@ def settle_expired(s: Scheduler, msg: Message, r: Recipient, now: float) -> str:
         result_type=r.last_result_type,
         attempted=False,
     )
-    _outcome_event(s, "delivery.bounced", msg, r, dcid=0, line=_expired_line(None, "timeout"))
+    _outcome_event(
+        s,
+        "delivery.bounced",
+        msg,
+        r,
+        dcid=0,
+        line=_expired_line(None, "timeout"),
+        result_type=None if r.last_result_type is None else r.last_result_type.value,
+    )
     send_dsn(s, msg, [DsnRecipient(r.rcpt, DsnAction.FAILED, EXPIRED_STATUS, reason, None, now)])
     return "bounced"
 

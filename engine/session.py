@@ -322,6 +322,9 @@ def _emit_session_report(
         "domain": domain,
         "mx": hop.host,
         "tlsa_base": hop.tlsa_base,
+        # RFC 8460 §4.5 / AMB-20: the TLSA RRset this session was judged against, as
+        # the report's policy-string (so the reporter never looks it up again).
+        "tlsa": sorted(t.to_text() for t in hop.tlsa),
         "receiving_ip": address,
         "sending_ip": client.local[0],
         "row": requirement.row,

@@ -8,8 +8,9 @@ Theory of operation
    whether the session carried report mail (the scheduler's
    :data:`~engine.scheduler.CURRENT_DELIVERY`; RFC 8460 §3 / RPT-9: such
    sessions are never counted). :meth:`TlsReporter.run` turns notes into core
-   :class:`~engine.core.tlsrpt.SessionResult` values (TLSA strings looked up
-   at ``_25._tcp.<base>``), adds them to the aggregator, and persists it. A
+   :class:`~engine.core.tlsrpt.SessionResult` values (TLSA strings as the
+   event carries them: the RRset the session was judged against), adds them to
+   the aggregator, and persists it. A
    failed policy fetch seen with a note counts once more, as an ``sts`` failure
    of its own (RFC 8461 §6, RPT-24; :func:`fetch_failure_result`).
 2. **Report.** Once a UTC day is over plus a delay and a jitter (RPT-17), for
@@ -166,7 +167,7 @@ class TlsReporter:
             notes, self._notes = self._notes, []
             for note in notes:
                 self._add_fetch_failure(note)
-                for result in await session_results(note, self.gw.engine.resolver):
+                for result in session_results(note):
                     self.aggregator.add(result)
             # A failure older than the retry window of its report is never seen again.
             horizon = now - 3 * 86_400.0

@@ -9,7 +9,8 @@ one result (RFC 8460 §4.4; AMB-22: the unit is the SMTP session):
   policy strings and mx patterns come from the cached policy (:meth:`Policy.lines`,
   RFC 8460 §4.5), taken when the event is seen;
 * ``tlsa``: DANE applied; the Policy Domain is the TLSA base domain (AMB-18),
-  the strings are the TLSA RRs in presentation form (``3 1 1 HEX``, AMB-20);
+  the strings are the TLSA RRs in presentation form (``3 1 1 HEX``, AMB-20), the
+  RRset the session was judged against, as the event carries it (no new lookup);
 * ``no-policy-found``: neither (RPT-28); also for an MTA-STS ``none`` policy,
   whose failures are not reportable (RPT-24).
 
@@ -37,7 +38,6 @@ from engine.core.cache import PolicyStore
 from engine.core.events import LogEvent
 from engine.core.policy import Mode
 from engine.core.tlsrpt import PolicyType, SessionResult
-from engine.io.dns import DnsResolver, DnsStatus
 
 __all__ = [
     "FetchFailureNote",
@@ -126,17 +126,15 @@ def fetch_failure_result(note: SessionNote) -> SessionResult | None:
         return None
 
 
-async def tlsa_strings(resolver: DnsResolver, base: str, port: int = 25) -> tuple[str, ...]:
-    """The TLSA RRset at ``_<port>._tcp.<base>`` as ``"u s m HEX"`` strings (AMB-20)."""
-    answer = await resolver.query(f"_{port}._tcp.{base}", "TLSA")
-    if answer.status is not DnsStatus.OK:
-        return ()
-    out = []
-    for text in answer.rrs_text:
-        parts = str(text).split()
-        if len(parts) >= 4:
-            out.append(f"{parts[0]} {parts[1]} {parts[2]} {''.join(parts[3:]).upper()}")
-    return tuple(sorted(out))
+def tlsa_strings(fields: Mapping[str, object]) -> tuple[str, ...]:
+    """The session's TLSA RRset as sorted ``"u s m HEX"`` strings (AMB-20).
+
+    They are the records the session was judged against, carried by the event (the
+    owner ``_<port>._tcp.<base>`` at the port really used, DANE-17): looking them up
+    again afterwards would cost a query per session and could see other records.
+    """
+    raw = fields.get("tlsa") or []
+    return tuple(sorted(str(t) for t in raw)) if isinstance(raw, list | tuple) else ()
 
 
 def _failure_for(
@@ -183,7 +181,7 @@ def _result(
     )
 
 
-async def session_results(note: SessionNote, resolver: DnsResolver) -> list[SessionResult]:
+def session_results(note: SessionNote) -> list[SessionResult]:
     """The results one noted session counts as (see the module comment).
 
     Results the core refuses (a result type foreign to the policy type, a catch-all
@@ -205,7 +203,7 @@ async def session_results(note: SessionNote, resolver: DnsResolver) -> list[Sess
                     base,
                     PolicyType.TLSA,
                     _failure_for(failures, "tlsa", not sts),
-                    await tlsa_strings(resolver, base),
+                    tlsa_strings(f),
                 )
             )
         if sts:

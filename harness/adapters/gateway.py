@@ -57,6 +57,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from engine.config import EngineConfig
 from engine.core.clock import ManualClock
+from engine.delivery import RecipientResult
 from engine.engine import DeliveryReport, Engine
 from engine.gateway import Gateway, GatewaySettings
 from engine.io.dialer import Dialer
@@ -147,7 +148,8 @@ class GatewayEngine:
         self._config: EngineConfig | None = None
         self._sink: _StampingSink | None = None
         self._gateway: Gateway | None = None
-        self._attempts: dict[int, DeliveryReport] = {}
+        # MID -> RID -> that recipient's latest attempt (a message is attempted per domain).
+        self._attempts: dict[int, dict[int, RecipientResult]] = {}
 
     def now(self) -> float:
         """The manual clock."""
@@ -194,13 +196,16 @@ class GatewayEngine:
 
     def _record_attempts(self, engine: Engine) -> None:
         # The scheduler keeps only the queue's verdict; the records also want the MX,
-        # TLS and verification of the last attempt, which Engine.deliver_many returns.
+        # TLS and verification of each recipient's last attempt, which
+        # Engine.deliver_many returns. The scheduler delivers per destination domain, so
+        # one message's recipients come back in several reports: keep them per RID.
         deliver_many = engine.deliver_many
 
         async def recording(*args: Any, **kwargs: Any) -> list[DeliveryReport]:
             reports = await deliver_many(*args, **kwargs)
             for report in reports:
-                self._attempts[report.mid] = report
+                tried = self._attempts.setdefault(report.mid, {})
+                tried.update((r.rid, r) for r in report.recipients)
             return reports
 
         engine.deliver_many = recording  # type: ignore[method-assign]
@@ -255,8 +260,7 @@ class GatewayEngine:
         msg = gateway.queue.message(mid)
         if msg is None:
             raise AdapterError(f"message MID {mid} vanished from the queue")
-        report = self._attempts.get(mid)
-        tried = {r.rid: r for r in report.recipients} if report else {}
+        tried = self._attempts.get(mid, {})
         out = []
         for row in msg.recipients:
             status = _STATUS.get(row.state, "deferred")

@@ -6,9 +6,10 @@ import email
 import re
 
 from engine.queue import RcptState
+from harness.world.mta import ServerCert
 from harness.world.mta_script import Reply, Script
 from tests.gateway.conftest import inject, make_gateway, texts, write_config
-from tests.gateway.sim import SimWorld
+from tests.gateway.sim import SimWorld, factory
 
 
 async def test_injected_message_is_delivered_over_verified_tls_under_enforce(sim, tmp_path):
@@ -182,3 +183,50 @@ async def test_concurrency_and_messages_per_connection_limits_hold(sim, tmp_path
     # CISCO 118548: each group of up to max_messages_per_connection shares one connection.
     per_session = sorted(len(s.transactions) for s in sim.mx1.sessions if s.transactions)
     assert per_session == [1, 3, 3, 3]
+
+
+def _short_profile_config(sim, tmp_path):
+    path = write_config(sim, tmp_path, "[bounce_profiles.short]\nmax_queue_seconds = 300\n")
+    text = path.read_text().replace(
+        "mta_sts = true\n", 'mta_sts = true\nbounce_profile = "short"\n', 1
+    )
+    path.write_text(text)
+    return path
+
+
+def _outcome_events(sink, code):
+    return [e.fields for e in sink.events if e.code == code and e.fields["mid"] == 1]
+
+
+async def test_delayed_and_expiry_bounced_events_carry_the_result_type(sim, tmp_path):
+    # The JSON log of a Delayed:/Bounced: line names the RFC 8460 result type, as the
+    # engine's own outcome events do (the gateway's used to leave it out).
+    wrong = factory().issue("other.example")
+    sim.mx1.rotate_cert(ServerCert(wrong.chain_pem, wrong.private_key_pem))
+    gw, sink = make_gateway(sim, _short_profile_config(sim, tmp_path))
+    async with gw:
+        await inject(gw, "alice@sender.example", ["bob@example.com"])
+        bounced = 0
+        while not bounced:  # 60 s, 120 s, then the retry at 420 s falls past 300 s
+            bounced = (await gw.run_once()).bounced
+            sim.clock.set(max(sim.clock.now(), gw.scheduler.next_due() or 0))
+    delayed = _outcome_events(sink, "delivery.delayed")
+    [expired] = _outcome_events(sink, "delivery.bounced")
+    assert len(delayed) == 2
+    assert {d["result_type"] for d in delayed} == {"certificate-host-mismatch"}
+    assert expired["enhanced"] == "5.4.7"
+    assert expired["result_type"] == "certificate-host-mismatch"
+
+
+async def test_bounce_found_expired_without_an_attempt_keeps_the_last_result_type(sim, tmp_path):
+    wrong = factory().issue("other.example")
+    sim.mx1.rotate_cert(ServerCert(wrong.chain_pem, wrong.private_key_pem))
+    gw, sink = make_gateway(sim, _short_profile_config(sim, tmp_path))
+    async with gw:
+        await inject(gw, "alice@sender.example", ["bob@example.com"])
+        assert (await gw.run_once()).deferred == 1
+        sim.clock.advance(3600)  # downtime: past the 300 s in queue before the retry
+        assert (await gw.run_once()).bounced == 1
+    [expired] = _outcome_events(sink, "delivery.bounced")
+    assert (expired["dcid"], expired["enhanced"]) == (0, "5.4.7")
+    assert expired["result_type"] == "certificate-host-mismatch"

@@ -140,3 +140,90 @@ def test_a_bounce_sends_a_dsn_to_the_sender_domain() -> None:
     failed = run_scenario(_scenario(wrong))
     assert failed.verdict is Verdict.FAILED
     assert "failed 5.1.1 a@example.com" in failed.steps[0].mismatches[0].closest[0]
+
+
+def _passed(result) -> None:
+    assert result.verdict is Verdict.PASSED, [
+        m.render() for s in (*result.steps,) for m in s.mismatches
+    ] + [m.render() for m in result.final]
+
+
+TWO_DOMAINS = """
+[scenario]
+id = "two-domains"
+[world.domains."a.example"]
+mx = ["10 mx.a.example"]
+[world.domains."b.example"]
+mx = ["10 mx.b.example"]
+[sender.destination_controls.default]
+tls = "required-verify-hosted"
+[[steps]]
+send = { from = "alice@sender.example", to = ["x@a.example", "y@b.example"] }
+[steps.expect]
+outcome = "delivered"
+"""
+
+
+def test_a_message_to_two_domains_reports_each_recipients_own_attempt() -> None:
+    # The scheduler delivers per domain, so one message comes back in two reports; the
+    # adapter used to keep only the last one, and the other recipient read "via None".
+    result = run_scenario(_scenario(TWO_DOMAINS), "gateway")
+    _passed(result)
+    by_rcpt = {d.rcpt: d for d in result.steps[0].observation.deliveries}
+    assert {r: (d.status, d.mx, d.verified) for r, d in by_rcpt.items()} == {
+        "x@a.example": ("delivered", "mx.a.example", "pkix"),
+        "y@b.example": ("delivered", "mx.b.example", "pkix"),
+    }
+    assert all(d.tls and d.tls.startswith("TLSv1.") for d in by_rcpt.values())
+
+
+DANE_ROUTE_REPORT = """
+[scenario]
+id = "dane-route-report"
+requires = ["tlsrpt"]
+[world.domains."example.com"]
+dnssec = "secure"
+mx = ["10 mx1.example.com"]
+[world.domains."example.net"]
+dnssec = "secure"
+[world.hosts."relay.example.net"]
+cert = "self-signed"
+port = 2525
+tlsa = [[3, 1, 1]]
+[[world.records]]
+name = "_smtp._tls.relay.example.net"
+type = "TXT"
+value = ["v=TLSRPTv1; rua=mailto:host@rpt.example"]
+[world.domains."rpt.example"]
+mx = ["10 mx.rpt.example"]
+[sender.routes]
+"example.com" = ["relay.example.net:2525"]
+[sender.destination_controls."example.com"]
+tls = "preferred"
+dane = "mandatory"
+[[steps]]
+send = { from = "alice@sender.example", to = ["rcpt@example.com"] }
+[steps.expect]
+outcome = "delivered"
+verified = "dane"
+queries = { "_2525._tcp.relay.example.net TLSA" = 1, "_25._tcp.relay.example.net TLSA" = 0 }
+[[steps]]
+advance = "1d1h"
+[steps.expect]
+queries = { "_2525._tcp.relay.example.net TLSA" = 0, "_25._tcp.relay.example.net TLSA" = 0 }
+[[steps.expect.reports]]
+via = "mailto"
+policy_domain = "relay.example.net"
+policy_type = "tlsa"
+success = 1
+failure = 0
+fields = { "policies.0.policy.policy-string.0" = '~^3 1 1 [0-9A-F]{64}$' }
+"""
+
+
+def test_a_dane_report_carries_the_rrset_the_session_used_without_a_new_lookup() -> None:
+    # RFC 8460 §4.5 / AMB-20: the tlsa policy-string is the RRset the session was judged
+    # against. The reporter used to look it up again at _25._tcp.<base> after each
+    # session: one more query per session, at the wrong owner for a route's port
+    # (DANE-17), which left the report's policy-string empty.
+    _passed(run_scenario(_scenario(DANE_ROUTE_REPORT), "gateway"))
