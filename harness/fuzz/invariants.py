@@ -34,6 +34,13 @@ invariant              holds when
                        STARTTLS, a certificate that verifies, permitted, DANE satisfied,
                        no scripted refusal anywhere), every recipient is delivered
                        (MX-2, MX-3, APPLY-2, DANE-4: a valid path is never refused)
+``healthy-mx-reached`` when a permitted healthy MX exists (as for ``clean-path-delivers``)
+                       and the attempt met transport faults elsewhere (the MTAs recorded
+                       resets, stalls, broken replies, broken handshakes, 4yz ...), every
+                       recipient is delivered in the same attempt, unless an MX refused it
+                       permanently first (a 5yz at MAIL, its RCPT or DATA: it may bounce).
+                       RFC 5321 §5.1 (try each MX until one succeeds), §4.2.5 (a lost
+                       connection is a 451); MX-8, APPLY-2, DANE-4
 ``smtp-conformance``   the receiving MTAs noted no protocol error from the client
 ``run-completes``      neither the engine nor the world raised
 =====================  ==================================================================
@@ -121,6 +128,11 @@ _LIST = (
         "clean-path-delivers",
         "a world with a clean path delivers",
         ("MX-2", "MX-3", "APPLY-2", "DANE-4"),
+    ),
+    Invariant(
+        "healthy-mx-reached",
+        "a permitted healthy MX: delivered in the same attempt, whatever else breaks",
+        ("MX-8", "APPLY-2", "DANE-4"),
     ),
     Invariant("smtp-conformance", "the receiving MTAs saw no protocol error", ()),
     Invariant("run-completes", "the engine and the world did not raise", ()),
@@ -286,8 +298,21 @@ def check_run(run: FuzzRun) -> list[Violation]:
         facts = by_domain[rcpt.rpartition("@")[2]]
         status = next((d.status for d in run.deliveries if d.rcpt.lower() == rcpt), None)
         clean = facts.clean_host() if facts is not None else None
-        if clean is not None and status != "delivered" and not _anyone_scripted(run):
-            reason = next((d.reason for d in run.deliveries if d.rcpt.lower() == rcpt), "")
+        if clean is None or status == "delivered":
+            continue
+        reason = next((d.reason for d in run.deliveries if d.rcpt.lower() == rcpt), "")
+        met = _faults_met(run)
+        if met and not _permanent_reply(run, rcpt):
+            found.append(
+                Violation(
+                    "healthy-mx-reached",
+                    f"{rcpt} {status} in an attempt where {clean} was healthy and permitted "
+                    f"({reason!r}; faults met: {met})",
+                    clean,
+                    rcpt,
+                )
+            )
+        elif not met and not _anyone_scripted(run):
             found.append(
                 Violation(
                     "clean-path-delivers",
@@ -301,3 +326,7 @@ def check_run(run: FuzzRun) -> list[Violation]:
             if facts is not None and s.mx_host in facts.hosts:
                 found += _session_checks(facts, facts.hosts[s.mx_host], s)
     return list(dict.fromkeys(found))
+
+
+def _faults_met(run: FuzzRun) -> str:
+    return "; ".join(f"{s.mx_host} {f}" for s in run.sessions for f in s.faults)

@@ -29,6 +29,7 @@ match it, raw ``tlsa_raw`` records never do. Raw ``[[records]]`` are not read.
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -91,8 +92,9 @@ class HostFacts:
         chains: its certificate chains to the trusted root and is current.
         dane: ``usable`` | ``unusable`` | ``error`` | ``none`` | ``unknown``.
         dane_match: a usable TLSA record matches the certificate it serves.
-        plain: reachable, STARTTLS offered, a certificate, no scripted replies: nothing
-            about it may stop a delivery but the sender's own rules.
+        plain: reachable, STARTTLS offered, a certificate, TLS 1.2 or later on offer, no
+            scripted replies: nothing about it may stop a delivery but the sender's own
+            rules.
     """
 
     name: str
@@ -290,6 +292,8 @@ def _host(
         plain=_resolves(address)
         and h.cert is not None
         and str(h.starttls) == "offered"
+        # RFC 8996: a host that speaks only TLS 1.0/1.1 is not a path
+        and (h.tls_max is None or h.tls_max >= ssl.TLSVersion.TLSv1_2)
         and h.script == Script(),
     )
 

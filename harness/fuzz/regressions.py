@@ -60,6 +60,8 @@ def _expectations(violations: Sequence[Violation]) -> dict[str, Any]:
             expect.setdefault("sni", {})[v.host] = v.host
         elif mail_at_host and v.host:
             hosts.append(v.host)
+        elif v.invariant == "healthy-mx-reached" and v.rcpt:
+            outcomes[v.rcpt] = "delivered"
         elif v.invariant == "no-message-lost" and v.rcpt:
             held = "accepted it" in v.detail or "mailboxes hold it at ['" in v.detail
             outcomes[v.rcpt] = "delivered" if held else "deferred"

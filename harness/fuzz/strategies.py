@@ -13,12 +13,15 @@ The world space, by part (each drawn by one ``@st.composite``):
 
 * the MX set (:func:`mx_sets`): one to three hosts at distinct or equal preferences,
   in the domain or at a hoster (its own zone, signed or not);
-* each host (:func:`receiving_hosts`): a certificate profile (all ten, or none with
-  STARTTLS absent), key type, STARTTLS behaviour (offered, absent, refused,
-  broken-close, broken-garbage), a TLS version window, TLSA records (DANE-EE that
-  match the certificate served in three selector/matching-type forms, a wrong
-  digest, an unusable PKIX-EE record) and scripted replies (4xx/5xx at MAIL, RCPT
-  or DATA, a 421 banner);
+* each host (:func:`receiving_hosts`): a certificate profile (every one the factory
+  has, long-chain included, or none with STARTTLS absent), key type, STARTTLS and
+  handshake behaviour (every ``StartTls`` mode: offered, absent, refused,
+  no-shared-cipher and each ``broken-*`` way of failing after the 220), a TLS version
+  window (1.0 only, 1.1 only, 1.2, 1.3), TLSA records (DANE-EE that match the
+  certificate served in three selector/matching-type forms, a wrong digest, an
+  unusable PKIX-EE record) and, at one SMTP stage (:data:`STAGE_ACTIONS`: greeting,
+  EHLO, the STARTTLS reply, MAIL, RCPT, DATA, end of data), a transport fault
+  (reset, stall, malformed, multiline-broken, disconnect) or a 4yz/5yz reply;
 * MTA-STS (:func:`sts_parts`): the ``_mta-sts`` TXT (valid, absent, two records,
   malformed), the policy mode and ``mx`` patterns (exact, mixed case, ``*.``
   wildcard, unrelated), body layout (LF/CRLF, extension fields) or a malformed body,
@@ -32,7 +35,8 @@ The world space, by part (each drawn by one ``@st.composite``):
 
 Draws are weighted towards worlds that can deliver (valid certificates, STARTTLS
 offered, no faults), so both outcomes are common, and towards fast faults: ``drop``
-and ``hang`` cost a timeout each (DNS 0.5 s, fetch 1 s), so they are rare.
+and ``hang`` cost a timeout each (DNS 0.5 s, fetch 1 s), and a stall an SMTP timeout
+(2 s, and as much again for the QUIT the client sends), so they are rare.
 """
 
 from __future__ import annotations
@@ -44,16 +48,20 @@ from hypothesis.errors import InvalidArgument
 
 from certs import CertProfile
 from engine.core.controls import TlsSetting
+from harness.world.mta_script import StartTls
 
 __all__ = [
     "CERT_PROFILES",
     "DOMAIN",
     "SENDER",
+    "STAGE_ACTIONS",
+    "STARTTLS_MODES",
     "destination_controls",
     "dns_faults",
     "fuzz_scenarios",
     "mx_sets",
     "receiving_hosts",
+    "stage_faults",
     "sts_parts",
 ]
 
@@ -65,14 +73,30 @@ CERT_PROFILES = tuple(p.value for p in CertProfile)
 WRONG_DIGEST = "3 1 1 " + "5a" * 32
 UNUSABLE_TLSA = "1 1 1 " + "a5" * 32
 _TLS_SETTINGS = tuple(t.value for t in TlsSetting)
-_STARTTLS = ("absent", "refused", "broken-close", "broken-garbage")
-_REPLIES = (
-    {"rcpt": "450 4.2.0 mailbox busy"},
-    {"rcpt": "550 5.1.1 no such user"},
-    {"mail": "451 4.3.0 try again later"},
-    {"data": "554 5.7.1 message refused"},
-    {"data": "451 4.3.0 local error"},
-    {"banner": "421 4.3.2 too busy"},
+#: Every STARTTLS mode but ``offered``, so a new mode is fuzzed as soon as it exists;
+#: the stall (a 2 s handshake timeout) is left to ``_STARTTLS_SLOW``, drawn rarely.
+STARTTLS_MODES = tuple(m.value for m in StartTls if m is not StartTls.OFFERED)
+_STARTTLS_SLOW = (StartTls.BROKEN_STALL.value,)
+_STARTTLS = tuple(m for m in STARTTLS_MODES if m not in _STARTTLS_SLOW)
+#: Per SMTP stage (a ``replies`` key), its temporary and permanent refusals.
+STAGE_ACTIONS = {
+    "banner": ("421 4.3.2 too busy", "554 5.3.2 no SMTP service here"),
+    "ehlo": ("421 4.3.2 shutting down", "554 5.7.1 access denied"),
+    "starttls": ("454 4.7.0 TLS not available", "502 5.5.1 not implemented"),
+    "mail": ("451 4.3.0 try again later", "550 5.7.1 sender rejected"),
+    "rcpt": ("450 4.2.0 mailbox busy", "550 5.1.1 no such user"),
+    "data_start": ("451 4.3.1 insufficient storage", "554 5.3.4 transaction failed"),
+    "data": ("451 4.3.0 local error", "554 5.7.1 message refused"),
+}
+# The transport faults of a stage, by weight; "stall" costs an SMTP timeout, so it is rare.
+_STAGE_FAULTS = (
+    ("4xx", 3),
+    ("5xx", 2),
+    ("reset", 2),
+    ("malformed", 2),
+    ("multiline-broken", 2),
+    ("disconnect", 1),
+    ("stall", 1),
 )
 _RCPTS = ("rcpt@example.com", "second@example.com", "third@example.com")
 
@@ -89,13 +113,22 @@ def receiving_hosts(draw: st.DrawFn, name: str) -> dict[str, Any]:
     """One ``[world.hosts."<name>"]`` table (see the module docstring)."""
     host: dict[str, Any] = {}
     cert = draw(_weighted("valid", (*CERT_PROFILES, "none"), 8))
-    starttls = "absent" if cert == "none" else draw(_weighted("offered", _STARTTLS, 10))
+    if cert == "none":
+        starttls = draw(st.sampled_from(("absent", "absent", "refused", *_STARTTLS_BROKEN)))
+    else:
+        starttls = draw(_weighted("offered", _STARTTLS, 2 * len(_STARTTLS)))
+        if draw(st.integers(0, 49)) == 0:
+            starttls = draw(st.sampled_from(_STARTTLS_SLOW))
     host["cert"] = cert
     if starttls != "offered":
         host["starttls"] = starttls
     if cert != "none" and draw(st.integers(0, 4)) == 0:
         host["key_type"] = draw(st.sampled_from(("rsa", "ecdsa")))
-    window = draw(st.sampled_from(((), (), (), ("1.2", "1.2"), ("1.3", "1.3"))))
+    window = draw(
+        st.sampled_from(
+            ((), (), (), (), ("1.2", "1.2"), ("1.3", "1.3"), ("1.0", "1.0"), ("1.1", "1.1"))
+        )
+    )
     if window:
         host["tls_min"], host["tls_max"] = window
     tlsa = draw(st.sampled_from(("absent", "absent", "match", "match", "wrong", "both", "pkix")))
@@ -107,9 +140,26 @@ def receiving_hosts(draw: st.DrawFn, name: str) -> dict[str, Any]:
         host["tlsa_raw"] = [WRONG_DIGEST]
     elif tlsa == "pkix":
         host["tlsa_raw"] = [UNUSABLE_TLSA]
-    if draw(st.integers(0, 7)) == 0:
-        host["replies"] = dict(draw(st.sampled_from(_REPLIES)))
+    if draw(st.integers(0, 5)) == 0:
+        host["replies"] = draw(stage_faults())
     return host
+
+
+#: The ``broken-*`` modes a host without a certificate can still play (no real TLS).
+_STARTTLS_BROKEN = tuple(m for m in _STARTTLS if m.startswith("broken-"))
+
+
+@st.composite
+def stage_faults(draw: st.DrawFn) -> dict[str, str]:
+    """A ``replies`` table: one fault, or one refusal, at one SMTP stage."""
+    stage = draw(st.sampled_from(sorted(STAGE_ACTIONS)))
+    kind = draw(st.sampled_from(tuple(k for k, w in _STAGE_FAULTS for _ in range(w))))
+    temporary, permanent = STAGE_ACTIONS[stage]
+    action = {"4xx": temporary, "5xx": permanent}.get(kind, kind)
+    replies = {stage: action}
+    if stage == "ehlo" and kind == "5xx":
+        replies["helo"] = action  # a refused greeting, whichever verb the client uses
+    return replies
 
 
 @st.composite

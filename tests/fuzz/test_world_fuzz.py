@@ -1,10 +1,13 @@
 """World fuzzing: whole worlds drawn by hypothesis, invariants judged from the world.
 
 The property runs under the hypothesis profile in force, at a fifth of its
-``max_examples`` (each example is a whole world: ~0.1 s): ``dev`` 20 worlds, ``ci``
-40, ``fuzz`` 5,000; ``FUZZ_WORLDS=N`` overrides. A failure is shrunk by hypothesis and
-the minimal world is written as a scenario file under ``scenarios/regressions/``
-(``FUZZ_REGRESSIONS_DIR`` overrides), so it replays as a named test. The number of
+``max_examples`` (each example is a whole world: ~0.1 s, seconds when it draws a
+stall): ``dev`` 20 worlds, ``ci`` 40, ``fuzz`` 5,000; ``FUZZ_WORLDS=N`` overrides.
+The engine is the ``--engine`` adapter (default ``inprocess``), or ``FUZZ_ENGINE``;
+an adapter that does not exist (yet) skips the property with its name. A failure is
+shrunk by hypothesis and the minimal world is written as a scenario file under
+``scenarios/regressions/`` (``FUZZ_REGRESSIONS_DIR`` overrides), so it replays as a
+named test. The number of
 worlds run is recorded as the test's ``worlds`` property and, with
 ``FUZZ_REPORT=FILE``, appended to that file.
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
+from harness.adapters.base import AdapterError, make_adapter
 from harness.fuzz import (
     INVARIANTS,
     FuzzRun,
@@ -66,16 +71,29 @@ def _classify(doc: dict[str, Any], run: FuzzRun) -> None:
             event(f"host DANE: {h.dane}")
 
 
+def _engine(request: pytest.FixtureRequest) -> str:
+    """The adapter the worlds run against: ``FUZZ_ENGINE``, else ``--engine``."""
+    name = os.environ.get("FUZZ_ENGINE") or str(request.config.getoption("engine", "inprocess"))
+    try:
+        make_adapter(name)
+    except AdapterError as exc:
+        pytest.skip(str(exc))
+    return name
+
+
 # pytest-timeout's 300 s ceiling is for hangs; a fuzz-profile run is long by design.
-@pytest.mark.timeout(max(300, WORLDS))
-def test_world_invariants_hold_in_random_worlds(record_property: Any) -> None:
+@pytest.mark.timeout(max(300, 2 * WORLDS))
+def test_world_invariants_hold_in_random_worlds(
+    record_property: Any, request: pytest.FixtureRequest
+) -> None:
+    engine = _engine(request)
     ran: list[int] = [0]
     failing: list[tuple[dict[str, Any], list[Violation]]] = []
 
     @_RUN
     @given(fuzz_scenarios())
     def prop(doc: dict[str, Any]) -> None:
-        run = asyncio.run(run_document(doc))
+        run = asyncio.run(run_document(doc, engine))
         ran[0] += 1
         _classify(doc, run)
         found = check_run(run)
@@ -108,8 +126,10 @@ _FILES = sorted(REGRESSIONS.glob("*.toml")) if REGRESSIONS.is_dir() else []
 
 
 @pytest.mark.parametrize("path", _FILES, ids=[p.stem for p in _FILES])
-async def test_regression_files_keep_every_invariant(path: Path) -> None:
-    run = await run_scenario_records(load_scenario(path))
+async def test_regression_files_keep_every_invariant(
+    path: Path, request: pytest.FixtureRequest
+) -> None:
+    run = await run_scenario_records(load_scenario(path), _engine(request))
     assert check_run(run) == []
 
 
@@ -133,7 +153,9 @@ def _doc(entry: dict[str, Any], hosts: dict[str, Any] | None = None) -> dict[str
     }
 
 
-def _session(mx: str, *, tls: bool = True, accepted: bool = True) -> MtaSession:
+def _session(
+    mx: str, *, tls: bool = True, accepted: bool = True, faults: tuple[str, ...] = ()
+) -> MtaSession:
     t = Transaction(
         "a@sender.example",
         "250 ok",
@@ -161,6 +183,7 @@ def _session(mx: str, *, tls: bool = True, accepted: bool = True) -> MtaSession:
         ("EHLO", "MAIL"),
         SessionEnd.QUIT,
         (),
+        faults,
     )
 
 
@@ -239,6 +262,30 @@ def test_control_failures_need_exactly_one_line() -> None:
         assert _invariants(run) == {"failure-explained"}
     ok = _run(doc, [_session("mx1.example.com", accepted=False)], "deferred", None, lines=1)
     assert _invariants(ok) == set()
+
+
+def test_control_a_healthy_mx_must_be_reached_past_a_transport_fault() -> None:
+    doc = _doc({"tls": "preferred", "mta_sts": True}, {"mx1.example.com": {"replies": {}}})
+    domain = doc["world"]["domains"]["example.com"]
+    domain["policy"] = ENFORCE.replace(
+        "mx: mx1.example.com", "mx: mx1.example.com\nmx: mx2.example.com"
+    )
+    doc["world"]["hosts"]["mx1.example.com"]["replies"] = {"mail": "reset"}
+    reset = _session("mx1.example.com", accepted=False, faults=("mail: reset",))
+    run = _run(doc, [reset], "deferred", None, lines=1)
+    assert _invariants(run) == {"healthy-mx-reached"}
+    # Control: a permanent refusal of the recipient may end the attempt (it bounces).
+    doc["world"]["hosts"]["mx1.example.com"]["replies"] = {"rcpt": "550 5.1.1 no such user"}
+    refused = _session("mx1.example.com", accepted=False, faults=("rcpt: 550 5.1.1 no",))
+    no_such_user = (RcptResult(RCPT, "550 5.1.1 no such user"),)
+    txn = replace(refused.transactions[0], rcpts=no_such_user, data_reply=None)
+    bounced = replace(
+        _run(doc, [replace(refused, transactions=(txn,))], "bounced", None),
+        events=(
+            EventRecord("delivery.bounced", {"rcpt": RCPT, "reason": "no"}, "info", 0, 0, "B"),
+        ),
+    )
+    assert _invariants(bounced) == set()
 
 
 def test_control_a_clean_path_must_deliver() -> None:
