@@ -2,10 +2,11 @@
 
 Theory of operation
 -------------------
-``fixtures/requirements.toml`` lists every requirement of ``spec/requirements.md``
-(section, RFC reference, level, a short title) and the seed behaviour tags of
-``spec/seg-behaviour.md``. Its ``[coverage]`` table says what counts: the MUST and
-SHOULD requirements of the listed groups (DISC, FETCH, ... RPT) plus every seed tag.
+``fixtures/requirements.toml`` lists every requirement of ``docs/requirements.md``
+(section, RFC reference, level, a short title), the seed behaviour tags of
+``docs/gateway-behaviour.md`` and the decisions (``AMB-n``) of ``docs/decisions.md``.
+Its ``[coverage]`` table says what counts: the MUST and SHOULD requirements of the
+listed groups (DISC, FETCH, ... RPT) plus every seed tag and every decision.
 :func:`coverage_of` maps those *counted* items to the scenarios whose ``covers``
 name them, and reports the uncovered ones and any ``covers`` entry that names
 nothing known (a typo in a scenario).
@@ -33,10 +34,10 @@ class Requirement:
     """One requirement ID or seed tag.
 
     Attributes:
-        id: ``DISC-1`` or ``seed:hosted-verify``.
-        group: ``DISC`` ... or ``seed``.
+        id: ``DISC-1``, ``seed:hosted-verify`` or ``AMB-7``.
+        group: ``DISC`` ..., ``seed`` or ``AMB``.
         section: where it is defined.
-        level: MUST / SHOULD / MAY / — (seed tags: ``seed``).
+        level: MUST / SHOULD / MAY / — (seed tags: ``seed``; decisions: ``decision``).
         title: a short description.
         counted: whether coverage counts it.
     """
@@ -93,7 +94,9 @@ def load_requirements(path: str | Path = DEFAULT_REQUIREMENTS) -> tuple[Requirem
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise SpecError(source, "", None, f"cannot read requirements: {exc}") from None
-    top = Node(data, source).table(("coverage", "requirements", "seed"), required=("coverage",))
+    top = Node(data, source).table(
+        ("coverage", "requirements", "seed", "decisions"), required=("coverage",)
+    )
     cov = top["coverage"].table(("groups", "levels"), required=("groups", "levels"))
     groups, levels = set(cov["groups"].strings()), set(cov["levels"].strings())
     out: list[Requirement] = []
@@ -110,6 +113,12 @@ def load_requirements(path: str | Path = DEFAULT_REQUIREMENTS) -> tuple[Requirem
         e = node.table(("section", "title"), required=("title",))
         section = e["section"].text() if "section" in e else ""
         out.append(Requirement(tag, "seed", section, "seed", e["title"].text(), True))
+    for aid, node in top["decisions"].mapping().items() if "decisions" in top else ():
+        # docs/decisions.md: how this project reads an ambiguous point; always counted.
+        e = node.table(("rfc", "title", "related"), required=("title",))
+        if "related" in e:
+            e["related"].strings()  # checked: a list of requirement IDs
+        out.append(Requirement(aid, "AMB", "", "decision", e["title"].text(), True))
     return tuple(out)
 
 
