@@ -194,6 +194,8 @@ def closest_profile(c: CertFacts, host: str) -> tuple[str, tuple[str, ...]]:
     elif not c.chains and "path length" in (c.chain_problem or ""):
         # It reaches the trusted root but breaks a CA's pathLenConstraint (DANE-30).
         profile = "via-two-intermediates-pathlen0"
+    elif not c.chains and "max depth" in (c.chain_problem or ""):
+        profile = "long-chain"  # it reaches no root within the verifier's depth
     elif not c.chains:
         profile = "untrusted"  # also a missing intermediate: both fail to chain
     elif c.validity != "current":
