@@ -25,9 +25,10 @@ from harness.mutants.report import BEGIN, END, render_markdown, write_doc
 
 ROOT = Path(__file__).resolve().parents[2]
 MUTANTS = load_mutants()
+_VOCABULARY = tomllib.loads((ROOT / "fixtures/requirements.toml").read_text(encoding="utf-8"))
+# Requirement IDs, seed tags and (where the vocabulary has them) decisions (AMB-n).
 KNOWN_IDS = {
-    *tomllib.loads((ROOT / "fixtures/requirements.toml").read_text())["requirements"],
-    *tomllib.loads((ROOT / "fixtures/requirements.toml").read_text())["seed"],
+    key for table in ("requirements", "seed", "decisions") for key in _VOCABULARY.get(table, {})
 }
 
 
