@@ -169,8 +169,12 @@ def _policy(domain: str, mode: str) -> str:
     return f"version: STSv1\nmode: {mode}\nmx: mx1.{domain}\nmx: mx2.{domain}\nmax_age: 86400\n"
 
 
-def world(mx1: dict[str, Any]) -> dict[str, Any]:
+def world(mx1: dict[str, Any], *, bounces: bool = False) -> dict[str, Any]:
     domains: dict[str, Any] = {}
+    if bounces:
+        # Where the bounce's DSN lands: a queueing engine (the gateway) sends one, and
+        # without an MX it would wait in the queue and write a Delayed: line of its own.
+        domains["sender.example"] = {"mx": ["10 mx.sender.example"]}
     hosts: dict[str, Any] = {}
     for context in CONTEXTS:
         d = f"{context}.example"
@@ -303,12 +307,19 @@ def _table(lines: list[str], header: str, table: dict[str, Any]) -> None:
 
 
 def render(
-    sid: str, title: str, covers: list[str], comment: str, mx1: dict[str, Any], expects: list[Any]
+    sid: str,
+    title: str,
+    covers: list[str],
+    comment: str,
+    mx1: dict[str, Any],
+    expects: list[Any],
+    *,
+    bounces: bool = False,
 ) -> str:
     lines = [f"# {line}".rstrip() for line in comment.strip().splitlines()]
     lines += ["# Written by scenarios/transport/_generate.py: change the rules there.", ""]
     _table(lines, "scenario", {"id": sid, "title": title, "covers": covers})
-    w = world(mx1)
+    w = world(mx1, bounces=bounces)
     for name, table in w["domains"].items():
         _table(lines, f'world.domains."{name}"', table)
     for name, table in w["hosts"].items():
@@ -377,6 +388,7 @@ def main() -> None:
                 comment,
                 {"replies": replies},
                 expects,
+                bounces=key not in BEFORE_MAIL and kind == "5xx",
             )
             (HERE / f"{stage}-{kind}.toml").write_text(text, encoding="utf-8")
 
