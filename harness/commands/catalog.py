@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.coverage import DEFAULT_REQUIREMENTS, coverage_of, load_requirements
+from harness.coverage_docs import DOCS, ROOT, render_block, write_docs
 from harness.errors import HarnessError
 from harness.scenario.explain import describe_expect
 from harness.scenario.loader import load_all, load_scenario
@@ -30,6 +31,8 @@ _SHOW = """example:
 _COVERAGE = """example:
   sts-harness coverage
   sts-harness coverage --min 80 --uncovered
+  sts-harness coverage --markdown decisions   # the table at the end of docs/decisions.md
+  sts-harness coverage --write-docs           # refresh the tables of docs/*.md
 
 exit status: 0 at or above --min, 1 below it, 2 usage error
 """
@@ -58,6 +61,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--min", type=float, default=0.0, metavar="PCT", help="fail below PCT %%")
     p.add_argument("--requirements", type=Path, default=DEFAULT_REQUIREMENTS, metavar="FILE")
     p.add_argument("--uncovered", action="store_true", help="list every uncovered item")
+    p.add_argument("--markdown", choices=sorted(DOCS), help="print one docs/ coverage table")
+    p.add_argument("--write-docs", action="store_true", help="rewrite the docs/ coverage tables")
     p.set_defaults(handler=_coverage, command_name="coverage")
 
 
@@ -135,7 +140,19 @@ def _show(args: argparse.Namespace) -> int:
 
 @_guard
 def _coverage(args: argparse.Namespace) -> int:
-    cov = coverage_of(load_all(args.paths), load_requirements(args.requirements))
+    scenarios = load_all(args.paths)
+    cov = coverage_of(scenarios, load_requirements(args.requirements))
+    if args.markdown:
+        print(render_block(cov, scenarios, args.markdown))
+        return 0
+    if args.write_docs:
+        if [p.resolve() for p in args.paths] != [ROOT / "scenarios"]:
+            raise HarnessError(
+                f"--write-docs describes the whole catalog: give no PATH, run in {ROOT}"
+            )
+        for path in write_docs(cov, scenarios):
+            print(f"rewrote the coverage table of {path}")
+        return 0
     table = Table(title=f"requirement coverage: {cov.percent:.1f}%")
     for col in ("group", "counted", "covered", "uncovered (level)"):
         table.add_column(col, overflow="fold")
@@ -144,7 +161,9 @@ def _coverage(args: argparse.Namespace) -> int:
         groups.setdefault(r.group, []).append(r)
     for group, reqs in groups.items():
         missing = [r for r in reqs if not cov.covered_by.get(r.id)]
-        shown = " ".join(r.id + ("" if r.group == "seed" else f"({r.level})") for r in missing[:12])
+        shown = " ".join(
+            r.id + ("" if r.group in ("seed", "AMB") else f"({r.level})") for r in missing[:12]
+        )
         shown += f" … +{len(missing) - 12}" if len(missing) > 12 else ""
         table.add_row(group, str(len(reqs)), str(len(reqs) - len(missing)), shown)
     console = _console()
