@@ -140,6 +140,8 @@ class Engine:
             lines; a gateway with a real queue writes its own and turns this off.
         dcid_source: where DCIDs come from (the gateway's persistent counter);
             default an in-process count from 1.
+        on_report: called with every attempt's :class:`DeliveryReport` (the gateway
+            remembers each recipient's last attempt: MX, TLS, verification).
     """
 
     def __init__(
@@ -156,8 +158,10 @@ class Engine:
         local_hostname: str = "sts-engine.localdomain",
         log_outcomes: bool = True,
         dcid_source: Callable[[], int] | None = None,
+        on_report: Callable[[DeliveryReport], None] | None = None,
     ) -> None:
         self.config = config
+        self._on_report = on_report
         self.clock: Clock = clock or SystemClock()
         self.sink = sink
         for warning in config.warnings:
@@ -335,6 +339,8 @@ class Engine:
             report = DeliveryReport(message.mid, tuple(ordered))
             if self._log_outcomes_enabled:
                 self._log_outcomes(message, report)
+            if self._on_report is not None:
+                self._on_report(report)
             reports.append(report)
         return reports
 

@@ -16,11 +16,13 @@ import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["LoopChoiceError", "loop_factory", "loop_name", "run"]
+__all__ = ["LOOPS", "LoopChoiceError", "loop_available", "loop_factory", "loop_name", "run"]
 
 T = TypeVar("T")
 
 _ENV = "STS_ENGINE_LOOP"
+#: The loops a command (or the conformance harness) can run on.
+LOOPS = ("uvloop", "asyncio")
 
 
 class LoopChoiceError(ValueError):
@@ -48,6 +50,20 @@ def loop_factory(name: str | None = None) -> Callable[[], asyncio.AbstractEventL
         return None
     factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     return factory
+
+
+def loop_available(name: str) -> bool:
+    """Whether loop ``name`` can really be had here (uvloop: installed), unlike
+    :func:`loop_factory`, which falls back to the standard loop without uvloop."""
+    if name == "asyncio":
+        return True
+    if name != "uvloop":
+        return False
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def loop_name(loop: asyncio.AbstractEventLoop) -> str:

@@ -14,12 +14,17 @@ Theory of operation
 * the :class:`~engine.scheduler.Scheduler`, the :class:`~engine.listener.Listener`
   (optional) and the :class:`~engine.tlsrpt.TlsReporter`.
 
-Time: tests drive :meth:`Gateway.run_once` with the harness's ManualClock;
-``serve`` runs :meth:`Gateway.serve`, which sleeps until the next due time or
-until :attr:`Gateway.wakeup` is set by a new message, a reload request or a
-stop. A configuration reload (SIGHUP, ``sts-engine commit``) is applied
-between rounds: a new Engine is built and the old one closed after the round
-in progress ends, so no delivery is cut and the queue stays open.
+Time: ``serve`` runs :meth:`Gateway.serve`, which sleeps until the next due time
+or until :attr:`Gateway.wakeup` is set by a new message, a reload request or a
+stop. Rounds never overlap: :meth:`Gateway.run_once`, :meth:`Gateway.run_due`
+(rounds until nothing is due now: what a message's arrival sets off, DSNs and
+report mail included) and :meth:`Gateway.advance` (a manual clock walked through
+every due time, one round at each) hold one round lock. The serve loop, the
+harness's in-process gateway and the control channel (:mod:`engine.control`) all
+go through them, so there is one loop. A configuration reload (SIGHUP,
+``sts-engine commit``) is applied between rounds: a new Engine is built and the
+old one closed after the round in progress ends, so no delivery is cut and the
+queue stays open.
 """
 
 from __future__ import annotations
@@ -30,11 +35,13 @@ import random
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from engine.config import EngineConfig, load_config
 from engine.core.clock import Clock
 from engine.core.events import EventSink, LogEvent
-from engine.engine import Engine, SystemClock
+from engine.delivery import RecipientResult
+from engine.engine import DeliveryReport, Engine, SystemClock
 from engine.io.dialer import Dialer
 from engine.io.smtp import SmtpTimeouts
 from engine.io.store import SqlitePolicyStore
@@ -43,9 +50,23 @@ from engine.queue import Queue
 from engine.scheduler import RoundStats, Scheduler
 from engine.tlsrpt import ReportSettings, TlsReporter
 
-__all__ = ["Gateway", "GatewaySettings", "policy_cache_path"]
+__all__ = ["Gateway", "GatewaySettings", "SettableClock", "policy_cache_path"]
 
 _MAX_SLEEP = 60.0
+_MAX_ROUNDS = 10_000  # per walk: a guard against a gateway that stays due forever
+_SAME_TIME_ROUNDS = 4  # rounds at one time before a walk stops (something due stays leased)
+_ATTEMPTS_KEPT = 10_000  # messages whose last attempt per recipient is remembered
+
+
+@runtime_checkable
+class SettableClock(Protocol):
+    """A clock :meth:`Gateway.advance` can move (the harness's manual clock)."""
+
+    def now(self) -> float:
+        """POSIX seconds (UTC)."""
+
+    def set(self, when: float) -> None:
+        """Jump to ``when`` (never back)."""
 
 
 def policy_cache_path(config: EngineConfig) -> Path:
@@ -126,6 +147,10 @@ class Gateway:
         self.rng = rng or random.Random()
         self.wakeup = asyncio.Event()
         self._reload_requested = False
+        self._round_lock = asyncio.Lock()
+        #: MID -> RID -> that recipient's last attempt (MX, TLS, verification), for the
+        #: most recent messages attempted; the queue keeps only the verdict.
+        self.attempts: dict[int, dict[int, RecipientResult]] = {}
         self.queue = Queue(config.queue.path)
         self.store = SqlitePolicyStore(policy_cache_path(config))
         self.reporter: TlsReporter | None = None
@@ -163,8 +188,17 @@ class Gateway:
             log_outcomes=False,
             # seg-behaviour.md §5: DCIDs are persistent counters (the queue's).
             dcid_source=self.queue.next_dcid,
+            on_report=self._remember_attempt,
         )
         return engine
+
+    def _remember_attempt(self, report: DeliveryReport) -> None:
+        # A message is attempted per destination domain: merge its reports by RID.
+        tried = self.attempts.pop(report.mid, {})
+        tried.update((r.rid, r) for r in report.recipients)
+        self.attempts[report.mid] = tried  # re-inserted: the dict is oldest first
+        if len(self.attempts) > _ATTEMPTS_KEPT:
+            del self.attempts[next(iter(self.attempts))]
 
     async def __aenter__(self) -> Gateway:
         # Start-up: no claimer from before a restart is alive (at-least-once delivery).
@@ -241,6 +275,64 @@ class Gateway:
         Args:
             now: the time the round runs at (default: the clock's).
         """
+        async with self._round_lock:
+            return await self._round(now)
+
+    async def run_due(self) -> int:
+        """Run rounds until nothing is due now; returns how many ran.
+
+        What one message's arrival sets off is done when this returns: its first
+        attempt, and the DSNs and report mail that attempt queued (each due at once).
+        """
+        async with self._round_lock:
+            rounds = await self._walk(None)
+            self.wakeup.clear()  # everything due was just run
+            return rounds
+
+    async def advance(self, seconds: float) -> int:
+        """Move a manual clock forward, with a round at every time something falls due.
+
+        Retries run at their scheduled times, reports after their UTC day, policy
+        refreshes at each round; then one round at the target time (which refreshes
+        policies even when nothing else is due), and whatever that round queued.
+
+        Raises:
+            TypeError: the clock cannot be set (the wall clock).
+        """
+        clock = self.clock
+        if not isinstance(clock, SettableClock):
+            raise TypeError(f"advance needs a settable clock, not {type(clock).__name__}")
+        async with self._round_lock:
+            target = clock.now() + seconds
+            rounds = await self._walk(target)
+            clock.set(max(target, clock.now()))
+            await self._round()
+            rounds += 1 + await self._walk(target)
+            self.wakeup.clear()
+            return rounds
+
+    async def _walk(self, until: float | None) -> int:
+        """Rounds at each due time up to ``until`` (None: now, as the clock reads it).
+
+        The clock moves forward to each due time only when ``until`` is given; a walk
+        stops after a few rounds at one time that leave something due (a live lease).
+        """
+        same = 0
+        for rounds in range(_MAX_ROUNDS):
+            wake, now = self.next_wake(), self.clock.now()
+            if wake is None or wake > (now if until is None else until):
+                return rounds
+            if wake > now and isinstance(self.clock, SettableClock):
+                self.clock.set(wake)
+                same = 0
+            else:
+                same += 1
+                if same >= _SAME_TIME_ROUNDS:
+                    return rounds
+            await self._round()
+        raise RuntimeError(f"the gateway stayed due after {_MAX_ROUNDS} rounds")
+
+    async def _round(self, now: float | None = None) -> RoundStats:
         if self._reload_requested:
             await self._reload()
         now = self.clock.now() if now is None else now
@@ -262,17 +354,25 @@ class Gateway:
         known = [t for t in times if t is not None]
         return min(known) if known else None
 
-    async def serve(self, stop: asyncio.Event) -> None:
+    async def serve(self, stop: asyncio.Event, *, timed: bool = True) -> None:
         """Run rounds until ``stop`` is set; sleep until due or woken (no busy loop).
 
         On stop the listener stops accepting first; the round in progress finishes
         (its deliveries complete and are marked), then the loop returns.
+
+        Args:
+            stop: set to stop.
+            timed: wake at the next due time; False (a manual clock, whose due times
+                are not wall-clock times) wakes only on :attr:`wakeup`.
         """
         while not stop.is_set():
             self.wakeup.clear()
             await self.run_once()
             if stop.is_set():
                 break
+            if not timed:
+                await self.wakeup.wait()
+                continue
             wake = self.next_wake()
             delay = _MAX_SLEEP if wake is None else min(_MAX_SLEEP, wake - self.clock.now())
             if delay > 0 and not self.wakeup.is_set():

@@ -10,7 +10,10 @@ Theory of operation
    adapter and compare its capabilities with what the scenario needs: its
    ``requires`` plus what its steps and expectations imply (an ``advance`` step
    needs ``clock``, a ``logs`` expectation needs ``logs``, ``reports`` needs
-   ``tlsrpt``...). Missing capabilities make the result SKIPPED, with them named;
+   ``tlsrpt``...). Missing capabilities make the result SKIPPED, with them named.
+   An adapter with a ``plan(needs)`` method is told what the scenario needs before
+   the world starts (the ``sts-engine`` process takes a manual clock only when a
+   scenario moves time);
 2. bring the world up at the adapter's clock, with the process's one
    :class:`~certs.CertFactory` (its CAs are made once per process), and start the
    engine in a temporary work directory (the policy cache lives there, and outlives
@@ -29,6 +32,10 @@ Everything in a :class:`ScenarioResult` is plain data, so results cross process
 boundaries (``sts-harness run -j N``) and become JSON, JUnit and HTML reports
 without special cases. Scenarios run one after another in a process; parallelism
 comes from pytest-xdist or the ``-j`` process pool, never from sharing a loop.
+
+Each scenario runs in a new event loop, by default the standard library's;
+``loop="uvloop"`` runs the world and an in-process engine on uvloop instead
+(:mod:`engine.eventloop`), as ``sts-engine`` commands run in production.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from engine import eventloop
 from harness.adapters.base import AdapterError, EngineUnderTest, make_adapter
 from harness.assertions import Mismatch, check
 from harness.scenario.loader import config_error_matches
@@ -51,14 +59,17 @@ from harness.scenario.observation import DeliveryRecord, StepObservation, WorldW
 from harness.world.world import World, shared_cert_factory
 
 __all__ = [
+    "DEFAULT_WAYS",
     "ScenarioResult",
     "StepResult",
     "Verdict",
+    "lacks",
     "required_capabilities",
     "run_file",
     "run_scenario",
     "run_scenario_async",
     "select_engine",
+    "way",
 ]
 
 
@@ -90,6 +101,7 @@ class ScenarioResult:
     Attributes:
         id, title, path, topic, covers, description: from the scenario.
         engine: the adapter name.
+        loop: the event loop the runner, the world and an in-process engine ran on.
         verdict: how it ended.
         reason: why it was skipped, or the error's traceback.
         world: the ``[world]`` table as written.
@@ -109,6 +121,7 @@ class ScenarioResult:
     engine: str
     verdict: Verdict
     reason: str = ""
+    loop: str = "asyncio"
     description: str = ""
     world: Mapping[str, Any] = field(default_factory=dict)
     sender: Mapping[str, Any] = field(default_factory=dict)
@@ -141,6 +154,20 @@ _EXPECT_NEEDS = {
 }
 #: ``--engine`` name -> the adapter that runs the scenarios it lacks capabilities for.
 ENGINE_FALLBACK = {"inprocess": "gateway"}
+#: The ways the test suite runs every scenario (README): way -> (engine, runner loop).
+#: ``sts-engine`` runs the gateway as a process on its own default loop (uvloop); the
+#: runner's loop only carries the world there.
+DEFAULT_WAYS = {
+    "inprocess": ("inprocess", "asyncio"),
+    "inprocess-uvloop": ("inprocess", "uvloop"),
+    "sts-engine": ("sts-engine", "asyncio"),
+}
+
+
+def way(name: str) -> tuple[str, str]:
+    """``--engine NAME`` -> (adapter, runner loop): a :data:`DEFAULT_WAYS` name, or an
+    adapter name run on the standard loop."""
+    return DEFAULT_WAYS.get(name, (name, "asyncio"))
 
 
 def required_capabilities(scenario: Scenario) -> frozenset[Capability]:
@@ -156,6 +183,14 @@ def required_capabilities(scenario: Scenario) -> frozenset[Capability]:
         if expect.no_reports is not None:
             need.add(Capability.TLSRPT)
     return frozenset(need)
+
+
+def lacks(engine: str, missing: frozenset[Capability] | set[Capability]) -> str:
+    """The skip reason for ``missing`` capabilities, with the adapter's why for each
+    (``EngineUnderTest.missing_why``, when it has one)."""
+    why = getattr(make_adapter(engine), "missing_why", {})
+    named = [f"{c} ({why[c]})" if c in why else str(c) for c in sorted(missing)]
+    return f"engine {engine!r} lacks {', '.join(named)}"
 
 
 def select_engine(scenario: Scenario, engine: str) -> str:
@@ -247,6 +282,7 @@ async def run_scenario_async(
     began = time.monotonic()
     engine = select_engine(scenario, engine)
     base: dict[str, Any] = {
+        "loop": eventloop.loop_name(asyncio.get_running_loop()),
         "id": scenario.id,
         "title": scenario.title,
         "path": str(scenario.path),
@@ -259,10 +295,13 @@ async def run_scenario_async(
         "expect": scenario.expect,
     }
     adapter = make_adapter(engine)
-    missing = required_capabilities(scenario) - adapter.capabilities
+    need = required_capabilities(scenario)
+    missing = need - adapter.capabilities
     if missing:
-        reason = f"engine {engine!r} lacks {', '.join(sorted(missing))}"
-        return ScenarioResult(**base, verdict=Verdict.SKIPPED, reason=reason)
+        return ScenarioResult(**base, verdict=Verdict.SKIPPED, reason=lacks(engine, missing))
+    plan = getattr(adapter, "plan", None)
+    if plan is not None:
+        plan(need)
     steps: list[StepResult] = []
     setup = StepObservation(-1, "set-up")
     with tempfile.TemporaryDirectory(prefix="scenario-") as tmp:
@@ -343,13 +382,26 @@ async def _run_step(
     return StepResult(step.index, step.kind.value, step.label, step.expect, obs, mismatches)
 
 
-def run_scenario(scenario: Scenario, engine: str = "inprocess") -> ScenarioResult:
-    """Run one scenario in a new event loop (for pytest items, the CLI and workers)."""
-    return asyncio.run(run_scenario_async(scenario, engine))
+def run_scenario(
+    scenario: Scenario, engine: str = "inprocess", *, loop: str = "asyncio"
+) -> ScenarioResult:
+    """Run one scenario in a new event loop (for pytest items, the CLI and workers).
+
+    Args:
+        scenario: the scenario.
+        engine: the adapter name.
+        loop: ``"asyncio"`` or ``"uvloop"`` (see the module docstring).
+
+    Raises:
+        AdapterError: ``loop`` is not a loop this machine has.
+    """
+    if not eventloop.loop_available(loop):
+        raise AdapterError(f"event loop {loop!r} is not available here")
+    return eventloop.run(run_scenario_async(scenario, engine), loop=loop)
 
 
-def run_file(path: str | Path, engine: str = "inprocess") -> ScenarioResult:
+def run_file(path: str | Path, engine: str = "inprocess", loop: str = "asyncio") -> ScenarioResult:
     """Load and run one scenario file (picklable entry point for worker processes)."""
     from harness.scenario.loader import load_scenario
 
-    return run_scenario(load_scenario(path), engine)
+    return run_scenario(load_scenario(path), engine, loop=loop)

@@ -1,12 +1,21 @@
-"""``sts-engine serve`` (run the gateway) and ``sts-engine commit`` (reload a running one).
+"""``sts-engine serve`` (run the gateway), ``commit`` (reload it) and ``status`` (ask it).
 
-``serve`` writes a pid file beside the queue (``sts-engine.pid``); ``commit``
+``serve`` writes a pid file beside the queue (``sts-engine.pid``) and listens on a
+control socket there (``sts-engine.ctl``, :mod:`engine.control`); ``status`` asks
+that socket how the gateway is doing. ``commit``
 validates the configuration, then sends the process in that file ``SIGHUP``.
 The gateway re-reads its configuration between delivery rounds, so the queue
 stays open and no delivery in progress is cut. ``SIGTERM``/``SIGINT`` stop the
 listener at once, let the round in progress finish for up to ``--grace``
 seconds, and close the databases; anything still leased is recovered at the
 next start (at-least-once delivery).
+
+Two options are hidden because only the conformance harness needs them (it runs
+this command as a process against a simulated world): ``--endpoints FILE``, the
+world's map from (address, standard port) to where its servers really listen,
+re-read when it changes and always loopback-only; and ``--clock manual=T``, a clock
+that starts at POSIX time T and moves only through the control channel's
+``advance`` (so a scenario can let days pass in milliseconds).
 """
 
 from __future__ import annotations
@@ -28,10 +37,12 @@ from engine.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from engine.commands import Subparsers
+    from engine.core.clock import Clock
     from engine.gateway import GatewaySettings
     from engine.io.dialer import Dialer
+    from engine.io.smtp import SmtpTimeouts
 
-__all__ = ["load_config_or_usage", "pid_file_path", "register"]
+__all__ = ["load_config_or_usage", "parse_clock", "pid_file_path", "register"]
 
 _SERVE_EPILOG = """\
 example:
@@ -49,6 +60,14 @@ example:
   sts-engine commit --config gateway.toml
 
 exit status: 0 reload requested, 1 no running gateway, 2 configuration error
+"""
+
+_STATUS_EPILOG = """\
+example:
+  sts-engine status --config gateway.toml
+  sts-engine status --config gateway.toml --mid 17     (one message: verdicts, last attempts)
+
+exit status: 0 answered, 1 no running gateway (or no such message), 2 configuration error
 """
 
 
@@ -96,7 +115,14 @@ def register(subparsers: Subparsers) -> None:
         help="how long a stop waits for deliveries in progress",
     )
     serve.add_argument("--smtp-port", type=int, metavar="N", help="dial MX hosts on port N")
+    serve.add_argument(
+        "--smtp-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="bound every SMTP stage by SECONDS (default: RFC 5321 4.5.3.2's per stage)",
+    )
     serve.add_argument("--endpoints", metavar="FILE", help=argparse.SUPPRESS)  # harness only
+    serve.add_argument("--clock", default="wall", help=argparse.SUPPRESS)  # harness only
     serve.set_defaults(handler=_serve)
 
     commit = subparsers.add_parser(
@@ -111,14 +137,60 @@ def register(subparsers: Subparsers) -> None:
     commit.add_argument("--config", required=True, metavar="FILE", help="configuration (TOML)")
     commit.set_defaults(handler=_commit)
 
+    status = subparsers.add_parser(
+        "status",
+        help="ask a running gateway how it is doing (JSON)",
+        description="Ask the running gateway, over its control socket (sts-engine.ctl beside "
+        "the queue), for its process, loop, clock, next due time and queue counts; or, with "
+        "--mid, for one message's per-recipient verdicts and last attempts. Prints JSON.",
+        epilog=_STATUS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    status.add_argument("--config", required=True, metavar="FILE", help="configuration (TOML)")
+    status.add_argument("--mid", type=int, metavar="MID", help="one message instead")
+    status.set_defaults(handler=_status)
+
+
+def parse_clock(text: str) -> Clock | None:
+    """``--clock``: ``wall`` (None: the system clock) or ``manual=T`` (POSIX seconds).
+
+    Raises:
+        UsageError: anything else.
+    """
+    if text == "wall":
+        return None
+    kind, _, value = text.partition("=")
+    try:
+        start = float(value)
+    except ValueError:
+        start = -1.0
+    if kind != "manual" or not start >= 0:
+        raise UsageError(f"--clock must be 'wall' or 'manual=<POSIX seconds>', not {text!r}")
+    from engine.core.clock import ManualClock
+
+    return ManualClock(start)
+
+
+def _timeouts(args: argparse.Namespace) -> SmtpTimeouts | None:
+    if args.smtp_timeout is None:
+        return None
+    if not args.smtp_timeout > 0:
+        raise UsageError(f"--smtp-timeout must be more than 0 seconds, not {args.smtp_timeout}")
+    from engine.io.smtp import SmtpTimeouts
+
+    return SmtpTimeouts.uniform(args.smtp_timeout)
+
 
 def _dialer(args: argparse.Namespace) -> Dialer:
-    from engine.io.dialer import Dialer
+    from engine.io.dialer import Dialer, EndpointFile, EndpointFileError
 
     if args.endpoints:
-        data = json.loads(Path(args.endpoints).read_text(encoding="utf-8"))
-        mapping = {(a, int(p)): (ra, int(rp)) for a, p, ra, rp in data["endpoints"]}
-        return Dialer(endpoint_map=mapping, loopback_only=bool(data.get("loopback_only", True)))
+        try:
+            endpoints = EndpointFile(args.endpoints)
+        except EndpointFileError as exc:
+            raise UsageError(f"--endpoints: {exc}") from exc
+        # A simulated world: never dial anything outside loopback.
+        return Dialer(endpoint_map=endpoints, loopback_only=True)
     return Dialer(port_map={25: args.smtp_port} if args.smtp_port else {})
 
 
@@ -159,14 +231,23 @@ def _read_key(path: Path | None) -> bytes | None:
 def _serve(args: argparse.Namespace) -> int:
     config = load_config_or_usage(args.config)
     settings = _settings(args, config)
+    clock = parse_clock(args.clock)
+    timeouts = _timeouts(args)
+    dialer = _dialer(args)
     with contextlib.suppress(AttributeError, ValueError):
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    return eventloop.run(_serve_async(config, settings, args))
+    return eventloop.run(_serve_async(config, settings, args, clock, timeouts, dialer))
 
 
 async def _serve_async(
-    config: EngineConfig, settings: GatewaySettings, args: argparse.Namespace
+    config: EngineConfig,
+    settings: GatewaySettings,
+    args: argparse.Namespace,
+    clock: Clock | None,
+    timeouts: SmtpTimeouts | None,
+    dialer: Dialer,
 ) -> int:
+    from engine.control import ControlBusy, ControlError, ControlServer, control_path
     from engine.core.events import LogEvent
     from engine.gateway import Gateway
     from engine.logs import JsonLogWriter, MailLogWriter
@@ -178,15 +259,40 @@ async def _serve_async(
         sinks.append(JsonLogWriter(json_file))
 
     class _Fanout:
+        written = 0  # events written so far: the control channel reports it
+
         def emit(self, event: LogEvent) -> None:
             for s in sinks:
                 s.emit(event)
+            self.written += 1
 
+    fanout = _Fanout()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     pid_file = pid_file_path(config)
+    gateway = Gateway(
+        config,
+        clock=clock,
+        sink=fanout,
+        settings=settings,
+        dialer=dialer,
+        smtp_timeouts=timeouts,
+    )
     try:
-        async with Gateway(config, sink=_Fanout(), settings=settings, dialer=_dialer(args)) as gw:
+        async with gateway as gw, contextlib.AsyncExitStack() as stack:
+            try:
+                await stack.enter_async_context(
+                    ControlServer(
+                        gw, control_path(config), extra=lambda: {"events": fanout.written}
+                    )
+                )
+            except ControlBusy as exc:  # two gateways must never share one queue
+                raise UsageError(f"{exc}; is a gateway already running on this queue?") from exc
+            except ControlError as exc:
+                # The gateway works without it; operators lose `sts-engine status` only.
+                fanout.emit(
+                    LogEvent("control.unavailable", {"detail": str(exc)}, "warning", gw.clock.now())
+                )
 
             def _stop() -> None:
                 stop.set()
@@ -201,10 +307,10 @@ async def _serve_async(
             pid_file.write_text(f"{os.getpid()}\n", encoding="utf-8")
             if gw.listener is not None:
                 host, port = gw.listener.address
-                _Fanout().emit(
+                fanout.emit(
                     LogEvent("listener.ready", {"host": host, "port": port}, "info", gw.clock.now())
                 )
-            task = asyncio.create_task(gw.serve(stop))
+            task = asyncio.create_task(gw.serve(stop, timed=clock is None))
             await stop.wait()
             try:
                 await asyncio.wait_for(asyncio.shield(task), timeout=args.grace)
@@ -218,6 +324,27 @@ async def _serve_async(
             pid_file.unlink()
         if json_file is not None:
             json_file.close()
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from engine.control import ControlError, control_path, request
+
+    config = load_config_or_usage(args.config)
+    path = control_path(config)
+    try:
+        if args.mid is None:
+            reply = request(path, "status")
+        else:
+            reply = request(path, "message", mid=args.mid)
+    except ControlError as exc:
+        sys.stderr.write(f"sts-engine: {exc}\n")
+        return 1
+    if not reply.get("ok"):
+        sys.stderr.write(f"sts-engine: {reply.get('error', 'the gateway refused')}\n")
+        return 1
+    reply.pop("ok", None)
+    sys.stdout.write(json.dumps(reply, indent=2) + "\n")
     return 0
 
 

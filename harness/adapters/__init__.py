@@ -13,6 +13,7 @@ from harness.adapters.base import (
 )
 from harness.adapters.gateway import GatewayEngine
 from harness.adapters.inprocess import InProcessEngine
+from harness.adapters.process import ProcessEngine
 
 __all__ = [
     "ADAPTERS",
@@ -22,6 +23,7 @@ __all__ = [
     "EventRecord",
     "GatewayEngine",
     "InProcessEngine",
+    "ProcessEngine",
     "make_adapter",
     "register_adapter",
 ]

@@ -11,15 +11,18 @@ loopback-only dialer over the live endpoint map, short timeouts), without the SM
 listener: messages go straight into the queue.
 
 Time is a :class:`~engine.core.clock.ManualClock`, and the gateway only acts in
-rounds (:meth:`~engine.gateway.Gateway.run_once`):
+rounds, walked by the gateway itself (the same loop its control socket runs for the
+``sts-engine`` process adapter):
 
 * ``send`` enqueues the message and runs rounds at the current time until nothing
-  more is due then (the message's attempt, then the DSNs and report mail it caused);
-  the records are the queue's verdict per recipient (``deferred`` while queued), with
-  the MX, TLS and verification of the engine's attempt;
+  more is due then (:meth:`~engine.gateway.Gateway.run_due`: the message's attempt,
+  then the DSNs and report mail it caused); the records are the queue's verdict per
+  recipient (``deferred`` while queued), with the MX, TLS and verification of the
+  engine's attempt (:attr:`~engine.gateway.Gateway.attempts`);
 * ``advance`` walks the clock through every due time up to the target (retries at
   their scheduled times, reports after the UTC day plus :data:`REPORT_DELAY`, POST
-  retries), then runs one round at the target, which also refreshes policies;
+  retries), then runs one round at the target, which also refreshes policies
+  (:meth:`~engine.gateway.Gateway.advance`);
 * ``restart`` closes the gateway and opens a new one on the same queue, policy cache
   and report state files (a message deferred before is retried after).
 
@@ -57,8 +60,6 @@ from cryptography.hazmat.primitives.serialization import (
 
 from engine.config import EngineConfig
 from engine.core.clock import ManualClock
-from engine.delivery import RecipientResult
-from engine.engine import DeliveryReport, Engine
 from engine.gateway import Gateway, GatewaySettings
 from engine.io.dialer import Dialer
 from engine.io.smtp import SmtpTimeouts
@@ -92,7 +93,6 @@ REPORT_CONTACT = "tlsrpt-noreply@sender.example"
 REPORT_DKIM_DOMAIN = REPORT_CONTACT.rpartition("@")[2]
 #: The DKIM selector; the key record is ``<selector>._domainkey.<domain>``.
 REPORT_DKIM_SELECTOR = "tlsrpt"
-_MAX_ROUNDS = 10_000  # per step: a guard against a gateway that stays due forever
 _STATUS = {RcptState.DELIVERED: "delivered", RcptState.BOUNCED: "bounced"}
 
 
@@ -148,8 +148,6 @@ class GatewayEngine:
         self._config: EngineConfig | None = None
         self._sink: _StampingSink | None = None
         self._gateway: Gateway | None = None
-        # MID -> RID -> that recipient's latest attempt (a message is attempted per domain).
-        self._attempts: dict[int, dict[int, RecipientResult]] = {}
 
     def now(self) -> float:
         """The manual clock."""
@@ -192,45 +190,11 @@ class GatewayEngine:
         )
         await gateway.__aenter__()
         self._gateway = gateway
-        self._record_attempts(gateway.engine)
-
-    def _record_attempts(self, engine: Engine) -> None:
-        # The scheduler keeps only the queue's verdict; the records also want the MX,
-        # TLS and verification of each recipient's last attempt, which
-        # Engine.deliver_many returns. The scheduler delivers per destination domain, so
-        # one message's recipients come back in several reports: keep them per RID.
-        deliver_many = engine.deliver_many
-
-        async def recording(*args: Any, **kwargs: Any) -> list[DeliveryReport]:
-            reports = await deliver_many(*args, **kwargs)
-            for report in reports:
-                tried = self._attempts.setdefault(report.mid, {})
-                tried.update((r.rid, r) for r in report.recipients)
-            return reports
-
-        engine.deliver_many = recording  # type: ignore[method-assign]
 
     def _running(self) -> Gateway:
         if self._gateway is None:
             raise AdapterError("the gateway is not running")
         return self._gateway
-
-    async def _run_due(self, until: float) -> None:
-        """Rounds at each due time up to ``until`` (the clock follows, never back)."""
-        gateway, same = self._running(), 0
-        for _ in range(_MAX_ROUNDS):
-            wake = gateway.next_wake()
-            if wake is None or wake > until:
-                return
-            if wake > self.clock.now():
-                self.clock.set(wake)
-                same = 0
-            else:
-                same += 1
-                if same > 3:  # due, but a round does not take it (a live lease): move on
-                    return
-            await gateway.run_once()
-        raise AdapterError(f"the gateway stayed due after {_MAX_ROUNDS} rounds")
 
     def _make_final(self, mid: int) -> None:
         gateway, config = self._running(), self._config
@@ -256,11 +220,13 @@ class GatewayEngine:
         mid = gateway.enqueue(mail_from, list(rcpts), data)
         if final:
             self._make_final(mid)
-        await self._run_due(self.clock.now())
+        await gateway.run_due()
         msg = gateway.queue.message(mid)
         if msg is None:
             raise AdapterError(f"message MID {mid} vanished from the queue")
-        tried = self._attempts.get(mid, {})
+        # The queue keeps the verdict; the gateway remembers each recipient's last
+        # attempt (MX, TLS, verification), per RID: a message is attempted per domain.
+        tried = gateway.attempts.get(mid, {})
         out = []
         for row in msg.recipients:
             status = _STATUS.get(row.state, "deferred")
@@ -274,11 +240,7 @@ class GatewayEngine:
 
     async def advance(self, seconds: float) -> None:
         """Move the clock, running every round that falls due on the way and one at the end."""
-        target = self.clock.now() + seconds
-        await self._run_due(target)
-        self.clock.set(max(target, self.clock.now()))
-        await self._running().run_once()
-        await self._run_due(target)
+        await self._running().advance(seconds)
 
     async def restart(self) -> None:
         """A new gateway on the same queue, policy cache and report state."""

@@ -6,13 +6,18 @@ The hooks here are exported with ``__all__`` so the harness plugin can take them
 with ``from harness.scenario.collect import *``; until then ``-p
 harness.scenario.collect`` loads this module as a plugin by itself.
 
-* :func:`pytest_addoption` adds ``--engine NAME`` (default ``inprocess``).
+* :func:`pytest_addoption` adds ``--engine NAME``. Without it every scenario runs
+  the three ways of :data:`~harness.runner.DEFAULT_WAYS`: in process on asyncio
+  (``inprocess``), in process on uvloop (``inprocess-uvloop``) and against
+  ``sts-engine serve`` as a process on its default loop (``sts-engine``); with it,
+  only that way (or that adapter, on asyncio).
 * :func:`pytest_collect_file` claims ``*.toml`` files below a directory named
   ``scenarios`` and returns a :class:`ScenarioFile`, which loads the scenario (a
   load error is a collection error naming ``file: key.path``) and yields one
-  :class:`ScenarioItem`, marked ``scenario`` and with its topic. Topic markers
-  are registered as they are met (``config.addinivalue_line``), so
-  ``--strict-markers`` accepts them and ``-m examples`` selects a topic.
+  :class:`ScenarioItem` per way, named ``<scenario id>[<way>]``, marked
+  ``scenario`` and with its topic. Topic markers are registered as they are met
+  (``config.addinivalue_line``), so ``--strict-markers`` accepts them and ``-m
+  examples`` selects a topic.
 * :class:`ScenarioItem` runs the scenario in its own event loop; a skipped
   scenario (capabilities) is a pytest skip with the reason, a failure shows
   :func:`~harness.scenario.explain.explain`.
@@ -30,7 +35,7 @@ from typing import Any
 import pytest
 
 from harness.errors import SpecError
-from harness.runner import ScenarioResult, Verdict, run_scenario
+from harness.runner import DEFAULT_WAYS, ScenarioResult, Verdict, run_scenario, way
 from harness.scenario.explain import explain
 from harness.scenario.loader import load_scenario
 from harness.scenario.model import Scenario
@@ -48,13 +53,14 @@ _DIR = "scenarios"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """``--engine NAME``: the engine under test for scenario items."""
+    """``--engine NAME``: run scenario items one way only."""
     group = parser.getgroup("scenarios", "conformance scenarios")
     group.addoption(
         "--engine",
-        default="inprocess",
+        default=None,
         metavar="NAME",
-        help="engine adapter that scenario files run against (default: inprocess)",
+        help="run scenario files one way: "
+        f"{', '.join(DEFAULT_WAYS)} or any engine adapter (default: the three ways)",
     )
 
 
@@ -89,25 +95,30 @@ class ScenarioFile(pytest.File):
             raise self.CollectError(str(exc)) from None
         marker = scenario.topic
         self.config.addinivalue_line("markers", f"{marker}: scenarios of topic {marker!r}")
-        item = ScenarioItem.from_parent(self, name=scenario.id, scenario=scenario)
-        item.add_marker("scenario")
-        item.add_marker(marker)
-        yield item
+        chosen = self.config.getoption("engine", None)
+        for name in [chosen] if chosen else list(DEFAULT_WAYS):
+            item = ScenarioItem.from_parent(
+                self, name=f"{scenario.id}[{name}]", scenario=scenario, way=name
+            )
+            item.add_marker("scenario")
+            item.add_marker(marker)
+            yield item
 
 
 class ScenarioItem(pytest.Item):
-    """One scenario, run against the ``--engine`` adapter."""
+    """One scenario, run one way (see the module docstring)."""
 
-    def __init__(self, *, scenario: Scenario, **kwargs: Any) -> None:
+    def __init__(self, *, scenario: Scenario, way: str = "inprocess", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.scenario = scenario
+        self.way = way
         self.result: ScenarioResult | None = None
         self.user_properties.append(("covers", " ".join(scenario.covers)))
 
     def runtest(self) -> None:
         """Run the scenario; skip or fail according to its verdict."""
-        engine = str(self.config.getoption("engine", "inprocess"))
-        self.result = run_scenario(self.scenario, engine)
+        engine, loop = way(self.way)
+        self.result = run_scenario(self.scenario, engine, loop=loop)
         if self.result.verdict is Verdict.SKIPPED:
             pytest.skip(self.result.reason)
         if self.result.verdict is not Verdict.PASSED:
@@ -121,4 +132,5 @@ class ScenarioItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         """Where the item comes from, for reports."""
-        return self.path, None, f"scenario {self.scenario.id}: {self.scenario.title}"
+        title = f"scenario {self.scenario.id} [{self.way}]: {self.scenario.title}"
+        return self.path, None, title

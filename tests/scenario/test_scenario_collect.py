@@ -74,14 +74,36 @@ def test_items_markers_failures_under_xdist(pytester: pytest.Pytester) -> None:
     assert "other/x.toml" not in result.stdout.str()
     result.stdout.fnmatch_lines_random(
         [
-            "PASSED scenarios/delivery/clear.toml::clear",
-            "PASSED scenarios/examples/dane-ee-delivery.toml::dane-ee-delivery",
+            "PASSED scenarios/delivery/clear.toml::clear[inprocess]",
+            "PASSED scenarios/examples/dane-ee-delivery.toml::dane-ee-delivery[inprocess]",
             "*scenario bad FAILED*",
             "*expected: mx9.example.com*",
             "*seen:     delivered at mx1.example.com*",
             "*--- timeline ---*",
         ]
     )
+
+
+def test_without_engine_each_file_runs_the_three_ways(pytester: pytest.Pytester) -> None:
+    _tree(pytester, {"delivery/clear.toml": GOOD})
+    result = pytester.runpytest_subprocess(*PLUGIN, "-p", "no:cacheprovider", "-rA")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines_random(
+        [
+            "PASSED scenarios/delivery/clear.toml::clear[inprocess]",
+            "PASSED scenarios/delivery/clear.toml::clear[inprocess-uvloop]",
+            "PASSED scenarios/delivery/clear.toml::clear[sts-engine]",
+        ]
+    )
+
+
+def test_engine_narrows_to_one_way(pytester: pytest.Pytester) -> None:
+    _tree(pytester, {"delivery/clear.toml": GOOD})
+    result = pytester.runpytest_subprocess(
+        *PLUGIN, "-p", "no:cacheprovider", "-rA", "--engine", "inprocess-uvloop"
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["PASSED scenarios/delivery/clear.toml::clear[inprocess-uvloop]"])
 
 
 def test_bad_file_is_a_collection_error_naming_the_key(pytester: pytest.Pytester) -> None:
@@ -100,5 +122,5 @@ def test_public_api_is_pinned() -> None:
     assert {"pytest_addoption", "pytest_collect_file", "pytest_configure"} <= set(collect.__all__)
     for module in (harness.scenario, harness.adapters, harness.report, collect):
         assert all(hasattr(module, name) for name in module.__all__)
-    assert "InProcessEngine" in harness.adapters.__all__
+    assert {"InProcessEngine", "ProcessEngine"} <= set(harness.adapters.__all__)
     assert {"load_scenario", "Scenario", "Expect", "StepKind"} <= set(harness.scenario.__all__)
