@@ -1,7 +1,8 @@
 """``python -m harness.mutants``: run every mutant, print the table and the score.
 
 Exit status: 0 every mutant ran and the score reaches ``--min-score``; 1 a mutant did
-not apply or its run broke, or the score is below ``--min-score``; 2 usage error.
+not apply or its run broke, or the score is below ``--min-score``; 2 usage error; 130
+stopped by Ctrl-C or SIGTERM (the catalog run is ended and the scratch copy removed).
 """
 
 from __future__ import annotations
@@ -53,6 +54,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the mutants; see the module docstring for the exit status."""
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _stop)
+    try:
+        return _main(args)
+    except KeyboardInterrupt as exc:
+        print(f"stopped ({exc or 'interrupt'}); the scratch copy was removed", file=sys.stderr)
+        return 130
+
+
+def _main(args: argparse.Namespace) -> int:
     console = Console()
     try:
         mutants = load_mutants(args.mutants)
