@@ -182,6 +182,7 @@ def test_decisions_doc_and_fixture_list_the_same_decisions() -> None:
     for aid, body in sections.items():
         for part in ("**Question.**", "**Strict reading.**", "**This project.**", "**Where.**"):
             assert part in body, f"{aid}: no {part} paragraph in docs/decisions.md"
+        assert f"- **RFC.** {fixture[aid]['rfc']}\n" in body, f"{aid}: RFC differs from the fixture"
         said = re.search(r"\*\*Requirements\.\*\* (.*?)\.?\n", body)
         assert said, f"{aid}: no **Requirements.** line in docs/decisions.md"
         related = fixture[aid].get("related", [])
