@@ -18,7 +18,14 @@ from pathlib import Path
 from rich.console import Console
 
 from harness.mutants.model import MUTANTS_FILE, MutantError, load_mutants, mutated_files
-from harness.mutants.report import render_markdown, render_table, score, to_json, write_doc
+from harness.mutants.report import (
+    from_json,
+    render_markdown,
+    render_table,
+    score,
+    to_json,
+    write_doc,
+)
 from harness.mutants.runner import MutantResult, make_scratch, run_catalog, run_mutant
 
 _REPO = Path(__file__).resolve().parents[2]
@@ -41,6 +48,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
     p.add_argument("--doc", type=Path, metavar="FILE", help="write the Markdown section here")
     p.add_argument("--min-score", type=float, default=0.0, metavar="PCT")
+    p.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="run nothing: print (and with --doc write) a result saved by --json, with the "
+        "titles and references of the current mutant list",
+    )
     p.add_argument("paths", nargs="*", default=["scenarios"], metavar="PATH")
     return p
 
@@ -74,6 +88,14 @@ def _main(args: argparse.Namespace) -> int:
             for m in mutants:
                 console.print(f"{m.id}  [{', '.join(m.requirements)}]  {m.title}")
             return 0
+        if args.render:
+            saved, saved_wall, count = from_json(args.render.read_text(encoding="utf-8"), mutants)
+            render_table(saved, console)
+            if args.doc:
+                write_doc(
+                    args.doc, render_markdown(saved, wall_seconds=saved_wall, scenarios=count)
+                )
+            return 0
         if args.check:
             for m in mutants:
                 mutated_files(m, args.repo)
@@ -81,7 +103,7 @@ def _main(args: argparse.Namespace) -> int:
             return 0
         started = time.monotonic()
         tree = make_scratch(args.repo, args.rev)
-    except MutantError as exc:
+    except (MutantError, OSError) as exc:
         console.print(f"error: {exc}", markup=False)
         return 1
     results: list[MutantResult] = []
@@ -114,9 +136,14 @@ def _main(args: argparse.Namespace) -> int:
     console.print(f"wall time: {wall:.0f} s")
     try:
         if args.json:
-            args.json.write_text(to_json(baseline, results) + "\n", encoding="utf-8")
+            args.json.write_text(
+                to_json(baseline, results, wall_seconds=wall) + "\n", encoding="utf-8"
+            )
         if args.doc:
-            write_doc(args.doc, render_markdown(results, wall_seconds=wall))
+            write_doc(
+                args.doc,
+                render_markdown(results, wall_seconds=wall, scenarios=len(baseline.verdicts)),
+            )
     except (OSError, MutantError) as exc:
         console.print(f"error: {exc}", markup=False)
         return 1

@@ -14,10 +14,19 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from harness.mutants.model import MutantError
+from harness.mutants.model import Mutant, MutantError
 from harness.mutants.runner import KILL_THRESHOLD, CatalogRun, MutantResult
 
-__all__ = ["BEGIN", "END", "render_markdown", "render_table", "score", "to_json", "write_doc"]
+__all__ = [
+    "BEGIN",
+    "END",
+    "from_json",
+    "render_markdown",
+    "render_table",
+    "score",
+    "to_json",
+    "write_doc",
+]
 
 BEGIN, END = "<!-- mutants:begin -->", "<!-- mutants:end -->"
 _STYLE = {"killed": "green", "survived": "red", "error": "red"}
@@ -58,13 +67,16 @@ def render_table(results: Sequence[MutantResult], console: Console) -> None:
     console.print(f"mutation score: {killed}/{total} killed ({pct:.0f} %)")
 
 
-def to_json(baseline: CatalogRun, results: Sequence[MutantResult]) -> str:
+def to_json(
+    baseline: CatalogRun, results: Sequence[MutantResult], *, wall_seconds: float = 0.0
+) -> str:
     """Everything measured, as JSON (the baseline and each mutant's catching scenarios)."""
     killed, total = score(results)
     return json.dumps(
         {
             "kill_threshold": KILL_THRESHOLD,
             "score": {"killed": killed, "total": total},
+            "wall_seconds": round(wall_seconds),
             "baseline": {
                 "seconds": round(baseline.seconds, 1),
                 "scenarios": len(baseline.verdicts),
@@ -87,11 +99,40 @@ def to_json(baseline: CatalogRun, results: Sequence[MutantResult]) -> str:
     )
 
 
+def from_json(text: str, mutants: Sequence[Mutant]) -> tuple[list[MutantResult], float, int]:
+    """Results saved by :func:`to_json`, with titles and references from ``mutants``.
+
+    Returns:
+        The results in the saved order, the saved wall time in seconds, and the number
+        of scenarios in the catalog that ran.
+
+    Raises:
+        MutantError: the JSON is malformed, or names a mutant ``mutants`` does not have.
+    """
+    by_id = {m.id: m for m in mutants}
+    try:
+        data = json.loads(text)
+        rows = [
+            (r["id"], r["status"], r["caught_by"], r["detail"], r["seconds"])
+            for r in data["mutants"]
+        ]
+        wall = float(data.get("wall_seconds", 0.0))
+        scenarios = int(data["baseline"]["scenarios"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MutantError(f"not a saved mutants result: {exc!r}") from None
+    results = []
+    for ident, status, caught, detail, seconds in rows:
+        if ident not in by_id:
+            raise MutantError(f"saved result names mutant {ident!r}, which the list no longer has")
+        results.append(MutantResult(by_id[ident], status, tuple(caught), detail, seconds))
+    return results, wall, scenarios
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(results: Sequence[MutantResult], *, wall_seconds: float) -> str:
+def render_markdown(results: Sequence[MutantResult], *, wall_seconds: float, scenarios: int) -> str:
     """The "Mutation score" section: how to rerun, the score, one row per mutant."""
     killed, total = score(results)
     lines = [
@@ -106,8 +147,9 @@ def render_markdown(results: Sequence[MutantResult], *, wall_seconds: float) -> 
         f"{KILL_THRESHOLD} scenarios catch it. The definitions are data, in",
         "`harness/mutants/mutants.toml`; `tests/mutants/` checks that each still applies.",
         "",
-        f"**Score: {killed}/{total} killed** (this table was written by the run; "
-        f"wall time {wall_seconds / 60:.1f} min on 2 cores).",
+        f"**Score: {killed}/{total} killed**, against a catalog of {scenarios} scenarios "
+        f"(one run of every mutant, {wall_seconds / 60:.0f} min wall time on 2 cores; "
+        "this section is generated from that run).",
         "",
         "| mutant | what the broken sender does | requirements | mirrors | caught by |",
         "| --- | --- | --- | --- | --- |",

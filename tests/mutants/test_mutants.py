@@ -16,12 +16,13 @@ from harness.mutants import (
     CatalogRun,
     Mutant,
     MutantError,
+    MutantResult,
     apply_mutant,
     load_mutants,
     mutated_files,
     run_mutant,
 )
-from harness.mutants.report import BEGIN, END, render_markdown, write_doc
+from harness.mutants.report import BEGIN, END, from_json, render_markdown, to_json, write_doc
 
 ROOT = Path(__file__).resolve().parents[2]
 MUTANTS = load_mutants()
@@ -158,8 +159,21 @@ def test_kill_counts_only_scenarios_that_passed_in_the_baseline(
 def test_doc_section_is_replaced_between_markers_only(tmp_path: Path) -> None:
     doc = tmp_path / "conformance.md"
     doc.write_text(f"# Title\n\nkept\n\n{BEGIN}\nold\n{END}\n\ntail kept\n")
-    write_doc(doc, render_markdown([], wall_seconds=60))
+    write_doc(doc, render_markdown([], wall_seconds=60, scenarios=3))
     text = doc.read_text()
     assert text.startswith("# Title\n\nkept\n\n" + BEGIN)
     assert "old" not in text and "## Mutation score" in text
     assert text.endswith(f"{END}\n\ntail kept\n")
+
+
+def test_saved_results_render_again_with_current_titles(tmp_path: Path) -> None:
+    (mutant,) = load_mutants(_toml(tmp_path, _ONE))
+    results = [MutantResult(mutant, "killed", ("a", "b"), "", 2.0)]
+    saved = to_json(CatalogRun({"a": "passed", "b": "passed"}, 1.0), results, wall_seconds=90)
+    loaded, wall, scenarios = from_json(saved, [mutant])
+    assert (loaded, wall, scenarios) == (results, 90.0, 2)
+    assert "**Score: 1/1 killed**, against a catalog of 2 scenarios" in render_markdown(
+        loaded, wall_seconds=wall, scenarios=scenarios
+    )
+    with pytest.raises(MutantError, match="no longer has"):
+        from_json(saved, [])
