@@ -14,69 +14,44 @@ For the recipients of one message at one domain, :func:`deliver_domain`:
    worse is dropped before anything else (RFC 5321 §5.1; RFC 8461 §8.4, MX-8);
 4. walks the hosts once, in order (RFC 8461 §8.4, MX-8: an invalid candidate is
    an unreachable host), asking ``engine.core.controls.decide`` for each host's
-   TLS requirement and ``engine.session.run_session`` to try each address;
+   TLS requirement and ``engine.session`` to try each address;
 5. gives every recipient an outcome: delivered, deferred (with the one reason
    and RFC 8460 result type that explain it) or bounced.
 
 On the final attempt before a bounce, discovery runs in re-check mode: the TXT
 record is looked up and a new policy fetched even inside the FETCH-15 retry
 throttle (RFC 8461 §5.1, APPLY-6).
+
+Nothing that goes wrong on one host escapes the walk: each piece of work on a
+host (its lookups; each connection) runs inside one ``engine.attempt.Trial``,
+the one boundary that contains faults (its module docstring says how).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from engine.attempt import Attempt, Plan, RecipientResult, Trial, report_failure
 from engine.core.controls import (
     DaneOption,
     DaneStatus,
     DestinationProfile,
+    Route,
     RouteSts,
     TlsRequirement,
     TlsSetting,
     decide,
 )
-from engine.core.events import ResultType
 from engine.core.mx import normalize_host
 from engine.core.policy import Mode, Policy
 from engine.core.verdict import Outcome, TlsObservation, judge
 from engine.mtasts import discover_policy
-from engine.nexthop import DaneState, NextHop, resolve_host, resolve_mx
-from engine.services import Message, Services
-from engine.session import Job, RcptOutcome, SessionResult, run_session
+from engine.nexthop import DaneState, NextHop, resolve_addresses, resolve_mx, resolve_tlsa
+from engine.services import Services
+from engine.session import Job, SessionResult, connect, run_session
 
 __all__ = ["RecipientResult", "deliver_domain"]
-
-
-@dataclass(frozen=True, slots=True)
-class RecipientResult:
-    """The outcome of one recipient after one attempt.
-
-    Attributes:
-        rid: recipient index in the message.
-        rcpt: the address.
-        status: ``delivered`` | ``deferred`` | ``bounced``.
-        mx: the host that took (or last refused) the message.
-        address: the address connected to.
-        tls: the TLS protocol used, or None for clear text.
-        verified: ``dane`` | ``pkix`` | ``none`` (TLS unverified) | ``clear``.
-        reason: the one reason that explains a failure.
-        result_type: its RFC 8460 result type, if it has one.
-        reply: the last SMTP reply concerning this recipient.
-    """
-
-    rid: int
-    rcpt: str
-    status: str
-    mx: str | None = None
-    address: str | None = None
-    tls: str | None = None
-    verified: str = "clear"
-    reason: str = ""
-    result_type: str | None = None
-    reply: str | None = None
-    dcid: int = 0
 
 
 _DANE_STATE = {
@@ -88,18 +63,41 @@ _DANE_STATE = {
 }
 
 
-Key = tuple[int, int]  # (mid, rid)
-
-
 @dataclass(slots=True)
-class _Attempt:
-    messages: dict[int, Message]
-    pending: dict[Key, str]
-    results: dict[Key, RecipientResult] = field(default_factory=dict)
-    last_reason: str = ""
-    last_type: ResultType | None = None
-    last_mx: str | None = None
-    last_dcid: int = 0
+class _Walk:
+    """What the walk knows about the destination, shared by every host it tries."""
+
+    services: Services
+    domain: str
+    attempt: Attempt
+    profile: DestinationProfile
+    routes: tuple[Route, ...]
+    literal: str | None
+    final: bool
+    policy: Policy | None = None
+    mx_secure: bool = False
+    announce: bool = False  # "Applying MTA-STS policy" is still to be logged
+
+    @property
+    def want_dane(self) -> bool:
+        # RFC 8461 §3.4 (DISC-15) / RFC 7672 §2.2 (DANE-36): no DANE for an address literal.
+        return (
+            self.profile.tls is not TlsSetting.NO
+            and self.profile.dane is not DaneOption.NONE
+            and self.literal is None
+        )
+
+    @property
+    def route_sts(self) -> bool:
+        # RFC 8461 §3.4 / DISC-13 (opt-in, AMB-31): the route host's domain is the Policy
+        # Domain; the seed's default skips MTA-STS for routed domains instead.
+        p = self.profile
+        return (
+            bool(self.routes)
+            and p.route_sts is RouteSts.ROUTE_DOMAIN
+            and p.tls is not TlsSetting.NO
+            and p.mta_sts
+        )
 
 
 def _emit(services: Services, code: str, level: str = "info", **fields: object) -> None:
@@ -118,197 +116,198 @@ async def deliver_domain(
 
     The batch shares one policy discovery, one MX walk and, per address tried, one SMTP
     connection (seg-behaviour §4: up to ``max_messages_per_connection`` messages).
+    Nothing that goes wrong on one host escapes (see the module docstring); every
+    recipient ends with an outcome.
 
     Args:
         services: the engine's adapters.
         jobs: (message, [(rid, address), ...]) with every address at ``domain``.
         domain: the destination domain (lower-case A-labels).
-
-    Returns:
-        Per job, the result of each of its recipients, in order.
         final: this is the last attempt before a bounce (APPLY-6 re-check).
         report_mail: a TLS report: RFC 8460 §3 (RPT-9) says report mail is delivered
             despite MTA-STS and DANE failures, so neither is applied and TLS is
             opportunistic (Preferred).
+
+    Returns:
+        Per job, the result of each of its recipients, in order.
     """
     profile = services.config.profile_for(domain)
     if report_mail:
         profile = DestinationProfile(tls=TlsSetting.PREFERRED)
-    literal = _address_literal(domain)
-    routes = services.config.routes_for(domain)
-    attempt = _Attempt(
+    attempt = Attempt(
+        domain,
         {m.mid: m for m, _ in jobs},
         {(m.mid, rid): rcpt for m, rcpts in jobs for rid, rcpt in rcpts},
     )
-    policy: Policy | None = None
-    # RFC 8461 §3.4 (DISC-15) / RFC 7672 §2.2 (DANE-36): an address literal has no
-    # MTA-STS policy and no DANE; it is delivered under the TLS setting alone.
-    sts_wanted = (
-        profile.tls is not TlsSetting.NO and profile.mta_sts and not routes and literal is None
-    )
-    if sts_wanted:
-        # RFC 8461 §5.1 (3) / APPLY-6: before a message blocked by `enforce` is failed for
-        # good, the TXT record is looked up again and a new policy fetched. Every attempt
-        # queries the TXT anyway; the final one also ignores the FETCH-15 retry throttle.
-        policy = await _policy(services, domain, recheck=final)
-    await _walk(
+    walk = _Walk(
         services,
         domain,
         attempt,
         profile,
-        policy=policy,
-        routes=routes,
-        literal=literal,
-        final=final,
+        services.config.routes_for(domain),
+        _address_literal(domain),
+        final,
     )
-    for (mid, rid), rcpt in sorted(attempt.pending.items()):
-        attempt.results[mid, rid] = RecipientResult(
-            rid,
-            rcpt,
-            "deferred",
-            attempt.last_mx,
-            reason=attempt.last_reason or "no host",
-            result_type=attempt.last_type.value if attempt.last_type else None,
-            dcid=attempt.last_dcid,
-        )
+    candidates: list[tuple[int, str, int]] = []
+    async with Trial(services, attempt) as trial:
+        candidates = await _candidates(walk, trial)
+    for pref, host, port in candidates:
+        if not attempt.pending:
+            break
+        await _try_host(walk, pref, host, port)
+    attempt.defer_pending()
     return [[attempt.results[m.mid, rid] for rid, _ in rcpts] for m, rcpts in jobs]
 
 
-async def _policy(services: Services, domain: str, *, recheck: bool) -> Policy | None:
+async def _policy(walk: _Walk, domain: str) -> Policy | None:
+    s = walk.services
     result = await discover_policy(
         domain,
-        resolver=services.resolver,
-        fetcher=services.fetcher,
-        store=services.store,
-        clock=services.clock,
-        sink=services.sink,
-        recheck=recheck,
+        resolver=s.resolver,
+        fetcher=s.fetcher,
+        store=s.store,
+        clock=s.clock,
+        sink=s.sink,
+        recheck=walk.final,
     )
     return result.policy
 
 
-def _pending_jobs(attempt: _Attempt) -> list[Job]:
-    """The recipients still pending, grouped by message, in MID then RID order."""
-    jobs: dict[int, list[tuple[int, str]]] = {}
-    for (mid, rid), rcpt in sorted(attempt.pending.items()):
-        jobs.setdefault(mid, []).append((rid, rcpt))
-    return [(attempt.messages[mid], rcpts) for mid, rcpts in jobs.items()]
-
-
-async def _walk(
-    services: Services,
-    domain: str,
-    attempt: _Attempt,
-    profile: DestinationProfile,
-    *,
-    policy: Policy | None,
-    routes: tuple[object, ...],
-    literal: str | None = None,
-    final: bool = False,
-) -> None:
-    want_dane = (
-        profile.tls is not TlsSetting.NO and profile.dane is not DaneOption.NONE and literal is None
-    )
-    # RFC 8461 §3.4 / DISC-13 (opt-in, AMB-31): the route host's domain is the Policy
-    # Domain; the seed's default skips MTA-STS for routed domains instead.
-    route_sts = (
-        bool(routes)
-        and profile.route_sts is RouteSts.ROUTE_DOMAIN
-        and profile.tls is not TlsSetting.NO
+async def _candidates(walk: _Walk, trial: Trial) -> list[tuple[int, str, int]]:
+    """The domain's policy and its hosts in order (empty: the attempt ends here)."""
+    attempt, profile = walk.attempt, walk.profile
+    # RFC 8461 §3.4 (DISC-15) / RFC 7672 §2.2 (DANE-36): an address literal has no
+    # MTA-STS policy and no DANE; it is delivered under the TLS setting alone.
+    if (
+        profile.tls is not TlsSetting.NO
         and profile.mta_sts
-    )
-    candidates: list[tuple[int, str, int]]
-    mx_secure = False
-    if literal is not None:
-        candidates = [(0, literal, 25)]
-    elif routes:
-        candidates = [(i, r.host, r.port) for i, r in enumerate(routes)]  # type: ignore[attr-defined]
+        and not walk.routes
+        and walk.literal is None
+    ):
+        # RFC 8461 §5.1 (3) / APPLY-6: before a message blocked by `enforce` is failed for
+        # good, the TXT record is looked up again and a new policy fetched. Every attempt
+        # queries the TXT anyway; the final one also ignores the FETCH-15 retry throttle.
+        trial.stage = "policy discovery"
+        walk.policy = await _policy(walk, walk.domain)
+        walk.announce = walk.policy is not None and walk.policy.mode is not Mode.NONE
+    if walk.literal is not None:
+        return [(0, walk.literal, 25)]
+    if walk.routes:
+        return [(i, r.host, r.port) for i, r in enumerate(walk.routes)]
+    trial.stage = "mx lookup"
+    mx = await resolve_mx(walk.services.resolver, walk.domain, walk.services.rng)
+    if mx.status == "defer":
+        attempt.last_reason, attempt.last_type = mx.detail, None
+        return []
+    if mx.status == "fail":
+        attempt.bounce_all(mx.detail)
+        return []
+    walk.mx_secure = mx.secure
+    candidates = [(pref, host, 25) for pref, host in mx.hosts]
+    own = walk.services.config.identity.names
+    if own:
+        candidates, me = _before_self(candidates, own)
+        if me is not None and not candidates:
+            # RFC 5321 §5.1 then says "returned as undeliverable"; we defer instead
+            # (deliberate): an MX set naming us first is usually a transient DNS or
+            # configuration state, and the bounce profile still ends the retries.
+            attempt.last_reason, attempt.last_type = _SELF_MOST_PREFERRED.format(*me), None
+            return []
+    return candidates
+
+
+async def _try_host(walk: _Walk, pref: int, host: str, port: int) -> None:
+    """One host: its lookups and decision in one trial, then one trial per address."""
+    plan: Plan | None = None
+    async with Trial(walk.services, walk.attempt, host, walk.want_dane) as trial:
+        plan = await _plan(walk, trial, pref, host, port)
+    if plan is None:
+        return
+    for address in plan.hop.addresses:
+        session = await _connection(walk, plan, address)
+        if (
+            session.verdict is not None
+            and session.verdict.outcome is Outcome.RECONNECT_CLEAR
+            and walk.attempt.pending
+        ):
+            plain = decide(DestinationProfile(tls=TlsSetting.NO), mx_host=plan.hop.host)
+            await _connection(walk, Plan(plan.hop, plain, walk.domain, None), address)
+        if not walk.attempt.pending:
+            return
+
+
+async def _plan(walk: _Walk, trial: Trial, pref: int, host: str, port: int) -> Plan | None:
+    """Look ``host`` up and decide its TLS requirement; None when it is not to be used."""
+    services, domain = walk.services, walk.domain
+    if walk.literal is not None:
+        hop = NextHop(host, port, pref, (walk.literal,), canonical=host)
     else:
-        mx = await resolve_mx(services.resolver, domain, services.rng)
-        if mx.status == "defer":
-            attempt.last_reason, attempt.last_type = mx.detail, None
-            return
-        if mx.status == "fail":
-            _bounce_all(attempt, mx.detail)
-            return
-        mx_secure = mx.secure
-        candidates = [(pref, host, 25) for pref, host in mx.hosts]
-        own = services.config.identity.names
-        if own:
-            candidates, me = _before_self(candidates, own)
-            if me is not None and not candidates:
-                # RFC 5321 §5.1 then says "returned as undeliverable"; we defer instead
-                # (deliberate): an MX set naming us first is usually a transient DNS or
-                # configuration state, and the bounce profile still ends the retries.
-                attempt.last_reason, attempt.last_type = _SELF_MOST_PREFERRED.format(*me), None
-                return
-    applying = policy is not None and policy.mode is not Mode.NONE
-    for pref, host, port in candidates:
-        if not attempt.pending:
-            return
-        if literal is not None:
-            hop = NextHop(host, port, pref, (literal,), canonical=host)
-        else:
-            hop = await resolve_host(
-                services.resolver, host, port, preference=pref, want_dane=want_dane
-            )
-        policy_domain = domain
-        if route_sts:
-            policy_domain = normalize_host(host)
-            policy = await _policy(services, policy_domain, recheck=final)
-            applying = policy is not None and policy.mode is not Mode.NONE
-        if applying and policy is not None:
-            # Seed (Sep 26, debug): "Applying MTA-STS policy" comes after the MX lookup,
-            # right before the first connection.
-            _emit(services, "sts.apply", domain=policy_domain, mode=policy.mode.value)
-            applying = False
-        dane = _DANE_STATE[hop.dane]
-        opportunistic = want_dane and profile.dane is DaneOption.OPPORTUNISTIC
-        if opportunistic and hop.addresses and hop.dane is DaneState.NOT_APPLICABLE:
-            # seg-behaviour §5.3 [INF]: "DANE: No secure TLSA record found for MX host
-            # <mx>, falling back to TLS setting" (RFC 7672 §2.2: insecure or denied).
-            _emit(services, "dane.not.applicable", domain=domain, mx=hop.host)
-        if profile.dane is DaneOption.MANDATORY and not mx_secure and not routes:
-            # RFC 7672 §2.2.1 / DANE-9: an insecure MX RRset under mandatory DANE: delay.
-            dane = DaneStatus.NOT_APPLICABLE
-        requirement = decide(
-            profile,
-            mx_host=hop.host,
-            policy=policy,
-            dane=dane,
-            routed=bool(routes) and not route_sts,
+        trial.stage = "address lookup"
+        hop = await resolve_addresses(services.resolver, host, port, preference=pref)
+        if hop.addresses and walk.want_dane:
+            trial.stage = "tlsa lookup"
+            hop = await resolve_tlsa(services.resolver, hop)
+    policy_domain = domain
+    if walk.route_sts:
+        trial.stage = "policy discovery"
+        policy_domain = normalize_host(host)
+        walk.policy = await _policy(walk, policy_domain)
+        walk.announce = walk.policy is not None and walk.policy.mode is not Mode.NONE
+    trial.stage = "decision"
+    policy = walk.policy
+    if walk.announce and policy is not None:
+        # Seed (Sep 26, debug): "Applying MTA-STS policy" comes after the MX lookup,
+        # right before the first connection.
+        _emit(services, "sts.apply", domain=policy_domain, mode=policy.mode.value)
+        walk.announce = False
+    dane = _DANE_STATE[hop.dane]
+    if (
+        walk.want_dane
+        and walk.profile.dane is DaneOption.OPPORTUNISTIC
+        and hop.addresses
+        and hop.dane is DaneState.NOT_APPLICABLE
+    ):
+        # seg-behaviour §5.3 [INF]: "DANE: No secure TLSA record found for MX host
+        # <mx>, falling back to TLS setting" (RFC 7672 §2.2: insecure or denied).
+        _emit(services, "dane.not.applicable", domain=domain, mx=hop.host)
+    if walk.profile.dane is DaneOption.MANDATORY and not walk.mx_secure and not walk.routes:
+        # RFC 7672 §2.2.1 / DANE-9: an insecure MX RRset under mandatory DANE: delay.
+        dane = DaneStatus.NOT_APPLICABLE
+    requirement = decide(
+        walk.profile,
+        mx_host=hop.host,
+        policy=policy,
+        dane=dane,
+        routed=bool(walk.routes) and not walk.route_sts,
+    )
+    if not hop.addresses or requirement.defer_now is not None or not requirement.mx_permitted:
+        _skip_host(services, domain, walk.attempt, hop, requirement)
+        return None
+    return Plan(hop, requirement, policy_domain, host if walk.routes else None)
+
+
+async def _connection(walk: _Walk, plan: Plan, address: str) -> SessionResult:
+    """One connection to ``address`` of the planned host, inside the boundary."""
+    services = walk.services
+    session = SessionResult(services.next_dcid())
+    hop = plan.hop
+    async with Trial(services, walk.attempt, hop.host, plan=plan, address=address) as trial:
+        trial.session = session
+        trial.client = await connect(services, session, hop, address)
+        await run_session(
+            services,
+            trial.client,
+            session,
+            walk.attempt.pending_jobs(),
+            domain=walk.domain,
+            hop=hop,
+            address=address,
+            requirement=plan.requirement,
+            next_hop_secure=walk.mx_secure,
+            route_host=plan.route_host,
+            policy_domain=plan.policy_domain,
         )
-        if not hop.addresses or requirement.defer_now is not None or not requirement.mx_permitted:
-            _skip_host(services, domain, attempt, hop, requirement)
-            continue
-        for address in hop.addresses:
-            session = await run_session(
-                services,
-                _pending_jobs(attempt),
-                domain=domain,
-                hop=hop,
-                address=address,
-                requirement=requirement,
-                next_hop_secure=mx_secure,
-                route_host=host if routes else None,
-                policy_domain=policy_domain,
-            )
-            if session.verdict is not None and session.verdict.outcome is Outcome.RECONNECT_CLEAR:
-                plain = decide(DestinationProfile(tls=TlsSetting.NO), mx_host=hop.host)
-                session = await run_session(
-                    services,
-                    _pending_jobs(attempt),
-                    domain=domain,
-                    hop=hop,
-                    address=address,
-                    requirement=plain,
-                    next_hop_secure=mx_secure,
-                )
-            _absorb(attempt, hop, address, session, policy)
-            if not attempt.pending:
-                break
-        if not attempt.pending:
-            return
+    return session
 
 
 _SELF_MOST_PREFERRED = (
@@ -337,7 +336,7 @@ def _before_self(
 
 
 def _skip_host(
-    services: Services, domain: str, attempt: _Attempt, hop: NextHop, req: TlsRequirement
+    services: Services, domain: str, attempt: Attempt, hop: NextHop, req: TlsRequirement
 ) -> None:
     if not hop.addresses:
         attempt.last_reason, attempt.last_type = hop.detail, None
@@ -358,70 +357,19 @@ def _skip_host(
     if verdict.result_type is not None:
         fields["result_type"] = verdict.result_type.value
     services.emit("delivery.host.skipped", fields)
-    _emit(
+    report_failure(
         services,
-        "tls.session",
-        "debug",
-        domain=domain,
-        mx=hop.host,
-        tlsa_base=hop.tlsa_base,
-        receiving_ip=hop.addresses[0],
-        sending_ip=services.interface,
-        row=req.row,
-        sts_mode=req.sts_mode.value if req.sts_mode else None,
+        domain,
+        hop,
+        hop.addresses[0],
+        services.interface,
+        req,
+        {
+            "policy_type": verdict.policy_type.value if verdict.policy_type else None,
+            "result_type": verdict.result_type.value if verdict.result_type else None,
+            "reason_code": verdict.failure_reason_code,
+        },
         dane=False,
-        success=False,
-        outcome="defer",
-        failures=[
-            {
-                "policy_type": verdict.policy_type.value if verdict.policy_type else None,
-                "result_type": verdict.result_type.value if verdict.result_type else None,
-                "reason_code": verdict.failure_reason_code,
-            }
-        ],
-    )
-
-
-def _absorb(
-    attempt: _Attempt, hop: NextHop, address: str, session: SessionResult, policy: Policy | None
-) -> None:
-    attempt.last_mx = hop.host
-    attempt.last_dcid = session.dcid
-    if session.reason:
-        attempt.last_reason = session.reason
-        attempt.last_type = session.result_type
-    obs = session.observation
-    for out in session.outcomes:
-        attempt.pending.pop((out.mid, out.rid), None)
-        attempt.results[out.mid, out.rid] = _result(out, hop, address, session, obs)
-
-
-def _result(
-    out: RcptOutcome,
-    hop: NextHop,
-    address: str,
-    session: SessionResult,
-    obs: TlsObservation | None,
-) -> RecipientResult:
-    verdict = session.verdict
-    tls = obs.protocol if obs is not None and obs.handshake_ok else None
-    verified = "clear"
-    if tls is not None and verdict is not None:
-        if verdict.outcome is Outcome.DELIVER_VERIFIED:
-            verified = "dane" if "dane" in verdict.reason else "pkix"
-        else:
-            verified = "none"
-    return RecipientResult(
-        out.rid,
-        out.rcpt,
-        out.status,
-        hop.host,
-        address,
-        tls,
-        verified,
-        reason=out.reason if out.status != "delivered" else "",
-        reply=str(out.reply) if out.reply is not None else None,
-        dcid=session.dcid,
     )
 
 
@@ -435,9 +383,3 @@ def _address_literal(domain: str) -> str | None:
         return str(ipaddress.ip_address(inner))
     except ValueError:
         return None
-
-
-def _bounce_all(attempt: _Attempt, reason: str) -> None:
-    for (mid, rid), rcpt in list(attempt.pending.items()):
-        attempt.results[mid, rid] = RecipientResult(rid, rcpt, "bounced", reason=reason)
-    attempt.pending.clear()

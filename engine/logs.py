@@ -117,11 +117,15 @@ TEMPLATES: dict[str, Template] = {
     "sts.refresh.failed": ("MTA-STS policy refresh failed for the domain ({domain}): {detail}"),
     # Connections and delivery (seg-behaviour §5.1)
     "smtp.connect": "New SMTP DCID {dcid} interface {interface} address {address} port {port}",
-    "smtp.connect.error": (
-        "Connection Error: DCID {dcid} domain: {domain} IP: {address} port: {port} "
-        "details: {detail} interface: {interface} reason: network error"
+    # The appliance's catch-all is "network error"; a fault that is no network error (a
+    # bug the delivery boundary contained, engine/attempt.py) says "internal error".
+    "smtp.connect.error": lambda f: (
+        f"Connection Error: DCID {f['dcid']} domain: {f['domain']} IP: {f['address']} "
+        f"port: {f['port']} details: {f['detail']} interface: {f['interface']} "
+        f"reason: {f.get('category') or 'network error'}"
     ),
     "smtp.close": "DCID {dcid} close",
+    "smtp.close.error": "DCID {dcid} close failed: {detail}",
     "delivery.start": lambda f: (
         f"Delivery start DCID {f['dcid']} MID {f['mid']} to RID {_rids(f['rids'])}"
     ),

@@ -29,7 +29,16 @@ from enum import StrEnum
 from engine.core.tlsa import RrsetStatus, Tlsa, classify_rrset
 from engine.io.dns import DnsAnswer, DnsResolver, DnsStatus
 
-__all__ = ["DaneState", "MxLookup", "NextHop", "order_mx", "resolve_host", "resolve_mx"]
+__all__ = [
+    "DaneState",
+    "MxLookup",
+    "NextHop",
+    "order_mx",
+    "resolve_addresses",
+    "resolve_host",
+    "resolve_mx",
+    "resolve_tlsa",
+]
 
 
 class DaneState(StrEnum):
@@ -78,6 +87,7 @@ class NextHop:
     tlsa_base: str | None = None
     detail: str = ""
     notes: tuple[str, ...] = field(default=())
+    cname_chain: tuple[str, ...] = ()  # the CNAMEs the address answer followed
 
     @property
     def reachable(self) -> bool:
@@ -127,6 +137,20 @@ async def resolve_host(
     want_dane: bool,
 ) -> NextHop:
     """Addresses of ``host`` and, when asked and possible, its TLSA RRset."""
+    hop = await resolve_addresses(resolver, host, port, preference=preference)
+    if not hop.addresses or not want_dane:
+        return hop
+    return await resolve_tlsa(resolver, hop)
+
+
+async def resolve_addresses(
+    resolver: DnsResolver, host: str, port: int, *, preference: int = 0
+) -> NextHop:
+    """Addresses of ``host`` (A, then AAAA), with their DNSSEC status and CNAME chain.
+
+    A host without any address has ``detail`` saying why; DANE is ``NOT_CHECKED``
+    until :func:`resolve_tlsa` runs.
+    """
     addresses: list[str] = []
     secure = True
     status = DnsStatus.NODATA
@@ -144,12 +168,27 @@ async def resolve_host(
         elif answer.status.temporary and status is not DnsStatus.OK:
             status = answer.status
     hop = NextHop(
-        host, port, preference, tuple(addresses), secure and bool(addresses), status, canonical
+        host,
+        port,
+        preference,
+        tuple(addresses),
+        secure and bool(addresses),
+        status,
+        canonical,
+        cname_chain=chain,
     )
     if not addresses:
         return _replace(hop, detail=f"no address for {host} ({status.value})")
-    if not want_dane:
-        return hop
+    return hop
+
+
+async def resolve_tlsa(resolver: DnsResolver, hop: NextHop) -> NextHop:
+    """The DANE state of ``hop`` (which has addresses): its TLSA RRset, if DANE can apply.
+
+    RFC 7672 §2.2: the TLSA lookup runs only for a host whose address answer is
+    secure (DANE-14), at the secure CNAME target first (DANE-15).
+    """
+    host, port, canonical, chain = hop.host, hop.port, hop.canonical, hop.cname_chain
     bases: list[str] = []
     if hop.address_secure:
         # DANE-15: a secure CNAME expansion is tried first, then the original name.

@@ -2,8 +2,9 @@
 
 Theory of operation
 -------------------
-:func:`run_session` makes one connection to one address of one next hop
-under one :class:`~engine.core.controls.TlsRequirement`. It gathers what the
+:func:`connect` opens one connection to one address of one next hop, and
+:func:`run_session` speaks SMTP on it under one
+:class:`~engine.core.controls.TlsRequirement`. It gathers what the
 connection shows into a :class:`~engine.core.verdict.TlsObservation`, asks the
 core for the :class:`~engine.core.verdict.Verdict` (with the DANE match when
 the requirement has a DANE check), writes the appliance's TLS lines, and only
@@ -13,6 +14,12 @@ downgrade" rule lives in one decision, not in this plumbing.
 
 Every session also emits one ``tls.session`` event carrying what TLS-RPT needs
 (policy type, success, result type, reason code, hosts and addresses).
+
+Neither function catches anything. They record what they did in a
+:class:`SessionResult` as they go (the stage under way, each recipient's
+outcome as soon as it is known) and let any exception through:
+``engine.attempt.Trial`` owns the connection and contains every fault of one
+MX in one place, where the partial result tells it which recipients are settled.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from engine.io.smtp import Reply, SmtpClient, SmtpError, no_verify_context
 from engine.nexthop import NextHop
 from engine.services import Message, Services
 
-__all__ = ["Job", "RcptOutcome", "SessionResult", "run_session"]
+__all__ = ["TLS_STAGES", "Job", "RcptOutcome", "SessionResult", "connect", "run_session"]
 
 #: One message and its recipients still pending at this destination.
 Job = tuple[Message, list[tuple[int, str]]]
@@ -40,34 +47,52 @@ Job = tuple[Message, list[tuple[int, str]]]
 
 @dataclass(frozen=True, slots=True)
 class RcptOutcome:
-    """What happened to one recipient of one message on one connection."""
+    """What happened to one recipient of one message on one connection.
+
+    Attributes:
+        status: ``delivered`` | ``deferred`` | ``bounced``.
+        settled: the outcome is final for this attempt. A transient refusal (4yz) is
+            not: the recipient goes on to the next host, and keeps this outcome only
+            if no later host decides it.
+    """
 
     mid: int
     rid: int
     rcpt: str
-    status: str  # delivered | deferred | bounced
+    status: str
     reply: Reply | None = None
     reason: str = ""
+    settled: bool = True
 
 
 @dataclass(slots=True)
 class SessionResult:
-    """The outcome of one connection attempt."""
+    """What one connection did, filled in as it goes (a fault loses nothing).
+
+    Attributes:
+        dcid: the delivery connection id.
+        stage: the step under way, which names a fault (``connect``, ``banner``,
+            ``ehlo``, ``starttls``, ``ehlo after starttls``, ``verdict``, ``rset``,
+            ``mail``, ``rcpt``, ``data``, ``end of data``; see :data:`TLS_STAGES`).
+        verdict: the TLS verdict, once reached.
+        observation: what the connection showed about TLS.
+        outcomes: the recipients settled on this connection so far.
+        reason: why the connection did not deliver (the verdict's or a refusal's).
+        result_type: the RFC 8460 result type of ``reason``, if any.
+    """
 
     dcid: int
-    connected: bool = False
+    stage: str = "connect"
     verdict: Verdict | None = None
     observation: TlsObservation | None = None
     outcomes: list[RcptOutcome] = field(default_factory=list)
     reason: str = ""
     result_type: ResultType | None = None
-    transaction: bool = False  # MAIL FROM was sent at least once
-    current: Job | None = None  # the job whose transaction is under way
 
-    @property
-    def try_next(self) -> bool:
-        """Nothing was decided for the recipients here: go on to the next host."""
-        return not self.outcomes
+
+#: The stages during which TLS is being negotiated or judged: a fault there is a TLS
+#: negotiation failure for RFC 8460 (``engine.attempt.Trial`` reports it so).
+TLS_STAGES = frozenset({"starttls", "verdict"})
 
 
 def _emit(services: Services, code: str, level: str = "info", **fields: object) -> None:
@@ -89,8 +114,38 @@ def _san_for_log(chain: tuple[bytes, ...], host: str) -> str | None:
     return names[0]
 
 
+async def connect(
+    services: Services, result: SessionResult, hop: NextHop, address: str
+) -> SmtpClient:
+    """Open the TCP connection for ``result`` to ``address`` and log it.
+
+    Raises:
+        SmtpError: the connection was refused or timed out (stage ``connect``).
+    """
+    result.stage = "connect"
+    client = await SmtpClient.connect(
+        services.dialer,
+        address,
+        hop.port,
+        timeouts=services.smtp_timeouts,
+        local_hostname=services.local_hostname,
+    )
+    _emit(
+        services,
+        "smtp.connect",
+        dcid=result.dcid,
+        interface=client.local[0] or services.interface,
+        address=address,
+        port=hop.port,
+        mx=hop.host,
+    )
+    return client
+
+
 async def run_session(
     services: Services,
+    client: SmtpClient,
+    result: SessionResult,
     jobs: list[Job],
     *,
     domain: str,
@@ -100,87 +155,45 @@ async def run_session(
     next_hop_secure: bool,
     route_host: str | None = None,
     policy_domain: str | None = None,
-) -> SessionResult:
-    """Deliver a batch of messages over one connection to ``address``.
+) -> None:
+    """Deliver a batch of messages over the open connection ``client`` to ``address``.
 
     The TLS verdict is reached once per connection; when it delivers, each message gets
     its own transaction, with RSET between them (seg-behaviour §4: one connection carries
-    up to ``max_messages_per_connection`` messages, CISCO 118548).
+    up to ``max_messages_per_connection`` messages, CISCO 118548). Whatever happens is
+    recorded in ``result`` as it happens; the caller closes the connection.
 
     Args:
         services: the engine's adapters and settings.
+        client: the connection (from :func:`connect`), before its greeting.
+        result: where the session records its stage and outcomes.
         jobs: the messages and their recipients still pending at this destination.
         domain: the recipient (or route) domain.
         hop: the next hop (MX host) with its DNS facts.
-        address: the address of ``hop`` to connect to.
+        address: the address of ``hop`` connected to.
         requirement: what the connection must achieve.
         next_hop_secure: the MX RRset was secure (DANE-TA reference identifiers).
         route_host: the SMTP route host for a routed domain.
         policy_domain: the MTA-STS Policy Domain when it is not ``domain`` (a route
             host under RFC 8461 §3.4).
+
+    Raises:
+        SmtpError: the connection broke (network error, timeout, malformed reply).
+        Exception: anything else; ``engine.attempt.Trial`` contains it.
     """
-    dcid = services.next_dcid()
-    result = SessionResult(dcid)
-    try:
-        client = await SmtpClient.open(
-            services.dialer,
-            address,
-            hop.port,
-            timeouts=services.smtp_timeouts,
-            local_hostname=services.local_hostname,
-        )
-    except SmtpError as exc:
-        # seg-behaviour §5.1: "Connection Error: DCID ... reason: network error".
-        _emit(
-            services,
-            "smtp.connect.error",
-            dcid=dcid,
-            domain=domain,
-            address=address,
-            port=hop.port,
-            detail=exc.detail,
-            interface=services.interface,
-        )
-        result.reason = f"connection to {hop.host} [{address}]:{hop.port} failed: {exc.detail}"
-        return result
-    result.connected = True
-    _emit(
+    await _converse(
         services,
-        "smtp.connect",
-        dcid=dcid,
-        interface=client.local[0] or services.interface,
+        client,
+        jobs,
+        result,
+        domain=domain,
+        hop=hop,
         address=address,
-        port=hop.port,
-        mx=hop.host,
+        requirement=requirement,
+        next_hop_secure=next_hop_secure,
+        route_host=route_host,
+        policy_domain=policy_domain or domain,
     )
-    try:
-        await _converse(
-            services,
-            client,
-            jobs,
-            result,
-            domain=domain,
-            hop=hop,
-            address=address,
-            requirement=requirement,
-            next_hop_secure=next_hop_secure,
-            route_host=route_host,
-            policy_domain=policy_domain or domain,
-        )
-    except SmtpError as exc:
-        result.reason = f"{exc.stage}: {exc.detail}"
-        if result.current is not None:
-            # The connection broke mid-transaction: nothing is known to be delivered for
-            # that message (later ones were not started and go on to the next host).
-            message, rcpts = result.current
-            result.outcomes += [
-                RcptOutcome(message.mid, rid, rcpt, "deferred", None, result.reason)
-                for rid, rcpt in rcpts
-            ]
-    finally:
-        await client.quit()
-        _emit(services, "smtp.close", dcid=dcid)
-    return result
 
 
 async def _converse(
@@ -198,9 +211,12 @@ async def _converse(
     policy_domain: str,
 ) -> None:
     dcid = result.dcid
-    if not client.banner.ok:
-        result.reason = f"banner: {client.banner}"
+    result.stage = "banner"
+    banner = await client.read_banner()
+    if not banner.ok:
+        result.reason = f"banner: {banner}"
         return
+    result.stage = "ehlo"
     ehlo = await client.ehlo()
     if not ehlo.ok:
         result.reason = f"EHLO/HELO refused: {ehlo}"
@@ -211,7 +227,12 @@ async def _converse(
         # RFC 8461 §7.1 / CERT-10: SNI = the MX host; RFC 7672 §8.1 / DANE-33: the TLSA base.
         # RFC 8996: never negotiate below TLS 1.2.
         ctx = no_verify_context(minimum=ssl.TLSVersion.TLSv1_2)
+        result.stage = "starttls"
         tls = await client.starttls(ctx, sni)
+        if tls.reply is None:
+            # The connection broke before STARTTLS was answered: a network fault at this
+            # stage, not a refusal that Preferred could answer in clear on this connection.
+            raise SmtpError("starttls", tls.error or "no reply to STARTTLS")
         observation = TlsObservation(
             starttls_offered=True,
             starttls_reply=tls.reply.code if tls.reply else None,
@@ -223,7 +244,9 @@ async def _converse(
             sni=sni,
         )
         if tls.ok:
+            result.stage = "ehlo after starttls"
             ehlo = await client.ehlo()  # RFC 3207 §4.2: forget pre-TLS knowledge
+    result.stage = "verdict"
     dane: DaneVerdict | None = None
     if Check.DANE in requirement.checks and observation.handshake_ok:
         base = hop.tlsa_base or hop.host
@@ -252,10 +275,9 @@ async def _converse(
     for index, job in enumerate(jobs):
         if index:
             # RFC 5321 §4.1.1.5: a clean slate for the next message on this connection.
+            result.stage = "rset"
             await client.rset()
-        result.current = job
         await _transaction(services, client, job[0], job[1], result)
-        result.current = None
 
 
 def _log_tls(
@@ -362,6 +384,19 @@ def _ascii_address(address: str) -> str:
     return f"{local}@{normalize_host(domain)}"
 
 
+def _refused(mid: int, rid: int, rcpt: str, reply: Reply) -> RcptOutcome:
+    """A recipient refused by ``reply`` (RFC 5321 §4.2.1).
+
+    5yz is permanent: it bounces. 4yz, or any other code where a positive reply was
+    due, is transient: RFC 5321 §5.1 has the client try each relevant address "until
+    a delivery attempt succeeds", so the recipient goes on to the next host now and
+    is deferred only when none takes it.
+    """
+    if 500 <= reply.code < 600:
+        return RcptOutcome(mid, rid, rcpt, "bounced", reply, str(reply))
+    return RcptOutcome(mid, rid, rcpt, "deferred", reply, str(reply), settled=False)
+
+
 async def _transaction(
     services: Services,
     client: SmtpClient,
@@ -370,33 +405,39 @@ async def _transaction(
     result: SessionResult,
 ) -> None:
     dcid, mid = result.dcid, message.mid
-    result.transaction = True
     rids = [rid for rid, _ in rcpts]
     # seg-behaviour §5.1: "Delivery start" is logged when MAIL FROM is sent.
     _emit(services, "delivery.start", dcid=dcid, mid=mid, rids=rids)
+    result.stage = "mail"
     mail = await client.mail(message.mail_from)
     if not mail.ok:
-        status = "deferred" if mail.transient else "bounced"
-        result.outcomes += [RcptOutcome(mid, r, a, status, mail, str(mail)) for r, a in rcpts]
+        result.outcomes += [_refused(mid, r, a, mail) for r, a in rcpts]
         return
     accepted: list[tuple[int, str]] = []
+    result.stage = "rcpt"
     for rid, rcpt in rcpts:
         reply = await client.rcpt(_ascii_address(rcpt))
         if reply.ok:
             accepted.append((rid, rcpt))
         else:
-            status = "deferred" if reply.transient else "bounced"
-            result.outcomes.append(RcptOutcome(mid, rid, rcpt, status, reply, str(reply)))
+            result.outcomes.append(_refused(mid, rid, rcpt, reply))
     if not accepted:
         return
-    reply = await client.data(message.data)
+    result.stage = "data"
+    reply = await client.data()
+    if reply.code == 354:
+        result.stage = "end of data"
+        reply = await client.send_message(message.data)
+    elif reply.ok:
+        # RFC 5321 §4.3.2: DATA is answered 354 before any text; a 2yz here means the
+        # message was never sent, so it must not count as delivered.
+        raise SmtpError("data", f"unexpected reply to DATA: {reply}")
+    if not reply.ok:
+        result.outcomes += [_refused(mid, rid, rcpt, reply) for rid, rcpt in accepted]
+        return
     done = [rid for rid, _ in accepted]
-    if reply.ok:
-        _emit(services, "delivery.done", dcid=dcid, mid=mid, rids=done)
-        _emit(services, "delivery.response", mid=mid, rids=done, response=str(reply))
-        status = "delivered"
-    else:
-        status = "deferred" if reply.transient else "bounced"
+    _emit(services, "delivery.done", dcid=dcid, mid=mid, rids=done)
+    _emit(services, "delivery.response", mid=mid, rids=done, response=str(reply))
     result.outcomes += [
-        RcptOutcome(mid, rid, rcpt, status, reply, str(reply)) for rid, rcpt in accepted
+        RcptOutcome(mid, rid, rcpt, "delivered", reply, str(reply)) for rid, rcpt in accepted
     ]

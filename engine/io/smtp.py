@@ -10,8 +10,15 @@ with Python's ``StreamWriter.start_tls`` for the upgrade, and reports
 captured for verification at the engine's clock.
 
 Every stage is bounded by its own timeout (RFC 5321 §4.5.3.2 gives the
-production defaults); every failure becomes :class:`SmtpError` with the stage
-named, so callers never see a raw socket or ssl exception.
+production defaults); every failure this adapter knows of (socket, ssl, timeout,
+an over-long or malformed reply, a command on a connection already closed)
+becomes :class:`SmtpError` with the stage named. Anything else is not caught
+here: ``engine.attempt.Trial`` contains every fault of one MX in one place.
+
+A command is never written to a transport that is closing: after a failed
+handshake ``start_tls`` has closed the socket, and uvloop (unlike the standard
+loop) raises ``RuntimeError`` for a write to a closed transport, which once
+aborted whole deliveries from ``quit()``.
 """
 
 from __future__ import annotations
@@ -84,8 +91,8 @@ class SmtpError(Exception):
     """The session broke: network error, timeout or a malformed reply.
 
     Attributes:
-        stage: where it broke (``connect``, ``banner``, ``ehlo``, ``starttls``, ``mail``,
-            ``rcpt``, ``data``, ``quit``).
+        stage: where it broke (``connect``, ``banner``, ``ehlo``, ``helo``, ``starttls``,
+            ``mail``, ``rcpt``, ``data``, ``end of data``, ``rset``, ``quit``).
         detail: what happened.
         timeout: whether it was a timeout.
     """
@@ -136,7 +143,8 @@ def no_verify_context(*, minimum: ssl.TLSVersion | None = None) -> ssl.SSLContex
 
 @dataclass(slots=True)
 class SmtpClient:
-    """One SMTP session. Use :meth:`open`; always :meth:`close`."""
+    """One SMTP session. Use :meth:`open` (or :meth:`connect`, then :meth:`read_banner`);
+    always :meth:`quit` or :meth:`close`."""
 
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
@@ -161,7 +169,32 @@ class SmtpClient:
         """Connect and read the banner.
 
         Raises:
-            SmtpError: connection refused, timed out, or no 2xx banner reader could parse.
+            SmtpError: connection refused, timed out, or no banner this reader could parse.
+        """
+        client = await cls.connect(
+            dialer, address, port, timeouts=timeouts, local_hostname=local_hostname
+        )
+        try:
+            await client.read_banner()
+        except BaseException:
+            client.abort()  # a server that cannot greet gets no QUIT
+            raise
+        return client
+
+    @classmethod
+    async def connect(
+        cls,
+        dialer: Dialer,
+        address: str,
+        port: int,
+        *,
+        timeouts: SmtpTimeouts,
+        local_hostname: str,
+    ) -> SmtpClient:
+        """Open the TCP connection only (the banner is :meth:`read_banner`'s).
+
+        Raises:
+            SmtpError: connection refused or timed out.
         """
         try:
             reader, writer = await dialer.open_connection(address, port, timeout=timeouts.connect)
@@ -173,15 +206,22 @@ class SmtpClient:
         sock = writer.get_extra_info("sockname")
         client.local = (sock[0], sock[1]) if sock else ("", 0)
         client.peer = (address, port)
-        client.banner = await client._read("banner", timeouts.banner)
         return client
+
+    async def read_banner(self) -> Reply:
+        """Read the server's greeting (RFC 5321 §4.3.1) into :attr:`banner`."""
+        self.banner = await self._read("banner", self.timeouts.banner)
+        return self.banner
 
     async def _read(self, stage: str, timeout: float) -> Reply:
         lines: list[str] = []
         try:
             async with asyncio.timeout(timeout):
                 while True:
-                    raw = await self.reader.readline()
+                    try:
+                        raw = await self.reader.readline()
+                    except ValueError as exc:  # StreamReader: a line past its buffer limit
+                        raise SmtpError(stage, f"reply line too long ({exc})") from exc
                     if not raw:
                         raise SmtpError(stage, "connection closed by server")
                     if len(raw) > _MAX_LINE:
@@ -199,6 +239,9 @@ class SmtpClient:
 
     async def command(self, line: str, stage: str, timeout: float | None = None) -> Reply:
         """Send one command line and read its reply."""
+        if self.writer.is_closing():
+            # Never write to a closed transport (see the module docstring).
+            raise SmtpError(stage, "connection already closed")
         try:
             self.writer.write(line.encode("utf-8") + b"\r\n")
             await self.writer.drain()
@@ -265,34 +308,49 @@ class SmtpClient:
         """RCPT TO."""
         return await self.command(f"RCPT TO:<{recipient}>", "rcpt")
 
-    async def data(self, message: bytes) -> Reply:
-        """DATA, the dot-stuffed message and the final dot (RFC 5321 §4.5.2)."""
-        reply = await self.command("DATA", "data", self.timeouts.data_init)
-        if reply.code != 354:
-            return reply
+    async def data(self) -> Reply:
+        """The DATA command; its reply (354 lets :meth:`send_message` follow)."""
+        return await self.command("DATA", "data", self.timeouts.data_init)
+
+    async def send_message(self, message: bytes) -> Reply:
+        """The dot-stuffed message and the final dot (RFC 5321 §4.5.2), after a 354."""
+        stage = "end of data"
+        if self.writer.is_closing():
+            raise SmtpError(stage, "connection already closed")
         try:
             self.writer.write(_dot_stuff(message))
             await self.writer.drain()
         except (OSError, ssl.SSLError) as exc:
-            raise SmtpError("data", str(exc) or type(exc).__name__) from exc
-        return await self._read("data", self.timeouts.data_end)
+            raise SmtpError(stage, str(exc) or type(exc).__name__) from exc
+        return await self._read(stage, self.timeouts.data_end)
 
     async def rset(self) -> Reply:
         """RSET, to reuse the connection for the next message."""
         return await self.command("RSET", "rset")
 
     async def quit(self) -> None:
-        """QUIT politely, then close; never raises."""
-        with contextlib.suppress(SmtpError):
-            await self.command("QUIT", "quit", min(self.timeouts.command, 5.0))
+        """QUIT politely (unless the connection is already closed), then close.
+
+        Raises nothing this adapter knows of; ``engine.attempt.Trial`` swallows the rest.
+        """
+        if not self.writer.is_closing():
+            with contextlib.suppress(SmtpError):
+                await self.command("QUIT", "quit", min(self.timeouts.command, 5.0))
         await self.close()
 
     async def close(self) -> None:
-        """Close the connection; never raises."""
+        """Close the connection without QUIT (after a fault the session state is unknown).
+
+        Raises nothing this adapter knows of; ``engine.attempt.Trial`` swallows the rest.
+        """
         self.writer.close()
         with contextlib.suppress(TimeoutError, OSError, ssl.SSLError):
             async with asyncio.timeout(1.0):
                 await self.writer.wait_closed()
+
+    def abort(self) -> None:
+        """Drop the connection at once, without waiting (the task is being cancelled)."""
+        self.writer.transport.abort()
 
 
 def _dot_stuff(message: bytes) -> bytes:
@@ -310,7 +368,7 @@ def _dot_stuff(message: bytes) -> bytes:
 
 def _tls_error_text(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError):
-        return exc.reason or str(exc)
+        return getattr(exc, "reason", None) or str(exc) or type(exc).__name__
     if isinstance(exc, TimeoutError):
         return "TLS handshake timed out"
     return str(exc) or type(exc).__name__
