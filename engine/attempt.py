@@ -317,6 +317,10 @@ class Trial:
             self.services.emit("smtp.close.error", fields, "debug")
             with contextlib.suppress(Exception):
                 client.abort()  # whatever state it was left in, the socket is released
+        except BaseException:  # cancelled while saying goodbye: drop it and go on
+            with contextlib.suppress(Exception):
+                client.abort()
+            raise
         self.services.emit("smtp.close", {"dcid": dcid})
 
 

@@ -72,8 +72,9 @@ class SessionResult:
     Attributes:
         dcid: the delivery connection id.
         stage: the step under way, which names a fault (``connect``, ``banner``,
-            ``ehlo``, ``starttls``, ``ehlo after starttls``, ``verdict``, ``rset``,
-            ``mail``, ``rcpt``, ``data``, ``end of data``; see :data:`TLS_STAGES`).
+            ``ehlo``, ``starttls``, ``ehlo after starttls``, ``verdict``, ``tls log``,
+            ``rset``, ``mail``, ``rcpt``, ``data``, ``end of data``; see
+            :data:`TLS_STAGES`).
         verdict: the TLS verdict, once reached.
         observation: what the connection showed about TLS.
         outcomes: the recipients settled on this connection so far.
@@ -90,8 +91,9 @@ class SessionResult:
     result_type: ResultType | None = None
 
 
-#: The stages during which TLS is being negotiated or judged: a fault there is a TLS
-#: negotiation failure for RFC 8460 (``engine.attempt.Trial`` reports it so).
+#: The stages during which TLS is being negotiated or judged, before the session's
+#: ``tls.session`` event: a fault there is a TLS negotiation failure for RFC 8460
+#: (``engine.attempt.Trial`` reports it so, once).
 TLS_STAGES = frozenset({"starttls", "verdict"})
 
 
@@ -269,6 +271,7 @@ async def _converse(
     # The TLS-RPT data event first: the seed shows the TLS success line, the MTA-STS
     # result and "Delivery start" adjacent (Sep 26), so nothing may come between them.
     _emit_session_report(services, policy_domain, hop, address, client, requirement, verdict)
+    result.stage = "tls log"  # judged and reported: a fault from here is no TLS failure
     _log_tls(services, dcid, policy_domain, hop, requirement, observation, verdict, dane)
     if not verdict.delivers:
         return

@@ -428,6 +428,36 @@ def test_a_fault_mid_batch_keeps_what_the_connection_delivered(loop: str) -> Non
     run(loop, main)
 
 
+@LOOPS
+def test_a_fault_while_judging_tls_is_one_failed_session_for_tls_rpt(
+    loop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No socket matters here: the core's judge raises on the first connection only.
+    import engine.session
+
+    real, calls = engine.session.judge, []
+
+    def judge_once(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs["mx_host"])
+        if len(calls) == 1:
+            raise Boom("judge-broke")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine.session, "judge", judge_once)
+
+    async def main() -> None:
+        async with simulation(two_mx(), mta_sts=True) as sim:
+            report = await send(sim)
+            assert_next_mx_took_it(sim, report, "judge-broke")
+            mx1 = [e for e in sim.codes("tls.session") if e.fields["mx"] == MX1]
+            assert [(e.fields["success"], e.fields["failures"][0]["result_type"]) for e in mx1] == [
+                (False, "validation-failure")
+            ]
+            assert "verdict: Boom: judge-broke" in mx1[0].fields["failures"][0]["reason_code"]
+
+    run(loop, main)
+
+
 # --- a transient refusal is no outcome while another MX is left ---------------------------
 
 
@@ -521,6 +551,35 @@ def test_cancellation_and_exit_go_through_the_boundary(loop: str, exc: type) -> 
             assert not sim.world.messages()
             (session,) = sim.world.sessions(MX1)
             assert session.ended is SessionEnd.CLIENT_DROP  # dropped, not left open
+
+    run(loop, main)
+
+
+@LOOPS
+def test_a_cancelled_delivery_drops_the_connection_and_stops(loop: str) -> None:
+    # mx1 stalls after RCPT; the delivery task is cancelled while it waits for the reply.
+    async def main() -> None:
+        async with simulation(two_mx(replies={"rcpt": "stall"}), mta_sts=True) as sim:
+            rcpt_sent = asyncio.Event()
+            fault = inject(sim, {})
+            original = fault.on_write
+
+            def note_rcpt(data: bytes) -> None:
+                original(data)
+                if data.upper().startswith(b"RCPT TO"):
+                    rcpt_sent.set()
+
+            fault.on_write = note_rcpt  # type: ignore[method-assign]
+            task = asyncio.create_task(sim.engine.deliver(SENDER, list(RCPTS), MESSAGE))
+            await rcpt_sent.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await sim.world.settle(6.0)
+            (session,) = sim.world.sessions(MX1)
+            assert session.ended is SessionEnd.CLIENT_DROP
+            assert sim.world.sessions(MX2) == []
+            assert not sim.codes("smtp.connect.error", "delivery.delayed")
 
     run(loop, main)
 
