@@ -343,6 +343,45 @@ def test_a_fault_while_closing_never_fails_the_delivery(
     run(loop, main)
 
 
+#: Contexts where mx1's STARTTLS breaks: (world, simulation keywords, how mx2 verifies).
+STRICT_CONTEXTS = {
+    "enforce": (two_mx(), {"mta_sts": True}, "pkix"),
+    "required": (sts_world(policy=None, txt=None), {"tls": "required"}, "none"),
+    "dane-mandatory": (
+        sts_world(
+            policy=None,
+            txt=None,
+            dnssec="secure",
+            hosts={h: {"cert": "self-signed", "tlsa": [[3, 1, 1]]} for h in (MX1, MX2)},
+        ),
+        {"dane": "mandatory"},
+        "dane",
+    ),
+    "preferred": (sts_world(policy=None, txt=None), {}, "none"),
+}
+
+
+@LOOPS
+@pytest.mark.parametrize("context", list(STRICT_CONTEXTS))
+@pytest.mark.parametrize("stage", ["starttls", "tls handshake"])
+def test_a_starttls_fault_never_leads_to_clear_text(loop: str, context: str, stage: str) -> None:
+    # A fault is no refusal: even Preferred, which would go on in clear after a 4yz/5yz
+    # to STARTTLS, does not reconnect in clear on a fault; mx2 gets it over TLS.
+    world, keywords, verified = STRICT_CONTEXTS[context]
+
+    async def main() -> None:
+        async with simulation(world, **keywords) as sim:
+            inject(sim, {stage: RuntimeError("tls-fault")})
+            report = await send(sim)
+            assert {(r.status, r.mx, r.verified) for r in report.recipients} == {
+                ("delivered", MX2, verified)
+            }
+            assert [s.in_clear for s in sim.world.sessions()] == [False, False]
+            assert [(m.mx_host, m.in_clear) for m in sim.world.messages()] == [(MX2, False)]
+
+    run(loop, main)
+
+
 @LOOPS
 @pytest.mark.parametrize("close_stage", AFTER_DELIVERY)
 def test_a_close_fault_after_a_fault_keeps_the_first_reason(loop: str, close_stage: str) -> None:
