@@ -23,7 +23,15 @@ from harness.errors import SpecError
 from harness.scenario.model import Scenario
 from harness.world.spec_values import Node
 
-__all__ = ["DEFAULT_REQUIREMENTS", "Coverage", "Requirement", "coverage_of", "load_requirements"]
+__all__ = [
+    "DEFAULT_REQUIREMENTS",
+    "Coverage",
+    "EngineReach",
+    "Requirement",
+    "coverage_of",
+    "engine_reach",
+    "load_requirements",
+]
 
 DEFAULT_REQUIREMENTS = Path(__file__).resolve().parents[1] / "fixtures" / "requirements.toml"
 _LEVELS = ("MUST", "SHOULD", "MAY", "—")
@@ -138,3 +146,42 @@ def coverage_of(
         covered_by={k: tuple(v) for k, v in covered.items()},
         unknown={k: tuple(v) for k, v in unknown.items()},
     )
+
+
+@dataclass(frozen=True, slots=True)
+class EngineReach:
+    """Which scenarios an engine can run, and why it skips the others.
+
+    Attributes:
+        engine: the adapter name.
+        total: scenarios considered.
+        skipped: scenario id -> the skip reason (the capabilities it lacks, and why).
+    """
+
+    engine: str
+    total: int
+    skipped: Mapping[str, str]
+
+    @property
+    def percent(self) -> float:
+        """Share of the scenarios the engine runs, 0..100."""
+        return 100.0 * (self.total - len(self.skipped)) / self.total if self.total else 100.0
+
+
+def engine_reach(scenarios: Iterable[Scenario], engine: str = "sts-engine") -> EngineReach:
+    """What ``engine`` runs of ``scenarios`` (the ``sts-engine`` process by default).
+
+    A scenario is skipped when it needs a capability the adapter lacks (the runner's
+    rule, :func:`harness.runner.required_capabilities`), for the reason it would give.
+    """
+    from harness.adapters.base import make_adapter
+    from harness.runner import lacks, required_capabilities
+
+    caps = make_adapter(engine).capabilities
+    listed = list(scenarios)
+    skipped = {}
+    for s in listed:
+        missing = required_capabilities(s) - caps
+        if missing:
+            skipped[s.id] = lacks(engine, missing)
+    return EngineReach(engine, len(listed), skipped)

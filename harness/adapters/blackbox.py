@@ -274,23 +274,6 @@ class BlackBoxEngine:
                     continue
                 trust = str(p.fields.get("trust", "")).lower()
                 return _TRUST.get(trust) or self.profile.verified
-        if self.profile.driver == "sts-engine":
-            return self._verified_sts_engine(mx)
-        return "none"
-
-    def _verified_sts_engine(self, mx: str | None) -> str:
-        # Our gateway's `tls.session` (debug) carries the verdict's outcome for the MX.
-        dane = False
-        for p in reversed(self._parsed):
-            if p.fields.get("mx") != mx:
-                continue
-            if p.code == "dane.success":
-                dane = True
-            if p.code == "tls.session" and "outcome" in p.fields:
-                outcome = str(p.fields["outcome"])
-                if outcome == "deliver-verified":
-                    return "dane" if dane else "pkix"
-                return "none" if outcome == "deliver-unverified" else "clear"
         return "none"
 
     async def advance(self, seconds: float) -> None:

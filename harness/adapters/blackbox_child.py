@@ -141,7 +141,7 @@ async def _run(engine: str, paths: list[Path], overrides: dict[str, str]) -> lis
             notes[s.id] = "not judged (engine-internal): " + ", ".join(dropped)
         runnable.append((k, s))
     order = {s.id: k for k, s in runnable}
-    batches = plan([s for _, s in runnable], sender_matters=profile.driver == "sts-engine")
+    batches = plan([s for _, s in runnable], sender_matters="config" in profile.features)
     for n, batch in enumerate(batches):
         with tempfile.TemporaryDirectory(prefix=f"bb-{engine}-{n}-") as tmp:
             for r in await run_batch(

@@ -9,16 +9,17 @@ when an ``outcome`` event (fields ``qid``, ``rcpt``, ``status`` in
 A driver adds, per MTA family:
 
 * ``prepare``: files and directories the templates cannot make (Postfix's queue
-  owned by ``postfix``; chasquid's certificate and submission user; our gateway's
-  configuration from the scenario's ``[sender]``), and extra template values;
-* ``parse``: the profile's regex log map (default), or our gateway's JSON events;
-* outcome normalisation: Postfix's ``status=sent`` is ``delivered``; our gateway's
-  ``delivery.start``/``message.finished``/``delivery.delayed`` become ``outcome``s.
+  owned by ``postfix``; chasquid's certificate and submission user), and extra
+  template values;
+* ``parse``: the profile's regex log map;
+* outcome normalisation: Postfix's ``status=sent`` is ``delivered``.
+
+Our own gateway is not a black box here: :mod:`harness.adapters.process` runs
+``sts-engine serve`` as a process without a namespace, judged on its own events.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import shutil
@@ -27,10 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
 from harness.adapters.blackbox_profile import EngineProfile
-from harness.scenario.loader import sender_toml
 from harness.world.world import World
 
 __all__ = ["DRIVERS", "Driver", "Parsed", "driver_for"]
@@ -122,70 +120,9 @@ class ChasquidDriver(Driver):
         return {}
 
 
-class StsEngineDriver(Driver):
-    """Our gateway as a process: configuration from ``[sender]``, JSON events on stderr."""
-
-    def prepare(self, instance: Path, world: World, sender: Mapping[str, Any]) -> dict[str, str]:
-        """Write ``gateway.toml``: ``[sender]`` + resolver, CA, queue, listener."""
-        config = dict(sender)
-        config["dns"] = {**dict(sender.get("dns", {})), "resolvers": ["127.0.0.53:53"]}
-        config["dns"].setdefault("timeout", 3.0)
-        config["tls"] = {**dict(sender.get("tls", {})), "ca_file": str(instance / "ca.pem")}
-        config["queue"] = {"path": str(instance / "queue.sqlite")}
-        config["listener"] = {"host": "127.0.0.1", "port": 10025}
-        config["policy_fetch"] = {**dict(sender.get("policy_fetch", {}))}
-        config["policy_fetch"].setdefault("timeout", 2.0)
-        proxy = world.hosts.get("proxy")
-        text = sender_toml(
-            {k: v for k, v in config.items() if k not in ("queue", "listener")},
-            (proxy.address, proxy.port) if proxy else None,
-        )
-        text += "\n" + tomli_w.dumps({"queue": config["queue"], "listener": config["listener"]})
-        (instance / "gateway.toml").write_text(text, encoding="utf-8")
-        return {}
-
-    def parse(self, stream: str, line: str) -> list[Parsed]:
-        """stderr: one JSON event a line; stdout: mail_logs lines (kept as ``log``)."""
-        if stream == "stdout":
-            return [Parsed("log", {"line": line}, "debug")]
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            return [Parsed("mta.stderr", {"line": line}, "warning")] if line.strip() else []
-        if not isinstance(rec, dict) or "code" not in rec:
-            return []
-        fields = dict(rec.get("fields", {}))
-        return [Parsed(str(rec["code"]), fields, str(rec.get("level", "info")))]
-
-    def settle(
-        self, qid: str, rcpts: Sequence[str], events: Sequence[Parsed]
-    ) -> dict[str, Mapping[str, Any]]:
-        """``delivery.done`` names the RIDs (positions in ``rcpts``) a DATA delivered;
-        ``delivery.delayed``/``delivery.bounced`` name failed recipients. The MX is
-        the one the session (DCID) connected to, from ``smtp.connect``."""
-        out: dict[str, Mapping[str, Any]] = {}
-        mx_of: dict[str, Any] = {}
-        for e in events:
-            f = e.fields
-            if e.code == "smtp.connect":
-                mx_of[str(f.get("dcid"))] = f.get("mx")
-            if str(f.get("mid", "")) != qid:
-                continue
-            if e.code == "delivery.done":
-                mx = mx_of.get(str(f.get("dcid")))
-                for rid in f.get("rids", ()):
-                    if int(rid) < len(rcpts):
-                        out[rcpts[int(rid)].lower()] = {"status": "delivered", "mx": mx}
-            elif e.code in ("delivery.delayed", "delivery.bounced"):
-                status = "deferred" if e.code == "delivery.delayed" else "bounced"
-                out[str(f.get("rcpt", "")).lower()] = {"status": status, "reason": f.get("reason")}
-        return out
-
-
 DRIVERS: dict[str, type[Driver]] = {
     "postfix": PostfixDriver,
     "chasquid": ChasquidDriver,
-    "sts-engine": StsEngineDriver,
 }
 
 

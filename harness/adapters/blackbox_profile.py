@@ -7,8 +7,9 @@ how each says it is ready (a regex on a log line, read as it arrives), how to st
 it, the files to write from templates, how a message is submitted, and a *log map*
 from the MTA's log lines to events (a regex per line kind; its named groups become
 the event's fields). What differs between MTAs beyond that lives in a small driver
-(``[engine] driver``: ``postfix``, ``chasquid`` or ``sts-engine``) in
-:mod:`harness.adapters.blackbox_drivers`.
+(``[engine] driver``: ``postfix`` or ``chasquid``) in
+:mod:`harness.adapters.blackbox_drivers`. (Our own gateway runs as a process
+without a namespace: :mod:`harness.adapters.process`.)
 
 Templates use ``{{name}}`` placeholders, never ``$name`` or ``{name}``: Postfix's own
 syntax is ``$name`` and YAML/TOML use braces. :func:`render` fails on an unknown
@@ -144,7 +145,7 @@ class EngineProfile:
     path: Path
 
 
-_DRIVERS = ("postfix", "chasquid", "sts-engine")
+_DRIVERS = ("postfix", "chasquid")
 #: ``[engine] features``: what a profile's fixed configuration does (see blackbox_batch.needs).
 FEATURES = frozenset({"sts", "dane", "config"})
 

@@ -120,8 +120,13 @@ def _child(request: dict[str, Any], fds: list[int]) -> None:
         os._exit(code if isinstance(code, int) else (0 if code is None else 1))
 
 
-def serve(path: str) -> None:
-    """The server's main loop (``python -P harness/adapters/forkserver.py PATH``)."""
+def serve(path: str, root: str) -> None:
+    """The server's main loop (``python -P harness/adapters/forkserver.py PATH ROOT``).
+
+    ``ROOT`` is the directory the parent imports ``engine`` from: the children run
+    that engine, whatever ``sys.path`` would find first.
+    """
+    sys.path.insert(0, root)
     for name in PRELOAD:
         importlib.import_module(name)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent's ^C is the parent's
@@ -222,8 +227,11 @@ class ForkServer:
         self.path = str(Path(self._dir) / "fork.sock")
         # Run as a script, not ``-m``: importing the harness package would drag the
         # harness into every child; ``-P`` keeps this directory off ``sys.path``.
+        import engine
+
+        root = str(Path(engine.__file__).resolve().parents[1])
         self._proc = subprocess.Popen(
-            [sys.executable, "-P", __file__, self.path],
+            [sys.executable, "-P", __file__, self.path, root],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=Path(__file__).resolve().parents[2],
@@ -276,17 +284,21 @@ class ForkServer:
             os.rmdir(self._dir)
 
 
-_SHARED: ForkServer | None = None
+_SHARED: dict[int, ForkServer] = {}  # by pid: a forked worker starts its own
 
 
 def shared_server() -> ForkServer:
-    """This process's fork server, started on first use and stopped at exit."""
-    global _SHARED
-    if _SHARED is None or _SHARED._proc.poll() is not None:
-        _SHARED = ForkServer()
-        atexit.register(_SHARED.close)
-    return _SHARED
+    """This process's fork server, started on first use and stopped at exit.
+
+    A process that exits without running ``atexit`` handlers (a multiprocessing
+    worker) still stops it: the server sees its stdin close.
+    """
+    server = _SHARED.get(os.getpid())
+    if server is None or server._proc.poll() is not None:
+        server = _SHARED[os.getpid()] = ForkServer()
+        atexit.register(server.close)
+    return server
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    serve(sys.argv[1], sys.argv[2])

@@ -11,7 +11,7 @@ import tomli_w
 from rich.console import Console
 from rich.table import Table
 
-from harness.coverage import DEFAULT_REQUIREMENTS, coverage_of, load_requirements
+from harness.coverage import DEFAULT_REQUIREMENTS, coverage_of, engine_reach, load_requirements
 from harness.coverage_docs import DOCS, ROOT, render_block, write_docs
 from harness.errors import HarnessError
 from harness.scenario.explain import describe_expect
@@ -177,6 +177,14 @@ def _coverage(args: argparse.Namespace) -> int:
         )
     counted, uncovered = len(cov.counted), len(cov.uncovered)
     console.print(f"{counted - uncovered}/{counted} counted items covered ({cov.percent:.1f}%)")
+    reach = engine_reach(scenarios)
+    runs = reach.total - len(reach.skipped)
+    console.print(
+        f"as a process (sts-engine): {runs}/{reach.total} scenarios run ({reach.percent:.1f}%)"
+        + (", skipped:" if reach.skipped else "")
+    )
+    for sid, reason in reach.skipped.items():
+        console.print(f"  {sid:<38} {reason}", markup=False)
     if cov.percent < args.min:
         console.print(f"below --min {args.min:g}%")
         return 1

@@ -1,7 +1,8 @@
 """``sts-harness matrix``: scenarios x engines, as Markdown and HTML.
 
-Every engine runs the same scenario files: ``inprocess`` through the ordinary runner,
-every profile of ``fixtures/engines/`` in a network namespace of its own
+Every engine runs the same scenario files: ``inprocess`` and ``sts-engine`` (our
+gateway as a process, rootless) through the ordinary runner, every profile of
+``fixtures/engines/`` (real MTAs) in a network namespace of its own
 (:func:`harness.adapters.blackbox_child.run_engine`, batched). A cell is ``pass``,
 ``FAIL`` with the first mismatch, ``error``, or ``skip`` with the reason (an engine
 that cannot run here at all -- not root, no ``nft``, binaries missing -- is one
@@ -32,13 +33,21 @@ DEFAULT_PATHS = (Path("tests/blackbox/scenarios"),)
 BEGIN, END = "<!-- matrix:begin -->", "<!-- matrix:end -->"
 _EXAMPLE = """example:
   sts-harness matrix
-  sts-harness matrix --engines postfix-sts,sts-engine --out docs/conformance.md --html m.html
+  sts-harness matrix --engines sts-engine,postfix-sts --out docs/conformance.md --html m.html
   sts-harness matrix scenarios/mx scenarios/cert --engines inprocess,postfix-sts,chasquid
 
 exit status: 0 the matrix was written (divergences are results, not errors), 2 usage error
 """
 
 Matrix = dict[str, list[ScenarioResult]]
+#: Our engine's columns (run without a namespace), with their matrix titles.
+_OURS = {
+    "inprocess": "our engine as a library on a manual clock (reference)",
+    "sts-engine": "our gateway as a process: `sts-engine serve` on its default loop (uvloop), "
+    "the wall clock (a manual one via its control socket for scenarios that move time), "
+    "fed over SMTP, judged on its JSON events and printed mail_logs lines; no namespace, "
+    "no root",
+}
 
 
 def register(subparsers: Any) -> None:
@@ -53,7 +62,10 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("paths", nargs="*", type=Path, default=list(DEFAULT_PATHS), metavar="PATH")
-    p.add_argument("--engines", help="comma-separated (default: inprocess and every profile)")
+    p.add_argument(
+        "--engines",
+        help="comma-separated (default: inprocess, sts-engine and every profile)",
+    )
     p.add_argument("--out", type=Path, metavar="FILE", help="write the Markdown matrix here")
     p.add_argument("--html", type=Path, metavar="FILE", help="write an HTML matrix here")
     p.set_defaults(handler=_handle)
@@ -62,8 +74,9 @@ def register(subparsers: Any) -> None:
 def _handle(args: argparse.Namespace) -> int:
     # A TERM must unwind like ^C, so namespaces are deleted and MTAs stopped.
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    engines = args.engines.split(",") if args.engines else ["inprocess", *profile_names()]
-    known = {"inprocess", *profile_names()}
+    ours = list(_OURS)
+    engines = args.engines.split(",") if args.engines else [*ours, *profile_names()]
+    known = {*ours, *profile_names()}
     unknown = [e for e in engines if e not in known]
     if unknown:
         print(f"sts-harness matrix: unknown engines {unknown}; known: {sorted(known)}")
@@ -95,8 +108,8 @@ def run_matrix(engines: Sequence[str], paths: Sequence[Path], progress: Any = No
     out: Matrix = {}
     for engine in engines:
         t0 = time.monotonic()
-        if engine == "inprocess":
-            out[engine] = [run_scenario(load_scenario(p), "inprocess") for p in paths]
+        if engine in _OURS:
+            out[engine] = [run_scenario(load_scenario(p), engine) for p in paths]
         else:
             out[engine] = run_engine(engine, paths)
         if progress is not None:
@@ -160,8 +173,8 @@ def render_markdown(matrix: Matrix, paths: Sequence[Path], seconds: float = 0.0)
         lines += ["", "Mismatches:", "", *notes]
     titles = []
     for e in engines:
-        if e == "inprocess":
-            titles.append("- `inprocess`: our engine as a library on a manual clock (reference)")
+        if e in _OURS:
+            titles.append(f"- `{e}`: {_OURS[e]}")
         else:
             titles.append(f"- `{e}`: {load_profile(e).title}")
     return "\n".join([*lines, "", "Engines:", "", *titles, ""])

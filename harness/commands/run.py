@@ -4,6 +4,10 @@
 :class:`~concurrent.futures.ProcessPoolExecutor`; each worker loads and runs one
 file at a time, results come back as plain data). Without it, scenarios run one
 after another in this process. Under pytest, parallelism is pytest-xdist's instead.
+
+``--engine`` takes an adapter (``inprocess``, ``gateway``, ``sts-engine`` -- our
+gateway as a process --, a black-box profile) or ``inprocess-uvloop`` (the
+in-process engine and the world on uvloop, :data:`harness.runner.DEFAULT_WAYS`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from harness.adapters.blackbox_child import run_engine
 from harness.adapters.blackbox_profile import profile_names
 from harness.errors import HarnessError
 from harness.report import write_html, write_json, write_junit
-from harness.runner import ScenarioResult, Verdict, run_file, run_scenario
+from harness.runner import ScenarioResult, Verdict, run_file, run_scenario, way
 from harness.scenario.explain import explain
 from harness.scenario.loader import discover, load_all
 
@@ -32,6 +36,7 @@ __all__ = ["register", "run_paths"]
 _EXAMPLE = """example:
   sts-harness run scenarios/examples
   sts-harness run scenarios -j 4 --junit junit.xml --json report.json --html report.html
+  sts-harness run --engine sts-engine -j 2      (the gateway as a process: sts-engine serve)
 
 exit status: 0 every scenario passed (or was skipped), 1 a scenario failed, 2 usage error
 """
@@ -49,7 +54,11 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("paths", nargs="*", type=Path, default=[Path("scenarios")], metavar="PATH")
-    p.add_argument("--engine", default="inprocess", help="engine adapter (default: inprocess)")
+    p.add_argument(
+        "--engine",
+        default="inprocess",
+        help="engine adapter, or inprocess-uvloop (default: inprocess)",
+    )
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="worker processes")
     p.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
     p.add_argument("--json", type=Path, metavar="FILE", help="write a JSON report")
@@ -72,6 +81,7 @@ def run_paths(
         # A real MTA: the world runs in a network namespace of its own, with compatible
         # scenarios batched into shared worlds (harness.adapters.blackbox_child).
         return run_engine(engine, [s.path for s in scenarios])
+    engine, loop = way(engine)
     make_adapter(engine)  # fail fast on an unknown engine name
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -84,13 +94,13 @@ def run_paths(
         if jobs > 1:
             files = [s.path for s in scenarios]
             with ProcessPoolExecutor(max_workers=jobs) as pool:
-                for result in pool.map(run_file, files, [engine] * len(files)):
+                for result in pool.map(run_file, files, [engine] * len(files), [loop] * len(files)):
                     results.append(result)
                     progress.update(task, advance=1, description=result.id)
         else:
             for s in scenarios:
                 progress.update(task, description=s.id)
-                results.append(run_scenario(s, engine))
+                results.append(run_scenario(s, engine, loop=loop))
                 progress.update(task, advance=1)
     return results
 

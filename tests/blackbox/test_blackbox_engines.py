@@ -63,9 +63,3 @@ def test_chasquid_enforces_mta_sts():
     got = _run("chasquid", "bb-sts-enforce-mx1-bad", "bb-sts-enforce-all-bad")
     for r in got.values():
         assert r.verdict is Verdict.PASSED, _explain(r)
-
-
-def test_our_gateway_as_a_process_passes_sts_and_dane():
-    got = _run("sts-engine", "bb-sts-enforce-mx1-bad", "bb-sts-mx-not-listed", "bb-dane-ee")
-    for r in got.values():
-        assert r.verdict is Verdict.PASSED, _explain(r)

@@ -73,7 +73,7 @@ def _classify(doc: dict[str, Any], run: FuzzRun) -> None:
 
 def _engine(request: pytest.FixtureRequest) -> str:
     """The adapter the worlds run against: ``FUZZ_ENGINE``, else ``--engine``."""
-    name = os.environ.get("FUZZ_ENGINE") or str(request.config.getoption("engine", "inprocess"))
+    name = os.environ.get("FUZZ_ENGINE") or request.config.getoption("engine") or "inprocess"
     try:
         make_adapter(name)
     except AdapterError as exc:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine import eventloop
-from harness.adapters.base import AdapterError, register_adapter
+from harness.adapters.base import ADAPTERS, AdapterError, register_adapter
 from harness.adapters.forkserver import shared_server
 from harness.adapters.process import ProcessEngine
 from harness.adapters.process_io import ProcessLog
@@ -28,14 +28,16 @@ def _recorded() -> ProcessEngine:
     return engine
 
 
-register_adapter("sts-engine-recorded", _recorded)
-
-
-def _run(name: str, engine: str = "sts-engine-recorded"):
+def _run(name: str):
+    """Run a catalog file (or inline TOML) on the process; the result and the adapter."""
     path = ROOT / name if name.endswith(".toml") else None
     scenario = load_scenario(path) if path else loads_scenario(name, "scenarios/t/inline.toml")
     _MADE.clear()
-    result = run_scenario(scenario, engine)
+    register_adapter("sts-engine-recorded", _recorded)
+    try:
+        result = run_scenario(scenario, "sts-engine-recorded")
+    finally:
+        ADAPTERS.pop("sts-engine-recorded", None)
     assert result.verdict is Verdict.PASSED, result.reason or [
         m for s in result.steps for m in s.mismatches
     ]
@@ -106,6 +108,31 @@ def test_a_dsn_is_in_the_world_when_send_returns():
     assert [d.status for d in step.observation.deliveries] == ["bounced"]
     [dsn] = step.observation.world.dsns  # settled in the same step, not later
     assert dsn.to == ("alice@sender.example",)
+
+
+@pytest.mark.parametrize("name", ["bb-sts-enforce-mx1-bad", "bb-sts-mx-not-listed", "bb-dane-ee"])
+def test_the_black_box_scenarios_pass_against_the_process_without_a_namespace(name):
+    path = ROOT.parent / "tests" / "blackbox" / "scenarios" / f"{name}.toml"
+    result = run_scenario(load_scenario(path), "sts-engine")
+    assert result.verdict is Verdict.PASSED, result.reason
+
+
+def test_nine_in_ten_of_the_catalog_run_as_a_process_and_coverage_lists_the_rest(capsys):
+    from harness.cli import main
+    from harness.coverage import engine_reach
+    from harness.scenario.loader import load_all
+
+    reach = engine_reach(load_all([ROOT]))
+    assert reach.engine == "sts-engine" and reach.total > 200
+    assert reach.percent >= 90.0
+    assert reach.skipped and all(
+        "lacks final (no operator command" in r for r in reach.skipped.values()
+    )
+    assert main(["coverage"]) == 0
+    out = capsys.readouterr().out
+    runs = reach.total - len(reach.skipped)
+    assert f"as a process (sts-engine): {runs}/{reach.total} scenarios run" in out
+    assert all(sid in out for sid in reach.skipped)
 
 
 def test_final_is_skipped_with_the_reason():
