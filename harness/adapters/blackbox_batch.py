@@ -10,7 +10,8 @@ scenarios run together:
    ``sK.b`` at label boundaries, so ``mx1.example.com``, ``_mta-sts.example.com``,
    ``*.example.com`` in a policy, ``rcpt@example.com`` and every expectation that
    names them move together, and two scenarios never share a zone or a recipient
-   domain;
+   domain. An IDN base moves in both spellings: ``xn--bcher-kva.example`` and the
+   ``rcpt@bücher.example`` written in U-labels;
 2. :func:`world_view` keeps only what a black-box engine can be judged on: the
    world's observations and the per-recipient report. ``events``, ``no_events`` and
    ``logs`` are our engine's vocabulary and are dropped (and listed in the result's
@@ -28,6 +29,7 @@ scenarios run together:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
@@ -54,6 +56,8 @@ def _bases(table: Mapping[str, Any]) -> set[str]:
     return {".".join(n.rstrip(".").lower().split(".")[-2:]) for n in names if "." in n}
 
 
+#: Characters a DNS label may hold around a name (U-labels too): a name's boundary.
+_LABEL = "A-Za-z0-9\u0080-\U0010ffff-"
 #: Policy bodies this long are about their exact size (FETCH-12): never relabelled.
 _SIZE_SENSITIVE = 60_000
 
@@ -73,14 +77,25 @@ def relabel(text: str, k: int, path: str | Path) -> Scenario:
     if _size_sensitive(table):
         return loads_scenario(text, path)
     out = text
-    for base in sorted(_bases(table), key=len, reverse=True):
+    for base in sorted(_spellings(_bases(table)), key=len, reverse=True):
         # The name as written in plain strings, and escaped in regexes: `example\.com`
         # in a TOML literal string, `example\\.com` in a basic one.
         for sep in ("\\\\.", "\\.", "."):
             written = base.replace(".", sep)
-            rx = rf"(?<![A-Za-z0-9-]){re.escape(written)}(?![A-Za-z0-9-])"
+            rx = rf"(?<![{_LABEL}]){re.escape(written)}(?![{_LABEL}])"
             out = re.sub(rx, functools.partial(_prefixed, f"s{k}{sep}"), out, flags=re.IGNORECASE)
     return loads_scenario(out, path)
+
+
+def _spellings(bases: set[str]) -> set[str]:
+    """Each base, plus its U-label spelling when it has A-labels (RFC 5890): a scenario
+    may write the recipient ``rcpt@bücher.example`` of the world's ``xn--bcher-kva.example``."""
+    out = set(bases)
+    for base in bases:
+        if "xn--" in base:
+            with contextlib.suppress(UnicodeError):  # not an A-label: written form only
+                out.add(base.encode("ascii").decode("idna"))
+    return out
 
 
 def _prefixed(prefix: str, m: re.Match[str]) -> str:

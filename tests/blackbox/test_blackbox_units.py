@@ -65,6 +65,16 @@ def test_relabel_moves_every_name_including_escaped_ones():
     assert s.steps[0].expect.via == "mx1.s7.example.com"
 
 
+def test_relabel_moves_a_recipient_written_in_u_labels_with_its_a_label_world():
+    path = Path("scenarios/discovery/disc-2-idn-recipient.toml")
+    if not path.exists():
+        pytest.skip("the catalog is not in this checkout")
+    s = relabel(path.read_text(encoding="utf-8"), 5, path)
+    assert set(s.world.domains) == {"s5.xn--bcher-kva.example"}
+    assert s.steps[0].args.rcpts == ("rcpt@s5.bücher.example",)
+    assert dict(s.steps[0].expect.fetches) == {"mta-sts.s5.xn--bcher-kva.example": 1}
+
+
 def test_relabel_rewrites_regexes_in_expectations():
     path = Path("scenarios/examples/sts-enforce-mx1-bad.toml")
     if not path.exists():
