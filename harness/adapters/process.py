@@ -313,12 +313,18 @@ class ProcessEngine:
             raise AdapterError(f"sts-engine serve wrote to stderr{log.stderr_tail()}")
 
     async def _request(self, op: str, **args: Any) -> dict[str, Any]:
+        (reply,) = await self._pipeline({"op": op, **args})
+        return reply
+
+    async def _pipeline(self, *requests: dict[str, Any]) -> list[dict[str, Any]]:
+        """Control requests; then wait until the log holds every event they reported."""
         if self._control is None or self._log is None:
             raise AdapterError("the gateway is not running")
-        reply = await self._control.request(op, **args)
-        if "events" in reply:
-            await self._log.caught_up(int(reply["events"]))
-        return reply
+        replies = await self._control.pipeline(*requests)
+        counts = [int(r["events"]) for r in replies if "events" in r]
+        if counts:
+            await self._log.caught_up(max(counts))
+        return replies
 
     async def _submit(self, mail_from: str, rcpts: Sequence[str], data: bytes) -> int:
         if self._smtp is None or not self._smtp.is_connected:
@@ -345,8 +351,8 @@ class ProcessEngine:
             raise AdapterError("engine 'sts-engine' has no capability 'final'")
         self._sync_endpoints()
         mid = await self._submit(mail_from, rcpts, data)
-        await self._request("settle")
-        msg = await self._request("message", mid=mid)
+        # One write: settle, then the message's verdict once settled.
+        _, msg = await self._pipeline({"op": "settle"}, {"op": "message", "mid": mid})
         out = []
         for row in msg["recipients"]:
             status = _STATUS.get(row["state"], "deferred")

@@ -192,24 +192,38 @@ class Control:
         Raises:
             AdapterError: no answer, or ``"ok": false`` (its error is quoted).
         """
+        (reply,) = await self.pipeline({"op": op, **args})
+        return reply
+
+    async def pipeline(self, *requests: dict[str, Any]) -> list[dict[str, Any]]:
+        """Send several requests at once; their replies, in order (the gateway answers
+        one connection's requests one after the other, so each sees the ones before).
+
+        Raises:
+            AdapterError: no answer, or a reply with ``"ok": false`` (its error is quoted).
+        """
+        ops = ", ".join(str(r.get("op")) for r in requests)
+        lines = []
         try:
             async with asyncio.timeout(_CONTROL_TIMEOUT):
                 if self._conn is None:
                     self._conn = await asyncio.open_unix_connection(str(self.path))
                 reader, writer = self._conn
-                writer.write(json.dumps({"op": op, **args}).encode() + b"\n")
+                writer.write(b"".join(json.dumps(r).encode() + b"\n" for r in requests))
                 await writer.drain()
-                line = await reader.readline()
+                for _ in requests:
+                    lines.append(await reader.readline())
         except (OSError, TimeoutError) as exc:
             await self.aclose()
-            raise AdapterError(f"control {op}: {exc!r}") from exc
-        if not line:
+            raise AdapterError(f"control {ops}: {exc!r}") from exc
+        if not all(lines):
             await self.aclose()
-            raise AdapterError(f"control {op}: the gateway closed its control socket")
-        reply: dict[str, Any] = json.loads(line)
-        if not reply.get("ok"):
-            raise AdapterError(f"control {op}: {reply.get('error')}")
-        return reply
+            raise AdapterError(f"control {ops}: the gateway closed its control socket")
+        replies: list[dict[str, Any]] = [json.loads(line) for line in lines]
+        for req, reply in zip(requests, replies, strict=True):
+            if not reply.get("ok"):
+                raise AdapterError(f"control {req.get('op')}: {reply.get('error')}")
+        return replies
 
     async def aclose(self) -> None:
         """Close the connection (a new request opens another)."""
