@@ -102,6 +102,43 @@ def test_missing_capabilities_skip_with_the_reason() -> None:
     assert result.reason == "engine 'test-no-clock' lacks clock"
 
 
+class _LoopSpy(InProcessEngine):
+    """The in-process engine, noting the loop its start ran on."""
+
+    loops: list[str] = []  # noqa: RUF012  (a test's shared record)
+
+    async def start(self, world, sender, workdir) -> None:
+        import asyncio
+
+        from engine import eventloop
+
+        self.loops.append(eventloop.loop_name(asyncio.get_running_loop()))
+        await super().start(world, sender, workdir)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_the_runner_and_the_in_process_engine_run_on_the_chosen_loop(loop: str) -> None:
+    from engine import eventloop
+
+    if not eventloop.loop_available(loop):
+        pytest.skip(f"{loop} is not installed")
+    _LoopSpy.loops.clear()
+    register_adapter("test-loop-spy", _LoopSpy)
+    try:
+        result = run_scenario(loads_scenario(W_STS, "/x/t/loop.toml"), "test-loop-spy", loop=loop)
+    finally:
+        del ADAPTERS["test-loop-spy"]
+    assert result.verdict is Verdict.PASSED, result.reason
+    assert result.loop == loop and _LoopSpy.loops == [loop]
+
+
+def test_a_loop_this_machine_lacks_is_an_error() -> None:
+    from harness.adapters.base import AdapterError
+
+    with pytest.raises(AdapterError, match="event loop 'trio' is not available here"):
+        run_scenario(loads_scenario(W_STS, "/x/t/e.toml"), loop="trio")
+
+
 def test_a_step_that_raises_is_an_error_with_the_traceback() -> None:
     text = W_STS + '[[steps]]\nupdate_policy = { domain = "nowhere.example", status = 500 }\n'
     result = run_scenario(loads_scenario(text, "/x/t/err.toml"))
