@@ -8,12 +8,13 @@ SMTP and observed through its logs. No network namespace and no root: the gatewa
 already takes the world's resolver and root from its configuration, and the world's
 endpoint map from a hidden ``--endpoints`` file (loopback only).
 
-``start`` writes ``gateway.toml`` from the scenario's ``[sender]`` (as the in-process
-adapters do: the world's resolver and root, the harness's short DNS and fetch
-timeouts, plus a queue in the work directory, a listener on 127.0.0.1 port 0 and the
-TLS-RPT settings and DKIM key of :mod:`harness.adapters.gateway`), writes the endpoint
-map, and starts ``sts-engine serve`` with ``--json-log /dev/stderr --log-level debug
---smtp-timeout 2``. It is ready when its ``listener.ready`` event names the port.
+``start`` writes ``gateway.toml`` from the scenario's ``[sender]``
+(:func:`~harness.adapters.process_launch.gateway_toml`), writes the endpoint map, and
+starts ``sts-engine serve`` with ``--json-log /dev/stderr --log-level debug
+--smtp-timeout 2``. It is ready when its ``listener.ready`` event names the port; the
+control socket's ``status`` then confirms it runs on its default loop. The endpoint
+map is rewritten (atomically) before every request whenever a step changed the world,
+and the gateway's dialer reads it again when it changed.
 
 ``send`` submits the message over SMTP (aiosmtplib, SMTPUTF8 when an address needs
 it; one connection per process, as an injector keeps one), then asks the control
@@ -35,9 +36,11 @@ queue, policy cache and report state. ``final`` (APPLY-6) is not offered: no ope
 command makes an attempt the last one, and editing the queue file under a running
 gateway would not be what a user runs (``gateway`` and ``inprocess`` cover it).
 
-Launch: by default a fork server (:mod:`harness.adapters.forkserver`) that imported
-the engine once forks a child per start running ``engine.cli.main(argv)``; engine
-``sts-engine-exec`` runs the installed ``sts-engine`` console script instead.
+Launch (:mod:`harness.adapters.process_launch`): by default a fork server
+(:mod:`harness.adapters.forkserver`) that imported the engine once forks a child per
+start running ``engine.cli.main(argv)``; engine ``sts-engine-exec`` runs the installed
+``sts-engine`` console script instead. The process's stderr must stay empty but for
+its JSON events, and it must exit with status 0 at every stop.
 """
 
 from __future__ import annotations
@@ -48,10 +51,8 @@ import json
 import os
 import re
 import signal
-import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -62,109 +63,27 @@ from engine import eventloop
 from engine.core.clock import ManualClock
 from engine.io.smtp import SmtpTimeouts
 from harness.adapters.base import AdapterError, register_adapter
-from harness.adapters.forkserver import shared_server
-from harness.adapters.gateway import (
-    REPORT_CONTACT,
-    REPORT_DELAY,
-    REPORT_DKIM_DOMAIN,
-    REPORT_DKIM_SELECTOR,
-    REPORT_ORGANIZATION,
-    dkim_key_record,
-    new_dkim_key,
+from harness.adapters.inprocess import SMTP_TIMEOUT
+from harness.adapters.process_io import Control, ProcessLog
+from harness.adapters.process_launch import (
+    Launcher,
+    Running,
+    dkim_key,
+    exec_launch,
+    fork_launch,
+    gateway_toml,
 )
-from harness.adapters.inprocess import DNS_TIMEOUT, FETCH_TIMEOUT, SMTP_TIMEOUT
-from harness.adapters.process_io import LINE_LIMIT, Control, ProcessLog, pipe_reader
-from harness.scenario.loader import sender_toml
 from harness.scenario.model import Capability
 from harness.scenario.observation import DeliveryRecord, EventRecord
-from harness.world.spec_records import RecordSpec
 from harness.world.world import World
 
-__all__ = ["READY_TIMEOUT", "STOP_TIMEOUT", "ProcessEngine", "gateway_toml"]
+__all__ = ["READY_TIMEOUT", "STOP_TIMEOUT", "ProcessEngine"]
 
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 _GRACE = 10.0
 _QUEUED = re.compile(r"queued as MID (\d+)")
 _STATUS = {"delivered": "delivered", "bounced": "bounced"}
-_KEY: tuple[bytes, RecordSpec] | None = None  # one DKIM key per harness process
-
-
-def _dkim_key() -> tuple[bytes, RecordSpec]:
-    """The key and its DNS record (loading an RSA key is slow too: both made once)."""
-    global _KEY
-    if _KEY is None:
-        pem = new_dkim_key()
-        record = dkim_key_record(pem, selector=REPORT_DKIM_SELECTOR, domain=REPORT_DKIM_DOMAIN)
-        _KEY = (pem, record)
-    return _KEY
-
-
-def gateway_toml(sender: Mapping[str, Any], world: World, workdir: Path, dkim_key: Path) -> str:
-    """The gateway's configuration: ``[sender]`` plus what the harness fills in."""
-    data = {k: dict(v) if isinstance(v, Mapping) else v for k, v in sender.items()}
-    host, port = world.resolver
-    dns = data.setdefault("dns", {})
-    dns["resolvers"] = [f"{host}:{port}"]
-    dns.setdefault("timeout", DNS_TIMEOUT)
-    data.setdefault("policy_fetch", {}).setdefault("timeout", FETCH_TIMEOUT)
-    data.setdefault("tls", {})["ca_file"] = str(world.ca_file)
-    data["queue"] = {"path": str(workdir / "queue.sqlite")}
-    data["listener"] = {"host": "127.0.0.1", "port": 0}
-    data["tlsrpt"] = {
-        "organization_name": REPORT_ORGANIZATION,
-        "contact_info": REPORT_CONTACT,
-        "delay": REPORT_DELAY,
-        "jitter": 0.0,
-        "dkim_selector": REPORT_DKIM_SELECTOR,
-        "dkim_domain": REPORT_DKIM_DOMAIN,
-        "dkim_key_file": str(dkim_key),
-    }
-    proxy = world.hosts.get("proxy")
-    return sender_toml(data, (proxy.address, proxy.port) if proxy else None)
-
-
-@dataclass(slots=True)
-class _Running:
-    pid: int
-    stdout: asyncio.StreamReader
-    stderr: asyncio.StreamReader
-    wait: Callable[[], Awaitable[int]]
-    signal: Callable[[int], None]
-
-
-async def _fork(argv: list[str], cwd: Path, env: dict[str, str]) -> _Running:
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    null = os.open(os.devnull, os.O_RDONLY)
-    try:
-        child = await shared_server().spawn(argv, cwd=cwd, env=env, stdio=(null, out_w, err_w))
-    except BaseException:
-        os.close(out_r)
-        os.close(err_r)
-        raise
-    finally:
-        for fd in (null, out_w, err_w):
-            os.close(fd)
-    stdout, stderr = await pipe_reader(out_r), await pipe_reader(err_r)
-    return _Running(child.pid, stdout, stderr, child.wait, child.send_signal)
-
-
-async def _exec(argv: list[str], cwd: Path, env: dict[str, str]) -> _Running:
-    script = Path(sys.executable).with_name("sts-engine")
-    if not script.exists():
-        raise AdapterError(f"the sts-engine console script is not installed ({script})")
-    proc = await asyncio.create_subprocess_exec(
-        str(script), *argv, cwd=cwd, env=env, limit=LINE_LIMIT,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stdout is not None and proc.stderr is not None
-    return _Running(proc.pid, proc.stdout, proc.stderr, proc.wait, proc.send_signal)
-
-
-Launcher = Callable[[list[str], Path, dict[str, str]], Awaitable[_Running]]
 
 
 class ProcessEngine:
@@ -181,13 +100,13 @@ class ProcessEngine:
     }
 
     def __init__(self, launcher: Launcher | None = None) -> None:
-        self._launch = launcher or _fork
+        self._launch = launcher or fork_launch
         self._clock: ManualClock | None = None
         self._world: World | None = None
         self._workdir: Path | None = None
         self._argv: list[str] = []
         self._records: list[EventRecord] = []
-        self._proc: _Running | None = None
+        self._proc: Running | None = None
         self._log: ProcessLog | None = None
         self._control: Control | None = None
         self._smtp: aiosmtplib.SMTP | None = None
@@ -213,7 +132,7 @@ class ProcessEngine:
         """Write the configuration and endpoint map, publish the DKIM key, start."""
         self._world, self._workdir = world, workdir
         key = workdir / "dkim.pem"
-        pem, record = _dkim_key()
+        pem, record = dkim_key()
         key.write_bytes(pem)
         # RFC 8460 §3 / RPT-10: the reporting domain publishes the signing key (s=tlsrpt).
         await world.add_records(record)
@@ -398,4 +317,4 @@ class ProcessEngine:
 
 
 register_adapter("sts-engine", ProcessEngine)
-register_adapter("sts-engine-exec", partial(ProcessEngine, _exec))
+register_adapter("sts-engine-exec", partial(ProcessEngine, exec_launch))
