@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PRELOAD", "ForkServer", "ForkServerError", "Spawned", "shared_server"]
+__all__ = ["PRELOAD", "UNIX_PATH_MAX", "ForkServer", "ForkServerError", "Spawned", "shared_server"]
 
 #: Modules imported before any fork: everything ``sts-engine serve`` needs.
 PRELOAD = (
@@ -74,6 +74,8 @@ PRELOAD = (
     "engine.commands.queue",
     "engine.commands.send",
 )
+#: The longest path an AF_UNIX socket can have on Linux (``sun_path`` less its NUL).
+UNIX_PATH_MAX = 107
 _MAX_REQUEST = 1 << 20
 _STDIO = 3
 
@@ -225,6 +227,12 @@ class ForkServer:
     def __init__(self) -> None:
         self._dir = tempfile.mkdtemp(prefix="sts-forkserver-")
         self.path = str(Path(self._dir) / "fork.sock")
+        if len(self.path.encode()) > UNIX_PATH_MAX:
+            os.rmdir(self._dir)
+            raise ForkServerError(
+                f"{self.path!r} is longer than a Unix socket path may be "
+                f"({UNIX_PATH_MAX} bytes): set TMPDIR to a shorter directory"
+            )
         # Run as a script, not ``-m``: importing the harness package would drag the
         # harness into every child; ``-P`` keeps this directory off ``sys.path``.
         import engine

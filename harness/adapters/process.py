@@ -63,6 +63,7 @@ from engine import eventloop
 from engine.core.clock import ManualClock
 from engine.io.smtp import SmtpTimeouts
 from harness.adapters.base import AdapterError, register_adapter
+from harness.adapters.forkserver import UNIX_PATH_MAX
 from harness.adapters.inprocess import SMTP_TIMEOUT
 from harness.adapters.process_io import Control, ProcessLog
 from harness.adapters.process_launch import (
@@ -131,6 +132,12 @@ class ProcessEngine:
     async def start(self, world: World, sender: Mapping[str, Any], workdir: Path) -> None:
         """Write the configuration and endpoint map, publish the DKIM key, start."""
         self._world, self._workdir = world, workdir
+        control = workdir / "sts-engine.ctl"
+        if len(str(control).encode()) > UNIX_PATH_MAX:
+            raise AdapterError(
+                f"the gateway's control socket {str(control)!r} would be longer than a Unix "
+                f"socket path may be ({UNIX_PATH_MAX} bytes): set TMPDIR to a shorter directory"
+            )
         key = workdir / "dkim.pem"
         pem, record = dkim_key()
         key.write_bytes(pem)

@@ -135,6 +135,13 @@ def test_nine_in_ten_of_the_catalog_run_as_a_process_and_coverage_lists_the_rest
     assert all(sid in out for sid in reach.skipped)
 
 
+async def test_a_work_directory_too_deep_for_a_unix_socket_is_a_clear_error(tmp_path):
+    deep = tmp_path / ("d" * 120)
+    deep.mkdir()
+    with pytest.raises(AdapterError, match="longer than a Unix socket path may be"):
+        await ProcessEngine().start(None, {}, deep)  # type: ignore[arg-type]
+
+
 def test_final_is_skipped_with_the_reason():
     result = run_scenario(
         load_scenario(ROOT / "apply/recheck-txt-before-bounce.toml"), "sts-engine"
