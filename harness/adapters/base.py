@@ -12,6 +12,12 @@ missing capabilities named, when they do not fit.
 
 Adapters are found by name in :data:`ADAPTERS` (``--engine NAME``), as factories, so
 the runner makes one fresh adapter per scenario.
+
+Two optional members, looked up with ``getattr`` so the real-MTA adapters need not
+have them: ``plan(needs)``, called with everything the scenario needs before its world
+starts (the ``sts-engine`` process takes a manual clock only for a scenario that moves
+time, and ``now`` must say which before certificates are issued); and
+``missing_why``, capability -> why the adapter lacks it, appended to skip reasons.
 """
 
 from __future__ import annotations
