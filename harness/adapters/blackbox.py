@@ -29,6 +29,7 @@ logs are not our event codes, so ``events``/``logs`` expectations do not apply t
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import shutil
@@ -52,13 +53,15 @@ from harness.world.mta_records import MtaSession
 from harness.world.ports import StandardPorts
 from harness.world.world import World
 
-__all__ = ["READY_TIMEOUT", "SETTLE_TIMEOUT", "BlackBoxEngine", "register_profiles"]
+__all__ = ["LOG_LINE", "READY_TIMEOUT", "SETTLE_TIMEOUT", "BlackBoxEngine", "register_profiles"]
 
 READY_TIMEOUT = 20.0
 SETTLE_TIMEOUT = 8.0
 SUBMIT_PORT = 10025
 HELPER_PORT = 8461
 HOSTNAME = "sender.harness.test"
+#: The event code of a log line that the profile's log map does not turn into an event.
+LOG_LINE = "mta.log"
 # The MTA's word for a session's trust -> ours (None: the profile's `verified`).
 _TRUST = {"verified": None, "trusted": "none", "untrusted": "none", "anonymous": "none"}
 _TRUST |= {"secure": None, "insecure": "none", "plain": "clear"}  # chasquid
@@ -169,14 +172,20 @@ class BlackBoxEngine:
             [render(a, self._ctx) for a in argv],
             env=full,
             cwd=self._ctx["dir"],
-            on_line=self._line,
+            on_line=functools.partial(self._line, name),
         )
 
-    def _line(self, stream: str, line: str) -> None:
+    def _line(self, program: str, stream: str, line: str) -> None:
         at = self._world.dns.clock() if self._world is not None else 0.0
-        for p in self._driver.parse(stream, line):
+        parsed = self._driver.parse(stream, line)
+        for p in parsed:
             self._parsed.append(p)
             self._events.append(EventRecord(p.code, dict(p.fields), p.level, time.time(), at, line))
+        if not parsed:
+            # Kept for the reports (why did the MTA skip that host?), judged by nothing:
+            # black boxes have no `events` or `logs` expectations (world_view).
+            rec = EventRecord(LOG_LINE, {"program": program}, "debug", time.time(), at, line)
+            self._events.append(rec)
         self._changed.set()
 
     async def send(

@@ -16,9 +16,10 @@ scenarios run together:
    world's observations and the per-recipient report. ``events``, ``no_events`` and
    ``logs`` are our engine's vocabulary and are dropped (and listed in the result's
    reason) when the engine lacks those capabilities;
-3. :func:`needs` says why a scenario cannot run on a profile at all (a capability,
-   a feature such as DANE, or TLS mandated by local configuration the profile does
-   not have), and :func:`plan` groups the rest into :class:`Batch` es: scenarios with
+3. :func:`harness.adapters.blackbox_fit.fit` says what of a scenario a profile can
+   run (all of it, the sends to the destinations its configuration serves, or
+   nothing, with the reason), and :func:`plan` groups what runs into
+   :class:`Batch` es: scenarios with
    clock steps, restarts, a proxy, a report sink or pinned addresses run alone; the
    others share a batch when their worlds and, for an engine configured from
    ``[sender]``, their ``[sender]`` tables merge without conflict (per-domain entries
@@ -39,15 +40,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness.runner import required_capabilities
 from harness.scenario.loader import loads_scenario
 from harness.scenario.model import Capability, Expect, Scenario, StepKind
 
-__all__ = ["Batch", "needs", "plan", "relabel", "world_view"]
+__all__ = ["Batch", "plan", "relabel", "world_view"]
 
 _WORLD_ONLY = ("events", "no_events", "logs")
-#: ``[sender]`` tables that configure what a fixed black-box profile cannot express.
-_LOCAL_TABLES = ("routes", "bounce_profiles")
 
 
 def _bases(table: Mapping[str, Any]) -> set[str]:
@@ -129,54 +127,6 @@ def world_view(scenario: Scenario, caps: frozenset[Capability]) -> tuple[Scenari
     return replace(scenario, steps=steps, expect=strip(scenario.expect, "expect")), dropped
 
 
-def _controls(sender: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
-    controls: Mapping[str, Mapping[str, Any]] = sender.get("destination_controls", {})
-    return controls
-
-
-def needs(scenario: Scenario, caps: frozenset[Capability], features: frozenset[str]) -> str:
-    """Why ``scenario`` cannot run on an engine with ``caps`` and ``features`` ("" if it can).
-
-    Features: ``sts`` (MTA-STS), ``dane``, ``config`` (a destination's TLS level set
-    by local configuration, as our ``[sender]`` does).
-    """
-    judged = {Capability.REPORT} | set(caps)
-    missing = required_capabilities(scenario) - judged - {Capability.EVENTS, Capability.LOGS}
-    missing |= scenario.requires - judged
-    if missing:
-        return f"needs {', '.join(sorted(missing))}"
-    for d in scenario.world_table.get("domains", {}).values():
-        if d.get("policy_host", {}).get("behaviour") == "endless":
-            # harness/world/policy_host.py keeps writing to a client that left without
-            # ever suspending, which starves the event loop the adapter shares.
-            return "world: the endless policy body spins after the client leaves (known bug)"
-    want = set()
-    if scenario.config_error is not None:
-        want.add("config")  # a refusal of our [sender] layout
-    if any(k in scenario.sender for k in _LOCAL_TABLES):
-        want.add("config")
-    if set(scenario.sender.get("dns", {})) - {"timeout"}:
-        want.add("config")  # e.g. trust_ad: which resolvers' AD bit counts
-    for entry in _controls(scenario.sender).values():
-        # Switching off what the profile always does is configuration too.
-        if entry.get("mta_sts") is False and "sts" in features:
-            want.add("config")
-        if entry.get("dane") == "none" and "dane" in features:
-            want.add("config")
-        if entry.get("mta_sts"):
-            want.add("sts")
-        if entry.get("dane") in ("opportunistic", "mandatory"):
-            want.add("dane")
-        # Only "preferred" (opportunistic TLS) is what every profile does by default;
-        # any other level, or mandatory DANE, is local configuration.
-        if entry.get("tls", "preferred") != "preferred" or entry.get("dane") == "mandatory":
-            want.add("config")
-    lacking = sorted(want - features)
-    if lacking:
-        return f"needs {', '.join(lacking)} (the profile has {', '.join(sorted(features))})"
-    return ""
-
-
 @dataclass(slots=True)
 class Batch:
     """Scenarios that share one world and one engine lifetime."""
@@ -238,7 +188,7 @@ def _sender_key(sender: Mapping[str, Any]) -> str:
     # What every destination of a merged configuration shares: the `default` entry
     # (domain entries inherit from it) and every table other than the per-domain ones.
     shared = {k: v for k, v in sender.items() if k != "destination_controls"}
-    shared["default"] = _controls(sender).get("default")
+    shared["default"] = sender.get("destination_controls", {}).get("default")
     return json.dumps(shared, sort_keys=True, default=str)
 
 

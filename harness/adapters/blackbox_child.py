@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.adapters.blackbox import BlackBoxEngine
-from harness.adapters.blackbox_batch import needs, plan, relabel, world_view
+from harness.adapters.blackbox_batch import plan, relabel, world_view
+from harness.adapters.blackbox_fit import fit
 from harness.adapters.blackbox_profile import load_profile, render
 from harness.adapters.blackbox_run import run_batch
 from harness.netns import Namespace, probe, sweep_stale
@@ -44,7 +45,8 @@ from harness.scenario.loader import load_scenario
 
 __all__ = ["main", "run_engine", "unavailable"]
 
-_CHILD_TIMEOUT = 900.0
+#: A guard against a hung child, not a budget: a minute per scenario file, and more.
+_CHILD_TIMEOUT_BASE, _CHILD_TIMEOUT_PER_FILE = 300.0, 60.0
 
 
 def unavailable(engine: str) -> str:
@@ -84,6 +86,9 @@ def run_engine(
     Returns:
         One result per file, in order; all SKIPPED (with the reason) when the
         engine cannot run here.
+
+    Raises:
+        RuntimeError: the child failed or hung (its stderr's tail, or the timeout, says).
     """
     reason = unavailable(engine)
     if reason:
@@ -108,8 +113,12 @@ def run_engine(
             child = subprocess.Popen(
                 argv, env=ns.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )
+            limit = _CHILD_TIMEOUT_BASE + _CHILD_TIMEOUT_PER_FILE * len(paths)
+            err = ""
             try:
-                _, err = child.communicate(timeout=_CHILD_TIMEOUT)
+                _, err = child.communicate(timeout=limit)
+            except subprocess.TimeoutExpired:
+                err = f"no result within {limit:g} s: stopped"
             finally:
                 if child.poll() is None:  # a timeout, or we were interrupted
                     child.terminate()  # the child cancels its run and stops its MTA
@@ -131,14 +140,20 @@ async def _run(engine: str, paths: list[Path], overrides: dict[str, str]) -> lis
     results: dict[int, ScenarioResult] = {}
     runnable, notes = [], {}
     for k, path in enumerate(paths, start=1):
-        s = relabel(path.read_text(encoding="utf-8"), k, path)
-        why = needs(s, profile.capabilities, profile.features)
-        if why:
-            results[k] = _skipped(path, engine, why)
+        part = fit(
+            relabel(path.read_text(encoding="utf-8"), k, path),
+            profile.capabilities,
+            profile.features,
+        )
+        if part.scenario is None:
+            results[k] = _skipped(path, engine, part.why)
             continue
-        s, dropped = world_view(s, profile.capabilities)
+        s, dropped = world_view(part.scenario, profile.capabilities)
+        said = [part.note] if part.note else []
         if dropped:
-            notes[s.id] = "not judged (engine-internal): " + ", ".join(dropped)
+            said.append("not judged (engine-internal): " + ", ".join(dropped))
+        if said:
+            notes[s.id] = "; ".join(said)
         runnable.append((k, s))
     order = {s.id: k for k, s in runnable}
     batches = plan([s for _, s in runnable], sender_matters="config" in profile.features)

@@ -16,18 +16,35 @@ each divergence around them stays (docs/conformance.md).
 from __future__ import annotations
 
 import argparse
+import datetime
+import functools
 import html
+import json
+import re
 import signal
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from harness.adapters.blackbox_fit import PARTIAL
 from harness.adapters.blackbox_profile import load_profile, profile_names
+from harness.report.html import html_report
+from harness.report.json import report_dict
 from harness.runner import ScenarioResult, Verdict, run_scenario
 from harness.scenario.loader import discover, load_scenario
 
-__all__ = ["DEFAULT_PATHS", "cell", "register", "render_html", "render_markdown", "run_matrix"]
+__all__ = [
+    "DEFAULT_PATHS",
+    "cell",
+    "part",
+    "register",
+    "render_details",
+    "render_html",
+    "render_markdown",
+    "run_matrix",
+]
 
 DEFAULT_PATHS = (Path("tests/blackbox/scenarios"),)
 BEGIN, END = "<!-- matrix:begin -->", "<!-- matrix:end -->"
@@ -67,7 +84,16 @@ def register(subparsers: Any) -> None:
         help="comma-separated (default: inprocess, sts-engine and every profile)",
     )
     p.add_argument("--out", type=Path, metavar="FILE", help="write the Markdown matrix here")
-    p.add_argument("--html", type=Path, metavar="FILE", help="write an HTML matrix here")
+    p.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="write an HTML matrix here, and beside it FILE-details.html: every failure and "
+        "error with its steps, timeline and the engine's log lines",
+    )
+    p.add_argument(
+        "--json", type=Path, metavar="FILE", help="write every result here, per engine, as JSON"
+    )
     p.set_defaults(handler=_handle)
 
 
@@ -86,14 +112,21 @@ def _handle(args: argparse.Namespace) -> int:
         print(f"sts-harness matrix: no scenario files under {[str(p) for p in args.paths]}")
         return 2
     began = time.monotonic()
-    matrix = run_matrix(engines, paths, progress=print)
+    matrix = run_matrix(engines, paths, progress=functools.partial(print, flush=True))
     md = render_markdown(matrix, paths, seconds=time.monotonic() - began)
     if args.out:
         _write_between_markers(args.out, md)
     else:
         print(md)
     if args.html:
-        args.html.write_text(render_html(matrix, paths), encoding="utf-8")
+        details = args.html.with_name(f"{args.html.stem}-details.html")
+        args.html.write_text(render_html(matrix, paths, details=details.name), encoding="utf-8")
+        details.write_text(render_details(matrix), encoding="utf-8")
+    if args.json:
+        data = {e: report_dict(rs) for e, rs in matrix.items()}
+        args.json.write_text(
+            json.dumps(data, indent=1, default=str, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
     return 0
 
 
@@ -111,12 +144,30 @@ def run_matrix(engines: Sequence[str], paths: Sequence[Path], progress: Any = No
         if engine in _OURS:
             out[engine] = [run_scenario(load_scenario(p), engine) for p in paths]
         else:
-            out[engine] = run_engine(engine, paths)
+            try:
+                out[engine] = run_engine(engine, paths)
+            except RuntimeError as exc:  # the child died or hung: this column only
+                out[engine] = [_errored(p, engine, str(exc)) for p in paths]
         if progress is not None:
             counts = {v: sum(r.verdict is v for r in out[engine]) for v in Verdict}
             shown = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
             progress(f"{engine}: {shown} ({time.monotonic() - t0:.1f} s)")
     return out
+
+
+def _errored(path: Path, engine: str, why: str) -> ScenarioResult:
+    s = load_scenario(path)
+    return ScenarioResult(
+        id=s.id,
+        title=s.title,
+        path=str(s.path),
+        topic=s.topic,
+        covers=s.covers,
+        engine=engine,
+        verdict=Verdict.ERROR,
+        reason=why,
+        description=s.description,
+    )
 
 
 def _first_mismatch(r: ScenarioResult) -> str:
@@ -126,6 +177,13 @@ def _first_mismatch(r: ScenarioResult) -> str:
     for m in r.final:
         return f"{m.key}: expected {m.expected}, seen {m.seen}"
     return ""
+
+
+def part(r: ScenarioResult) -> str:
+    """``step 0, 1, 2, 4 of 5`` when only some of the file's steps ran on the engine
+    (:func:`harness.adapters.blackbox_fit.fit`), else ""."""
+    m = re.match(rf"{re.escape(PARTIAL)}ran (step [\d, ]+ of \d+)", r.reason)
+    return m.group(1) if m else ""
 
 
 def cell(r: ScenarioResult) -> tuple[str, str]:
@@ -147,10 +205,12 @@ def _md_escape(text: str) -> str:
 def render_markdown(matrix: Matrix, paths: Sequence[Path], seconds: float = 0.0) -> str:
     """The matrix table, then one line per failure, error and skip reason."""
     engines = list(matrix)
+    today = datetime.datetime.now(datetime.UTC).date().isoformat()
     lines = [
-        f"Generated by `sts-harness matrix` over {len(paths)} scenario files "
+        f"Generated by `sts-harness matrix` on {today} over {len(paths)} scenario files "
         f"in {seconds:.0f} s. Cells: pass, FAIL (first mismatch below), error, skip (reason "
-        "below).",
+        "below); `(step 0, 1 of 5)`: only those steps ran, the others need what the "
+        "profile's configuration does not have.",
         "",
         "| scenario | covers | " + " | ".join(f"`{e}`" for e in engines) + " |",
         "| --- | --- | " + " | ".join("---" for _ in engines) + " |",
@@ -167,6 +227,8 @@ def render_markdown(matrix: Matrix, paths: Sequence[Path], seconds: float = 0.0)
                 short = f"**{short}**"
             elif short == "skip" and detail:
                 short = f"skip ({_md_escape(detail)})"
+            if part(r):
+                short += f" ({part(r)})"
             row.append(short)
         lines.append("| " + " | ".join(row) + " |")
     if notes:
@@ -180,8 +242,21 @@ def render_markdown(matrix: Matrix, paths: Sequence[Path], seconds: float = 0.0)
     return "\n".join([*lines, "", "Engines:", "", *titles, ""])
 
 
-def render_html(matrix: Matrix, paths: Sequence[Path]) -> str:
-    """A self-contained HTML page of the matrix; details in each cell's tooltip."""
+def render_details(matrix: Matrix) -> str:
+    """Every FAIL and error of every engine as the run report draws it (steps, sequence
+    diagram, and the log lines: for a real MTA, all of them, parsed or not)."""
+    bad = [
+        replace(r, id=f"{r.id} on {e}")
+        for e, results in matrix.items()
+        for r in results
+        if r.verdict in (Verdict.FAILED, Verdict.ERROR)
+    ]
+    return html_report(bad, title="Conformance matrix: failures and errors")
+
+
+def render_html(matrix: Matrix, paths: Sequence[Path], details: str = "") -> str:
+    """A self-contained HTML page of the matrix; details in each cell's tooltip, and
+    every failure in full on the page named ``details`` (linked when given)."""
     engines = list(matrix)
     colour = {"pass": "#c8f7c5", "FAIL": "#f7c5c5", "error": "#f7a8a8", "skip": "#eeeeee"}
     head = "".join(f"<th>{html.escape(e)}</th>" for e in engines)
@@ -193,17 +268,25 @@ def render_html(matrix: Matrix, paths: Sequence[Path]) -> str:
             f"<td>{html.escape(', '.join(first.covers))}</td>",
         ]
         for e in engines:
-            short, detail = cell(matrix[e][i])
+            r = matrix[e][i]
+            short, detail = cell(r)
+            label = f"{short} ({part(r)})" if part(r) else short
             tds.append(
                 f'<td style="background:{colour[short]}" title="{html.escape(detail)}">'
-                f"{html.escape(short)}<br><small>{html.escape(detail[:160])}</small></td>"
+                f"{html.escape(label)}<br><small>{html.escape(detail[:160])}</small></td>"
             )
         rows.append("<tr>" + "".join(tds) + "</tr>")
     return (
         "<!doctype html><meta charset=utf-8><title>Conformance matrix</title>"
         "<style>body{font:14px sans-serif}td,th{border:1px solid #aaa;padding:4px;"
         "vertical-align:top}table{border-collapse:collapse}</style>"
-        f"<h1>Conformance matrix</h1><table><tr><th>scenario</th><th>covers</th>{head}</tr>"
+        "<h1>Conformance matrix</h1>"
+        + (
+            f'<p><a href="{html.escape(details)}">Every failure and error</a></p>'
+            if details
+            else ""
+        )
+        + f"<table><tr><th>scenario</th><th>covers</th>{head}</tr>"
         + "".join(rows)
         + "</table>"
     )

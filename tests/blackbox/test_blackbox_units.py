@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.adapters.blackbox_batch import needs, plan, relabel, world_view
+from harness.adapters.blackbox_batch import plan, relabel, world_view
 from harness.adapters.blackbox_drivers import driver_for
+from harness.adapters.blackbox_fit import fit, needs
 from harness.adapters.blackbox_profile import (
     ProfileError,
     load_profile,
@@ -15,6 +16,7 @@ from harness.adapters.blackbox_profile import (
     render,
 )
 from harness.netns import RESOLV_CONF, sweep_stale
+from harness.scenario.loader import loads_scenario
 from harness.scenario.model import Capability
 from harness.world.ports import TABLE, ruleset
 
@@ -137,3 +139,74 @@ def test_sweep_stale_leaves_live_and_foreign_namespaces_alone():
     import os
 
     assert sweep_stale([f"sts-{os.getpid()}-abcdef", "someone-elses"]) == []
+
+
+# -- what of a scenario a fixed profile runs (harness.adapters.blackbox_fit) -----------
+
+TRANSPORT = Path("scenarios/transport/rcpt-4xx.toml")
+STS, DANE = frozenset({"sts"}), frozenset({"dane"})
+REPORT = frozenset({Capability.REPORT})
+
+
+def _transport(k: int = 4):
+    if not TRANSPORT.exists():
+        pytest.skip("the catalog is not in this checkout")
+    return relabel(TRANSPORT.read_text(encoding="utf-8"), k, TRANSPORT)
+
+
+def test_fit_runs_the_sends_an_sts_profile_serves_and_names_the_dane_one_left_out():
+    s = _transport()
+    part = fit(s, REPORT, STS)
+    assert part.scenario is not None, part.why
+    assert [st.index for st in part.scenario.steps] == [0, 1, 2, 4]
+    assert part.note.startswith("partial: ran step 0, 1, 2, 4 of 5")
+    assert "step 3: needs config, dane (the profile has sts)" in part.note
+    assert needs(s, REPORT, STS) == ""
+
+
+def test_fit_runs_only_the_dane_send_on_a_dane_profile():
+    part = fit(_transport(), REPORT, DANE)
+    assert part.scenario is not None, part.why
+    [step] = part.scenario.steps
+    assert step.args.rcpts == ("rcpt@s4.dane.example",)
+    assert "step 0, 1, 2, 4: needs sts (the profile has dane)" in part.note
+
+
+_MIXED = """
+[scenario]
+id = "mixed"
+topic = "apply"
+[world.domains."a.example"]
+mx = ["10 mx.a.example"]
+[world.domains."b.example"]
+mx = ["10 mx.b.example"]
+[sender.destination_controls.default]
+tls = "required"
+[sender.destination_controls."a.example"]
+tls = "preferred"
+[[steps]]
+send = { from = "x@sender.example", to = ["r@a.example"] }
+[[steps]]
+send = { from = "x@sender.example", to = ["r@b.example"] }
+"""
+
+
+def test_fit_resolves_each_destination_like_the_engine_own_entry_over_default():
+    s = loads_scenario(_MIXED, "mixed.toml")
+    part = fit(s, REPORT, STS)
+    assert part.scenario is not None
+    assert [st.args.rcpts for st in part.scenario.steps] == [("r@a.example",)]
+    assert "step 1: needs config (the profile has sts)" in part.note
+
+
+def test_fit_skips_the_whole_file_when_its_steps_depend_on_each_other():
+    text = _MIXED + '[[steps]]\nupdate_domain = { domain = "a.example", mta_sts_txt = [] }\n'
+    part = fit(loads_scenario(text, "mixed.toml"), REPORT, STS)
+    assert part.scenario is None
+    assert part.why == "needs config (the profile has sts)"
+
+
+def test_fit_skips_the_whole_file_when_no_send_can_run():
+    text = _MIXED.replace('tls = "preferred"', 'tls = "required"')
+    part = fit(loads_scenario(text, "mixed.toml"), REPORT, STS)
+    assert (part.scenario, part.why) == (None, "needs config (the profile has sts)")
