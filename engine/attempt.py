@@ -355,6 +355,7 @@ def report_failure(
         "success": False,
         "outcome": "defer",
         "failures": [failure],
+        "report_mail": services.report_mail,
     }
     services.emit("tls.session", fields, "debug")
 

@@ -30,7 +30,7 @@ the one boundary that contains faults (its module docstring says how).
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from engine.attempt import Attempt, Plan, RecipientResult, Trial, report_failure
 from engine.core.controls import (
@@ -126,7 +126,7 @@ async def deliver_domain(
         final: this is the last attempt before a bounce (APPLY-6 re-check).
         report_mail: a TLS report: RFC 8460 §3 (RPT-9) says report mail is delivered
             despite MTA-STS and DANE failures, so neither is applied and TLS is
-            opportunistic (Preferred).
+            opportunistic (Preferred); its ``tls.session`` events say ``report_mail``.
 
     Returns:
         Per job, the result of each of its recipients, in order.
@@ -134,6 +134,8 @@ async def deliver_domain(
     profile = services.config.profile_for(domain)
     if report_mail:
         profile = DestinationProfile(tls=TlsSetting.PREFERRED)
+        # Its sessions are marked, so that the reporter never counts them (RPT-9).
+        services = replace(services, report_mail=True)
     attempt = Attempt(
         domain,
         {m.mid: m for m, _ in jobs},

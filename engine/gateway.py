@@ -48,7 +48,7 @@ from engine.io.store import SqlitePolicyStore
 from engine.listener import DEFAULT_RELAY_NETWORKS, Listener
 from engine.queue import Queue
 from engine.scheduler import RoundStats, Scheduler
-from engine.tlsrpt import ReportSettings, TlsReporter
+from engine.tlsrpt import ReportNetwork, ReportSettings, TlsReporter
 
 __all__ = ["Gateway", "GatewaySettings", "SettableClock", "policy_cache_path"]
 
@@ -102,15 +102,21 @@ class GatewaySettings:
 
 
 class _EngineSink:
-    """The engine's sink: drops per-attempt outcome lines, feeds the TLS reporter."""
+    """The engine's sink: every event goes on, and ``tls.session`` also to the reporter."""
 
-    def __init__(self, outer: EventSink, reporter: TlsReporter | None) -> None:
-        self.outer, self.reporter = outer, reporter
+    def __init__(self, outer: EventSink) -> None:
+        self.outer = outer
+        self.reporter: TlsReporter | None = None
 
     def emit(self, event: LogEvent) -> None:
         if event.code == "tls.session" and self.reporter is not None:
             self.reporter.emit(event)
         self.outer.emit(event)
+
+
+def _network(engine: Engine) -> ReportNetwork:
+    """The network the TLS reporter looks up and posts through: the engine's."""
+    return ReportNetwork(engine.resolver, engine.services.dialer, engine.services.roots)
 
 
 class Gateway:
@@ -153,14 +159,22 @@ class Gateway:
         self.attempts: dict[int, dict[int, RecipientResult]] = {}
         self.queue = Queue(config.queue.path)
         self.store = SqlitePolicyStore(policy_cache_path(config))
+        self._engine_sink = _EngineSink(sink)
+        self.engine = self._new_engine(config)
         self.reporter: TlsReporter | None = None
         if self.settings.report is not None:
             self.reporter = TlsReporter(
                 Path(config.queue.path).with_name("tlsrpt-state.json"),
-                gateway=self,
                 settings=self.settings.report,
+                hostname=self.settings.hostname,
+                store=self.store,
+                clock=self.clock,
+                sink=sink,
+                rng=self.rng,
+                enqueue=self.enqueue,
+                network=_network(self.engine),
             )
-        self.engine = self._new_engine(config)
+            self._engine_sink.reporter = self.reporter
         self.scheduler = Scheduler(
             self.queue,
             self.engine,
@@ -177,7 +191,7 @@ class Gateway:
         engine = Engine(
             config,
             clock=self.clock,
-            sink=_EngineSink(self.sink, self.reporter),
+            sink=self._engine_sink,
             store=self.store,
             dialer=self._dialer,
             roots=self._roots,
@@ -266,6 +280,8 @@ class Gateway:
             return
         old, self.config = self.engine, config
         self.engine = self.scheduler.engine = self._new_engine(config)
+        if self.reporter is not None:
+            self.reporter.network = _network(self.engine)
         await old.aclose()
         self._emit("config.reloaded", source=config.source)
 

@@ -22,16 +22,14 @@ expiry (``5.4.7 - Delivery expired (message too old)``, seg-behaviour.md §5.5).
 APPLY-6: the attempt after which a recipient would bounce is made with
 ``final=True`` so the engine re-checks the MTA-STS TXT record first.
 
-Which message a delivery belongs to is carried in a :class:`contextvars.ContextVar`
-(:data:`CURRENT_DELIVERY`) for the length of the ``deliver`` call, so event
-sinks (TLS reporting) can tell report mail from other mail without the engine
-knowing about it.
+Report mail (a TLS report, RFC 8460 §3) travels in batches of its own, delivered
+with ``report_mail=True``: the engine then marks its ``tls.session`` events, which
+is how the TLS reporter leaves them out (RPT-9) without knowing the scheduler.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -45,20 +43,7 @@ from engine.queue import Queue, RcptState
 from engine.queue_model import Message, Recipient
 from engine.scheduler_outcome import settle_expired, settle_result
 
-__all__ = ["CURRENT_DELIVERY", "DeliveryContext", "RoundStats", "Scheduler"]
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryContext:
-    """The message a running ``Engine.deliver`` call is about."""
-
-    mid: int
-    report_mail: bool
-
-
-CURRENT_DELIVERY: contextvars.ContextVar[DeliveryContext | None] = contextvars.ContextVar(
-    "current_delivery", default=None
-)
+__all__ = ["RoundStats", "Scheduler", "is_report_mail"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +207,6 @@ class Scheduler:
             )
             for msg, live, final in batch
         ]
-        token = CURRENT_DELIVERY.set(DeliveryContext(batch[0][0].mid, report_mail))
         try:
             reports = await self.engine.deliver_many(outgoing, report_mail=report_mail)
         except Exception as exc:  # a bug or an adapter failure must not lose the lease
@@ -236,8 +220,6 @@ class Scheduler:
                 )
                 for msg, live, _ in batch
             ]
-        finally:
-            CURRENT_DELIVERY.reset(token)
         profile = self.config.bounce_profile_for(domain)
         now = self.clock.now()
         for (msg, live, _), report in zip(batch, reports, strict=True):

@@ -35,7 +35,12 @@ class Message:
 
 @dataclass(slots=True)
 class Services:
-    """The engine's adapters and settings, as one delivery sees them."""
+    """The engine's adapters and settings, as one delivery sees them.
+
+    Attributes:
+        report_mail: this delivery carries TLS reports (RFC 8460 §3): its
+            ``tls.session`` events say so, and the reporter never counts them (RPT-9).
+    """
 
     config: EngineConfig
     clock: Clock
@@ -50,6 +55,7 @@ class Services:
     interface: str = "127.0.0.1"
     rng: random.Random = field(default_factory=random.Random)
     dcids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    report_mail: bool = False
 
     def emit(self, code: str, fields: Mapping[str, object], level: str = "info") -> None:
         """Send one event, stamped with the engine clock, to the sink."""

@@ -357,6 +357,7 @@ def _emit_session_report(
         "dane": Check.DANE in requirement.checks,
         "success": success,
         "outcome": verdict.outcome.value,
+        "report_mail": services.report_mail,
     }
     failures = []
     if verdict.result_type is not None and verdict.outcome is not Outcome.DELIVER_VERIFIED:

@@ -5,9 +5,9 @@ Theory of operation
 1. **Collect.** The engine emits one ``tls.session`` event per SMTP session.
    :meth:`TlsReporter.emit` (an EventSink) notes it with the policy in force
    (the cached MTA-STS policy's lines and mx patterns, RFC 8460 §4.5) and
-   whether the session carried report mail (the scheduler's
-   :data:`~engine.scheduler.CURRENT_DELIVERY`; RFC 8460 §3 / RPT-9: such
-   sessions are never counted). :meth:`TlsReporter.run` turns notes into core
+   whether the session carried report mail (the event's ``report_mail``
+   field; RFC 8460 §3 / RPT-9: such sessions are never counted).
+   :meth:`TlsReporter.run` turns notes into core
    :class:`~engine.core.tlsrpt.SessionResult` values (TLSA strings as the
    event carries them: the RRset the session was judged against), adds them to
    the aggregator, and persists it. A
@@ -18,14 +18,20 @@ Theory of operation
    ``tlsa`` results live under the TLSA base domain, so that is their Policy
    Domain); no valid record means no report (RPT-27). Malformed ``rua``
    entries are logged and skipped. The gzipped report goes by mail through
-   the gateway's own queue, DKIM-signed when :class:`ReportSettings` name a key
-   (RPT-10, :mod:`engine.dkim_sign`), and by HTTPS POST (RPT-13, RPT-14).
+   the gateway's own queue (the ``enqueue`` function it is given),
+   DKIM-signed when :class:`ReportSettings` name a key (RPT-10,
+   :mod:`engine.dkim_sign`), and by HTTPS POST (RPT-13, RPT-14).
 3. **Retry.** Failed POSTs wait in an outbox with doubling waits for up to
    24 hours (RPT-15).
 
 State (aggregator, drawn jitters, outbox) lives in one JSON file beside the
 queue, replaced atomically after each change. A crash between sending a
 report and saving the state can send it twice, never lose it.
+
+The reporter knows nothing of the gateway: it is handed the policy store, the
+clock, a sink, a random source, an ``enqueue`` function and the
+:class:`ReportNetwork` its lookups and POSTs go through (which the gateway
+replaces when a configuration reload builds a new engine).
 """
 
 from __future__ import annotations
@@ -34,18 +40,23 @@ import base64
 import hashlib
 import json
 import os
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from engine.core.events import LogEvent
+from engine.core.cache import PolicyStore
+from engine.core.clock import Clock
+from engine.core.events import EventSink, LogEvent
 from engine.core.tlsrpt import TlsRptAggregator, utc_day
 from engine.core.tlsrpt_delivery import ReportScheme, report_destinations, report_send_time
 from engine.core.tlsrpt_report import build_report, gzip_report, report_email
 from engine.core.txt import TlsRptRecord, select_tlsrpt_record
 from engine.dkim_sign import sign_report
-from engine.scheduler import CURRENT_DELIVERY
+from engine.io.dialer import Dialer
+from engine.io.dns import DnsResolver
 from engine.tlsrpt_post import ReportPoster
 from engine.tlsrpt_sessions import (
     SessionNote,
@@ -54,10 +65,10 @@ from engine.tlsrpt_sessions import (
     session_results,
 )
 
-if TYPE_CHECKING:
-    from engine.gateway import Gateway
+__all__ = ["Enqueue", "ReportNetwork", "ReportSettings", "TlsReporter"]
 
-__all__ = ["ReportSettings", "TlsReporter"]
+#: Puts a message into the gateway's queue: ``(mail_from, rcpts, data) -> MID``.
+Enqueue = Callable[[str, list[str], bytes], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,20 +102,57 @@ class ReportSettings:
     dkim_key_pem: bytes | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ReportNetwork:
+    """What ``_smtp._tls`` lookups and report POSTs go through: the engine's network.
+
+    Attributes:
+        resolver: the engine's resolver.
+        dialer: the engine's dialer (the harness's endpoint map, the loopback guard).
+        roots: the trusted roots (DER) a collector's certificate is judged against.
+    """
+
+    resolver: DnsResolver
+    dialer: Dialer
+    roots: list[bytes]
+
+
 class TlsReporter:
     """Collects ``tls.session`` events and sends the daily reports.
 
     Args:
         state_path: the JSON state file.
-        gateway: the gateway (engine, store, clock, sink, queue, rng).
         settings: see :class:`ReportSettings`.
+        hostname: our name; the default ``contact-info`` is ``tlsrpt-noreply@<hostname>``.
+        store: the policy cache (the policy in force for a session, failed fetches).
+        clock: the engine clock.
+        sink: where the reporter's own events go.
+        rng: randomness (the report jitter, RPT-17).
+        enqueue: queues report mail (:data:`Enqueue`).
+        network: see :class:`ReportNetwork`; :attr:`network` may be replaced later.
     """
 
-    def __init__(self, state_path: Path, *, gateway: Gateway, settings: ReportSettings) -> None:
+    def __init__(
+        self,
+        state_path: Path,
+        *,
+        settings: ReportSettings,
+        hostname: str,
+        store: PolicyStore,
+        clock: Clock,
+        sink: EventSink,
+        rng: random.Random,
+        enqueue: Enqueue,
+        network: ReportNetwork,
+    ) -> None:
         self.path = Path(state_path)
-        self.gw = gateway
         self.settings = settings
-        self.contact = settings.contact_info or f"tlsrpt-noreply@{gateway.settings.hostname}"
+        self.store, self.clock, self.sink, self.rng = store, clock, sink, rng
+        self.enqueue = enqueue
+        #: Where lookups and POSTs go; the gateway replaces it after a reload (the
+        #: HTTPS client, once made, keeps the network it was made with).
+        self.network = network
+        self.contact = settings.contact_info or f"tlsrpt-noreply@{hostname}"
         self._notes: list[SessionNote] = []
         self._poster: ReportPoster | None = None
         self.aggregator = TlsRptAggregator()
@@ -123,8 +171,7 @@ class TlsReporter:
         """Note a ``tls.session`` event (other events are ignored)."""
         if event.code != "tls.session":
             return
-        ctx = CURRENT_DELIVERY.get()
-        note = note_from_event(event, self.gw.store, report_mail=bool(ctx and ctx.report_mail))
+        note = note_from_event(event, self.store)
         if note is not None:
             self._notes.append(note)
 
@@ -134,7 +181,7 @@ class TlsReporter:
             await self._poster.aclose()
 
     def _emit(self, code: str, level: str = "info", **fields: object) -> None:
-        self.gw.sink.emit(LogEvent(code, fields, level, self.gw.clock.now()))
+        self.sink.emit(LogEvent(code, fields, level, self.clock.now()))
 
     def _save(self) -> None:
         state = {
@@ -150,7 +197,7 @@ class TlsReporter:
     def _send_time(self, day: date) -> float:
         key = day.isoformat()
         if key not in self.jitter:
-            self.jitter[key] = self.gw.rng.random() * self.settings.jitter_seconds
+            self.jitter[key] = self.rng.random() * self.settings.jitter_seconds
         return report_send_time(
             day, delay_seconds=self.settings.delay_seconds, jitter_value=self.jitter[key]
         )
@@ -191,7 +238,7 @@ class TlsReporter:
 
     async def _record(self, domain: str) -> TlsRptRecord | None:
         name = f"_smtp._tls.{domain}"
-        answer = await self.gw.engine.resolver.query(name, "TXT")
+        answer = await self.network.resolver.query(name, "TXT")
         record = select_tlsrpt_record(answer.txt_strings(), source=name)
         return record if isinstance(record, TlsRptRecord) else None
 
@@ -231,7 +278,7 @@ class TlsReporter:
                 unique_id=uid,
                 message_id=f"<{uid}.{day.isoformat()}@{self.contact.rpartition('@')[2]}>",
             )
-            mid = self.gw.enqueue(self.contact, mail_to, self._signed(msg.as_bytes()))
+            mid = self.enqueue(self.contact, mail_to, self._signed(msg.as_bytes()))
             self._emit(
                 "tlsrpt.sent",
                 domain=domain,
@@ -270,12 +317,12 @@ class TlsReporter:
         if not due:
             return
         if self._poster is None:
-            e = self.gw.engine
+            net = self.network
             self._poster = ReportPoster(
-                e.resolver,
-                e.services.dialer,
-                e.services.roots,
-                self.gw.clock,
+                net.resolver,
+                net.dialer,
+                net.roots,
+                self.clock,
                 timeout=self.settings.https_timeout,
             )
         for o in due:

@@ -73,11 +73,13 @@ class SessionNote:
     fetch_failure: FetchFailureNote | None = None
 
 
-def note_from_event(
-    event: LogEvent, store: PolicyStore, *, report_mail: bool
-) -> SessionNote | None:
-    """Note a session for reporting, or None for report mail (RPT-9)."""
-    if report_mail:
+def note_from_event(event: LogEvent, store: PolicyStore) -> SessionNote | None:
+    """Note a session for reporting, or None for one that carried report mail (RPT-9).
+
+    The event's ``report_mail`` field says so: the delivery marks every session of
+    a TLS report's delivery (RFC 8460 §3: such sessions are never counted).
+    """
+    if event.fields.get("report_mail"):
         return None
     f = event.fields
     domain = str(f.get("domain", ""))

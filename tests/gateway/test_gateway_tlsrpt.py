@@ -5,7 +5,14 @@ from __future__ import annotations
 import email
 import gzip
 import json
+import random
 
+from engine.core.cache import MemoryPolicyStore
+from engine.core.clock import ManualClock
+from engine.core.events import ListSink, LogEvent
+from engine.io.dialer import Dialer
+from engine.io.dns import DnsResolver, ResolverAddress
+from engine.tlsrpt import ReportNetwork, ReportSettings, TlsReporter
 from harness.world.dns_records import TXT
 from harness.world.mta import ServerCert
 from tests.gateway.conftest import inject, make_gateway, texts, write_config
@@ -55,8 +62,15 @@ async def test_daily_report_counts_sessions_and_excludes_report_mail(sim, tmp_pa
     attachment = parsed.get_payload()[1]
     assert attachment.get_content_type() == "application/tlsrpt+gzip"
     assert json.loads(gzip.decompress(attachment.get_payload(decode=True)))["policies"]
-    # RFC 8460 §3 / RPT-9: the session that carried the report is not counted.
+    # RFC 8460 §3 / RPT-9: the session that carried the report is not counted; the
+    # delivery marks its tls.session event, and only that one.
     assert "sender.example" not in later
+    marks = {
+        (e.fields["domain"], e.fields["report_mail"])
+        for e in sink.events
+        if e.code == "tls.session"
+    }
+    assert marks == {("example.com", False), ("sender.example", True)}
     assert any("sent via https to https://rpt.example/tlsrpt" in t for t in texts(sink))
 
 
@@ -90,3 +104,34 @@ async def test_malformed_rua_is_logged_and_skipped(sim, tmp_path):
     skipped = [t for t in texts(sink) if t.startswith("TLS report rua")]
     assert len(skipped) == 2
     assert "'mailto:no-at-sign'" in skipped[0] and "'http://rpt.example/x'" in skipped[1]
+
+
+def _session(domain: str, *, report_mail: bool) -> LogEvent:
+    fields = {"domain": domain, "mx": f"mx.{domain}", "receiving_ip": "127.0.0.2"}
+    fields |= {"sending_ip": "127.0.0.1", "sts_mode": None, "dane": False, "success": True}
+    fields |= {"outcome": "deliver-unverified", "failures": [], "report_mail": report_mail}
+    return LogEvent("tls.session", fields, "debug", START)
+
+
+async def test_reporter_needs_no_gateway_and_leaves_out_report_mail_sessions(tmp_path):
+    # The reporter is built from what it uses: a store, a clock, a sink, a random
+    # source, an enqueue function and a network (none is touched before a report).
+    queued: list[tuple[str, list[str], bytes]] = []
+    resolver = DnsResolver([ResolverAddress("127.0.0.1", 9, True)], timeout=1.0)
+    reporter = TlsReporter(
+        tmp_path / "tlsrpt-state.json",
+        settings=ReportSettings(),
+        hostname="gw.example",
+        store=MemoryPolicyStore(),
+        clock=ManualClock(START),
+        sink=ListSink(),
+        rng=random.Random(1),
+        enqueue=lambda *mail: queued.append(mail) or 1,
+        network=ReportNetwork(resolver, Dialer(), []),
+    )
+    reporter.emit(_session("a.example", report_mail=False))
+    reporter.emit(_session("b.example", report_mail=True))  # RPT-9: never counted
+    await reporter.run(START)
+    assert [domain for domain, _ in reporter.aggregator.days()] == ["a.example"]
+    assert reporter.contact == "tlsrpt-noreply@gw.example" and queued == []
+    await reporter.aclose()
