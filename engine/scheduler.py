@@ -41,7 +41,7 @@ from engine.delivery import RecipientResult
 from engine.engine import DeliveryReport, Engine, Outgoing
 from engine.queue import Queue, RcptState
 from engine.queue_model import Message, Recipient
-from engine.scheduler_outcome import settle_expired, settle_result
+from engine.scheduler_outcome import Settler
 
 __all__ = ["RoundStats", "Scheduler", "is_report_mail"]
 
@@ -92,10 +92,9 @@ class Scheduler:
         self.engine = engine
         self.clock = clock
         self.sink = sink
-        self.hostname = hostname
         self.lease_seconds = lease_seconds
         self.claim_limit = claim_limit
-        self.on_enqueued = on_enqueued
+        self.settler = Settler(queue, clock, sink, hostname, on_enqueued)
         self.in_flight = 0
 
     @property
@@ -176,7 +175,7 @@ class Scheduler:
         for r in rows:
             if r.first_attempt_at is not None and now >= expires_at(r.first_attempt_at, profile):
                 # CISCO 9.1 UG p.24-39: past the maximum time in queue (e.g. after downtime).
-                self._count(tally, settle_expired(self, msg, r, now))
+                self._count(tally, self.settler.settle_expired(msg, r, now))
             else:
                 live.append(r)
         if not live:
@@ -225,7 +224,8 @@ class Scheduler:
         for (msg, live, _), report in zip(batch, reports, strict=True):
             by_rid = {res.rid: res for res in report.recipients}
             for r in live:
-                self._count(tally, settle_result(self, msg, r, by_rid[r.rid], profile, now))
+                outcome = self.settler.settle_result(msg, r, by_rid[r.rid], profile, now)
+                self._count(tally, outcome)
             self._finished(msg.mid)
 
     def _finished(self, mid: int) -> None:
@@ -239,7 +239,3 @@ class Scheduler:
 
     def _emit(self, event_code: str, level: str = "info", /, **fields: object) -> None:
         self.sink.emit(LogEvent(event_code, fields, level, self.clock.now()))
-
-    def emit(self, event_code: str, /, **fields: object) -> None:
-        """Emit an info event stamped now (used by the outcome helpers)."""
-        self._emit(event_code, "info", **fields)

@@ -52,3 +52,32 @@ def test_no_dsn_for_the_null_sender_and_enhanced_codes_from_replies():
     assert outcome_fields("deferred", "451 later", "x")["enhanced"] == "4.0.0"
     assert outcome_fields("bounced", "550 5.1.1 no such user", "x")["reason"] == "no such user"
     assert outcome_fields("bounced", None, "x")["enhanced"] == "5.0.0"
+
+
+def test_settler_bounces_an_expired_recipient_and_queues_a_dsn_without_a_scheduler(tmp_path):
+    # Settling takes the queue, clock, sink, host name and wake-up it uses, nothing more.
+    from engine.core.clock import ManualClock
+    from engine.core.events import ListSink
+    from engine.queue import Queue, RcptState
+    from engine.scheduler_outcome import EXPIRED_STATUS, Settler
+
+    queue, sink, woken = Queue(tmp_path / "q.sqlite"), ListSink(), []
+    try:
+        mid, _ = queue.enqueue(
+            "alice@sender.example", ["bob@example.com"], b"Subject: x\r\n\r\n", 1.0
+        )
+        queue.claim_due(1.0, limit=10, lease_seconds=60.0)
+        msg = queue.message(mid)
+        assert msg is not None
+        settler = Settler(queue, ManualClock(5.0), sink, "gw.example", woken.append)
+        assert settler.settle_expired(msg, msg.recipients[0], 5.0) == "bounced"
+        [dsn_mid] = woken
+        assert queue.message(mid).recipients[0].state is RcptState.BOUNCED
+        dsn_msg = queue.message(dsn_mid)
+        assert dsn_msg.mail_from == "" and dsn_msg.recipients[0].rcpt == "alice@sender.example"
+        assert b"Reporting-MTA: dns; gw.example" in dsn_msg.data
+        bounced = next(e for e in sink.events if e.code == "delivery.bounced")
+        assert bounced.fields["enhanced"] == EXPIRED_STATUS
+        assert [e.code for e in sink.events] == ["delivery.bounced", "dsn.sent", "message.queued"]
+    finally:
+        queue.close()
