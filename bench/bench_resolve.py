@@ -14,7 +14,7 @@ publishing ``_mta-sts`` TXT and a policy at ``https://mta-sts.d<i>.bench.example
 (one policy host, SNI picks the certificate), plus the world's HTTP CONNECT proxy.
 
 * **cold**: nothing cached: the TXT lookup, then the HTTPS fetch and the parse.
-  Ours: :func:`engine.mtasts.discover_policy` with a fresh policy store. PMSR:
+  Ours: :func:`engine.delivery.mtasts.discover_policy` with a fresh policy store. PMSR:
   ``STSResolver.resolve(domain)``.
 * **warm**: the policy is cached and still valid; the TXT record is checked again
   and its id matches. Ours: ``discover_policy`` over the store the cold round filled.
@@ -111,10 +111,10 @@ from engine.config import parse_config
 from engine.core.cache import MemoryPolicyStore
 from engine.core.clock import ManualClock
 from engine.core.events import LogEvent
-from engine.engine import Engine
+from engine.delivery.agent import Engine
+from engine.delivery.mtasts import discover_policy
 from engine.eventloop import loop_factory
 from engine.io.dialer import Dialer
-from engine.mtasts import discover_policy
 from harness.world import World
 
 TXT_ID = "B1"

@@ -24,11 +24,11 @@ from engine.core.mx import normalize_host, policy_permits
 from engine.core.pkix import rfc6125_match, verify_chain
 from engine.core.policy import Mode, Policy, parse_policy
 from engine.core.txt import NoTlsRptRecord, select_tlsrpt_record
-from engine.engine import Engine
+from engine.delivery.agent import Engine
+from engine.delivery.mtasts import txt_outcome
+from engine.delivery.nexthop import DaneState, resolve_host, resolve_mx
 from engine.io.dialer import Dialer
 from engine.io.smtp import SmtpClient, SmtpError, SmtpTimeouts, no_verify_context
-from engine.mtasts import txt_outcome
-from engine.nexthop import DaneState, resolve_host, resolve_mx
 
 __all__ = ["CheckItem", "CheckReport", "check_domain"]
 

@@ -7,7 +7,7 @@ Theory of operation
 * the durable :class:`~engine.queue.Queue` (``[queue] path``), whose leases
   are all recovered at start-up: nothing from before a crash is alive;
 * the persistent policy cache (:func:`policy_cache_path`, beside the queue);
-* the :class:`~engine.engine.Engine`, created with ``log_outcomes=False``: only
+* the :class:`~engine.delivery.agent.Engine`, created with ``log_outcomes=False``: only
   the gateway knows the queue's verdict (a deferral may be the bounce at
   expiry), so the scheduler writes the ``Delayed:``/``Bounced:``/``Message
   finished`` lines; ``tls.session`` events also go to the TLS reporter;
@@ -40,8 +40,8 @@ from typing import Protocol, runtime_checkable
 from engine.config import EngineConfig, load_config
 from engine.core.clock import Clock
 from engine.core.events import EventSink, LogEvent
-from engine.delivery import RecipientResult
-from engine.engine import DeliveryReport, Engine, SystemClock
+from engine.delivery.agent import DeliveryReport, Engine, SystemClock
+from engine.delivery.attempt import RecipientResult
 from engine.io.dialer import Dialer
 from engine.io.smtp import SmtpTimeouts
 from engine.io.store import SqlitePolicyStore

@@ -118,7 +118,7 @@ TEMPLATES: dict[str, Template] = {
     # Connections and delivery (seg-behaviour §5.1)
     "smtp.connect": "New SMTP DCID {dcid} interface {interface} address {address} port {port}",
     # The appliance's catch-all is "network error"; a fault that is no network error (a
-    # bug the delivery boundary contained, engine/attempt.py) says "internal error".
+    # bug the delivery boundary contained, engine/delivery/attempt.py) says "internal error".
     "smtp.connect.error": lambda f: (
         f"Connection Error: DCID {f['dcid']} domain: {f['domain']} IP: {f['address']} "
         f"port: {f['port']} details: {f['detail']} interface: {f['interface']} "

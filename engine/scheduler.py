@@ -11,7 +11,7 @@ and delivers each domain's messages under its Destination Controls limits:
   are in flight at once (one semaphore per domain and round);
 * ``max_messages_per_connection`` (default 50, CISCO 118548): a connection
   group carries at most that many messages, one after the other. This is an
-  approximation of connection reuse: :meth:`engine.engine.Engine.deliver`
+  approximation of connection reuse: :meth:`engine.delivery.agent.Engine.deliver`
   opens one SMTP session per message, so a group is a logical connection,
   not one TCP connection.
 
@@ -37,8 +37,8 @@ from engine.config import EngineConfig
 from engine.core.clock import Clock
 from engine.core.events import EventSink, LogEvent
 from engine.core.retry import expires_at, next_attempt
-from engine.delivery import RecipientResult
-from engine.engine import DeliveryReport, Engine, Outgoing
+from engine.delivery.agent import DeliveryReport, Engine, Outgoing
+from engine.delivery.attempt import RecipientResult
 from engine.queue import Queue, RcptState
 from engine.queue_model import Message, Recipient
 from engine.scheduler_outcome import Settler

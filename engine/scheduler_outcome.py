@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from engine.core.clock import Clock
 from engine.core.events import EventSink, LogEvent, ResultType
 from engine.core.retry import BounceProfile, delay_warning_due
-from engine.delivery import RecipientResult
+from engine.delivery.agent import outcome_fields
+from engine.delivery.attempt import RecipientResult
 from engine.dsn import DsnAction, DsnRecipient, build_dsn, dsn_wanted
-from engine.engine import outcome_fields
 from engine.queue import Queue, QueueError
 from engine.queue_model import Message, Recipient
 

@@ -41,7 +41,7 @@ from engine.core.discovery import FetchFailed
 from engine.core.events import ListSink
 from engine.core.pkix import rfc6125_match, verify_chain
 from engine.core.tlsa import parse_tlsa, record_matches
-from engine.engine import Engine
+from engine.delivery.agent import Engine
 from engine.io.dialer import Dialer
 from engine.io.dns import DnsAnswer, DnsResolver
 from engine.io.fetch import PolicyFetcher

@@ -19,7 +19,7 @@ from engine.core.controls import (
 from engine.core.errors import ConfigError
 from engine.core.events import ListSink
 from engine.core.retry import BounceProfile, Growth
-from engine.engine import Engine
+from engine.delivery.agent import Engine
 
 FULL = """
 [destination_controls.default]

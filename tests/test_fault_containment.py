@@ -1,4 +1,4 @@
-"""Every fault on one MX ends that MX only: the one boundary of ``engine/attempt.py``.
+"""Every fault on one MX ends that MX only: the one boundary of ``engine/delivery/attempt.py``.
 
 Issue 12 (part 3). The defect that started it: after a failed STARTTLS handshake on
 uvloop, ``quit()`` wrote to the transport ``start_tls`` had closed, uvloop raised
@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from engine import eventloop
-from engine.engine import DeliveryReport, Outgoing
+from engine.delivery.agent import DeliveryReport, Outgoing
 from engine.io.dialer import Dialer
 from engine.io.smtp import SmtpClient, SmtpError, SmtpTimeouts, no_verify_context
 from engine.logs import render_text
@@ -472,9 +472,9 @@ def test_a_fault_while_judging_tls_is_one_failed_session_for_tls_rpt(
     loop: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # No socket matters here: the core's judge raises on the first connection only.
-    import engine.session
+    import engine.delivery.session
 
-    real, calls = engine.session.judge, []
+    real, calls = engine.delivery.session.judge, []
 
     def judge_once(*args: Any, **kwargs: Any) -> Any:
         calls.append(kwargs["mx_host"])
@@ -482,7 +482,7 @@ def test_a_fault_while_judging_tls_is_one_failed_session_for_tls_rpt(
             raise Boom("judge-broke")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine.session, "judge", judge_once)
+    monkeypatch.setattr(engine.delivery.session, "judge", judge_once)
 
     async def main() -> None:
         async with simulation(two_mx(), mta_sts=True) as sim:

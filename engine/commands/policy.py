@@ -123,9 +123,9 @@ def _refresh(args: argparse.Namespace) -> int:
 
 
 async def _refresh_async(config: EngineConfig, domain: str) -> int:
-    from engine.engine import Engine
+    from engine.delivery.agent import Engine
+    from engine.delivery.mtasts import discover_policy, refresh_policy
     from engine.logs import MailLogWriter
-    from engine.mtasts import discover_policy, refresh_policy
 
     store = _store(config)
     try:

@@ -143,7 +143,7 @@ def _send(args: argparse.Namespace) -> int:
 async def _send_async(
     config: EngineConfig, args: argparse.Namespace, data: bytes, level: str
 ) -> int:
-    from engine.engine import Engine
+    from engine.delivery.agent import Engine
     from engine.logs import MailLogWriter
 
     writer = MailLogWriter(sys.stdout, level=level)

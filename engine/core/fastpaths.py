@@ -9,7 +9,7 @@ slower reader concluded:
   Python fast reader ``_parse_fast`` in :mod:`engine.core.policy`;
 * DNS replies: the lean TXT reader of ``engine/io/dnswire.py`` and the per-resolver
   reply memo in ``engine/io/dns.py``;
-* TXT outcomes: the memo of valid record sets in ``engine/mtasts.py``.
+* TXT outcomes: the memo of valid record sets in ``engine/delivery/mtasts.py``.
 
 Each accepts only what the reference reader accepts and hands everything else to
 it, so the outcome is the same either way. With the switch on, only the reference

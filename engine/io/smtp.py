@@ -13,7 +13,7 @@ Every stage is bounded by its own timeout (RFC 5321 §4.5.3.2 gives the
 production defaults); every failure this adapter knows of (socket, ssl, timeout,
 an over-long or malformed reply, a command on a connection already closed)
 becomes :class:`SmtpError` with the stage named. Anything else is not caught
-here: ``engine.attempt.Trial`` contains every fault of one MX in one place.
+here: ``engine.delivery.attempt.Trial`` contains every fault of one MX in one place.
 
 A command is never written to a transport that is closing: after a failed
 handshake ``start_tls`` has closed the socket, and uvloop (unlike the standard
@@ -331,7 +331,7 @@ class SmtpClient:
     async def quit(self) -> None:
         """QUIT politely (unless the connection is already closed), then close.
 
-        Raises nothing this adapter knows of; ``engine.attempt.Trial`` swallows the rest.
+        Raises nothing this adapter knows of; ``engine.delivery.attempt.Trial`` swallows the rest.
         """
         if not self.writer.is_closing():
             with contextlib.suppress(SmtpError):
@@ -341,7 +341,7 @@ class SmtpClient:
     async def close(self) -> None:
         """Close the connection without QUIT (after a fault the session state is unknown).
 
-        Raises nothing this adapter knows of; ``engine.attempt.Trial`` swallows the rest.
+        Raises nothing this adapter knows of; ``engine.delivery.attempt.Trial`` swallows the rest.
         """
         self.writer.close()
         with contextlib.suppress(TimeoutError, OSError, ssl.SSLError):

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Where :mod:`harness.adapters.inprocess` drives the :class:`~engine.engine.Engine`
+Where :mod:`harness.adapters.inprocess` drives the :class:`~engine.delivery.agent.Engine`
 alone, this adapter runs the :class:`~engine.gateway.Gateway` around it: the durable
 queue and its scheduler (bounce profiles, ``Delayed:``/``Bounced:`` lines, DSNs), the
 policy refresh and the TLS reporter (RFC 8460). It is wired to the world exactly as

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-The engine runs as a library: one :class:`~engine.engine.Engine` per scenario (and
+The engine runs as a library: one :class:`~engine.delivery.agent.Engine` per scenario (and
 a new one after ``restart_engine``), wired to the running world the way DESIGN.md
 §2 allows, through configuration only: the world's resolver, its trusted root, and
 a :class:`~engine.io.dialer.Dialer` in loopback-only mode whose endpoint map is read
@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from engine.config import EngineConfig, parse_config
 from engine.core.clock import ManualClock
 from engine.core.events import LogEvent
-from engine.engine import Engine
+from engine.delivery.agent import Engine
 from engine.io.dialer import Dialer
 from engine.io.smtp import SmtpTimeouts
 from engine.io.store import SqlitePolicyStore

@@ -22,7 +22,7 @@ import tomli_w
 
 from engine.config import parse_config
 from engine.core.events import ListSink
-from engine.engine import Engine, load_roots
+from engine.delivery.agent import Engine, load_roots
 from engine.io.dialer import Dialer
 from harness.capture import Capture, FixedClock, capture_domain, capture_scenario
 from harness.scenario.loader import sender_toml

@@ -21,8 +21,8 @@ def _probe(env_value: str | None) -> str:
         env[FAST_PATHS_ENV] = env_value
     code = (
         "import engine.core.fastpaths as f, engine.core.policy as p, engine.io.dns as d, "
-        "engine.mtasts as m; print(f.FAST_PATHS, p.FAST_PATHS, d.FAST_PATHS, m.FAST_PATHS, "
-        "p._c_parse is None)"
+        "engine.delivery.mtasts as m; "
+        "print(f.FAST_PATHS, p.FAST_PATHS, d.FAST_PATHS, m.FAST_PATHS, p._c_parse is None)"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True

@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certs import WRONG_NAME, CertProfile
-from engine.engine import load_roots
+from engine.delivery.agent import load_roots
 from engine.io.dialer import Dialer
 from harness.adapters.inprocess import InProcessEngine
 from harness.capture import capture_domain, capture_scenario, cert_facts, closest_profile

@@ -13,7 +13,7 @@ import pytest
 from engine.cli import main
 from engine.config import load_config
 from engine.control import ControlBusy, ControlServer, control_path
-from engine.engine import SystemClock
+from engine.delivery.agent import SystemClock
 from engine.queue import RcptState
 from harness.world.mta_script import Reply, Script
 from tests.gateway.conftest import inject, make_gateway, texts, write_config

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import email
 
+from engine.delivery.agent import outcome_fields
 from engine.dsn import DsnAction, DsnRecipient, build_dsn, dsn_wanted
-from engine.engine import outcome_fields
 
 RCPT = DsnRecipient(
     "bob@example.com", DsnAction.FAILED, "5.1.1", "550 5.1.1 no such user", "mx1.example.com", 200.0

@@ -3,7 +3,7 @@
 Strategy: a test writes the world as a spec dict (the TOML format of
 ``harness/world/spec.py``) and the Destination Controls of the one domain it sends to,
 then ``async with simulation(world, tls=..., dane=..., mta_sts=...) as sim`` brings the
-world up on loopback and builds an :class:`~engine.engine.Engine` aimed at it: the
+world up on loopback and builds an :class:`~engine.delivery.agent.Engine` aimed at it: the
 world's resolver, its endpoint map (loopback-only dialer) and its root CA, a
 :class:`~engine.core.clock.ManualClock` the world issues certificates at, and short
 configured timeouts (SMTP 2 s per stage, policy fetch 1 s, DNS 0.5 s) so timeout
@@ -32,7 +32,7 @@ from engine.config import parse_config
 from engine.core.cache import MemoryPolicyStore, PolicyStore
 from engine.core.clock import ManualClock
 from engine.core.events import ListSink, LogEvent
-from engine.engine import DeliveryReport, Engine
+from engine.delivery.agent import DeliveryReport, Engine
 from engine.io.dialer import Dialer
 from engine.io.smtp import SmtpTimeouts
 from engine.logs import render_text

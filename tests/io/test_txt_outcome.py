@@ -1,11 +1,11 @@
-"""engine.mtasts.txt_outcome: what a ``_mta-sts`` TXT answer means, remembered for valid sets."""
+"""engine.delivery.mtasts.txt_outcome: what a ``_mta-sts`` TXT answer means (valid sets kept)."""
 
 from __future__ import annotations
 
 from engine.core.cache import TxtAbsent, TxtFound, TxtInvalid, TxtTempError
+from engine.delivery.mtasts import txt_outcome
 from engine.io.dns import DnsAnswer, DnsStatus
 from engine.io.dnswire import TxtRdata
-from engine.mtasts import txt_outcome
 
 
 def _answer(*records: bytes, qname: str = "_mta-sts.example.com") -> DnsAnswer:

@@ -18,7 +18,7 @@ Every session also emits one ``tls.session`` event carrying what TLS-RPT needs
 Neither function catches anything. They record what they did in a
 :class:`SessionResult` as they go (the stage under way, each recipient's
 outcome as soon as it is known) and let any exception through:
-``engine.attempt.Trial`` owns the connection and contains every fault of one
+``engine.delivery.attempt.Trial`` owns the connection and contains every fault of one
 MX in one place, where the partial result tells it which recipients are settled.
 """
 
@@ -35,9 +35,9 @@ from engine.core.events import ResultType
 from engine.core.mx import normalize_host
 from engine.core.pkix import dns_names
 from engine.core.verdict import Outcome, TlsObservation, Verdict, judge
+from engine.delivery.nexthop import NextHop
+from engine.delivery.services import Message, Services
 from engine.io.smtp import Reply, SmtpClient, SmtpError, no_verify_context
-from engine.nexthop import NextHop
-from engine.services import Message, Services
 
 __all__ = ["TLS_STAGES", "Job", "RcptOutcome", "SessionResult", "connect", "run_session"]
 
@@ -93,7 +93,7 @@ class SessionResult:
 
 #: The stages during which TLS is being negotiated or judged, before the session's
 #: ``tls.session`` event: a fault there is a TLS negotiation failure for RFC 8460
-#: (``engine.attempt.Trial`` reports it so, once).
+#: (``engine.delivery.attempt.Trial`` reports it so, once).
 TLS_STAGES = frozenset({"starttls", "verdict"})
 
 
@@ -181,7 +181,7 @@ async def run_session(
 
     Raises:
         SmtpError: the connection broke (network error, timeout, malformed reply).
-        Exception: anything else; ``engine.attempt.Trial`` contains it.
+        Exception: anything else; ``engine.delivery.attempt.Trial`` contains it.
     """
     await _converse(
         services,

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-``engine.delivery`` walks the hosts of one destination; this module keeps what
+``engine.delivery.walk`` walks the hosts of one destination; this module keeps what
 the walk learns (:class:`Attempt`: who is still pending, each recipient's
 :class:`RecipientResult`, the last reason) and contains whatever goes wrong.
 
@@ -40,10 +40,10 @@ from types import TracebackType
 from engine.core.controls import Check, TlsRequirement
 from engine.core.events import ResultType
 from engine.core.verdict import Outcome
+from engine.delivery.nexthop import NextHop
+from engine.delivery.services import Message, Services
+from engine.delivery.session import TLS_STAGES, Job, RcptOutcome, SessionResult
 from engine.io.smtp import SmtpClient, SmtpError
-from engine.nexthop import NextHop
-from engine.services import Message, Services
-from engine.session import TLS_STAGES, Job, RcptOutcome, SessionResult
 
 __all__ = ["Attempt", "Plan", "RecipientResult", "Trial", "describe_fault"]
 

@@ -1,6 +1,6 @@
 """What one delivery needs from the engine: adapters, settings and counters.
 
-A plain bundle, built once by :class:`engine.engine.Engine` and handed to the
+A plain bundle, built once by :class:`engine.delivery.agent.Engine` and handed to the
 delivery code, so that code never reaches for globals.
 """
 

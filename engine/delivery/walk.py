@@ -7,14 +7,14 @@ For the recipients of one message at one domain, :func:`deliver_domain`:
 1. resolves the domain's Destination Controls profile and SMTP route;
 2. finds the MTA-STS policy in force, when the profile has MTA-STS on, the TLS
    setting is not No and the domain is not routed (seed: routed domains skip
-   MTA-STS; ``engine.mtasts`` drives discovery and the cache);
-3. resolves next hops (``engine.nexthop``): MX in preference order, or the
+   MTA-STS; ``engine.delivery.mtasts`` drives discovery and the cache);
+3. resolves next hops (``engine.delivery.nexthop``): MX in preference order, or the
    route hosts; a lookup error defers, never falls back (AMB-26). When one of the
    MX hosts is this sender (``[identity] names``), every MX at its preference or
    worse is dropped before anything else (RFC 5321 §5.1; RFC 8461 §8.4, MX-8);
 4. walks the hosts once, in order (RFC 8461 §8.4, MX-8: an invalid candidate is
    an unreachable host), asking ``engine.core.controls.decide`` for each host's
-   TLS requirement and ``engine.session`` to try each address;
+   TLS requirement and ``engine.delivery.session`` to try each address;
 5. gives every recipient an outcome: delivered, deferred (with the one reason
    and RFC 8460 result type that explain it) or bounced.
 
@@ -23,7 +23,7 @@ record is looked up and a new policy fetched even inside the FETCH-15 retry
 throttle (RFC 8461 §5.1, APPLY-6).
 
 Nothing that goes wrong on one host escapes the walk: each piece of work on a
-host (its lookups; each connection) runs inside one ``engine.attempt.Trial``,
+host (its lookups; each connection) runs inside one ``engine.delivery.attempt.Trial``,
 the one boundary that contains faults (its module docstring says how).
 """
 
@@ -32,7 +32,6 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, replace
 
-from engine.attempt import Attempt, Plan, RecipientResult, Trial, report_failure
 from engine.core.controls import (
     DaneOption,
     DaneStatus,
@@ -46,12 +45,13 @@ from engine.core.controls import (
 from engine.core.mx import normalize_host
 from engine.core.policy import Mode, Policy
 from engine.core.verdict import Outcome, TlsObservation, judge
-from engine.mtasts import discover_policy
-from engine.nexthop import DaneState, NextHop, resolve_addresses, resolve_mx, resolve_tlsa
-from engine.services import Services
-from engine.session import Job, SessionResult, connect, run_session
+from engine.delivery.attempt import Attempt, Plan, RecipientResult, Trial, report_failure
+from engine.delivery.mtasts import discover_policy
+from engine.delivery.nexthop import DaneState, NextHop, resolve_addresses, resolve_mx, resolve_tlsa
+from engine.delivery.services import Services
+from engine.delivery.session import Job, SessionResult, connect, run_session
 
-__all__ = ["RecipientResult", "deliver_domain"]
+__all__ = ["deliver_domain"]
 
 
 _DANE_STATE = {

@@ -1,4 +1,4 @@
-"""The engine object: one message in, the per-recipient report out.
+"""The delivery agent: one message in, the per-recipient report out.
 
 :class:`Engine` wires the adapters (DNS, HTTPS fetch, SMTP dialer, policy
 store) to the configuration and the clock, and :meth:`Engine.deliver` makes
@@ -29,15 +29,16 @@ from engine.core.cache import MemoryPolicyStore, PolicyStore, refresh_due
 from engine.core.clock import Clock
 from engine.core.events import EventSink, LogEvent
 from engine.core.mx import normalize_host
-from engine.delivery import RecipientResult, deliver_domain
+from engine.delivery.attempt import RecipientResult
+from engine.delivery.mtasts import refresh_policy
+from engine.delivery.services import Message, Services
+from engine.delivery.session import Job
+from engine.delivery.walk import deliver_domain
 from engine.io.dialer import Dialer
 from engine.io.dns import DnsResolver, ResolverAddress
 from engine.io.fetch import PolicyFetcher
 from engine.io.https import pkix_judge
 from engine.io.smtp import SmtpTimeouts
-from engine.mtasts import refresh_policy
-from engine.services import Message, Services
-from engine.session import Job
 
 __all__ = ["DeliveryReport", "Engine", "Outgoing", "SystemClock", "load_roots", "outcome_fields"]
 
