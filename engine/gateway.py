@@ -12,7 +12,7 @@ Theory of operation
   expiry), so the scheduler writes the ``Delayed:``/``Bounced:``/``Message
   finished`` lines; ``tls.session`` events also go to the TLS reporter;
 * the :class:`~engine.scheduler.Scheduler`, the :class:`~engine.listener.Listener`
-  (optional) and the :class:`~engine.tlsrpt.TlsReporter`.
+  (optional) and the :class:`~engine.tlsrpt.reporter.TlsReporter`.
 
 Time: ``serve`` runs :meth:`Gateway.serve`, which sleeps until the next due time
 or until :attr:`Gateway.wakeup` is set by a new message, a reload request or a
@@ -48,7 +48,7 @@ from engine.io.store import SqlitePolicyStore
 from engine.listener import DEFAULT_RELAY_NETWORKS, Listener
 from engine.queue import Queue
 from engine.scheduler import RoundStats, Scheduler
-from engine.tlsrpt import ReportNetwork, ReportSettings, TlsReporter
+from engine.tlsrpt.reporter import ReportNetwork, ReportSettings, TlsReporter
 
 __all__ = ["Gateway", "GatewaySettings", "SettableClock", "policy_cache_path"]
 

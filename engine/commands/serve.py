@@ -197,7 +197,7 @@ def _dialer(args: argparse.Namespace) -> Dialer:
 def _settings(args: argparse.Namespace, config: EngineConfig) -> GatewaySettings:
     from engine.gateway import GatewaySettings
     from engine.listener import DEFAULT_RELAY_NETWORKS
-    from engine.tlsrpt import ReportSettings
+    from engine.tlsrpt.reporter import ReportSettings
 
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together")

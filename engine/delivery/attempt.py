@@ -269,7 +269,7 @@ class Trial:
                 address,
                 self.client.local[0] if self.client is not None else services.interface,
                 req,
-                # No policy type: it goes to the policy that applied (engine.tlsrpt_sessions).
+                # No policy type: it goes to the policy that applied (engine.tlsrpt.sessions).
                 {
                     "policy_type": None,
                     "result_type": attempt.last_type.value,

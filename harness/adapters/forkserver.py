@@ -58,9 +58,9 @@ PRELOAD = (
     "engine.logs",
     "engine.io.dialer",
     "engine.io.smtp",
-    "engine.tlsrpt",
-    "engine.tlsrpt_post",
-    "engine.dkim_sign",
+    "engine.tlsrpt.reporter",
+    "engine.tlsrpt.poster",
+    "engine.tlsrpt.dkim",
     "engine.eventloop",
     "uvloop",
     # Imported at run time by the libraries (httpcore's shielded close picks anyio's

@@ -64,7 +64,7 @@ from engine.gateway import Gateway, GatewaySettings
 from engine.io.dialer import Dialer
 from engine.io.smtp import SmtpTimeouts
 from engine.queue import RcptState
-from engine.tlsrpt import ReportSettings
+from engine.tlsrpt.reporter import ReportSettings
 from harness.adapters.base import AdapterError, register_adapter
 from harness.adapters.inprocess import SMTP_TIMEOUT, _config, _LiveEndpoints, _StampingSink
 from harness.scenario.model import Capability

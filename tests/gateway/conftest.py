@@ -12,7 +12,7 @@ from engine.config import load_config
 from engine.core.events import ListSink
 from engine.gateway import Gateway, GatewaySettings
 from engine.io.smtp import SmtpTimeouts
-from engine.tlsrpt import ReportSettings
+from engine.tlsrpt.reporter import ReportSettings
 from tests.gateway.sim import Sim, SimWorld
 
 MESSAGE = b"From: alice@sender.example\r\nTo: bob@example.com\r\nSubject: hi\r\n\r\nhello\r\n"

@@ -9,10 +9,10 @@ import dkim
 import pytest
 
 from engine.core.tlsrpt_report import report_email
-from engine.dkim_sign import REPORT_SIGNED_HEADERS, sign_report
 from engine.gateway import Gateway, GatewaySettings
 from engine.io.smtp import SmtpTimeouts
-from engine.tlsrpt import ReportSettings
+from engine.tlsrpt.dkim import REPORT_SIGNED_HEADERS, sign_report
+from engine.tlsrpt.reporter import ReportSettings
 from harness.adapters.gateway import dkim_key_record, new_dkim_key
 from harness.dkim_check import dkim_verdict
 from harness.world.dns_records import TXT

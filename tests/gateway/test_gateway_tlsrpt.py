@@ -12,7 +12,7 @@ from engine.core.clock import ManualClock
 from engine.core.events import ListSink, LogEvent
 from engine.io.dialer import Dialer
 from engine.io.dns import DnsResolver, ResolverAddress
-from engine.tlsrpt import ReportNetwork, ReportSettings, TlsReporter
+from engine.tlsrpt.reporter import ReportNetwork, ReportSettings, TlsReporter
 from harness.world.dns_records import TXT
 from harness.world.mta import ServerCert
 from tests.gateway.conftest import inject, make_gateway, texts, write_config

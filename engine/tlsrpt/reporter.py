@@ -20,7 +20,7 @@ Theory of operation
    entries are logged and skipped. The gzipped report goes by mail through
    the gateway's own queue (the ``enqueue`` function it is given),
    DKIM-signed when :class:`ReportSettings` name a key (RPT-10,
-   :mod:`engine.dkim_sign`), and by HTTPS POST (RPT-13, RPT-14).
+   :mod:`engine.tlsrpt.dkim`), and by HTTPS POST (RPT-13, RPT-14).
 3. **Retry.** Failed POSTs wait in an outbox with doubling waits for up to
    24 hours (RPT-15).
 
@@ -54,11 +54,11 @@ from engine.core.tlsrpt import TlsRptAggregator, utc_day
 from engine.core.tlsrpt_delivery import ReportScheme, report_destinations, report_send_time
 from engine.core.tlsrpt_report import build_report, gzip_report, report_email
 from engine.core.txt import TlsRptRecord, select_tlsrpt_record
-from engine.dkim_sign import sign_report
 from engine.io.dialer import Dialer
 from engine.io.dns import DnsResolver
-from engine.tlsrpt_post import ReportPoster
-from engine.tlsrpt_sessions import (
+from engine.tlsrpt.dkim import sign_report
+from engine.tlsrpt.poster import ReportPoster
+from engine.tlsrpt.sessions import (
     SessionNote,
     fetch_failure_result,
     note_from_event,
