@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.config import load_config
 from engine.core.events import ListSink
-from engine.gateway import Gateway, GatewaySettings
+from engine.gateway.gateway import Gateway, GatewaySettings
 from engine.io.smtp import SmtpTimeouts
 from tests.gateway.sim import SimWorld
 

@@ -1,4 +1,4 @@
-"""The durable queue: numbering, leases, marks, crash recovery (engine/queue.py)."""
+"""The durable queue: numbering, leases, marks, crash recovery (engine/gateway/queue.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from engine.core.errors import StateError
 from engine.core.events import ResultType
 from engine.core.retry import BounceProfile
-from engine.queue import Queue, QueueError, RcptState
+from engine.gateway.queue import Queue, QueueError, RcptState
 
 T0 = 1_767_225_600.0
 MSG = b"From: a@sender.example\r\nSubject: hi\r\n\r\nbody\r\n"

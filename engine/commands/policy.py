@@ -1,7 +1,7 @@
 """``sts-engine policy list|show|purge|refresh``: the persistent MTA-STS policy cache.
 
 The cache is the SQLite file ``policy-cache.sqlite`` beside the queue
-(:func:`engine.gateway.policy_cache_path`), the same one a running gateway
+(:func:`engine.gateway.gateway.policy_cache_path`), the same one a running gateway
 uses; WAL journaling lets both open it at once.
 """
 
@@ -52,7 +52,7 @@ def register(subparsers: Subparsers) -> None:
 
 
 def _store(config: EngineConfig) -> SqlitePolicyStore:
-    from engine.gateway import policy_cache_path
+    from engine.gateway.gateway import policy_cache_path
     from engine.io.store import SqlitePolicyStore
 
     return SqlitePolicyStore(policy_cache_path(config))

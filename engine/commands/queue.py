@@ -21,7 +21,7 @@ from engine.commands.serve import load_config_or_usage, pid_file_path
 if TYPE_CHECKING:
     from engine.commands import Subparsers
     from engine.config import EngineConfig
-    from engine.queue import Queue
+    from engine.gateway.queue import Queue
 
 __all__ = ["register"]
 
@@ -56,7 +56,7 @@ def register(subparsers: Subparsers) -> None:
 
 
 def _open(config: EngineConfig) -> Queue:
-    from engine.queue import Queue
+    from engine.gateway.queue import Queue
 
     return Queue(config.queue.path)
 

@@ -1,7 +1,7 @@
 """``sts-engine serve`` (run the gateway), ``commit`` (reload it) and ``status`` (ask it).
 
 ``serve`` writes a pid file beside the queue (``sts-engine.pid``) and listens on a
-control socket there (``sts-engine.ctl``, :mod:`engine.control`); ``status`` asks
+control socket there (``sts-engine.ctl``, :mod:`engine.gateway.control`); ``status`` asks
 that socket how the gateway is doing. ``commit``
 validates the configuration, then sends the process in that file ``SIGHUP``.
 The gateway re-reads its configuration between delivery rounds, so the queue
@@ -38,7 +38,7 @@ from engine.core.errors import ConfigError
 if TYPE_CHECKING:
     from engine.commands import Subparsers
     from engine.core.clock import Clock
-    from engine.gateway import GatewaySettings
+    from engine.gateway.gateway import GatewaySettings
     from engine.io.dialer import Dialer
     from engine.io.smtp import SmtpTimeouts
 
@@ -195,8 +195,8 @@ def _dialer(args: argparse.Namespace) -> Dialer:
 
 
 def _settings(args: argparse.Namespace, config: EngineConfig) -> GatewaySettings:
-    from engine.gateway import GatewaySettings
-    from engine.listener import DEFAULT_RELAY_NETWORKS
+    from engine.gateway.gateway import GatewaySettings
+    from engine.gateway.listener import DEFAULT_RELAY_NETWORKS
     from engine.tlsrpt.reporter import ReportSettings
 
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -247,9 +247,9 @@ async def _serve_async(
     timeouts: SmtpTimeouts | None,
     dialer: Dialer,
 ) -> int:
-    from engine.control import ControlBusy, ControlError, ControlServer, control_path
     from engine.core.events import LogEvent
-    from engine.gateway import Gateway
+    from engine.gateway.control import ControlBusy, ControlError, ControlServer, control_path
+    from engine.gateway.gateway import Gateway
     from engine.logs import JsonLogWriter, MailLogWriter
 
     writer = MailLogWriter(sys.stdout, level=args.log_level or config.logging.level)
@@ -328,7 +328,7 @@ async def _serve_async(
 
 
 def _status(args: argparse.Namespace) -> int:
-    from engine.control import ControlError, control_path, request
+    from engine.gateway.control import ControlError, control_path, request
 
     config = load_config_or_usage(args.config)
     path = control_path(config)

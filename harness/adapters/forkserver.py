@@ -52,9 +52,9 @@ __all__ = ["PRELOAD", "UNIX_PATH_MAX", "ForkServer", "ForkServerError", "Spawned
 PRELOAD = (
     "engine.cli",
     "engine.commands.serve",
-    "engine.control",
-    "engine.gateway",
-    "engine.listener",
+    "engine.gateway.control",
+    "engine.gateway.gateway",
+    "engine.gateway.listener",
     "engine.logs",
     "engine.io.dialer",
     "engine.io.smtp",

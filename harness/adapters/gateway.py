@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 Where :mod:`harness.adapters.inprocess` drives the :class:`~engine.delivery.agent.Engine`
-alone, this adapter runs the :class:`~engine.gateway.Gateway` around it: the durable
+alone, this adapter runs the :class:`~engine.gateway.gateway.Gateway` around it: the durable
 queue and its scheduler (bounce profiles, ``Delayed:``/``Bounced:`` lines, DSNs), the
 policy refresh and the TLS reporter (RFC 8460). It is wired to the world exactly as
 the in-process adapter wires the engine (the world's resolver and root, a
@@ -15,14 +15,14 @@ rounds, walked by the gateway itself (the same loop its control socket runs for 
 ``sts-engine`` process adapter):
 
 * ``send`` enqueues the message and runs rounds at the current time until nothing
-  more is due then (:meth:`~engine.gateway.Gateway.run_due`: the message's attempt,
+  more is due then (:meth:`~engine.gateway.gateway.Gateway.run_due`: the message's attempt,
   then the DSNs and report mail it caused); the records are the queue's verdict per
   recipient (``deferred`` while queued), with the MX, TLS and verification of the
-  engine's attempt (:attr:`~engine.gateway.Gateway.attempts`);
+  engine's attempt (:attr:`~engine.gateway.gateway.Gateway.attempts`);
 * ``advance`` walks the clock through every due time up to the target (retries at
   their scheduled times, reports after the UTC day plus :data:`REPORT_DELAY`, POST
   retries), then runs one round at the target, which also refreshes policies
-  (:meth:`~engine.gateway.Gateway.advance`);
+  (:meth:`~engine.gateway.gateway.Gateway.advance`);
 * ``restart`` closes the gateway and opens a new one on the same queue, policy cache
   and report state files (a message deferred before is retried after).
 
@@ -60,10 +60,10 @@ from cryptography.hazmat.primitives.serialization import (
 
 from engine.config import EngineConfig
 from engine.core.clock import ManualClock
-from engine.gateway import Gateway, GatewaySettings
+from engine.gateway.gateway import Gateway, GatewaySettings
+from engine.gateway.queue import RcptState
 from engine.io.dialer import Dialer
 from engine.io.smtp import SmtpTimeouts
-from engine.queue import RcptState
 from engine.tlsrpt.reporter import ReportSettings
 from harness.adapters.base import AdapterError, register_adapter
 from harness.adapters.inprocess import SMTP_TIMEOUT, _config, _LiveEndpoints, _StampingSink

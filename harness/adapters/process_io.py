@@ -12,7 +12,7 @@ checking that it is exactly ``<ctime> <Level>: <text>`` of its JSON twin (events
 traceback) is kept as noise; the adapter fails the run on it.
 
 No polling, no sleeps: every control reply that ends a step (``settle``, ``advance``)
-says how many events the process had written by then (:mod:`engine.control`), and
+says how many events the process had written by then (:mod:`engine.gateway.control`), and
 :meth:`ProcessLog.caught_up` waits, on the pipes' own readiness, until that many JSON
 lines and their printed lines have arrived. Both were written (line-buffered) before
 the reply was sent, so the wait ends as soon as the pipes are read.
@@ -180,7 +180,7 @@ class ProcessLog:
 
 
 class Control:
-    """A connection to a gateway's control socket (:mod:`engine.control`)."""
+    """A connection to a gateway's control socket (:mod:`engine.gateway.control`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path

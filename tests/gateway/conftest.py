@@ -10,7 +10,7 @@ import pytest
 
 from engine.config import load_config
 from engine.core.events import ListSink
-from engine.gateway import Gateway, GatewaySettings
+from engine.gateway.gateway import Gateway, GatewaySettings
 from engine.io.smtp import SmtpTimeouts
 from engine.tlsrpt.reporter import ReportSettings
 from tests.gateway.sim import Sim, SimWorld

@@ -16,9 +16,9 @@ import pytest
 from engine.cli import main
 from engine.core.cache import CachedPolicy
 from engine.core.policy import parse_policy
-from engine.gateway import policy_cache_path
+from engine.gateway.gateway import policy_cache_path
+from engine.gateway.queue import Queue
 from engine.io.store import SqlitePolicyStore
-from engine.queue import Queue
 from tests.gateway.sim import POLICY
 from tests.gateway.test_serve_crash import start_serve
 

@@ -1,4 +1,4 @@
-"""The gateway's one round loop (run_due, advance) and its control socket (engine.control)."""
+"""The gateway's one round loop (run_due, advance) and its control socket (gateway.control)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 
 from engine.cli import main
 from engine.config import load_config
-from engine.control import ControlBusy, ControlServer, control_path
 from engine.delivery.agent import SystemClock
-from engine.queue import RcptState
+from engine.gateway.control import ControlBusy, ControlServer, control_path
+from engine.gateway.queue import RcptState
 from harness.world.mta_script import Reply, Script
 from tests.gateway.conftest import inject, make_gateway, texts, write_config
 from tests.gateway.sim import SimWorld

@@ -9,7 +9,7 @@ import dkim
 import pytest
 
 from engine.core.tlsrpt_report import report_email
-from engine.gateway import Gateway, GatewaySettings
+from engine.gateway.gateway import Gateway, GatewaySettings
 from engine.io.smtp import SmtpTimeouts
 from engine.tlsrpt.dkim import REPORT_SIGNED_HEADERS, sign_report
 from engine.tlsrpt.reporter import ReportSettings

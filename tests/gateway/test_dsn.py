@@ -5,7 +5,7 @@ from __future__ import annotations
 import email
 
 from engine.delivery.agent import outcome_fields
-from engine.dsn import DsnAction, DsnRecipient, build_dsn, dsn_wanted
+from engine.gateway.dsn import DsnAction, DsnRecipient, build_dsn, dsn_wanted
 
 RCPT = DsnRecipient(
     "bob@example.com", DsnAction.FAILED, "5.1.1", "550 5.1.1 no such user", "mx1.example.com", 200.0
@@ -58,8 +58,8 @@ def test_settler_bounces_an_expired_recipient_and_queues_a_dsn_without_a_schedul
     # Settling takes the queue, clock, sink, host name and wake-up it uses, nothing more.
     from engine.core.clock import ManualClock
     from engine.core.events import ListSink
-    from engine.queue import Queue, RcptState
-    from engine.scheduler_outcome import EXPIRED_STATUS, Settler
+    from engine.gateway.queue import Queue, RcptState
+    from engine.gateway.scheduler_outcome import EXPIRED_STATUS, Settler
 
     queue, sink, woken = Queue(tmp_path / "q.sqlite"), ListSink(), []
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import email
 import re
 
-from engine.queue import RcptState
+from engine.gateway.queue import RcptState
 from harness.world.mta import ServerCert
 from harness.world.mta_script import Reply, Script
 from tests.gateway.conftest import inject, make_gateway, texts, write_config
@@ -36,7 +36,7 @@ async def test_message_is_durable_before_the_250(sim, tmp_path):
         # Nothing delivered yet: the 250 promise rests on the queue alone.
         [row] = gw.queue.list()
         assert row.state is RcptState.QUEUED
-    from engine.queue import Queue
+    from engine.gateway.queue import Queue
 
     with Queue(tmp_path / "queue.sqlite") as q:
         assert q.message(1) is not None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiosmtplib
 
-from engine.queue import Queue, RcptState
+from engine.gateway.queue import Queue, RcptState
 from tests.gateway.sim import Sim, SimWorld
 
 TIMEOUT = 30.0

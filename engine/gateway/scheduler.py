@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 One *round* (:meth:`Scheduler.run_once`) claims every due recipient (a lease,
-so a crash leaves them for :meth:`~engine.queue.Queue.recover`), grouped by
+so a crash leaves them for :meth:`~engine.gateway.queue.Queue.recover`), grouped by
 destination domain (seg-behaviour.md §4: recipients are queued per domain),
 and delivers each domain's messages under its Destination Controls limits:
 
@@ -39,9 +39,9 @@ from engine.core.events import EventSink, LogEvent
 from engine.core.retry import expires_at, next_attempt
 from engine.delivery.agent import DeliveryReport, Engine, Outgoing
 from engine.delivery.attempt import RecipientResult
-from engine.queue import Queue, RcptState
-from engine.queue_model import Message, Recipient
-from engine.scheduler_outcome import Settler
+from engine.gateway.queue import Queue, RcptState
+from engine.gateway.queue_model import Message, Recipient
+from engine.gateway.scheduler_outcome import Settler
 
 __all__ = ["RoundStats", "Scheduler", "is_report_mail"]
 

@@ -12,7 +12,7 @@ and one thread. Our handler steers four points:
 * RCPT: relaying is allowed only for clients inside the configured networks
   (loopback by default); others get ``550 5.7.1`` (RFC 5321 §3.6.2: a relay
   must not be open);
-* DATA: :meth:`engine.queue.Queue.enqueue` commits the bytes with
+* DATA: :meth:`engine.gateway.queue.Queue.enqueue` commits the bytes with
   ``synchronous=FULL`` *before* the reply, so ``250 2.0.0 Ok: queued as MID n``
   is a promise that survives a crash;
 * the size limit is aiosmtpd's ``data_size_limit`` (``552 5.3.4``) and the
@@ -36,7 +36,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from engine.core.clock import Clock
 from engine.core.events import EventSink, LogEvent
-from engine.queue import Queue, QueueError
+from engine.gateway.queue import Queue, QueueError
 
 __all__ = ["DEFAULT_RELAY_NETWORKS", "Listener"]
 

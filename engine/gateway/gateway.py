@@ -4,14 +4,14 @@ Theory of operation
 -------------------
 :class:`Gateway` is an async context manager that owns, in one event loop:
 
-* the durable :class:`~engine.queue.Queue` (``[queue] path``), whose leases
+* the durable :class:`~engine.gateway.queue.Queue` (``[queue] path``), whose leases
   are all recovered at start-up: nothing from before a crash is alive;
 * the persistent policy cache (:func:`policy_cache_path`, beside the queue);
 * the :class:`~engine.delivery.agent.Engine`, created with ``log_outcomes=False``: only
   the gateway knows the queue's verdict (a deferral may be the bounce at
   expiry), so the scheduler writes the ``Delayed:``/``Bounced:``/``Message
   finished`` lines; ``tls.session`` events also go to the TLS reporter;
-* the :class:`~engine.scheduler.Scheduler`, the :class:`~engine.listener.Listener`
+* the :class:`~engine.gateway.scheduler.Scheduler`, the :class:`~engine.gateway.listener.Listener`
   (optional) and the :class:`~engine.tlsrpt.reporter.TlsReporter`.
 
 Time: ``serve`` runs :meth:`Gateway.serve`, which sleeps until the next due time
@@ -20,7 +20,7 @@ stop. Rounds never overlap: :meth:`Gateway.run_once`, :meth:`Gateway.run_due`
 (rounds until nothing is due now: what a message's arrival sets off, DSNs and
 report mail included) and :meth:`Gateway.advance` (a manual clock walked through
 every due time, one round at each) hold one round lock. The serve loop, the
-harness's in-process gateway and the control channel (:mod:`engine.control`) all
+harness's in-process gateway and the control channel (:mod:`engine.gateway.control`) all
 go through them, so there is one loop. A configuration reload (SIGHUP,
 ``sts-engine commit``) is applied between rounds: a new Engine is built and the
 old one closed after the round in progress ends, so no delivery is cut and the
@@ -42,12 +42,12 @@ from engine.core.clock import Clock
 from engine.core.events import EventSink, LogEvent
 from engine.delivery.agent import DeliveryReport, Engine, SystemClock
 from engine.delivery.attempt import RecipientResult
+from engine.gateway.listener import DEFAULT_RELAY_NETWORKS, Listener
+from engine.gateway.queue import Queue
+from engine.gateway.scheduler import RoundStats, Scheduler
 from engine.io.dialer import Dialer
 from engine.io.smtp import SmtpTimeouts
 from engine.io.store import SqlitePolicyStore
-from engine.listener import DEFAULT_RELAY_NETWORKS, Listener
-from engine.queue import Queue
-from engine.scheduler import RoundStats, Scheduler
 from engine.tlsrpt.reporter import ReportNetwork, ReportSettings, TlsReporter
 
 __all__ = ["Gateway", "GatewaySettings", "SettableClock", "policy_cache_path"]

@@ -12,7 +12,7 @@ line; a connection may carry any number of them, answered in order. Every reply 
     the process, its loop and clock, the next due time and the queue's counts
     (``sts-engine status`` prints this);
 ``{"op": "settle"}``
-    run rounds until nothing is due now (:meth:`~engine.gateway.Gateway.run_due`):
+    run rounds until nothing is due now (:meth:`~engine.gateway.gateway.Gateway.run_due`):
     when the reply comes, what every message queued so far set off at this moment
     is done, DSNs and report mail included;
 ``{"op": "message", "mid": N}``
@@ -22,7 +22,7 @@ line; a connection may carry any number of them, answered in order. Every reply 
 ``{"op": "advance", "seconds": S}``
     only when the gateway runs on a manual clock (``serve --clock manual=...``, for
     the conformance harness): walk the clock S seconds forward with a round at every
-    due time (:meth:`~engine.gateway.Gateway.advance`).
+    due time (:meth:`~engine.gateway.gateway.Gateway.advance`).
 
 Rounds never overlap: ``settle`` and ``advance`` take the gateway's round lock, as
 the serve loop does. ``extra`` (given by ``serve``) adds its fields to the replies of
@@ -49,7 +49,7 @@ from engine import eventloop
 
 if TYPE_CHECKING:
     from engine.config import EngineConfig
-    from engine.gateway import Gateway
+    from engine.gateway.gateway import Gateway
 
 __all__ = ["ControlBusy", "ControlError", "ControlServer", "control_path", "request"]
 
@@ -165,7 +165,7 @@ class ControlServer:
         return {"ok": False, "error": f"unknown op {op!r}; known: {known}"}
 
     def _status(self) -> dict[str, Any]:
-        from engine.gateway import SettableClock
+        from engine.gateway.gateway import SettableClock
 
         gw = self.gateway
         listener = gw.listener.address if gw.listener is not None else None

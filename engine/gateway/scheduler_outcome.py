@@ -34,9 +34,9 @@ from engine.core.events import EventSink, LogEvent, ResultType
 from engine.core.retry import BounceProfile, delay_warning_due
 from engine.delivery.agent import outcome_fields
 from engine.delivery.attempt import RecipientResult
-from engine.dsn import DsnAction, DsnRecipient, build_dsn, dsn_wanted
-from engine.queue import Queue, QueueError
-from engine.queue_model import Message, Recipient
+from engine.gateway.dsn import DsnAction, DsnRecipient, build_dsn, dsn_wanted
+from engine.gateway.queue import Queue, QueueError
+from engine.gateway.queue_model import Message, Recipient
 
 __all__ = ["EXPIRED_REASON", "EXPIRED_STATUS", "Settler"]
 

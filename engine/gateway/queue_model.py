@@ -1,6 +1,6 @@
 """The queue's values: recipient states, rows, messages, claimed batches, and the schema.
 
-:mod:`engine.queue` owns the database and every transition; this module only
+:mod:`engine.gateway.queue` owns the database and every transition; this module only
 describes what is stored (one ``message`` row per MID, one ``recipient`` row
 per (MID, RID)) and how a row reads back as a frozen value.
 """

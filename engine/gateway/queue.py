@@ -48,7 +48,7 @@ from engine.core.errors import MxPatternError, StateError
 from engine.core.events import ResultType
 from engine.core.mx import normalize_host
 from engine.core.retry import BounceProfile, next_attempt
-from engine.queue_model import (
+from engine.gateway.queue_model import (
     COLUMNS,
     FINAL,
     OPEN,
