@@ -7,6 +7,12 @@ elsewhere. Commands live in groups (``policy lint``, ``txt lint``); several
 modules may add commands to one group through :func:`command_group`. Each leaf
 parser sets a ``handler`` default: a function ``(args) -> int`` that returns
 the exit status (0 ok, 1 the input is invalid, 2 a usage or I/O problem).
+
+A module without ``register`` is a command's helper, not a command:
+``domain_check`` (what ``sts-engine check`` verifies) and ``destconfig_flow`` (the
+``destconfig`` dialogue and the TOML it writes). The commands sit on top of the
+engine: they may import every other package of it, and nothing of the engine
+imports them (``pyproject.toml``, ``[tool.importlinter]``).
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ def register(subparsers: Subparsers) -> None:
 
 
 def _explicit(path: Path, domain: str) -> dict[str, Any]:
-    from engine.destconfig import read_toml
+    from engine.commands.destconfig_flow import read_toml
 
     table = read_toml(path).get("destination_controls", {})
     for key, value in table.items():
@@ -70,7 +70,7 @@ def _explicit(path: Path, domain: str) -> dict[str, Any]:
 
 
 def _print_entry(path: Path, name: str) -> None:
-    from engine.destconfig import profile_rows
+    from engine.commands.destconfig_flow import profile_rows
 
     config = load_config_or_usage(str(path))
     profile = config.default_profile if name == "default" else config.profile_for(name)
@@ -143,7 +143,7 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _new_or_edit(args: argparse.Namespace) -> int:
-    from engine.destconfig import Dialogue, merge_profile, read_toml, write_profile
+    from engine.commands.destconfig_flow import Dialogue, merge_profile, read_toml, write_profile
 
     path = Path(args.config)
     config = load_config_or_usage(args.config)

@@ -155,7 +155,7 @@ async def _send_async(
 
 
 def _check(args: argparse.Namespace) -> int:
-    from engine.check import check_domain
+    from engine.commands.domain_check import check_domain
 
     config = _config(args)
     report = eventloop.run(check_domain(config, args.domain, dialer=_dialer(args)))
