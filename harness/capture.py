@@ -26,7 +26,6 @@ optional live delivery attempt (:func:`record_delivery`) fills in ``[steps.expec
 
 from __future__ import annotations
 
-import contextlib
 import ssl
 import time
 from collections.abc import Mapping, Sequence
@@ -42,10 +41,10 @@ from engine.core.events import ListSink
 from engine.core.pkix import rfc6125_match, verify_chain
 from engine.core.tlsa import parse_tlsa, record_matches
 from engine.delivery.agent import Engine
+from engine.delivery.probe import ProbeStatus, StartTlsProbe, probe_starttls
 from engine.io.dialer import Dialer
 from engine.io.dns import DnsAnswer, DnsResolver
 from engine.io.fetch import PolicyFetcher
-from engine.io.smtp import SmtpClient, SmtpError, SmtpTimeouts, no_verify_context
 
 __all__ = [
     "Capture",
@@ -216,33 +215,15 @@ def closest_profile(c: CertFacts, host: str) -> tuple[str, tuple[str, ...]]:
 
 async def _starttls(
     dialer: Dialer, address: str, host: str, timeout: float, maximum: ssl.TLSVersion | None
-) -> tuple[str, Any]:
-    try:
-        client = await SmtpClient.open(
-            dialer,
-            address,
-            25,
-            timeouts=SmtpTimeouts.uniform(timeout),
-            local_hostname="sts-harness-capture.invalid",
-        )
-    except SmtpError as exc:
-        return "unreachable", exc.detail
-    try:
-        await client.ehlo()
-        if not client.offers_starttls:
-            return "absent", None
-        ctx = no_verify_context(minimum=ssl.TLSVersion.TLSv1_2)
-        if maximum is not None:
-            ctx.maximum_version = maximum
-        tls = await client.starttls(ctx, host)
-        if not tls.ok:
-            return ("broken-close" if tls.reached_220 else "refused"), tls.error
-        return "offered", tls
-    except SmtpError as exc:
-        return "unreachable", exc.detail
-    finally:
-        with contextlib.suppress(Exception):
-            await client.quit()
+) -> StartTlsProbe:
+    return await probe_starttls(
+        dialer,
+        address,
+        host,
+        timeout=timeout,
+        local_hostname="sts-harness-capture.invalid",
+        maximum=maximum,
+    )
 
 
 async def _probe_mx(
@@ -259,14 +240,15 @@ async def _probe_mx(
     if not a.records:
         return MxFacts(host, pref, a, tlsa, "unreachable", detail=f"no address ({a.status})")
     address = a.records[0]
-    mode, tls = await _starttls(dialer, address, host, timeout, None)
-    if mode != "offered":
-        return MxFacts(host, pref, a, tlsa, mode, detail=str(tls or ""))
-    versions = [tls.protocol]
+    probe = await _starttls(dialer, address, host, timeout, None)
+    tls = probe.tls
+    if probe.status is not ProbeStatus.OFFERED or tls is None:
+        return MxFacts(host, pref, a, tlsa, probe.status.value, detail=probe.detail)
+    versions = [tls.protocol] if tls.protocol else []
     if tls.protocol == "TLSv1.3":
-        again, older = await _starttls(dialer, address, host, timeout, ssl.TLSVersion.TLSv1_2)
-        if again == "offered":
-            versions.append(older.protocol)
+        older = await _starttls(dialer, address, host, timeout, ssl.TLSVersion.TLSv1_2)
+        if older.status is ProbeStatus.OFFERED and older.tls and older.tls.protocol:
+            versions.append(older.tls.protocol)
     chain = list(tls.chain)
     matches = tuple(
         any(record_matches(parse_tlsa(text), der) for der in chain)

@@ -5,12 +5,12 @@ One line per check with a verdict: the ``_mta-sts`` TXT record, the policy
 addresses and DNSSEC status, its TLSA records, its STARTTLS, protocol and
 certificate (PKIX for the MX name, DANE when TLSA is usable), and the
 ``_smtp._tls`` TLS-RPT record. The same adapters as delivery are used, so a
-check sees exactly what a delivery would.
+check sees exactly what a delivery would; the STARTTLS probe is the delivery's
+:func:`~engine.delivery.probe.probe_starttls`, the one the harness's capture uses.
 """
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +27,8 @@ from engine.core.txt import NoTlsRptRecord, select_tlsrpt_record
 from engine.delivery.agent import Engine
 from engine.delivery.mtasts import txt_outcome
 from engine.delivery.nexthop import DaneState, resolve_host, resolve_mx
+from engine.delivery.probe import ProbeStatus, probe_starttls
 from engine.io.dialer import Dialer
-from engine.io.smtp import SmtpClient, SmtpError, SmtpTimeouts, no_verify_context
 
 __all__ = ["CheckItem", "CheckReport", "check_domain"]
 
@@ -181,46 +181,36 @@ async def _probe(
     mx_secure: bool,
 ) -> None:
     subject = f"SMTP {host} [{address}]"
-    try:
-        client = await SmtpClient.open(
-            dialer,
-            address,
-            25,
-            timeouts=SmtpTimeouts.uniform(timeout),
-            local_hostname="sts-engine-check.localdomain",
-        )
-    except SmtpError as exc:
-        report.add(FAIL, subject, f"cannot connect: {exc.detail}")
-        return
-    try:
-        await client.ehlo()
-        if not client.offers_starttls:
-            report.add(FAIL, subject, "STARTTLS not offered (starttls-not-supported)")
-            return
-        tls = await client.starttls(no_verify_context(minimum=ssl.TLSVersion.TLSv1_2), host)
-        if not tls.ok:
-            report.add(FAIL, subject, f"STARTTLS failed: {tls.error}")
-            return
-        report.add(PASS, subject, f"STARTTLS {tls.protocol} {tls.cipher}")
-        now = engine.clock.now()
-        chain = list(tls.chain)
-        verdict = verify_chain(chain, engine.services.roots, now)
-        if not verdict.ok:
-            report.add(FAIL, f"certificate {host}", f"{verdict.result_type}: {verdict.reason}")
-        elif not rfc6125_match(verdict.chain[0], normalize_host(host)):
-            report.add(
-                FAIL, f"certificate {host}", f"does not name {host} (certificate-host-mismatch)"
-            )
+    probe = await probe_starttls(
+        dialer, address, host, timeout=timeout, local_hostname="sts-engine-check.localdomain"
+    )
+    if probe.status is ProbeStatus.UNREACHABLE:
+        if probe.stage in ("connect", "banner"):
+            report.add(FAIL, subject, f"cannot connect: {probe.detail}")
         else:
-            report.add(
-                PASS, f"certificate {host}", "chains to a trusted root and names the MX host"
-            )
-        if hop.dane is DaneState.USABLE:
-            refs = dane_reference_ids(hop.tlsa_base or host, domain if mx_secure else None, None)
-            dv = dane_verify(chain, hop.tlsa, reference_ids=refs, now=now)
-            report.add(PASS if dv.ok else FAIL, f"DANE {host}", dv.reason)
-    finally:
-        await client.quit()
+            report.add(FAIL, subject, f"the session broke at {probe.stage}: {probe.detail}")
+        return
+    if probe.status is ProbeStatus.ABSENT:
+        report.add(FAIL, subject, "STARTTLS not offered (starttls-not-supported)")
+        return
+    tls = probe.tls
+    if probe.status is not ProbeStatus.OFFERED or tls is None:
+        report.add(FAIL, subject, f"STARTTLS failed: {probe.detail}")
+        return
+    report.add(PASS, subject, f"STARTTLS {tls.protocol} {tls.cipher}")
+    now = engine.clock.now()
+    chain = list(tls.chain)
+    verdict = verify_chain(chain, engine.services.roots, now)
+    if not verdict.ok:
+        report.add(FAIL, f"certificate {host}", f"{verdict.result_type}: {verdict.reason}")
+    elif not rfc6125_match(verdict.chain[0], normalize_host(host)):
+        report.add(FAIL, f"certificate {host}", f"does not name {host} (certificate-host-mismatch)")
+    else:
+        report.add(PASS, f"certificate {host}", "chains to a trusted root and names the MX host")
+    if hop.dane is DaneState.USABLE:
+        refs = dane_reference_ids(hop.tlsa_base or host, domain if mx_secure else None, None)
+        dv = dane_verify(chain, hop.tlsa, reference_ids=refs, now=now)
+        report.add(PASS if dv.ok else FAIL, f"DANE {host}", dv.reason)
 
 
 async def _check_tlsrpt(engine: Engine, domain: str, report: CheckReport) -> None:

@@ -112,6 +112,21 @@ async def test_check_passes_a_good_domain_and_fails_a_bad_certificate(
     )
 
 
+async def test_check_reports_an_mx_whose_session_breaks_after_the_banner(
+    world: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The probe used to let the EHLO failure escape as a traceback; it is a FAIL line.
+    spec = json.loads(json.dumps(W_STS))
+    spec["hosts"]["mx2.example.com"]["replies"] = {"ehlo": "disconnect"}
+    async with world(spec, now=time.time()) as w:
+        status, out = await _run(["check", "example.com", *_args(w, tmp_path), "--json"], capsys)
+    checks = {c["subject"].split(" [")[0]: c for c in json.loads(out)["checks"]}
+    assert status == 1
+    assert checks["SMTP mx1.example.com"]["verdict"] == "PASS"
+    broken = checks["SMTP mx2.example.com"]
+    assert broken["verdict"] == "FAIL" and broken["detail"].startswith("the session broke at ehlo")
+
+
 def test_config_errors_name_the_file_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
