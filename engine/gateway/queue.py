@@ -53,15 +53,15 @@ from engine.gateway.queue_model import (
     FINAL,
     OPEN,
     SCHEMA,
-    Batch,
-    Message,
+    DomainBatch,
+    QueuedMessage,
     QueueError,
     RcptState,
     Recipient,
     recipient_from_row,
 )
 
-__all__ = ["Batch", "Message", "Queue", "QueueError", "RcptState", "Recipient"]
+__all__ = ["DomainBatch", "Queue", "QueueError", "QueuedMessage", "RcptState", "Recipient"]
 
 
 def _rcpt_domain(rcpt: str) -> str:
@@ -182,7 +182,7 @@ class Queue:
             )
         return mid, list(range(len(rcpts)))
 
-    def claim_due(self, now: float, *, limit: int, lease_seconds: float) -> list[Batch]:
+    def claim_due(self, now: float, *, limit: int, lease_seconds: float) -> list[DomainBatch]:
         """Lease up to ``limit`` due recipients, grouped by destination domain.
 
         Args:
@@ -215,7 +215,7 @@ class Queue:
             r = recipient_from_row(row)
             claimed = replace(r, state=RcptState.INFLIGHT, lease_until=lease)
             groups.setdefault(r.domain, []).append(claimed)
-        return [Batch(d, lease, tuple(rs)) for d, rs in groups.items()]
+        return [DomainBatch(d, lease, tuple(rs)) for d, rs in groups.items()]
 
     def recover(self, now: float, *, expired_only: bool = False) -> int:
         """Return leased recipients to ``queued``.
@@ -384,7 +384,7 @@ class Queue:
         ).fetchone()
         return None if row is None else recipient_from_row(row)
 
-    def message(self, mid: int) -> Message | None:
+    def message(self, mid: int) -> QueuedMessage | None:
         """The message with its bytes and recipients (``queue show``), or None."""
         row = self._db.execute(
             "SELECT mid, mail_from, data, received_at, icid, done_at FROM message WHERE mid = ?",
@@ -395,7 +395,7 @@ class Queue:
         rows = self._db.execute(
             f"SELECT {COLUMNS} FROM recipient WHERE mid = ? ORDER BY rid", (mid,)
         ).fetchall()
-        return Message(
+        return QueuedMessage(
             mid=row[0],
             mail_from=row[1],
             data=bytes(row[2]),

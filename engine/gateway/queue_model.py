@@ -20,9 +20,9 @@ __all__ = [
     "FINAL",
     "OPEN",
     "SCHEMA",
-    "Batch",
-    "Message",
+    "DomainBatch",
     "QueueError",
+    "QueuedMessage",
     "RcptState",
     "Recipient",
     "recipient_from_row",
@@ -84,7 +84,7 @@ class Recipient:
 
 
 @dataclass(frozen=True, slots=True)
-class Message:
+class QueuedMessage:
     """A queued message with its bytes and its recipients (in RID order)."""
 
     mid: int
@@ -97,7 +97,7 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
-class Batch:
+class DomainBatch:
     """Claimed recipients for one destination domain (seg-behaviour.md §4: queued per domain).
 
     Attributes:

@@ -40,7 +40,7 @@ from engine.core.retry import expires_at, next_attempt
 from engine.delivery.agent import DeliveryReport, Engine, Outgoing
 from engine.delivery.attempt import RecipientResult
 from engine.gateway.queue import Queue, RcptState
-from engine.gateway.queue_model import Message, Recipient
+from engine.gateway.queue_model import QueuedMessage, Recipient
 from engine.gateway.scheduler_outcome import Settler
 
 __all__ = ["RoundStats", "Scheduler", "is_report_mail"]
@@ -163,7 +163,7 @@ class Scheduler:
 
     def _prepare(
         self, domain: str, mid: int, rids: tuple[int, ...], tally: dict[str, int]
-    ) -> tuple[Message, list[Recipient], bool] | None:
+    ) -> tuple[QueuedMessage, list[Recipient], bool] | None:
         """The message's live recipients and whether this is its final attempt."""
         msg = self.queue.message(mid)
         if msg is None:
@@ -191,7 +191,7 @@ class Scheduler:
     async def _deliver_batch(
         self,
         domain: str,
-        batch: list[tuple[Message, list[Recipient], bool]],
+        batch: list[tuple[QueuedMessage, list[Recipient], bool]],
         report_mail: bool,
         tally: dict[str, int],
     ) -> None:

@@ -36,7 +36,7 @@ from engine.delivery.agent import outcome_fields
 from engine.delivery.attempt import RecipientResult
 from engine.gateway.dsn import DsnAction, DsnRecipient, build_dsn, dsn_wanted
 from engine.gateway.queue import Queue, QueueError
-from engine.gateway.queue_model import Message, Recipient
+from engine.gateway.queue_model import QueuedMessage, Recipient
 
 __all__ = ["EXPIRED_REASON", "EXPIRED_STATUS", "Settler"]
 
@@ -89,7 +89,7 @@ class Settler:
     def _outcome_event(
         self,
         code: str,
-        msg: Message,
+        msg: QueuedMessage,
         r: Recipient,
         *,
         dcid: int,
@@ -115,7 +115,7 @@ class Settler:
 
     def settle_result(
         self,
-        msg: Message,
+        msg: QueuedMessage,
         r: Recipient,
         res: RecipientResult,
         profile: BounceProfile,
@@ -162,7 +162,7 @@ class Settler:
             self.send_dsn(msg, [delayed])
         return "deferred"
 
-    def settle_expired(self, msg: Message, r: Recipient, now: float) -> str:
+    def settle_expired(self, msg: QueuedMessage, r: Recipient, now: float) -> str:
         """Bounce a recipient found past its maximum time in queue, without an attempt."""
         reason = r.last_error or "timeout"
         self.queue.mark_bounced(
@@ -185,7 +185,7 @@ class Settler:
         self.send_dsn(msg, [failed])
         return "bounced"
 
-    def send_dsn(self, msg: Message, rcpts: list[DsnRecipient]) -> int | None:
+    def send_dsn(self, msg: QueuedMessage, rcpts: list[DsnRecipient]) -> int | None:
         """Enqueue a DSN about ``rcpts`` to ``msg``'s sender; returns its MID, or None.
 
         None when the message came from ``<>`` (RFC 3464 §4: no DSN for a DSN) or the
