@@ -5,7 +5,7 @@ in-process gateway, which delivers them to an MTA-STS ``enforce`` domain over
 verified TLS in a simulated world on loopback. Prints messages/second and the
 process's peak memory (ru_maxrss; with --tracemalloc also the peak of Python
 allocations, in a run whose throughput figure is then not meaningful).
-Asserts nothing (DESIGN.md §5).
+Asserts nothing: benchmarks print figures (README, Benchmarks).
 
     .venv/bin/python bench/bench_deliver.py [--messages N] [--clients N]
 """
@@ -27,10 +27,27 @@ import aiosmtplib
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.config import load_config
+from engine.core.clock import ManualClock
 from engine.core.events import ListSink
 from engine.gateway.gateway import Gateway, GatewaySettings
+from engine.io.dialer import Dialer
 from engine.io.smtp import SmtpTimeouts
-from tests.gateway.sim import SimWorld
+from harness.world.world import World
+
+START = 1_767_225_600.0 + 3600.0  # 2026-01-01T01:00:00Z
+POLICY = "version: STSv1\nmode: enforce\nmx: mx1.example.com\nmax_age: 604800\n"
+MX = "mx1.example.com"
+#: One MTA-STS ``enforce`` domain with one MX (certificates from the world's root).
+WORLD = {
+    "domains": {
+        "example.com": {
+            "mx": [f"10 {MX}"],
+            "mta_sts_txt": ["v=STSv1; id=20260101"],
+            "policy": POLICY,
+        }
+    },
+    "hosts": {MX: {"cert": "valid"}},
+}
 
 BODY = (
     b"From: a@sender.example\r\nTo: b@example.com\r\nSubject: bench\r\n\r\n"
@@ -49,17 +66,30 @@ class _CountingSink(ListSink):
         self.count += 1
 
 
+def _config(world: World, queue: Path) -> str:
+    host, port = world.resolver
+    return (
+        f'[dns]\nresolvers = ["{host}:{port}"]\ntimeout = 2.0\n'
+        f'[tls]\nca_file = "{world.ca_file}"\n'
+        f'[queue]\npath = "{queue}"\n'
+        '[listener]\nhost = "127.0.0.1"\nport = 0\n'
+        '[destination_controls.default]\ntls = "preferred"\n'
+        '[destination_controls."example.com"]\ntls = "required-verify-hosted"\nmta_sts = true\n'
+    )
+
+
 async def run(messages: int, clients: int, trace: bool = False) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-deliver-"))
-    async with SimWorld(tmp) as sim:
+    clock = ManualClock(START)
+    async with World(WORLD, now=clock.now) as world:
         config = tmp / "gateway.toml"
-        config.write_text(sim.config_text(tmp / "queue.sqlite"))
+        config.write_text(_config(world, tmp / "queue.sqlite"))
         sink = _CountingSink()
         gw = Gateway(
             load_config(config),
-            clock=sim.clock,
+            clock=clock,
             sink=sink,
-            dialer=sim.dialer(),
+            dialer=Dialer(endpoint_map=world.endpoint_map, loopback_only=True),
             smtp_timeouts=SmtpTimeouts.uniform(10.0),
             settings=GatewaySettings(report=None),
         )
@@ -78,14 +108,15 @@ async def run(messages: int, clients: int, trace: bool = False) -> None:
 
             # Readiness: the receiving MTA signals when the last message is accepted.
             all_accepted = asyncio.Event()
-            accept = sim.mx1.message_delivered
+            mx = world.mta(MX)
+            accept = mx.message_delivered
 
             def accepted(message: Any) -> None:
                 accept(message)
-                if len(sim.mx1.messages) >= messages:
+                if len(mx.messages) >= messages:
                     all_accepted.set()
 
-            sim.mx1.message_delivered = accepted  # type: ignore[method-assign]
+            mx.message_delivered = accepted  # type: ignore[method-assign]
             t0 = time.perf_counter()
             share = [messages // clients + (i < messages % clients) for i in range(clients)]
             await asyncio.gather(*(client(n) for n in share))
@@ -97,8 +128,8 @@ async def run(messages: int, clients: int, trace: bool = False) -> None:
             await serving
         _, peak = tracemalloc.get_traced_memory() if trace else (0, 0)
         tracemalloc.stop()
-    tls = {m.tls_version for m in sim.mx1.messages}
-    print(f"messages delivered        {len(sim.mx1.messages)} (TLS: {sorted(tls)})")
+    tls = {m.tls_version for m in mx.messages}
+    print(f"messages delivered        {len(mx.messages)} (TLS: {sorted(tls)})")
     print(f"injection only            {messages / (t_injected - t0):8.1f} msg/s")
     print(
         f"injection -> acceptance   {messages / (t_done - t0):8.1f} msg/s "
