@@ -2,10 +2,10 @@
 
 Theory of operation
 -------------------
-One file, read with :mod:`tomllib`, validated strictly: an unknown key is an
-error naming the file and the dotted key path; a bad value names the file,
-the key, the value and what is allowed. Nothing is printed; advice comes back
-in :attr:`EngineConfig.warnings`.
+One file, read through :class:`~engine.core.tomlnode.TomlNode` and validated
+strictly: an unknown key is an error naming the file and the dotted key path; a
+bad value names the file, the key, the value and what is allowed. Nothing is
+printed; advice comes back in :attr:`EngineConfig.warnings`.
 
 Layout::
 
@@ -36,12 +36,10 @@ Relative paths are taken from the configuration file's directory.
 from __future__ import annotations
 
 import ipaddress
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
 
 from engine.core.controls import (
     Coexistence,
@@ -56,6 +54,7 @@ from engine.core.controls import (
 from engine.core.errors import ConfigError, MxPatternError
 from engine.core.mx import is_domain, normalize_host
 from engine.core.retry import BounceProfile, Growth
+from engine.core.tomlnode import TomlNode, key_path
 
 __all__ = [
     "DEFAULT_PROFILE_STS_WARNING",
@@ -77,8 +76,6 @@ DEFAULT_PROFILE_STS_WARNING = (
     "entry gets MTA-STS; the seed advises enabling it per domain instead"
 )
 HostPort = tuple[str, int]
-_E = TypeVar("_E", bound=StrEnum)
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,50 +247,41 @@ def parse_config(
     Raises:
         ConfigError: as :func:`load_config`.
     """
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"TOML syntax error: {exc}", file=file) from exc
-    r = _Reader(file, base_dir or Path("."))
-    r.only(data, "", _SECTIONS)
-    bounce = r.bounce_profiles(data.get("bounce_profiles", {}))
-    default, profiles, warnings = r.destination_controls(data.get("destination_controls", {}))
+    root = TomlNode.parse(text, file)
+    root.table(_SECTIONS)  # no unknown section
+    sec = {name: _section(root, name) for name in _SECTIONS}
+    bounce = _bounce_profiles(sec["bounce_profiles"])
+    default, profiles, warnings = _destination_controls(sec["destination_controls"])
     for where, prof in [("default", default), *profiles.items()]:
         if prof.bounce_profile not in bounce:
-            raise r.bad(
-                f"destination_controls.{_q(where)}.bounce_profile",
-                prof.bounce_profile,
-                f"one of the [bounce_profiles] {sorted(bounce)}",
-            )
-    sec = {name: r.table(data.get(name, {}), name) for name in _SECTIONS}
+            entry = key_path("destination_controls", where)
+            named = TomlNode(prof.bounce_profile, file, key_path(entry, "bounce_profile"))
+            raise named.bad(f"one of the [bounce_profiles] {sorted(bounce)}", sorted(bounce))
+    dns, listener = sec["dns"], sec["listener"]
+    paths = _Paths(base_dir or Path("."))
     return EngineConfig(
         default_profile=default,
         profiles=profiles,
-        routes=r.routes(sec["routes"]),
+        routes=_routes(sec["routes"]),
         bounce_profiles=bounce,
         dns=DnsConfig(
             resolvers=tuple(
-                r.host_port(v, f"dns.resolvers[{i}]", 53, ip_only=True)
-                for i, v in enumerate(r.get(sec["dns"], "dns", "resolvers", list, []))
+                _host_port(n, 53, ip_only=True) for n in dns.get("resolvers", []).items()
             ),
-            timeout=r.positive(sec["dns"], "dns", "timeout", 5.0),
-            retransmit=r.non_negative(sec["dns"], "dns", "retransmit", 1.0),
-            trust_ad=r.get(sec["dns"], "dns", "trust_ad", bool, False)
-            if "trust_ad" in sec["dns"]
-            else None,
+            timeout=dns.get("timeout", 5.0).number(above=0),
+            retransmit=_seconds(dns.get("retransmit", 1.0)),
+            trust_ad=dns.get("trust_ad").boolean() if "trust_ad" in dns else None,
         ),
-        identity=IdentityConfig(names=r.host_names(sec["identity"], "identity", "names")),
-        tls=TlsConfig(ca_file=r.path(sec["tls"], "tls", "ca_file")),
-        policy_fetch=r.policy_fetch(sec["policy_fetch"]),
-        logging=LoggingConfig(
-            level=r.choice(sec["logging"], "logging", "level", ("info", "debug"), "info")
-        ),
-        queue=QueueConfig(path=r.path(sec["queue"], "queue", "path") or Path("queue.sqlite")),
+        identity=IdentityConfig(names=_host_names(sec["identity"].get("names", []))),
+        tls=TlsConfig(ca_file=paths.optional(sec["tls"], "ca_file")),
+        policy_fetch=_policy_fetch(sec["policy_fetch"]),
+        logging=LoggingConfig(level=sec["logging"].get("level", "info").choice(("info", "debug"))),
+        queue=QueueConfig(path=paths.optional(sec["queue"], "path") or Path("queue.sqlite")),
         listener=ListenerConfig(
-            host=r.get(sec["listener"], "listener", "host", str, "127.0.0.1"),
-            port=r.port(sec["listener"], "listener", "port", 2525),
+            host=listener.get("host", "127.0.0.1").text(),
+            port=_port(listener.get("port", 2525)),
         ),
-        tlsrpt=r.tlsrpt(sec["tlsrpt"]),
+        tlsrpt=_tlsrpt(sec["tlsrpt"], paths),
         source=file,
         warnings=tuple(warnings),
     )
@@ -312,7 +300,10 @@ _SECTIONS = (
     "listener",
     "tlsrpt",
 )
-_SECTION_KEYS = {
+_SECTION_KEYS: dict[str, tuple[str, ...] | None] = {
+    "destination_controls": None,  # the Default entry and domain names
+    "routes": None,
+    "bounce_profiles": None,
     "dns": ("resolvers", "timeout", "retransmit", "trust_ad"),
     "identity": ("names",),
     "tls": ("ca_file",),
@@ -348,12 +339,6 @@ _ENUMS: dict[str, type[StrEnum]] = {
 }
 
 
-def _q(segment: str) -> str:
-    """A TOML key segment, quoted when it is not a bare key (``"example.com"``)."""
-    bare = segment.replace("_", "").replace("-", "").isalnum() and segment.isascii()
-    return segment if bare else f'"{segment}"'
-
-
 def _domain_key(domain: str) -> str | None:
     try:
         return normalize_host(domain)
@@ -361,239 +346,191 @@ def _domain_key(domain: str) -> str | None:
         return None
 
 
-class _Reader:
-    """Typed access to parsed TOML, raising ConfigError with file, key and value."""
+def _section(root: TomlNode, name: str) -> TomlNode:
+    """A top-level table (empty when absent), its keys checked when they are fixed."""
+    node = root.get(name, {})
+    allowed = _SECTION_KEYS[name]
+    node.table(allowed)  # a table, with only the keys it may have
+    return node
 
-    def __init__(self, file: str, base_dir: Path) -> None:
-        self.file = file
+
+def _seconds(node: TomlNode) -> float:
+    return node.number(at_least=0, expected="a number of seconds, 0 or more")
+
+
+def _port(node: TomlNode) -> int:
+    port = node.integer(0)
+    if port > 65535:
+        raise node.bad("a port number 0..65535")
+    return port
+
+
+def _count(node: TomlNode) -> int:
+    """``max_concurrency``, ``max_messages_per_connection``, ``max_body``: 1 or more."""
+    return node.integer(1)
+
+
+class _Paths:
+    """File names in the configuration, relative ones taken from ``base_dir``."""
+
+    def __init__(self, base_dir: Path) -> None:
         self.base_dir = base_dir
 
-    def bad(self, key: str, value: object, allowed: str) -> ConfigError:
-        return ConfigError(
-            f"invalid value; expected {allowed}", file=self.file, key=key, value=value
-        )
-
-    def only(self, table: Mapping[str, Any], prefix: str, allowed: tuple[str, ...]) -> None:
-        for key in table:
-            if key not in allowed:
-                path = f"{prefix}.{_q(key)}" if prefix else _q(key)
-                raise ConfigError(
-                    f"unknown key; allowed keys are {', '.join(allowed)}", file=self.file, key=path
-                )
-
-    def table(self, value: object, key: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.bad(key, value, "a table")
-        if key in _SECTION_KEYS:
-            self.only(value, key, _SECTION_KEYS[key])
-        return value
-
-    def get(self, t: Mapping[str, Any], prefix: str, key: str, kind: type[_T], default: _T) -> _T:
-        value = t.get(key, default)
-        # bool is an int in Python; TOML keeps them apart, and so do we.
-        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            raise self.bad(f"{prefix}.{key}", value, f"a {_TYPE_NAMES.get(kind, kind.__name__)}")
-        return value
-
-    def positive(self, t: Mapping[str, Any], prefix: str, key: str, default: float) -> float:
-        value = t.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise self.bad(f"{prefix}.{key}", value, "a number greater than 0")
-        return float(value)
-
-    def non_negative(self, t: Mapping[str, Any], prefix: str, key: str, default: float) -> float:
-        value = t.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise self.bad(f"{prefix}.{key}", value, "a number of seconds, 0 or more")
-        return float(value)
-
-    def count(self, t: Mapping[str, Any], prefix: str, key: str, default: int, low: int = 1) -> int:
-        value = t.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise self.bad(f"{prefix}.{key}", value, f"an integer >= {low}")
-        return value
-
-    def port(self, t: Mapping[str, Any], prefix: str, key: str, default: int) -> int:
-        value = self.count(t, prefix, key, default, low=0)
-        if value > 65535:
-            raise self.bad(f"{prefix}.{key}", value, "a port number 0..65535")
-        return value
-
-    def choice(
-        self, t: Mapping[str, Any], prefix: str, key: str, allowed: tuple[str, ...], default: str
-    ) -> str:
-        value = t.get(key, default)
-        if value not in allowed:
-            raise self.bad(f"{prefix}.{key}", value, f"one of {', '.join(allowed)}")
-        return str(value)
-
-    def enum(self, t: Mapping[str, Any], prefix: str, key: str, kind: type[_E]) -> _E:
-        value = t[key]
-        text = (
-            value.replace("_", "-") if isinstance(value, str) and kind is not IpSortPref else value
-        )
-        try:
-            return kind(text)
-        except ValueError:
-            raise self.bad(
-                f"{prefix}.{key}", value, f"one of {', '.join(m.value for m in kind)}"
-            ) from None
-
-    def path(self, t: Mapping[str, Any], prefix: str, key: str) -> Path | None:
-        if key not in t:
+    def optional(self, table: TomlNode, key: str) -> Path | None:
+        if key not in table:
             return None
-        value = self.get(t, prefix, key, str, "")
-        if not value:
-            raise self.bad(f"{prefix}.{key}", value, "a non-empty path")
-        p = Path(value)
+        node = table.get(key)
+        if not node.text():
+            raise node.bad("a non-empty path")
+        p = Path(node.value)
         return p if p.is_absolute() else self.base_dir / p
 
-    def host_port(self, value: object, key: str, default_port: int, *, ip_only: bool) -> HostPort:
-        """``host[:port]`` or ``[v6]:port``; a bare IPv6 address takes the default port."""
-        if not isinstance(value, str) or not value:
-            raise self.bad(key, value, '"host:port"')
-        host, port_text = value, ""
-        if value.startswith("["):
-            host, _, rest = value[1:].partition("]")
-            port_text = rest.removeprefix(":") if rest.startswith(":") else rest
-            if rest and not rest.startswith(":"):
-                raise self.bad(key, value, '"[v6-address]:port"')
-        elif value.count(":") == 1:
-            host, port_text = value.split(":")
-        port = default_port
-        if port_text:
-            if not port_text.isdigit() or not 0 < int(port_text) <= 65535:
-                raise self.bad(key, value, '"host:port" with a port 1..65535')
-            port = int(port_text)
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            if ip_only or not is_domain(host.rstrip(".").lower()):
-                what = "an IP address" if ip_only else "a host name or IP address"
-                raise self.bad(key, value, f'"host:port" with {what}') from None
-        return host, port
 
-    def host_names(self, t: Mapping[str, Any], prefix: str, key: str) -> tuple[str, ...]:
-        """A list of host names, as lower-case A-labels without the root dot."""
-        names: list[str] = []
-        for i, value in enumerate(self.get(t, prefix, key, list, [])):
-            name = _domain_key(value) if isinstance(value, str) else None
-            if name is None or not is_domain(name):
-                raise self.bad(f"{prefix}.{key}[{i}]", value, "a host name")
-            names.append(name)
-        return tuple(dict.fromkeys(names))
+def _host_port(node: TomlNode, default_port: int, *, ip_only: bool) -> HostPort:
+    """``host[:port]`` or ``[v6]:port``; a bare IPv6 address takes the default port."""
+    value = node.text(non_empty=True, expected='"host:port"')
+    host, port_text = value, ""
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port_text = rest.removeprefix(":") if rest.startswith(":") else rest
+        if rest and not rest.startswith(":"):
+            raise node.bad('"[v6-address]:port"')
+    elif value.count(":") == 1:
+        host, port_text = value.split(":")
+    port = default_port
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+            raise node.bad('"host:port" with a port 1..65535')
+        port = int(port_text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if ip_only or not is_domain(host.rstrip(".").lower()):
+            what = "an IP address" if ip_only else "a host name or IP address"
+            raise node.bad(f'"host:port" with {what}') from None
+    return host, port
 
-    def bounce_profiles(self, raw: object) -> dict[str, BounceProfile]:
-        profiles = {"default": BounceProfile()}
-        for name, t in self.table(raw, "bounce_profiles").items():
-            prefix = f"bounce_profiles.{_q(name)}"
-            t = self.table(t, prefix)
-            self.only(t, prefix, _BOUNCE_KEYS)
-            d = BounceProfile()
-            prof = BounceProfile(
-                name=name,
-                max_retries=self.count(t, prefix, "max_retries", d.max_retries, low=0),
-                max_queue_seconds=self.positive(
-                    t, prefix, "max_queue_seconds", d.max_queue_seconds
-                ),
-                initial_retry=self.positive(t, prefix, "initial_retry", d.initial_retry),
-                max_retry=self.positive(t, prefix, "max_retry", d.max_retry),
-                growth=self.enum(t, prefix, "growth", Growth) if "growth" in t else d.growth,
-                delay_warnings=self.get(t, prefix, "delay_warnings", bool, d.delay_warnings),
-            )
-            if prof.initial_retry > prof.max_retry:
-                raise self.bad(f"{prefix}.initial_retry", t["initial_retry"], "<= max_retry")
-            profiles[name] = prof
-        return profiles
 
-    def profile(
-        self, t: dict[str, Any], prefix: str, base: DestinationProfile
-    ) -> DestinationProfile:
-        self.only(t, prefix, _PROFILE_KEYS)
-        changes: dict[str, object] = {}
-        for key in t:
-            if key in _ENUMS:
-                changes[key] = self.enum(t, prefix, key, _ENUMS[key])
-            elif key in _BOOL_PROFILE_KEYS:
-                changes[key] = self.get(t, prefix, key, bool, False)
-            elif key == "bounce_profile":
-                changes[key] = self.get(t, prefix, key, str, "default")
-            else:  # max_concurrency, max_messages_per_connection
-                changes[key] = self.count(t, prefix, key, 1)
-        prof = replace(base, **changes)  # type: ignore[arg-type]
-        if prof.mta_sts and prof.tls is TlsSetting.NO:
-            # SEG §3 [SEED]: MTA-STS can be set only for TLS settings other than No.
-            raise self.bad(f"{prefix}.mta_sts", True, 'false while tls = "no" (MTA-STS needs TLS)')
-        return prof
+def _host_names(node: TomlNode) -> tuple[str, ...]:
+    """A list of host names, as lower-case A-labels without the root dot."""
+    names: list[str] = []
+    for item in node.items():
+        name = _domain_key(item.value) if isinstance(item.value, str) else None
+        if name is None or not is_domain(name):
+            raise item.bad("a host name")
+        names.append(name)
+    return tuple(dict.fromkeys(names))
 
-    def destination_controls(
-        self, raw: object
-    ) -> tuple[DestinationProfile, dict[str, DestinationProfile], list[str]]:
-        tables = self.table(raw, "destination_controls")
-        default = DestinationProfile()
-        if "default" in tables:
-            prefix = "destination_controls.default"
-            default = self.profile(self.table(tables["default"], prefix), prefix, default)
-        warnings = [DEFAULT_PROFILE_STS_WARNING] if default.mta_sts else []
-        profiles: dict[str, DestinationProfile] = {}
-        for name, t in tables.items():
-            if name == "default":
-                continue
-            prefix = f"destination_controls.{_q(name)}"
-            key = self.domain(name, prefix, profiles)
-            # SEG §1: a key missing from a domain entry is inherited from the Default entry.
-            profiles[key] = self.profile(self.table(t, prefix), prefix, default)
-        return default, profiles, warnings
 
-    def domain(self, name: str, prefix: str, seen: Mapping[str, object]) -> str:
-        key = _domain_key(name)
-        if key is None or not is_domain(key):
-            raise self.bad(prefix, name, "a domain name")
-        if key in seen:
-            raise self.bad(prefix, name, f"one entry per domain ({key!r} is already configured)")
-        return key
-
-    def routes(self, t: dict[str, Any]) -> dict[str, tuple[Route, ...]]:
-        routes: dict[str, tuple[Route, ...]] = {}
-        for name, targets in t.items():
-            prefix = f"routes.{_q(name)}"
-            key = self.domain(name, prefix, routes)
-            if not isinstance(targets, list) or not targets:
-                raise self.bad(prefix, targets, 'a non-empty list of "host:port"')
-            pairs = [
-                self.host_port(v, f"{prefix}[{i}]", 25, ip_only=False)
-                for i, v in enumerate(targets)
-            ]
-            routes[key] = tuple(Route(host, port) for host, port in pairs)
-        return routes
-
-    def tlsrpt(self, t: dict[str, Any]) -> TlsRptConfig:
-        """``[tlsrpt]``; the DKIM keys go together (RPT-10)."""
-        dkim = {k: t.get(k) for k in ("dkim_selector", "dkim_domain", "dkim_key_file")}
-        given = [k for k, v in dkim.items() if v is not None]
-        if given and len(given) != 3:
-            missing = sorted(set(dkim) - set(given))
-            raise self.bad(f"tlsrpt.{missing[0]}", None, "set together with " + ", ".join(given))
-        return TlsRptConfig(
-            organization_name=self.get(t, "tlsrpt", "organization_name", str, "sts-engine"),
-            contact_info=t.get("contact_info") and self.get(t, "tlsrpt", "contact_info", str, ""),
-            delay=self.positive(t, "tlsrpt", "delay", 3600.0),
-            jitter=self.non_negative(t, "tlsrpt", "jitter", 3600.0),
-            dkim_selector=self.get(t, "tlsrpt", "dkim_selector", str, "") or None,
-            dkim_domain=self.get(t, "tlsrpt", "dkim_domain", str, "") or None,
-            dkim_key_file=self.path(t, "tlsrpt", "dkim_key_file"),
+def _bounce_profiles(section: TomlNode) -> dict[str, BounceProfile]:
+    profiles = {"default": BounceProfile()}
+    for name, node in section.table().items():
+        t = node.table(_BOUNCE_KEYS)
+        d = BounceProfile()
+        prof = BounceProfile(
+            name=name,
+            max_retries=node.get("max_retries", d.max_retries).integer(0),
+            max_queue_seconds=node.get("max_queue_seconds", d.max_queue_seconds).number(above=0),
+            initial_retry=node.get("initial_retry", d.initial_retry).number(above=0),
+            max_retry=node.get("max_retry", d.max_retry).number(above=0),
+            growth=t["growth"].member(Growth, spelling=_hyphens) if "growth" in t else d.growth,
+            delay_warnings=node.get("delay_warnings", d.delay_warnings).boolean(),
         )
-
-    def policy_fetch(self, t: dict[str, Any]) -> PolicyFetchConfig:
-        d = PolicyFetchConfig()
-        proxy = t.get("proxy")
-        return PolicyFetchConfig(
-            timeout=self.positive(t, "policy_fetch", "timeout", d.timeout),
-            max_body=self.count(t, "policy_fetch", "max_body", d.max_body),
-            proxy=None
-            if proxy is None
-            else self.host_port(proxy, "policy_fetch.proxy", 3128, ip_only=False),
-        )
+        if prof.initial_retry > prof.max_retry:
+            # Named where it is set, or at its path with the default when it is not.
+            raise node.get("initial_retry", d.initial_retry).bad("<= max_retry")
+        profiles[name] = prof
+    return profiles
 
 
-_TYPE_NAMES: dict[type, str] = {bool: "boolean", str: "string", list: "list", int: "integer"}
+def _hyphens(text: str) -> str:
+    return text.replace("_", "-")
+
+
+def _profile(node: TomlNode, base: DestinationProfile) -> DestinationProfile:
+    changes: dict[str, object] = {}
+    for key, item in node.table(_PROFILE_KEYS).items():
+        if key in _ENUMS:
+            # ip_sort_pref values are upper case with underscores (PREFER_V4).
+            spelling = None if _ENUMS[key] is IpSortPref else _hyphens
+            changes[key] = item.member(_ENUMS[key], spelling=spelling)
+        elif key in _BOOL_PROFILE_KEYS:
+            changes[key] = item.boolean()
+        elif key == "bounce_profile":
+            changes[key] = item.text()
+        else:  # max_concurrency, max_messages_per_connection
+            changes[key] = _count(item)
+    prof = replace(base, **changes)  # type: ignore[arg-type]
+    if prof.mta_sts and prof.tls is TlsSetting.NO:
+        # SEG §3 [SEED]: MTA-STS can be set only for TLS settings other than No.
+        where = node.child("mta_sts", True)
+        raise where.bad('false while tls = "no" (MTA-STS needs TLS)')
+    return prof
+
+
+def _destination_controls(
+    section: TomlNode,
+) -> tuple[DestinationProfile, dict[str, DestinationProfile], list[str]]:
+    tables = section.table()
+    default = DestinationProfile()
+    if "default" in tables:
+        default = _profile(tables["default"], default)
+    warnings = [DEFAULT_PROFILE_STS_WARNING] if default.mta_sts else []
+    profiles: dict[str, DestinationProfile] = {}
+    for name, node in tables.items():
+        if name == "default":
+            continue
+        key = _domain(node, name, profiles)
+        # SEG §1: a key missing from a domain entry is inherited from the Default entry.
+        profiles[key] = _profile(node, default)
+    return default, profiles, warnings
+
+
+def _domain(node: TomlNode, name: str, seen: Mapping[str, object]) -> str:
+    """The A-label key of a table named by a domain (``node`` is that table)."""
+    key = _domain_key(name)
+    named = TomlNode(name, node.file, node.path)
+    if key is None or not is_domain(key):
+        raise named.bad("a domain name")
+    if key in seen:
+        raise named.bad(f"one entry per domain ({key!r} is already configured)")
+    return key
+
+
+def _routes(section: TomlNode) -> dict[str, tuple[Route, ...]]:
+    routes: dict[str, tuple[Route, ...]] = {}
+    for name, node in section.table().items():
+        key = _domain(node, name, routes)
+        targets = node.items(non_empty=True, expected='a non-empty list of "host:port"')
+        pairs = [_host_port(t, 25, ip_only=False) for t in targets]
+        routes[key] = tuple(Route(host, port) for host, port in pairs)
+    return routes
+
+
+def _tlsrpt(t: TomlNode, paths: _Paths) -> TlsRptConfig:
+    """``[tlsrpt]``; the DKIM keys go together (RPT-10)."""
+    dkim = ("dkim_selector", "dkim_domain", "dkim_key_file")
+    given = [k for k in dkim if k in t and t.get(k).value is not None]
+    if given and len(given) != 3:
+        missing = sorted(set(dkim) - set(given))
+        raise t.child(missing[0], None).bad("set together with " + ", ".join(given))
+    contact = t.get("contact_info", None)
+    return TlsRptConfig(
+        organization_name=t.get("organization_name", "sts-engine").text(),
+        contact_info=contact.text() if contact.value else None,
+        delay=t.get("delay", 3600.0).number(above=0),
+        jitter=_seconds(t.get("jitter", 3600.0)),
+        dkim_selector=t.get("dkim_selector", "").text() or None,
+        dkim_domain=t.get("dkim_domain", "").text() or None,
+        dkim_key_file=paths.optional(t, "dkim_key_file"),
+    )
+
+
+def _policy_fetch(t: TomlNode) -> PolicyFetchConfig:
+    d = PolicyFetchConfig()
+    proxy = t.get("proxy", None)
+    return PolicyFetchConfig(
+        timeout=t.get("timeout", d.timeout).number(above=0),
+        max_body=_count(t.get("max_body", d.max_body)),
+        proxy=None if proxy.value is None else _host_port(proxy, 3128, ip_only=False),
+    )

@@ -436,3 +436,17 @@ def test_tlsrpt_dkim_settings_go_together(tmp_path) -> None:
         parse_config("[tlsrpt]\ndelay = -1\n", file="gw.toml")
     with pytest.raises(ConfigError, match=r"tlsrpt.organisation"):
         parse_config('[tlsrpt]\norganisation = "x"\n', file="gw.toml")
+
+
+def test_a_max_retry_below_the_default_initial_retry_names_initial_retry() -> None:
+    # initial_retry left at its default (60 s) above max_retry used to raise KeyError.
+    err = _error("[bounce_profiles.x]\nmax_retry = 10\n")
+    assert (err.key, err.value) == ("bounce_profiles.x.initial_retry", 60.0)
+    assert "max_retry" in err.reason
+
+
+def test_errors_carry_the_allowed_values_as_data() -> None:
+    err = _error('[logging]\nlevel = "trace"\n')
+    assert err.allowed == ("info", "debug")
+    err = _error("[dns]\nresolver = []\n")
+    assert err.allowed == ("resolvers", "timeout", "retransmit", "trust_ad")

@@ -160,6 +160,7 @@ from engine.core.tlsrpt_report import (
     report_json,
     report_subject,
 )
+from engine.core.tomlnode import TomlNode, key_path
 from engine.core.txt import (
     NoStsReason,
     NoStsRecord,
@@ -274,6 +275,7 @@ __all__ = [
     "TlsSetting",
     "Tlsa",
     "TlsaError",
+    "TomlNode",
     "Trigger",
     "TxtAbsent",
     "TxtFound",
@@ -307,6 +309,7 @@ __all__ = [
     "is_throttled",
     "join_strings",
     "judge",
+    "key_path",
     "load_certificate",
     "mx_matches",
     "next_attempt",

@@ -3,7 +3,7 @@
 One root, :class:`StsError`. Every error a user can cause carries the context
 needed to fix it: where the input came from (``source``: a file name, a DNS
 name, a URL), the line, the field, the offending value, and the rule it breaks
-(a requirement ID from ``spec/requirements.md`` such as ``POL-5``, or an RFC
+(a requirement ID from ``docs/requirements.md`` such as ``POL-5``, or an RFC
 section). Messages quote values with ``!r``.
 
 Tree::
@@ -120,6 +120,8 @@ class ConfigError(StsError):
         file: the configuration file, or None.
         key: dotted key path (``destination_controls.example_com.tls``), or None.
         value: the offending value, or None.
+        allowed: the accepted values or keys when they are a closed set (the reason
+            already names them; this is for tools), else empty.
     """
 
     def __init__(
@@ -129,11 +131,13 @@ class ConfigError(StsError):
         file: str | None = None,
         key: str | None = None,
         value: object = None,
+        allowed: tuple[str, ...] = (),
     ) -> None:
         self.reason = reason
         self.file = file
         self.key = key
         self.value = value
+        self.allowed = allowed
         loc = ": ".join(p for p in (file, key) if p)
         text = f"{loc}: {reason}" if loc else reason
         if value is not None:
