@@ -51,9 +51,17 @@ from harness.scenario.model import Capability
 from harness.scenario.observation import DeliveryRecord, EventRecord
 from harness.world.mta_records import MtaSession
 from harness.world.ports import StandardPorts
+from harness.world.timeline import TimedMta
 from harness.world.world import World
 
-__all__ = ["LOG_LINE", "READY_TIMEOUT", "SETTLE_TIMEOUT", "BlackBoxEngine", "register_profiles"]
+__all__ = [
+    "LOG_LINE",
+    "READY_TIMEOUT",
+    "SETTLE_TIMEOUT",
+    "BlackBoxEngine",
+    "register_profiles",
+    "settle_except",
+]
 
 READY_TIMEOUT = 20.0
 SETTLE_TIMEOUT = 8.0
@@ -204,6 +212,9 @@ class BlackBoxEngine:
         assert self._ports is not None
         self._ports.sync()  # a mutation may have added an MX
         before = len(self._world.sessions())
+        # MX hosts still busy with an earlier message (a stall the MTA has not given up
+        # on yet): not this message's, so not waited for below.
+        busy = {h for h, m in self._world.mtas.items() if m.live_sessions}
         qid = await self._submit(mail_from, rcpts, data)
         self._mid += 1
         settled: dict[str, Mapping[str, Any]] = {}
@@ -221,7 +232,7 @@ class BlackBoxEngine:
                 f"{self.profile.name}: no outcome for {missing} of queue id {qid} within "
                 f"{SETTLE_TIMEOUT:g} s; last lines:\n{self._mta.tail()}"
             ) from None
-        await self._world.settle()
+        await settle_except(self._world.mtas, busy)  # this message's sessions are complete
         sessions = self._world.sessions()[before:]  # this message's, by start time
         return [self._record(r, settled[r.lower()], sessions) for r in rcpts]
 
@@ -340,6 +351,18 @@ class BlackBoxEngine:
         self._helpers, self._mta = [], None
         if errors:
             raise ExceptionGroup(f"{self.profile.name}: stopping failed", errors)  # type: ignore[type-var]
+
+
+async def settle_except(mtas: Mapping[str, TimedMta], busy: set[str]) -> None:
+    """Wait until every MX in ``mtas`` but the ``busy`` ones has no live session.
+
+    In a batch, an MX left stalled by an earlier scenario stays live until the MTA
+    gives up on it (chasquid: 10 minutes); waiting for the whole world would make
+    every later message of the batch time out.
+    """
+    for host, mta in mtas.items():
+        if host not in busy:
+            await mta.settle()
 
 
 def register_profiles() -> list[str]:

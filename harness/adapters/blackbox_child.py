@@ -144,6 +144,8 @@ async def _run(engine: str, paths: list[Path], overrides: dict[str, str]) -> lis
             relabel(path.read_text(encoding="utf-8"), k, path),
             profile.capabilities,
             profile.features,
+            smtp_timeout=profile.smtp_timeout,
+            fetch_timeout=profile.fetch_timeout,
         )
         if part.scenario is None:
             results[k] = _skipped(path, engine, part.why)

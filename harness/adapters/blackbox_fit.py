@@ -19,8 +19,11 @@ entry over the ``default`` one, key by key, as ``engine.config`` resolves them).
 * no scenario, with the reason (``needs dane (the profile has sts)``), otherwise.
 
 Reasons that concern the whole file come first: capabilities the profile lacks
-(clock, restart, TLS reports ...), local tables (routes, bounce profiles, DNS
-trust), an expected configuration refusal.
+(clock, restart, TLS reports ...), local configuration (routes, bounce profiles,
+DNS trust, a policy-fetch proxy), an expected configuration refusal, and a world
+that would keep the MTA waiting beyond the adapter's outcome window because its own
+timeouts are fixed and long (``[engine] smtp_timeout``/``fetch_timeout``: chasquid
+waits up to 10 minutes on a stalled MX).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any
 
 from engine.core.errors import MxPatternError
 from engine.core.mx import normalize_host
+from harness.adapters.blackbox import SETTLE_TIMEOUT
 from harness.runner import required_capabilities
 from harness.scenario.model import Capability, Scenario, StepKind
 
@@ -38,6 +42,8 @@ __all__ = ["PARTIAL", "Fit", "fit", "needs"]
 
 #: How a :attr:`Fit.note` (and so a result's reason) starts when only some steps run.
 PARTIAL = "partial: "
+#: Policy-host behaviours that keep a fetch open until the client's timeout.
+_HANGING = ("hang", "slow_body")
 #: ``[sender]`` tables that configure what a fixed black-box profile cannot express.
 _LOCAL_TABLES = ("routes", "bounce_profiles")
 
@@ -120,16 +126,58 @@ def _local_config(scenario: Scenario) -> bool:
         return True  # a refusal of our [sender] layout
     if any(k in scenario.sender for k in _LOCAL_TABLES):
         return True
+    if scenario.sender.get("policy_fetch", {}).get("proxy"):
+        return True  # the profiles fetch directly: a proxy is not theirs to use
     return bool(set(scenario.sender.get("dns", {})) - {"timeout"})  # e.g. trust_ad
 
 
-def fit(scenario: Scenario, caps: frozenset[Capability], features: frozenset[str]) -> Fit:
+def _stalls(world: Mapping[str, Any]) -> bool:
+    """An MX of ``world`` stops answering at some stage (the client's timeout ends it)."""
+    for host in world.get("hosts", {}).values():
+        if host.get("starttls") == "broken-stall" or "stall" in host.get("replies", {}).values():
+            return True
+    return False
+
+
+def _hangs(scenario: Scenario) -> bool:
+    """A policy fetch of ``scenario`` never completes by itself (hang, endless trickle)."""
+    tables = [d.get("policy_host", {}) for d in scenario.world_table.get("domains", {}).values()]
+    tables += [s.args for s in scenario.steps if s.kind is StepKind.UPDATE_POLICY]
+    return any(t.get("behaviour") in _HANGING for t in tables)
+
+
+def _waits(scenario: Scenario, smtp_timeout: float, fetch_timeout: float) -> str:
+    """Why the engine's own timeouts outlast the adapter's outcome window here ("" if not)."""
+    if smtp_timeout >= SETTLE_TIMEOUT and _stalls(scenario.world_table):
+        return (
+            f"world: an MX stalls, and the engine waits {smtp_timeout:g} s for a reply "
+            f"(not configurable; the adapter waits {SETTLE_TIMEOUT:g} s for an outcome)"
+        )
+    if fetch_timeout >= SETTLE_TIMEOUT and _hangs(scenario):
+        return (
+            f"world: a policy fetch hangs, and the engine waits {fetch_timeout:g} s for it "
+            f"(not configurable; the adapter waits {SETTLE_TIMEOUT:g} s for an outcome)"
+        )
+    return ""
+
+
+def fit(
+    scenario: Scenario,
+    caps: frozenset[Capability],
+    features: frozenset[str],
+    *,
+    smtp_timeout: float = 0.0,
+    fetch_timeout: float = 0.0,
+) -> Fit:
     """What of ``scenario`` an engine with ``caps`` and ``features`` can run (see above).
 
     Features: ``sts`` (MTA-STS), ``dane``, ``config`` (a destination's TLS level set
-    by local configuration, as our ``[sender]`` does).
+    by local configuration, as our ``[sender]`` does). ``smtp_timeout`` and
+    ``fetch_timeout``: how long the engine waits for one SMTP reply and one policy
+    fetch; a world that makes it wait that long cannot be judged in the adapter's
+    outcome window.
     """
-    why = _whole(scenario, caps)
+    why = _whole(scenario, caps) or _waits(scenario, smtp_timeout, fetch_timeout)
     if why:
         return Fit(None, why)
     if _local_config(scenario) and "config" not in features:

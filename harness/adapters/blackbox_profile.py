@@ -17,7 +17,9 @@ placeholder rather than leaving it in a configuration file.
 
 Profile keys (all checked; an unknown key is a :class:`ProfileError` naming it)::
 
-    [engine]   title, driver, binaries, capabilities, features, verified, notes
+    [engine]   title, driver, binaries, capabilities, features, verified, notes,
+               smtp_timeout, fetch_timeout (seconds the MTA waits for one SMTP reply
+               and for one policy fetch; 0: within the adapter's outcome window)
     [[helpers]] name, argv, ready, env       (started in order, before the MTA)
     [mta]      argv, ready, stop, env
     [submit]   method ("smtp"), port, queued (regex with a `qid` group), auth, queued_log
@@ -143,9 +145,13 @@ class EngineProfile:
     log: tuple[LogRule, ...]
     files: Mapping[str, str]
     path: Path
+    smtp_timeout: float = 0.0
+    fetch_timeout: float = 0.0
 
 
 _DRIVERS = ("postfix", "chasquid")
+_ENGINE_KEYS = {"title", "driver", "binaries", "capabilities", "features", "verified", "notes"}
+_ENGINE_KEYS |= {"smtp_timeout", "fetch_timeout"}
 #: ``[engine] features``: what a profile's fixed configuration does (see blackbox_batch.needs).
 FEATURES = frozenset({"sts", "dane", "config"})
 
@@ -194,12 +200,7 @@ def load_profile(name_or_path: str | Path) -> EngineProfile:
     unknown = set(data) - {"engine", "helpers", "mta", "submit", "log", "files"}
     if unknown:
         raise ProfileError(f"{where}: unknown tables {sorted(unknown)}")
-    eng = _table(
-        data,
-        "engine",
-        {"title", "driver", "binaries", "capabilities", "features", "verified", "notes"},
-        where,
-    )
+    eng = _table(data, "engine", _ENGINE_KEYS, where)
     if eng.get("driver") not in _DRIVERS:
         raise ProfileError(f"{where}: engine.driver must be one of {_DRIVERS}")
     if not set(eng.get("features", ())) <= FEATURES:
@@ -208,6 +209,12 @@ def load_profile(name_or_path: str | Path) -> EngineProfile:
         caps = frozenset(Capability(c) for c in eng.get("capabilities", ()))
     except ValueError as exc:
         raise ProfileError(f"{where}: engine.capabilities: {exc}") from exc
+    waits: dict[str, float] = {}
+    for key in ("smtp_timeout", "fetch_timeout"):
+        value = eng.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ProfileError(f"{where}: engine.{key} must be seconds (>= 0), got {value!r}")
+        waits[key] = float(value)
     sub = _table(data, "submit", {"method", "port", "queued", "auth", "queued_log"}, where)
     if sub.get("method") != "smtp" or "port" not in sub or "queued" not in sub:
         raise ProfileError(f"{where}: [submit] needs method = 'smtp', port and queued")
@@ -247,6 +254,8 @@ def load_profile(name_or_path: str | Path) -> EngineProfile:
         log=tuple(rules),
         files=files,
         path=path,
+        smtp_timeout=waits["smtp_timeout"],
+        fetch_timeout=waits["fetch_timeout"],
     )
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from harness.assertions import Mismatch, check
 from harness.runner import ScenarioResult, StepResult, Verdict
 from harness.scenario.loader import config_error_matches
 from harness.scenario.model import Scenario, SendSpec, Step, StepKind
-from harness.scenario.observation import StepObservation, WorldWatcher
+from harness.scenario.observation import StepObservation, WorldSlice, WorldWatcher
 from harness.world.world import World, shared_cert_factory
 
 __all__ = ["run_batch"]
@@ -114,10 +114,15 @@ async def run_batch(
                 setup = StepObservation(
                     -1, "set-up", events=tuple(engine.events()), world=watcher.take(w)
                 )
+                owners = _owners(batch.scenarios)
                 for s in batch.scenarios:
                     note = notes.get(s.id, "")
+
+                    def take(sid: str = s.id) -> WorldSlice:
+                        return _own(watcher.take(w), sid, owners)
+
                     results.append(
-                        await _run_one(s, engine_name, w, engine, watcher, seen, note, setup)
+                        await _run_one(s, engine_name, w, engine, take, seen, note, setup)
                     )
                     seen = len(engine.events())
             finally:
@@ -136,6 +141,55 @@ async def run_batch(
             if s.id not in done
         ]
     return results
+
+
+def _base_of(name: str) -> str:
+    """The relabelled base a world name sits under (``s7.example.com`` of
+    ``mx1.s7.example.com``: blackbox_batch.relabel puts ``sK.`` before the last two labels)."""
+    host = name.rstrip(".").lower()
+    host = host.rpartition("@")[2] if "@" in host else host
+    if "://" in host:  # a report's POST URL
+        host = host.split("://", 1)[1].split("/", 1)[0]
+    host = host.rsplit(":", 1)[0] if host.rpartition(":")[2].isdigit() else host  # proxy target
+    return ".".join(host.split(".")[-3:])
+
+
+def _owners(scenarios: Sequence[Scenario]) -> dict[str, str]:
+    """Relabelled base -> the id of the scenario that owns it, over a batch."""
+    if len(scenarios) < 2:
+        return {}
+    owners = {}
+    for s in scenarios:
+        w = s.world_table
+        for name in (*w.get("domains", {}), *w.get("hosts", {})):
+            if name.count(".") >= 2:
+                owners[_base_of(name)] = s.id
+    return owners
+
+
+def _own(world: WorldSlice, sid: str, owners: Mapping[str, str]) -> WorldSlice:
+    """``world`` without what belongs to another scenario of the batch.
+
+    A real MTA works on its own time: a delivery that outlived its scenario (a stalled
+    MX, a retry, a bounce's DSN, a policy refresh) reaches the world while a later
+    scenario's step is watching. Judged there, it would be that step's -- a session
+    at ``mx2.s279.enforce.example`` counted as the ``via`` of ``s284``. What belongs to
+    no scenario (the MTA's own look-ups) stays.
+    """
+    if not owners:
+        return world
+
+    def mine(name: str) -> bool:
+        return owners.get(_base_of(name), sid) == sid
+
+    return WorldSlice(
+        dns=tuple(d for d in world.dns if mine(d.name)),
+        fetches=tuple(f for f in world.fetches if mine(f.host)),
+        sessions=tuple(x for x in world.sessions if mine(x.mx)),
+        timeline=tuple(e for e in world.timeline if mine(e.name)),
+        reports=tuple(r for r in world.reports if mine(r.to)),
+        dsns=tuple(d for d in world.dsns if mine(d.mx)),
+    )
 
 
 async def _refusal(
@@ -164,7 +218,7 @@ async def _run_one(
     engine_name: str,
     w: World,
     engine: EngineUnderTest,
-    watcher: WorldWatcher,
+    take: Callable[[], WorldSlice],
     seen: int,
     note: str,
     setup: StepObservation,
@@ -186,7 +240,7 @@ async def _run_one(
             events=events,
             lines=tuple(e.line for e in events if e.line),
             deliveries=deliveries,
-            world=watcher.take(w),
+            world=take(),
             clock=engine.now(),
             seconds=time.monotonic() - t0,
             error=error,

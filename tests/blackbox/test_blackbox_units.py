@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.adapters.blackbox import settle_except
 from harness.adapters.blackbox_batch import plan, relabel, world_view
 from harness.adapters.blackbox_drivers import driver_for
 from harness.adapters.blackbox_fit import fit, needs
@@ -15,9 +16,18 @@ from harness.adapters.blackbox_profile import (
     profile_names,
     render,
 )
+from harness.adapters.blackbox_run import _own, _owners
 from harness.netns import RESOLV_CONF, sweep_stale
 from harness.scenario.loader import loads_scenario
 from harness.scenario.model import Capability
+from harness.scenario.observation import (
+    DnsRecord,
+    DsnRecord,
+    FetchRecord,
+    SessionRecord,
+    TimelineEntry,
+    WorldSlice,
+)
 from harness.world.ports import TABLE, ruleset
 
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -210,3 +220,95 @@ def test_fit_skips_the_whole_file_when_no_send_can_run():
     text = _MIXED.replace('tls = "preferred"', 'tls = "required"')
     part = fit(loads_scenario(text, "mixed.toml"), REPORT, STS)
     assert (part.scenario, part.why) == (None, "needs config (the profile has sts)")
+
+
+# -- a batch's shared world, judged per scenario (harness.adapters.blackbox_run) -------
+
+
+def _session(mx: str) -> SessionRecord:
+    return SessionRecord(0.0, 1.0, mx, True, True, "TLSv1.3", None, mx, None, 1, 1, False, (), "")
+
+
+def test_a_late_delivery_of_another_scenario_is_not_judged_in_this_one():
+    files = sorted(SCENARIOS.glob("bb-sts-*.toml"))[:2]
+    a, b = (relabel(p.read_text(encoding="utf-8"), k, p) for p, k in ((files[0], 1), (files[1], 2)))
+    owners = _owners([a, b])
+    assert owners["s1.example.com"] == a.id and owners["s2.example.com"] == b.id
+    seen = WorldSlice(
+        dns=(DnsRecord(0.0, "mx2.s1.example.com.", "A", None, False, (), None),),
+        fetches=(FetchRecord(0.0, "mta-sts.s2.example.com", None, "GET", "/", "200"),),
+        sessions=(_session("mx2.s1.example.com"), _session("mx1.s2.example.com")),
+        timeline=(TimelineEntry(0.0, None, "proxy", "mta-sts.s1.example.com:443", ""),),
+        dsns=(DsnRecord(0.0, "mx.s1.example.com", "", ("x@s1.example.com",), ()),),
+    )
+    mine = _own(seen, b.id, owners)
+    assert [s.mx for s in mine.sessions] == ["mx1.s2.example.com"]
+    assert mine.dns == () and mine.timeline == () and mine.dsns == ()
+    assert [f.host for f in mine.fetches] == ["mta-sts.s2.example.com"]
+    # What belongs to no scenario (the MTA's own look-ups) stays; a lone scenario sees all.
+    own_lookup = WorldSlice(
+        dns=(DnsRecord(0.0, "sender.harness.test", "A", None, False, (), None),)
+    )
+    assert _own(own_lookup, b.id, owners) == own_lookup
+    assert _own(seen, a.id, _owners([a])) == seen
+
+
+class _Mta:
+    def __init__(self, live: int) -> None:
+        self.live_sessions = live
+        self.settled = False
+
+    async def settle(self, timeout: float = 5.0) -> None:
+        if self.live_sessions:
+            raise TimeoutError  # as ReceivingMta.settle with a session that never ends
+        self.settled = True
+
+
+async def test_a_message_waits_for_its_own_mx_hosts_not_for_one_left_stalled_before():
+    stalled, idle = _Mta(live=1), _Mta(live=0)
+    mtas = {"mx1.s1.example": stalled, "mx2.s2.example": idle}
+    busy = {h for h, m in mtas.items() if m.live_sessions}
+    await settle_except(mtas, busy)  # before the fix: world.settle(), a TimeoutError
+    assert idle.settled and not stalled.settled
+    with pytest.raises(TimeoutError):
+        await settle_except(mtas, set())
+
+
+def test_fit_skips_a_stalling_world_for_an_engine_whose_timeouts_outlast_the_window():
+    path = Path("scenarios/transport/ehlo-stall.toml")
+    if not path.exists():
+        pytest.skip("the catalog is not in this checkout")
+    s = relabel(path.read_text(encoding="utf-8"), 2, path)
+    slow = fit(s, REPORT, STS, smtp_timeout=600)
+    assert slow.scenario is None
+    assert slow.why.startswith("world: an MX stalls, and the engine waits 600 s for a reply")
+    assert fit(s, REPORT, STS, smtp_timeout=3).scenario is not None
+    healthy = _transport()
+    assert fit(healthy, REPORT, STS, smtp_timeout=600).scenario is not None
+
+
+def test_fit_skips_a_hanging_policy_fetch_for_an_engine_that_waits_a_minute():
+    path = Path("scenarios/fetch/fetch-13-timeout.toml")
+    if not path.exists():
+        pytest.skip("the catalog is not in this checkout")
+    s = relabel(path.read_text(encoding="utf-8"), 2, path)
+    assert "a policy fetch hangs" in fit(s, REPORT, STS, fetch_timeout=60).why
+    assert fit(s, REPORT, STS, fetch_timeout=4).why == ""
+
+
+def test_fit_leaves_a_policy_fetch_proxy_to_engines_configured_like_ours():
+    path = Path("scenarios/fetch/fetch-via-proxy-hangs.toml")
+    if not path.exists():
+        pytest.skip("the catalog is not in this checkout")
+    s = relabel(path.read_text(encoding="utf-8"), 2, path)
+    assert fit(s, REPORT, STS).why == "needs config (the profile has sts)"
+    assert fit(s, REPORT, STS | {"config"}).why == ""
+
+
+def test_profile_timeouts_are_checked(tmp_path):
+    good = load_profile("chasquid").path.read_text(encoding="utf-8")
+    assert load_profile("chasquid").smtp_timeout == 600
+    bad = tmp_path / "bad.toml"
+    bad.write_text(good.replace("smtp_timeout = 600", 'smtp_timeout = "long"'), encoding="utf-8")
+    with pytest.raises(ProfileError, match=r"engine\.smtp_timeout must be seconds"):
+        load_profile(bad)
