@@ -1,6 +1,6 @@
 """Certificates for the harness: profiles, a factory, SSL contexts, TLSA data, bundles.
 
-See DESIGN.md §4. Everything public is re-exported here::
+See docs/architecture.md. Everything public is re-exported here::
 
     from certs import CertFactory, CertProfile
 

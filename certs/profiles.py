@@ -8,7 +8,7 @@ to a ``now`` the caller passes, so a fake clock works), and *what the server
 sends*. :class:`certs.factory.CertFactory` reads only this table; adding a
 profile is adding a row.
 
-The rows map to spec/requirements.md: FETCH-2..6 (policy host) and CERT-3..8
+The rows map to docs/requirements.md: FETCH-2..6 (policy host) and CERT-3..8
 (MX host) name the failures, DANE-20..31 reuse the same certificates with
 TLSA data on top.
 """

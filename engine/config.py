@@ -13,7 +13,7 @@ Layout::
     tls = "preferred"                     # no | preferred | required | preferred-verify
                                           # | required-verify | required-verify-hosted
     [destination_controls."example.com"]  # a domain entry; missing keys inherit
-    tls = "required-verify-hosted"        # from the Default entry (seg-behaviour.md §1)
+    tls = "required-verify-hosted"        # from the Default entry (docs/gateway-behaviour.md §1)
     mta_sts = true
     [routes]
     "example.com" = ["relay.example.net:2525"]
@@ -462,7 +462,8 @@ def _profile(node: TomlNode, base: DestinationProfile) -> DestinationProfile:
             changes[key] = _count(item)
     prof = replace(base, **changes)  # type: ignore[arg-type]
     if prof.mta_sts and prof.tls is TlsSetting.NO:
-        # SEG §3 [SEED]: MTA-STS can be set only for TLS settings other than No.
+        # docs/gateway-behaviour.md §3 [SEED]: MTA-STS can be set only for TLS settings
+        # other than No.
         where = node.child("mta_sts", True)
         raise where.bad('false while tls = "no" (MTA-STS needs TLS)')
     return prof
@@ -481,7 +482,8 @@ def _destination_controls(
         if name == "default":
             continue
         key = _domain(node, name, profiles)
-        # SEG §1: a key missing from a domain entry is inherited from the Default entry.
+        # docs/gateway-behaviour.md §1: a key missing from a domain entry is inherited
+        # from the Default entry.
         profiles[key] = _profile(node, default)
     return default, profiles, warnings
 

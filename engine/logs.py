@@ -4,10 +4,10 @@ Theory of operation
 -------------------
 The engine emits :class:`~engine.core.events.LogEvent` values; nothing else
 in the engine formats text. :data:`TEMPLATES` maps an event code to the line
-the Cisco gateway writes for it (``spec/seg-behaviour.md`` §5). The lines
+the Cisco gateway writes for it (``spec/docs/gateway-behaviour.md`` §5). The lines
 the seed document prints come out exactly as printed there, odd spacing and
 punctuation included (``domain(x)`` beside ``domain (x)``, ``., for``).
-Lines the seed does not show are marked [INF] in ``seg-behaviour.md``; their
+Lines the seed does not show are marked [INF] in ``docs/gateway-behaviour.md``; their
 templates follow the same shape.
 
 A line is ``<ctime> <Level>: <text>``, where ``ctime`` is
@@ -85,7 +85,7 @@ Template = str | Callable[[Mapping[str, object]], str]
 
 #: Event code -> line text. ``str`` templates use ``str.format`` over the fields.
 TEMPLATES: dict[str, Template] = {
-    # Queue (seg-behaviour §5.1)
+    # Queue (docs/gateway-behaviour.md §5.1)
     "message.queued": "MID {mid} queued for delivery",
     "message.finished": "Message finished MID {mid} done",
     "message.pending": "Message {mid} to RID {rid} pending till {until}",
@@ -115,7 +115,7 @@ TEMPLATES: dict[str, Template] = {
     "sts.txt.temperror": "MTA-STS TXT lookup failed for domain({domain}): {detail}",
     "sts.success": "MTA-STS policy for the domain ({domain}) Successful.",
     "sts.refresh.failed": ("MTA-STS policy refresh failed for the domain ({domain}): {detail}"),
-    # Connections and delivery (seg-behaviour §5.1)
+    # Connections and delivery (docs/gateway-behaviour.md §5.1)
     "smtp.connect": "New SMTP DCID {dcid} interface {interface} address {address} port {port}",
     # The appliance's catch-all is "network error"; a fault that is no network error (a
     # bug the delivery boundary contained, engine/delivery/attempt.py) says "internal error".
@@ -137,12 +137,12 @@ TEMPLATES: dict[str, Template] = {
     ),
     "delivery.delayed": _delayed_or_bounced("Delayed"),
     "delivery.bounced": _delayed_or_bounced("Bounced"),
-    # TLS (seg-behaviour §5.2)
+    # TLS (docs/gateway-behaviour.md §5.2)
     "tls.success": _tls_success,
     "tls.failed": "DCID {dcid} TLS failed: {detail}",
     "tls.verify.deferring": "DCID {dcid} TLS deferring: verify error: {detail}",
     "tls.required.failed": "DCID {dcid} TLS was required but could not be successfully negotiated",
-    # DANE (seg-behaviour §5.3, templates [INF])
+    # DANE (docs/gateway-behaviour.md §5.3, templates [INF])
     "dane.success": "DCID {dcid} DANE Success for MX host {mx}",
     "dane.failed": "DCID {dcid} DANE Failed for MX host {mx}",
     "dane.not.applicable": (

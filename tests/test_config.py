@@ -118,7 +118,7 @@ def test_domain_entry_inherits_missing_keys_from_default(full: EngineConfig) -> 
     p = full.profile_for("example.com")
     assert p.tls is TlsSetting.REQUIRED_VERIFY_HOSTED and p.mta_sts
     assert p.coexistence is Coexistence.LITERAL
-    # Not set in the domain entry: from the Default entry (seg-behaviour.md §1).
+    # Not set in the domain entry: from the Default entry (docs/gateway-behaviour.md §1).
     assert (p.dane, p.max_concurrency, p.ip_sort_pref) == (
         DaneOption.OPPORTUNISTIC,
         100,

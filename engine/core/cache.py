@@ -374,7 +374,7 @@ def refresh_due(
     if not entry.is_valid(now):
         return None  # AMB-11: an expired entry is over; the next delivery rediscovers.
     if last_used is None or now - last_used > max_idle:
-        return None  # refresh only what is being used (peers.md: refresh traffic)
+        return None  # refresh only what is being used: no refresh traffic for idle domains
     period = min(refresh_interval, entry.policy.max_age / 2)
     due = entry.fetched_at + period * (1 + jitter_fraction * rng_value)
     if last_failure is not None and last_failure.failed_at >= entry.fetched_at:

@@ -9,7 +9,7 @@ status of the MX and whether the domain is SMTP-routed into one
 reported, and what each kind of failure does. :mod:`engine.core.verdict`
 judges what the connection showed against it.
 
-The decision is the table of ``spec/seg-behaviour.md`` §2.1, kept below as data
+The decision is the table of ``spec/docs/gateway-behaviour.md`` §2.1, kept below as data
 (:data:`DECISION_TABLE`), rows 1–11 in order, first matching row wins. Two rows
 do not decide but hand over to the MTA-STS rows: row 6 always, and row 5 when
 ``opportunistic_dane_fail_falls_back`` is set. With ``dane_audit_only`` a TLSA
@@ -17,7 +17,7 @@ mismatch (rows 3 and 5 on ``usable-fail``) hands over too: RFC 7672 §9.1 lets
 local policy audit DANE, logging the failure but delivering (DANE-35). The deciding row's number and
 citation travel in the requirement, so logs and tests can name it.
 
-Composition (DESIGN.md §3.1):
+Composition (docs/gateway-behaviour.md §2.2):
 
 * The TLS setting's own checks always apply (§1.1 per-setting behaviour).
 * MTA-STS ``enforce`` keeps the setting's blocking checks and adds its own on
@@ -68,7 +68,7 @@ __all__ = [
 
 
 class TlsSetting(StrEnum):
-    """The six outbound "TLS Support" values (seg-behaviour.md §1)."""
+    """The six outbound "TLS Support" values (docs/gateway-behaviour.md §1)."""
 
     NO = "no"
     PREFERRED = "preferred"
@@ -79,7 +79,7 @@ class TlsSetting(StrEnum):
 
 
 class DaneOption(StrEnum):
-    """The Destination Controls DANE option (seg-behaviour.md §2)."""
+    """The Destination Controls DANE option (docs/gateway-behaviour.md §2)."""
 
     NONE = "none"
     OPPORTUNISTIC = "opportunistic"
@@ -119,12 +119,12 @@ class RouteSts(StrEnum):
 class PostStarttlsFailure(StrEnum):
     """[INF] knob: a Preferred handshake failure after the STARTTLS 220."""
 
-    DEFER = "defer"  # the session is lost; retry later (seg-behaviour.md §1.1)
+    DEFER = "defer"  # the session is lost; retry later (docs/gateway-behaviour.md §1.1)
     CLEAR = "clear"  # reconnect and deliver in clear
 
 
 class IpSortPref(StrEnum):
-    """Address ordering within one MX preference (seg-behaviour.md §4)."""
+    """Address ordering within one MX preference (docs/gateway-behaviour.md §4)."""
 
     PREFER_V4 = "PREFER_V4"
     PREFER_V6 = "PREFER_V6"
@@ -209,7 +209,7 @@ class TlsRequirement:
     """What one connection to one MX must achieve.
 
     Attributes:
-        row: the deciding row of seg-behaviour.md §2.1.
+        row: the deciding row of docs/gateway-behaviour.md §2.1.
         source: that row's citation (and modifiers applied).
         starttls: never / optional / mandatory.
         checks: blocking verifications.
@@ -252,7 +252,7 @@ class TlsRequirement:
 
 @dataclass(frozen=True, slots=True)
 class DecisionFacts:
-    """The inputs of seg-behaviour.md §2.1 (T, D, R, dane, sts)."""
+    """The inputs of docs/gateway-behaviour.md §2.1 (T, D, R, dane, sts)."""
 
     tls: TlsSetting
     option: DaneOption
@@ -277,7 +277,7 @@ class RowOutcome(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class DecisionRow:
-    """One row of seg-behaviour.md §2.1: number, citation, condition, outcome."""
+    """One row of docs/gateway-behaviour.md §2.1: number, citation, condition, outcome."""
 
     number: int
     source: str
@@ -289,35 +289,35 @@ _DANE_ON = (DaneOption.OPPORTUNISTIC, DaneOption.MANDATORY)
 _S = DaneStatus
 
 # fmt: off
-# The table reads like seg-behaviour.md §2.1: (row, citation, condition, outcome).
+# The table reads like docs/gateway-behaviour.md §2.1: (row, citation, condition, outcome).
 DECISION_TABLE: tuple[DecisionRow, ...] = (
-    DecisionRow(1, "SEG §2.1 row 1 [SEED]: T = No: plain SMTP; DANE and MTA-STS not evaluated",
+    DecisionRow(1, "gateway §2.1 row 1 [SEED]: T = No: plain SMTP; DANE and MTA-STS not evaluated",
                 lambda f: f.tls is TlsSetting.NO, RowOutcome.PLAIN),
-    DecisionRow(2, "SEG §2.1 row 2 [SEED]: DANE usable and passing: TLS authenticated by DANE",
+    DecisionRow(2, "gateway §2.1 row 2 [SEED]: DANE usable and passing: TLS authenticated by DANE",
                 lambda f: f.option in _DANE_ON and f.dane in (_S.USABLE, _S.USABLE_PASS),
                 RowOutcome.DANE),
-    DecisionRow(3, "SEG §2.1 row 3 [SEED]: Mandatory DANE failed or not applicable: deferred",
+    DecisionRow(3, "gateway §2.1 row 3 [SEED]: Mandatory DANE failed or not applicable: deferred",
                 lambda f: f.option is DaneOption.MANDATORY
                 and f.dane in (_S.USABLE_FAIL, _S.NOT_APPLICABLE, _S.UNUSABLE_ONLY),
                 RowOutcome.DEFER),
-    DecisionRow(4, "SEG §2.1 row 4 [INF] / RFC 7672 §2.2.3: DANE DNS error: deferred (temporary)",
+    DecisionRow(4, "gateway §2.1 row 4 [INF] / RFC 7672 §2.2.3: DANE DNS error: deferred",
                 lambda f: f.option in _DANE_ON and f.dane is _S.DNS_ERROR, RowOutcome.DEFER),
-    DecisionRow(5, "SEG §2.1 row 5 [INF] / RFC 7672 §2.2: Opportunistic DANE failed: deferred",
+    DecisionRow(5, "gateway §2.1 row 5 [INF] / RFC 7672 §2.2: Opportunistic DANE failed: deferred",
                 lambda f: f.option is DaneOption.OPPORTUNISTIC and f.dane is _S.USABLE_FAIL,
                 RowOutcome.DEFER_OR_CONTINUE),
-    DecisionRow(6, "SEG §2.1 row 6 [SEED]: DANE not applicable or off: on to the MTA-STS rows",
+    DecisionRow(6, "gateway §2.1 row 6 [SEED]: DANE not applicable or off: on to the MTA-STS rows",
                 lambda f: f.option is DaneOption.NONE
                 or f.dane in (_S.NOT_APPLICABLE, _S.UNUSABLE_ONLY),
                 RowOutcome.CONTINUE),
-    DecisionRow(7, "SEG §2.1 row 7 [SEED]: MTA-STS off, or SMTP-routed domain: deliver under T",
+    DecisionRow(7, "gateway §2.1 row 7 [SEED]: MTA-STS off, or SMTP-routed domain: deliver under T",
                 lambda f: not f.sts_on or f.routed, RowOutcome.UNDER_T),
-    DecisionRow(8, "SEG §2.1 row 8 [SEED]: no MTA-STS policy (absent/skipped): deliver under T",
+    DecisionRow(8, "gateway §2.1 row 8 [SEED]: no MTA-STS policy (absent/skipped): deliver under T",
                 lambda f: f.sts is None, RowOutcome.UNDER_T),
-    DecisionRow(9, "SEG §2.1 row 9 [INF] / RFC 8461 §5: mode none: policy ignored, under T",
+    DecisionRow(9, "gateway §2.1 row 9 [INF] / RFC 8461 §5: mode none: policy ignored, under T",
                 lambda f: f.sts is Mode.NONE, RowOutcome.UNDER_T),
-    DecisionRow(10, "SEG §2.1 row 10 [INF] / RFC 8461 §5: testing: check, report, deliver under T",
+    DecisionRow(10, "gateway §2.1 row 10 [INF] / RFC 8461 §5: testing: check, report, under T",
                 lambda f: f.sts is Mode.TESTING, RowOutcome.STS_TESTING),
-    DecisionRow(11, "SEG §2.1 row 11 [SEED] / RFC 8461 §5: enforce: MX list, TLS>=1.2, verified",
+    DecisionRow(11, "gateway §2.1 row 11 [SEED] / RFC 8461 §5: enforce: MX list, TLS>=1.2, PKIX",
                 lambda f: f.sts is Mode.ENFORCE, RowOutcome.STS_ENFORCE),
 )
 # fmt: on
@@ -343,7 +343,7 @@ def decide(
         routed: the domain has an SMTP route (MTA-STS is then skipped; seed).
 
     Returns:
-        The requirement, naming the deciding row of seg-behaviour.md §2.1.
+        The requirement, naming the deciding row of docs/gateway-behaviour.md §2.1.
     """
     facts = DecisionFacts(
         tls=profile.tls,
@@ -364,7 +364,7 @@ def decide(
             notes += "; dane_audit_only: TLSA mismatch logged, on to the MTA-STS rows"
             continue
         if outcome is RowOutcome.DEFER_OR_CONTINUE:
-            # [INF] knob: seg-behaviour.md §2 "opportunistic_dane_fail_falls_back".
+            # [INF] knob: docs/gateway-behaviour.md §2 "opportunistic_dane_fail_falls_back".
             if not profile.opportunistic_dane_fail_falls_back:
                 return _deferred(row, dane, mx_host)
             notes += "; opportunistic_dane_fail_falls_back: on to the MTA-STS rows"
@@ -390,17 +390,17 @@ def decide(
 def _under_setting(
     row: DecisionRow, tls: TlsSetting, profile: DestinationProfile
 ) -> TlsRequirement:
-    """SEG §1.1: the per-setting behaviour ("deliver under T")."""
+    """docs/gateway-behaviour.md §1.1: the per-setting behaviour ("deliver under T")."""
     base = TlsRequirement(row=row.number, source=row.source, starttls=StartTls.MANDATORY)
-    # SEG §1.1 note [CISCO 118955]: fall back to clear only before the 220 reply; after it,
-    # the session is lost ([INF] knob preferred_post220_failure).
+    # docs/gateway-behaviour.md §1.1 note [CISCO 118955]: fall back to clear only before the
+    # 220 reply; after it, the session is lost ([INF] knob preferred_post220_failure).
     post220 = (
         FailureAction.RECONNECT_CLEAR
         if profile.preferred_post220_failure is PostStarttlsFailure.CLEAR
         else FailureAction.DEFER
     )
     if tls is TlsSetting.PREFERRED:
-        # SEG §1.1 [CISCO 118955]: no CA check, no name check.
+        # docs/gateway-behaviour.md §1.1 [CISCO 118955]: no CA check, no name check.
         return replace(
             base,
             starttls=StartTls.OPTIONAL,
@@ -408,7 +408,8 @@ def _under_setting(
             on_handshake_failure=post220,
         )
     if tls is TlsSetting.PREFERRED_VERIFY:
-        # SEG §1.1 [CISCO*]: verification fails but TLS is up: delivered, encrypted, unverified.
+        # docs/gateway-behaviour.md §1.1 [CISCO*]: verification fails but TLS is up: delivered,
+        # encrypted, unverified.
         return replace(
             base,
             starttls=StartTls.OPTIONAL,
@@ -418,12 +419,13 @@ def _under_setting(
             on_verify_failure=FailureAction.DELIVER_UNVERIFIED,
         )
     if tls is TlsSetting.REQUIRED_VERIFY:
-        # SEG §1.1 [SEED]: "TLS deferring: verify error: peer cert does not match domain x".
+        # docs/gateway-behaviour.md §1.1 [SEED]:
+        # "TLS deferring: verify error: peer cert does not match domain x".
         return replace(base, checks=(Check.CISCO_VERIFY,))
     if tls is TlsSetting.REQUIRED_VERIFY_HOSTED:
-        # SEG §1.1 [SEED; CISCO 200537]: the Hosted Verify algorithm.
+        # docs/gateway-behaviour.md §1.1 [SEED; CISCO 200537]: the Hosted Verify algorithm.
         return replace(base, checks=(Check.CISCO_HOSTED_VERIFY,))
-    # SEG §1.1 [CISCO]: Required: no certificate check, never in clear.
+    # docs/gateway-behaviour.md §1.1 [CISCO]: Required: no certificate check, never in clear.
     return base
 
 
@@ -446,8 +448,8 @@ def _build_sts_rows(
             report_mx_mismatch=not permitted,
             sts_mode=Mode.TESTING,
         )
-    # SEG §2.1 row 11 composed per DESIGN.md §3.1: the TLS setting's own checks still
-    # apply and MTA-STS enforce adds its own on top. Only the *blocking* part of the
+    # docs/gateway-behaviour.md §2.1 row 11, composed as §2.2 says: the TLS setting's own
+    # checks still apply and MTA-STS enforce adds its own on top. Only the *blocking* part of the
     # setting survives: a Preferred-Verify name check that would merely have delivered
     # unverified is dropped, since enforce never delivers on a failed check. This reading
     # fits both seed observations: under Preferred + enforce the seed delivers over a
@@ -480,7 +482,8 @@ def _dane_requirement(
     mx_host: str,
 ) -> TlsRequirement:
     # RFC 7672 §2.2: with usable TLSA, STARTTLS is mandatory; AMB-33: TLS >= 1.2.
-    # DESIGN §3.1: DANE replaces the PKIX and name checks of the setting and of MTA-STS.
+    # docs/gateway-behaviour.md §2.2: DANE replaces the PKIX and name checks of the setting
+    # and of MTA-STS.
     fallback = decide(
         profile, mx_host=mx_host, policy=policy, dane=DaneStatus.USABLE_FAIL, routed=facts.routed
     )
@@ -493,7 +496,7 @@ def _dane_requirement(
     )
     sts_applies = facts.sts_on and not facts.routed and facts.sts in (Mode.ENFORCE, Mode.TESTING)
     if not sts_applies or policy is None or profile.coexistence is Coexistence.DANE_PRECEDENCE:
-        # SEG §2.1 row 2 [SEED]: "MTA-STS ignored" (AMB-24 dane-precedence).
+        # docs/gateway-behaviour.md §2.1 row 2 [SEED]: "MTA-STS ignored" (AMB-24 dane-precedence).
         return req
     permitted = policy_permits(policy.mx, mx_host)
     changes: dict[str, Any]
@@ -512,7 +515,7 @@ def _dane_requirement(
 
 
 def _deferred(row: DecisionRow, dane: DaneStatus, mx_host: str) -> TlsRequirement:
-    # requirements.md §1.11: the result type of each DANE failure.
+    # docs/requirements.md §1.11: the result type of each DANE failure.
     if dane is DaneStatus.DNS_ERROR:
         result, reason = ResultType.DNSSEC_INVALID, f"DANE lookup failed for MX host {mx_host}"
     elif dane is DaneStatus.NOT_APPLICABLE:

@@ -11,7 +11,7 @@ Two separate questions, answered by separate pure functions:
 2. *Does the certificate name the right host?* Three matchers, one per rule
    set: :func:`rfc6125_match` (RFC 8461 §4.2: SAN DNS-IDs against the MX host),
    :func:`cisco_verify_match` and :func:`cisco_hosted_verify_match` (the two
-   appliance algorithms of ``spec/seg-behaviour.md`` §1.2).
+   appliance algorithms of ``spec/docs/gateway-behaviour.md`` §1.2).
 
 Why a *client* verifier. ``build_server_verifier(subject)`` also matches the
 subject against the SAN extension, and the web-PKI end-entity profile requires
@@ -26,7 +26,7 @@ validator: when an EKU extension is present it must allow ``serverAuth`` (or
 
 Why the diagnosis. The verifier's error text is not an OpenSSL verify string
 and, for a missing path, says only "candidates exhausted". Reports need a
-``result-type`` and a ``failure-reason-code`` (requirements.md §1.11), so on
+``result-type`` and a ``failure-reason-code`` (docs/requirements.md §1.11), so on
 failure we re-run the verifier at a probe time at which every presented
 certificate is valid: if it then passes, the failure was a date
 (``certificate-expired`` / not yet valid); if not, we walk the issuer links
@@ -323,7 +323,7 @@ def rfc6125_match(cert: x509.Certificate, host: str) -> bool:
 def cisco_verify_match(
     cert: x509.Certificate, rcpt_domain: str, ptr_host: str | None = None
 ) -> bool:
-    """The appliance's **Verify** algorithm (seg-behaviour.md §1.2).
+    """The appliance's **Verify** algorithm (docs/gateway-behaviour.md §1.2).
 
     Used by Preferred-Verify, Required-Verify and ``tlsverify``. MX host names are
     deliberately *not* accepted: that is why a hosted domain fails with "peer cert
@@ -350,7 +350,7 @@ def cisco_verify_match(
 def cisco_hosted_verify_match(
     cert: x509.Certificate, rcpt_domain: str, mx_host: str, route_host: str | None = None
 ) -> bool:
-    """The appliance's **Hosted Verify** algorithm (seg-behaviour.md §1.2).
+    """The appliance's **Hosted Verify** algorithm (docs/gateway-behaviour.md §1.2).
 
     Used by Required-Verify Hosted Domains.
 
@@ -359,7 +359,7 @@ def cisco_hosted_verify_match(
         rcpt_domain: the recipient's email domain.
         mx_host: the MX host connected to.
         route_host: the SMTP route host when the domain is routed; it stands in for
-            the MX host ([INF], seg-behaviour.md §6 item 6).
+            the MX host ([INF], docs/gateway-behaviour.md §6 item 6).
 
     Returns:
         True when a presented name matches the domain, or the MX (route) host.

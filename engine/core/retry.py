@@ -6,7 +6,7 @@ Times are POSIX seconds on the engine's clock, passed in. A message's first
 attempt is at ``first_attempt_at``; every later attempt is a *retry*. After a
 failed attempt at ``now`` (``attempts_done`` attempts so far, the first one
 included), :func:`next_attempt` gives the time of the next retry, or None when
-the message must hard-bounce now (seg-behaviour.md §4, CISCO 9.1 UG p.24-39):
+the message must hard-bounce now (docs/gateway-behaviour.md §4, CISCO 9.1 UG p.24-39):
 
 * right after the retry that uses up ``max_retries``;
 * immediately before any attempt that would fall past ``max_queue_seconds``
@@ -80,7 +80,7 @@ def retry_interval(retry_number: int, profile: BounceProfile) -> float:
         raise ValueError(f"retry_number must be >= 1, got {retry_number!r}")
     if profile.growth is Growth.CONSTANT:
         return min(profile.initial_retry, profile.max_retry)
-    # [INF] seg-behaviour.md §4: doubling from the initial wait, capped at the maximum. The
+    # [INF] docs/gateway-behaviour.md §4: doubling from the initial wait, capped at the maximum. The
     # exponent is bounded so a large retry number cannot overflow the float.
     return min(profile.initial_retry * 2.0 ** min(retry_number - 1, 64), profile.max_retry)
 

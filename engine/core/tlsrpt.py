@@ -5,7 +5,7 @@ Theory of operation
 Every SMTP session the gateway attempts under a policy (or under none, for a
 domain that publishes ``_smtp._tls``) ends in one :class:`SessionResult`: a
 success, or a failure with exactly one registered result type (RFC 8460 §4.3,
-mapping in requirements.md §1.11). The gateway hands results to a
+mapping in docs/requirements.md §1.11). The gateway hands results to a
 :class:`TlsRptAggregator`, which keeps one bucket per
 
     (policy domain, UTC day, policy identity)
@@ -64,7 +64,7 @@ class PolicyType(StrEnum):
     NO_POLICY_FOUND = "no-policy-found"
 
 
-# requirements.md §1.11: which result types belong to which policy type.
+# docs/requirements.md §1.11: which result types belong to which policy type.
 _STS_ONLY = frozenset(
     {
         ResultType.STS_POLICY_FETCH_ERROR,

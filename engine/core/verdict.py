@@ -16,7 +16,7 @@ blocking failure decides:
 1. decided before connecting: rows 3–5 (DANE) and an MX outside an ``enforce``
    policy (MX-1, MX-6; ``validation-failure`` + ``mx-not-in-policy``, AMB-17);
 2. STARTTLS missing or refused: before the 220, so a Preferred setting goes on
-   in clear (SEG §1.1, CISCO 118955); a mandatory one defers with the seed's
+   in clear (docs/gateway-behaviour.md §1.1, CISCO 118955); a mandatory one defers with the seed's
    "TLS was required but could not be successfully negotiated";
 3. handshake failure after the 220: never clear on this connection;
 4. the blocking checks, in a fixed order: DANE, TLS >= 1.2 (AMB-33), the Cisco
@@ -25,7 +25,7 @@ blocking failure decides:
 
 Checks that only report (``testing``: RFC 8461 §5, AMB-16; AMB-24 hybrid PKIX)
 never change the outcome; they add at most one ``sts`` :class:`ReportEntry`
-per session. Result types follow requirements.md §1.11.
+per session. Result types follow docs/requirements.md §1.11.
 """
 
 from __future__ import annotations
@@ -233,7 +233,7 @@ def _judge(
     obs = ctx.observation
     policy_type = _policy_type(req)
     if req.defer_now is not None:
-        # SEG §2.1 rows 3–5: decided before connecting.
+        # docs/gateway-behaviour.md §2.1 rows 3–5: decided before connecting.
         return Verdict(Outcome.DEFER, req.defer_reason, req.defer_now, None, PolicyType.TLSA)
     if not req.mx_permitted:
         # RFC 8461 §4.1, §5 (MX-1, MX-6); AMB-17: validation-failure with a reason code.
@@ -247,7 +247,7 @@ def _judge(
         reason = f"MX host {ctx.mx_host} is not in the MTA-STS policy"
         reported.append(_Failure(ResultType.VALIDATION_FAILURE, reason, MX_NOT_IN_POLICY))
     if req.starttls is StartTls.NEVER:
-        # SEG §1.1 [CISCO 118955]: TLS No: never STARTTLS, even when offered.
+        # docs/gateway-behaviour.md §1.1 [CISCO 118955]: TLS No: never STARTTLS, even when offered.
         return Verdict(Outcome.DELIVER_CLEAR, "TLS not attempted (TLS setting No)")
 
     if not obs.starttls_offered or obs.starttls_reply != 220:
@@ -258,8 +258,8 @@ def _judge(
         )
         failure = _Failure(ResultType.STARTTLS_NOT_SUPPORTED, code, code)
         if req.starttls is StartTls.OPTIONAL and req.on_no_starttls is FailureAction.CLEAR:
-            # SEG §1.1: before the 220, Preferred (-Verify) goes on in clear; testing reports
-            # it (APPLY-4).
+            # docs/gateway-behaviour.md §1.1: before the 220, Preferred (-Verify) goes on in
+            # clear; testing reports it (APPLY-4).
             reported.append(failure)
             return _finish(
                 ctx,
@@ -270,7 +270,8 @@ def _judge(
                 None,
                 reported,
             )
-        # RFC 8461 §5 (CERT-1, CERT-2); SEG §1.1 Required: nothing sent in clear.
+        # RFC 8461 §5 (CERT-1, CERT-2); docs/gateway-behaviour.md §1.1 Required: nothing sent
+        # in clear.
         return Verdict(
             Outcome.DEFER, TLS_REQUIRED_NOT_NEGOTIATED, failure.result_type, code, policy_type
         )
@@ -284,7 +285,8 @@ def _judge(
             return _finish(
                 ctx, req, Outcome.RECONNECT_CLEAR, f"TLS failed: {error}", failure, None, reported
             )
-        # SEG §1.1 note: after the 220, no clear text on this connection; retry later.
+        # docs/gateway-behaviour.md §1.1 note: after the 220, no clear text on this connection;
+        # retry later.
         return Verdict(Outcome.DEFER, error, failure.result_type, error, policy_type)
 
     if Check.DANE in req.checks:
@@ -299,7 +301,8 @@ def _judge(
     if blocking is not None:
         floor = blocking.code == _FLOOR_CODE
         if req.on_verify_failure is FailureAction.DELIVER_UNVERIFIED and not floor:
-            # SEG §1.1 [CISCO*] Preferred-Verify: deliver encrypted but unverified.
+            # docs/gateway-behaviour.md §1.1 [CISCO*] Preferred-Verify: deliver encrypted but
+            # unverified.
             return _finish(
                 ctx,
                 req,
@@ -380,8 +383,8 @@ def _dane_failed(ctx: _Context, req: TlsRequirement, detail: DaneOutcome | None)
     if fallback is not None and fallback.defer_now is None:
         # [INF] knob opportunistic_dane_fail_falls_back: judge under the configured setting.
         return _judge(ctx, fallback, None)
-    # RFC 7672 §2.2, SEG §2.1 rows 3 and 5; requirements.md §1.11: tlsa-invalid. COEX-1: a
-    # passing MTA-STS never overrides this.
+    # RFC 7672 §2.2, docs/gateway-behaviour.md §2.1 rows 3 and 5; docs/requirements.md §1.11:
+    # tlsa-invalid. COEX-1: a passing MTA-STS never overrides this.
     result = fallback.defer_now if fallback and fallback.defer_now else ResultType.TLSA_INVALID
     reason = fallback.defer_reason if fallback else f"DANE Failed for MX host {ctx.mx_host}"
     if detail is not None:

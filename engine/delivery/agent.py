@@ -369,7 +369,7 @@ _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s*(.*)$")
 
 
 def outcome_fields(status: str, reply: str | None, reason: str) -> dict[str, object]:
-    """The ``Delayed:``/``Bounced:`` line fields for one recipient (seg-behaviour §5.5).
+    """The ``Delayed:``/``Bounced:`` line fields for one recipient (docs/gateway-behaviour.md §5.5).
 
     A remote reply gives its own code and enhanced status code (``450 4.2.0 Mailbox
     busy`` -> ``4.2.0 - Mailbox busy ('450', ['4.2.0 Mailbox busy'])``); a failure

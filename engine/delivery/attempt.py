@@ -277,7 +277,8 @@ class Trial:
                 },
                 dane=Check.DANE in req.checks,
             )
-        # seg-behaviour §5.1: "Connection Error: DCID ... details: ... reason: network error".
+        # docs/gateway-behaviour.md §5.1:
+        # "Connection Error: DCID ... details: ... reason: network error".
         services.emit(
             "smtp.connect.error",
             {

@@ -42,7 +42,7 @@ __all__ = [
 
 
 class DaneState(StrEnum):
-    """What DANE says about one host (seg-behaviour §2.1 inputs)."""
+    """What DANE says about one host (docs/gateway-behaviour.md §2.1 inputs)."""
 
     USABLE = "usable"  # secure TLSA with a usable record: TLS + DANE authentication
     UNUSABLE = "unusable"  # secure TLSA, none usable: TLS mandatory, no authentication

@@ -161,8 +161,9 @@ async def run_session(
     """Deliver a batch of messages over the open connection ``client`` to ``address``.
 
     The TLS verdict is reached once per connection; when it delivers, each message gets
-    its own transaction, with RSET between them (seg-behaviour §4: one connection carries
-    up to ``max_messages_per_connection`` messages, CISCO 118548). Whatever happens is
+    its own transaction, with RSET between them (docs/gateway-behaviour.md §4: one
+    connection carries up to ``max_messages_per_connection`` messages, CISCO
+    118548). Whatever happens is
     recorded in ``result`` as it happens; the caller closes the connection.
 
     Args:
@@ -325,7 +326,7 @@ def _log_tls(
     if verdict.result_type is not None:
         fields["result_type"] = verdict.result_type.value
     if obs.handshake_ok:
-        # seg-behaviour §5.2 [SEED]: a verification failure under a Verify setting or
+        # docs/gateway-behaviour.md §5.2 [SEED]: a verification failure under a Verify setting or
         # MTA-STS enforce defers, then says TLS was required.
         services.emit("tls.verify.deferring", fields)
     elif obs.starttls_reply == 220:
@@ -410,7 +411,7 @@ async def _transaction(
 ) -> None:
     dcid, mid = result.dcid, message.mid
     rids = [rid for rid, _ in rcpts]
-    # seg-behaviour §5.1: "Delivery start" is logged when MAIL FROM is sent.
+    # docs/gateway-behaviour.md §5.1: "Delivery start" is logged when MAIL FROM is sent.
     _emit(services, "delivery.start", dcid=dcid, mid=mid, rids=rids)
     result.stage = "mail"
     mail = await client.mail(message.mail_from)

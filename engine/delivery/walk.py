@@ -115,7 +115,7 @@ async def deliver_domain(
     """Try once to deliver a batch of messages, all to recipients at ``domain``.
 
     The batch shares one policy discovery, one MX walk and, per address tried, one SMTP
-    connection (seg-behaviour §4: up to ``max_messages_per_connection`` messages).
+    connection (docs/gateway-behaviour.md §4: up to ``max_messages_per_connection`` messages).
     Nothing that goes wrong on one host escapes (see the module docstring); every
     recipient ends with an outcome.
 
@@ -269,7 +269,7 @@ async def _plan(walk: _Walk, trial: Trial, pref: int, host: str, port: int) -> P
         and hop.addresses
         and hop.dane is DaneState.NOT_APPLICABLE
     ):
-        # seg-behaviour §5.3 [INF]: "DANE: No secure TLSA record found for MX host
+        # docs/gateway-behaviour.md §5.3 [INF]: "DANE: No secure TLSA record found for MX host
         # <mx>, falling back to TLS setting" (RFC 7672 §2.2: insecure or denied).
         _emit(services, "dane.not.applicable", domain=domain, mx=hop.host)
     if walk.profile.dane is DaneOption.MANDATORY and not walk.mx_secure and not walk.routes:

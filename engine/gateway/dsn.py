@@ -5,7 +5,7 @@ Theory of operation
 A DSN is a ``multipart/report; report-type=delivery-status`` message (RFC 6522)
 with three parts: a human-readable explanation, a ``message/delivery-status``
 part (RFC 3464 §2.2, §2.3: per-message fields, then one block per recipient),
-and the original message. seg-behaviour.md §4 (CISCO 9.1 UG p.24-39): the
+and the original message. docs/gateway-behaviour.md §4 (CISCO 9.1 UG p.24-39): the
 original goes in whole when it is under 10 KB, else only its header block, as
 ``text/rfc822-headers`` (RFC 6522 §3).
 
@@ -31,7 +31,7 @@ __all__ = [
     "dsn_wanted",
 ]
 
-MAX_BOUNCE_COPY = 10 * 1024  # seg-behaviour.md §4: the original is quoted under 10 KB
+MAX_BOUNCE_COPY = 10 * 1024  # docs/gateway-behaviour.md §4: the original is quoted under 10 KB
 
 
 class DsnAction(StrEnum):
@@ -153,7 +153,7 @@ def build_dsn(
     if len(original) < MAX_BOUNCE_COPY:
         third_type, third = "message/rfc822", original
     else:
-        # seg-behaviour.md §4: over 10 KB only the headers are returned (RFC 6522 §3).
+        # docs/gateway-behaviour.md §4: over 10 KB only the headers are returned (RFC 6522 §3).
         third_type, third = "text/rfc822-headers", _header_block(original)
     body = (
         _crlf(head)

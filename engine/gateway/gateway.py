@@ -200,7 +200,7 @@ class Gateway:
             local_hostname=self.settings.hostname,
             # The scheduler writes the queue's Delayed:/Bounced:/finished lines itself.
             log_outcomes=False,
-            # seg-behaviour.md §5: DCIDs are persistent counters (the queue's).
+            # docs/gateway-behaviour.md §5: DCIDs are persistent counters (the queue's).
             dcid_source=self.queue.next_dcid,
             on_report=self._remember_attempt,
         )

@@ -8,7 +8,7 @@ aiosmtpd's ``SMTP`` protocol does the grammar; we serve it with
 and one thread. Our handler steers four points:
 
 * connection: a persistent ICID from the queue's counter, and the appliance's
-  ``New SMTP ICID`` line (seg-behaviour.md §5 IDs);
+  ``New SMTP ICID`` line (docs/gateway-behaviour.md §5 IDs);
 * RCPT: relaying is allowed only for clients inside the configured networks
   (loopback by default); others get ``550 5.7.1`` (RFC 5321 §3.6.2: a relay
   must not be open);
@@ -190,7 +190,7 @@ class Listener:
     ) -> str:
         """Accept a recipient only from a relay network and with a domain."""
         if not self._may_relay(session.peer):
-            # RFC 5321 §3.6.2 / seg-behaviour: no open relay.
+            # RFC 5321 §3.6.2 / docs/gateway-behaviour.md: no open relay.
             self._emit("listener.rejected", icid=server.icid, rcpt=address, reason="relay denied")
             return "550 5.7.1 Relaying denied"
         local, at, domain = address.rpartition("@")

@@ -29,7 +29,7 @@ with every lease, and from time to time for expired ones) puts them back to
 every enqueued recipient is always in exactly one state, and it reaches a
 final state only through an explicit mark: delivery is at least once.
 
-Numbering follows the appliance (seg-behaviour.md §5.1): MIDs, DCIDs and
+Numbering follows the appliance (docs/gateway-behaviour.md §5.1): MIDs, DCIDs and
 ICIDs are persistent counters that only increase; RIDs index a message's
 recipients from 0. When every recipient of a message is final the message is
 marked done (``done_at``); :meth:`Queue.purge` deletes done messages later,
@@ -71,7 +71,7 @@ def _rcpt_domain(rcpt: str) -> str:
     if domain.startswith("[") and domain.endswith("]"):
         return domain.lower()  # RFC 5321 §4.1.3 address literal: routed as written
     try:
-        # The queue is per destination domain in A-labels (DESIGN.md §3.3, RFC 8461 §4.1).
+        # The queue is per destination domain in A-labels (RFC 8461 §4.1; docs/architecture.md).
         return normalize_host(domain)
     except MxPatternError as exc:
         raise QueueError(f"recipient {rcpt!r}: {exc.reason}") from exc
@@ -354,7 +354,7 @@ class Queue:
 
         Returns:
             The next attempt time, or None when the recipient was bounced
-            (seg-behaviour.md §4: retries used up, or past the maximum time in queue).
+            (docs/gateway-behaviour.md §4: retries used up, or past the maximum time in queue).
 
         Raises:
             QueueError: no such recipient.

@@ -98,7 +98,7 @@ class QueuedMessage:
 
 @dataclass(frozen=True, slots=True)
 class DomainBatch:
-    """Claimed recipients for one destination domain (seg-behaviour.md §4: queued per domain).
+    """Claimed recipients for one destination domain (docs/gateway-behaviour.md §4).
 
     Attributes:
         domain: the destination domain (lower-case A-labels).

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 One *round* (:meth:`Scheduler.run_once`) claims every due recipient (a lease,
 so a crash leaves them for :meth:`~engine.gateway.queue.Queue.recover`), grouped by
-destination domain (seg-behaviour.md §4: recipients are queued per domain),
+destination domain (docs/gateway-behaviour.md §4: recipients are queued per domain),
 and delivers each domain's messages under its Destination Controls limits:
 
 * ``max_concurrency``: at most that many *connection groups* of one domain
@@ -18,7 +18,7 @@ and delivers each domain's messages under its Destination Controls limits:
 Each attempt's per-recipient outcome is marked in the queue: delivered,
 bounced (5xx, a DSN to the sender), or deferred by the bounce profile
 (:func:`engine.core.retry.next_attempt`), which may turn into a bounce at
-expiry (``5.4.7 - Delivery expired (message too old)``, seg-behaviour.md §5.5).
+expiry (``5.4.7 - Delivery expired (message too old)``, docs/gateway-behaviour.md §5.5).
 APPLY-6: the attempt after which a recipient would bounce is made with
 ``final=True`` so the engine re-checks the MTA-STS TXT record first.
 

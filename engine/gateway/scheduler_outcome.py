@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 ``Engine.deliver`` reports delivered / deferred / bounced per recipient for one
 attempt; the queue and the bounce profile decide what that means over the
-message's life. The table (seg-behaviour.md §4, §5.5)::
+message's life. The table (docs/gateway-behaviour.md §4, §5.5)::
 
     attempt result  queue step                       log line          DSN
     --------------  -------------------------------  ----------------  ---------------
@@ -40,12 +40,13 @@ from engine.gateway.queue_model import QueuedMessage, Recipient
 
 __all__ = ["EXPIRED_REASON", "EXPIRED_STATUS", "Settler"]
 
-EXPIRED_STATUS = "5.4.7"  # seg-behaviour.md §5.5 (OBS Splunk sample)
+EXPIRED_STATUS = "5.4.7"  # docs/gateway-behaviour.md §5.5 (OBS Splunk sample)
 EXPIRED_REASON = "Delivery expired (message too old)"
 
 
 def _expired_line(reply: str | None, detail: str) -> dict[str, object]:
-    # seg-behaviour §5.5: "5.4.7 - Delivery expired (message too old) ('000', ['timeout'])".
+    # docs/gateway-behaviour.md §5.5:
+    # "5.4.7 - Delivery expired (message too old) ('000', ['timeout'])".
     if reply and reply[:3].isdigit():
         code, lines = reply[:3], [reply[4:]] if len(reply) > 4 else []
     else:

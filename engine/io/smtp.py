@@ -2,7 +2,7 @@
 
 Why not aiosmtplib: the seed's *Preferred* TLS setting falls back to clear text
 only when STARTTLS fails **before** the server's 220 reply; any failure after
-it kills the session (seg-behaviour.md §1.1). aiosmtplib reports a lost
+it kills the session (docs/gateway-behaviour.md §1.1). aiosmtplib reports a lost
 connection the same way on both sides of that boundary and hides the raw
 handshake, so this client drives the few commands a sender needs itself,
 with Python's ``StreamWriter.start_tls`` for the upgrade, and reports
@@ -130,7 +130,7 @@ class StartTlsOutcome:
 def no_verify_context(*, minimum: ssl.TLSVersion | None = None) -> ssl.SSLContext:
     """A client context that completes any handshake and captures the chain.
 
-    Certificates are judged afterwards by the core at the engine's clock (DESIGN.md §3.1),
+    Certificates are judged afterwards by the core at the engine's clock (docs/architecture.md),
     so the library's own verification (which uses the wall clock) is off here.
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)

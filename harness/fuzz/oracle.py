@@ -8,7 +8,7 @@ with small independent readings of the RFC rules (none of the engine's parsers a
 imported):
 
 * the destination's profile (the domain entry over the Default entry over the
-  appliance defaults, seg-behaviour.md §1);
+  appliance defaults, docs/gateway-behaviour.md §1);
 * whether an MTA-STS ``enforce`` policy is *certainly* in force: exactly one valid
   ``v=STSv1`` TXT record (RFC 8461 §3.1), answered without a fault; a policy host
   whose certificate verifies for ``mta-sts.<domain>`` and that answers 200 with
@@ -77,7 +77,7 @@ class Profile:
 
     @property
     def dane_on(self) -> bool:
-        """DANE is looked for (seg-behaviour.md §2: not with TLS No)."""
+        """DANE is looked for (docs/gateway-behaviour.md §2: not with TLS No)."""
         return self.dane != "none" and self.tls != "no"
 
 

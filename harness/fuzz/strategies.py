@@ -289,7 +289,7 @@ def destination_controls(draw: st.DrawFn) -> dict[str, Any]:
     tls = draw(st.sampled_from(_TLS_SETTINGS))
     entry: dict[str, Any] = {"tls": tls}
     entry["dane"] = draw(st.sampled_from(("none", "none", "opportunistic", "mandatory")))
-    # SEG §3 [SEED]: MTA-STS cannot be switched on with TLS No.
+    # docs/gateway-behaviour.md §3 [SEED]: MTA-STS cannot be switched on with TLS No.
     entry["mta_sts"] = tls != "no" and draw(st.sampled_from((True, True, True, False)))
     knobs = {
         "coexistence": ("hybrid", "dane-precedence", "literal"),

@@ -61,7 +61,7 @@ class StepKind(StrEnum):
 
 
 class Outcome(StrEnum):
-    """A recipient's outcome after one attempt (requirements.md §0.3: DLV/DEFER/BOUNCE)."""
+    """A recipient's outcome after one attempt (docs/requirements.md §0.3: DLV/DEFER/BOUNCE)."""
 
     DELIVERED = "delivered"
     DEFERRED = "deferred"
@@ -201,7 +201,7 @@ class Expect:
         tls: the TLS version of the delivering session(s): ``TLSv1.2``/``TLSv1.3``,
             or ``none`` for clear text.
         verified: how the delivery was authenticated.
-        no_transaction: hosts that saw no MAIL FROM (the ``¬mx`` of requirements.md).
+        no_transaction: hosts that saw no MAIL FROM (the ``¬mx`` of docs/requirements.md).
         in_clear: whether any MAIL/RCPT/DATA went without TLS.
         fetches: policy-host requests, in total (int) or per host.
         queries: ``"name TYPE"`` (or ``"name"``: any type) -> number of DNS queries.

@@ -24,12 +24,12 @@ cell (fault x context) that broke. What each cell expects, and why:
 * A fault before MAIL FROM, or a handshake that fails: the message goes to ``mx2`` in
   the same attempt, ``mx1`` sees no transaction, nothing goes in clear (RFC 8461 §5 and
   APPLY-1/APPLY-2 under ``enforce``; RFC 7672 §2.2 and DANE-6 under DANE; under TLS
-  Preferred, seg-behaviour.md §1.1: after the 220 there is no clear-text retry, and a
+  Preferred, docs/gateway-behaviour.md §1.1: after the 220 there is no clear-text retry, and a
   lost connection means the next MX, RFC 5321 §5.1 "try ... each of the relevant
   addresses ... until a delivery attempt succeeds").
 * A STARTTLS refused with 4yz/5yz: ``enforce`` and DANE go to ``mx2`` (CERT-1, CERT-2,
   DANE-6); under ``testing``, ``none`` and no policy the TLS setting (Preferred) goes on
-  in clear on the same connection (seg-behaviour.md §1.1 "before the 220"; APPLY-4,
+  in clear on the same connection (docs/gateway-behaviour.md §1.1 "before the 220"; APPLY-4,
   APPLY-5). A malformed STARTTLS reply is an "unexpected reply" there: clear at ``mx1``
   and ``mx2`` both conform, so only delivery is expected.
 * A transient fault at or after MAIL FROM (reset, stall, 4yz, malformed, broken

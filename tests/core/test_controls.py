@@ -1,4 +1,4 @@
-"""engine.core.controls: seg-behaviour.md §2.1 rows 1–11, composed per DESIGN.md §3.1."""
+"""engine.core.controls: docs/gateway-behaviour.md §2.1 rows 1–11, composed as §2.2 says."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def req(
 def test_table_has_rows_1_to_11_in_order_each_citing_its_row() -> None:
     assert [r.number for r in DECISION_TABLE] == list(range(1, 12))
     for row in DECISION_TABLE:
-        assert row.source.startswith(f"SEG §2.1 row {row.number} [")
+        assert row.source.startswith(f"gateway §2.1 row {row.number} [")
 
 
 def test_profile_defaults() -> None:
@@ -94,7 +94,7 @@ def test_row1_tls_no_evaluates_neither_dane_nor_sts(dane: DaneStatus) -> None:
 def test_row2_dane_authenticates(option: DaneOption, dane: DaneStatus) -> None:
     r = req(TlsSetting.PREFERRED_VERIFY, dane_option=option, dane=dane)
     assert r.row == 2 and r.starttls is StartTls.MANDATORY
-    # DESIGN §3.1: DANE replaces the setting's Verify check; AMB-33: TLS >= 1.2.
+    # docs/gateway-behaviour.md §2.2: DANE replaces the setting's Verify check; AMB-33: TLS >= 1.2.
     assert r.checks == (Check.DANE, Check.TLS_1_2) and r.min_version == "TLSv1.2"
     assert r.on_no_starttls is A.DEFER and r.on_verify_failure is A.DEFER
     assert r.dane_fallback is not None and r.dane_fallback.row in (3, 5)
@@ -201,7 +201,8 @@ def test_row9_mode_none_is_ignored() -> None:
     assert r.row == 9 and r.mx_permitted and not r.report_mx_mismatch and r.report_checks == ()
 
 
-# Each TLS setting "under T" (SEG §1.1): attempt, checks, and the three failure actions.
+# Each TLS setting "under T" (docs/gateway-behaviour.md §1.1): attempt, checks, and the three
+# failure actions.
 SETTINGS = [
     (TlsSetting.PREFERRED, StartTls.OPTIONAL, (), A.CLEAR, A.DEFER, A.DEFER),
     (TlsSetting.REQUIRED, StartTls.MANDATORY, (), A.DEFER, A.DEFER, A.DEFER),
@@ -298,7 +299,7 @@ def test_row11_enforce_keeps_blocking_setting_checks_and_adds_sts(
 ) -> None:
     r = req(tls, mode=M.ENFORCE)
     assert r.row == 11 and r.starttls is StartTls.MANDATORY and r.sts_mode is M.ENFORCE
-    # DESIGN §3.1: the setting's blocking checks, then the STS checks on top.
+    # docs/gateway-behaviour.md §2.2: the setting's blocking checks, then the STS checks on top.
     assert r.checks == (*own, Check.TLS_1_2, Check.STS_PKIX)
     assert (r.on_no_starttls, r.on_handshake_failure, r.on_verify_failure) == (A.DEFER,) * 3
     assert r.min_version == "TLSv1.2"  # AMB-33

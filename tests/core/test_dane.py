@@ -1,6 +1,6 @@
 """DANE for SMTP: TLSA codecs, usability, digest agility and chain authentication.
 
-Tests are named after the requirement rows of ``spec/requirements.md`` §1.9.
+Tests are named after the requirement rows of ``docs/requirements.md`` §1.9.
 Certificates are minted at run time (trustme for ordinary PKI; :func:`mint`
 for shapes trustme does not make: self-signed, CN-only, odd SANs, constrained
 or expired CAs). Every positive case sits beside a negative control.

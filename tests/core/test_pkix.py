@@ -285,7 +285,7 @@ def test_cert7_cn_only_never_matches_rfc6125(pki: Pki) -> None:
     assert rfc6125_match(mint(pki.inter, cn="x", sans=["mx1.example.com"]), "mx1.example.com")
 
 
-# --- Cisco Verify / Hosted Verify (seg-behaviour.md §1.2) -----------------------------
+# --- Cisco Verify / Hosted Verify (docs/gateway-behaviour.md §1.2) -----------------------------
 
 
 @pytest.mark.parametrize(

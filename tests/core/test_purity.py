@@ -1,4 +1,4 @@
-"""The core is pure: no I/O imports, no reading of the clock (DESIGN.md §3.1)."""
+"""The core is pure: no I/O imports, no reading of the clock (docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""engine.core.retry: the bounce profile schedule (seg-behaviour.md §4)."""
+"""engine.core.retry: the bounce profile schedule (docs/gateway-behaviour.md §4)."""
 
 from __future__ import annotations
 

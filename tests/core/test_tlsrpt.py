@@ -102,7 +102,7 @@ def test_rpt23_other_types_need_no_reason_code() -> None:
 def test_result_type_must_belong_to_the_policy_type(
     policy_type: PolicyType, result_type: ResultType
 ) -> None:
-    # requirements.md §1.11: sts-policy-* are sts results, tlsa-invalid etc. are tlsa results.
+    # docs/requirements.md §1.11: sts-policy-* are sts results, tlsa-invalid etc. are tlsa results.
     with pytest.raises(ValueError, match="belongs to"):
         SessionResult(
             policy_domain="example.com",

@@ -1,4 +1,7 @@
-"""engine.core.verdict: observations judged against requirements (SEG §1.1, §2.1; RFC 8461 §4-5)."""
+"""engine.core.verdict: observations judged against requirements.
+
+See docs/gateway-behaviour.md §1.1, §2.1 and RFC 8461 §4-5.
+"""
 
 from __future__ import annotations
 
@@ -139,7 +142,7 @@ def verdict(
     )
 
 
-# --- the TLS settings on their own (SEG §1.1) ----------------------------------------
+# --- the TLS settings on their own (docs/gateway-behaviour.md §1.1) ----------------------------
 
 
 def test_tls_no_delivers_in_clear_even_when_offered() -> None:

@@ -1,4 +1,7 @@
-"""DSN content (RFC 3464 / RFC 6522; seg-behaviour.md §4: original under 10 KB, else headers)."""
+"""DSN content (RFC 3464 / RFC 6522): the original under 10 KB, else its headers.
+
+See docs/gateway-behaviour.md §4.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The DANE option (None / Opportunistic / Mandatory) against W-DANE on loopback.
 
-W-DANE (requirements.md §0.2): a DNSSEC-secure zone (the fake resolver sets AD=1 on
+W-DANE (docs/requirements.md §0.2): a DNSSEC-secure zone (the fake resolver sets AD=1 on
 its data), one MX ``mx1.example.com`` with a self-signed certificate, and
 ``_25._tcp.mx1.example.com TLSA 3 1 1 <sha256 of its SPKI>``. Variants change the
 TLSA RRset, the zone's status or make the TLSA lookup fail.

@@ -1,13 +1,13 @@
 """MTA-STS end to end: discovery, fetch, cache and the three modes, against W-STS.
 
-W-STS (requirements.md §0.2): ``example.com MX 10 mx1, MX 20 mx2``, the TXT
+W-STS (docs/requirements.md §0.2): ``example.com MX 10 mx1, MX 20 mx2``, the TXT
 ``v=STSv1; id=A1`` and P-enf (both MX listed) served at
 ``https://mta-sts.example.com``; both MX present trusted certificates for their own
 names. "mx1-bad" is mx1 presenting a self-signed certificate.
 
 The profile is TLS *Preferred* with MTA-STS on (the seed's CLI example) unless a test
 says otherwise. Under ``enforce`` the setting's own blocking checks stay and RFC 8461's
-are added (DESIGN.md §3.1), so with Preferred the RFC checks alone decide, while
+are added (docs/gateway-behaviour.md §2.2), so with Preferred the RFC checks alone decide, while
 Required-Verify adds the appliance's Verify algorithm, which rejects a certificate that
 names only the MX host (seed troubleshooting 1).
 """

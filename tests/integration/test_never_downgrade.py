@@ -152,7 +152,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         txt_fault=draw(st.sampled_from((None, None, None, "servfail", "drop", "nxdomain"))),
         tls=tls,
         dane=draw(st.sampled_from(("none", "none", "opportunistic", "mandatory"))),
-        # SEG §3 [SEED]: MTA-STS cannot be switched on with TLS No.
+        # docs/gateway-behaviour.md §3 [SEED]: MTA-STS cannot be switched on with TLS No.
         mta_sts=tls != "no" and draw(st.booleans()),
     )
 
@@ -171,7 +171,7 @@ def check(s: Scenario, report: Any, sessions: list[Any], messages: list[Any]) ->
         mailed = bool(session.transactions)
         note(f"{host}: tls={session.tls_version} clear={session.in_clear} mail={mailed}")
         if s.tls == "no":
-            # SEG §1.1: never STARTTLS, even when offered.
+            # docs/gateway-behaviour.md §1.1: never STARTTLS, even when offered.
             assert not session.starttls_attempted, session
         if not mailed:
             continue

@@ -20,7 +20,7 @@ excerpt is an **ordered subsequence** of the full log, and:
   ``Delivery start`` at info level, and ``TLS success`` → ``Successful.`` →
   ``Delivery start`` at debug level too;
 * every line of ours that is not a seed line must be one of the appliance's other
-  documented lines (seg-behaviour.md §5.1: ``Message done``, ``Response``,
+  documented lines (docs/gateway-behaviour.md §5.1: ``Message done``, ``Response``,
   ``DCID n close``; §5.4 ``Applying``) or, at debug level, a DNS or data line;
   anything else fails the test.
 
@@ -80,7 +80,7 @@ SEED_DEBUG = [
     "Info: Message finished MID <mid> done",
 ]
 
-# Tue Sep 24 09:13:52 2024 (debug), translated as in seg-behaviour.md §5.4.
+# Tue Sep 24 09:13:52 2024 (debug), translated as in docs/gateway-behaviour.md §5.4.
 SEED_FETCH_TIMEOUT = [
     "Debug: DNS query: Q(_mta-sts.domain.com, 'TXT')",
     "Debug: DNS query: QIP (_mta-sts.domain.com,'TXT','<resolver>',<timeout>)",
@@ -99,7 +99,7 @@ SEED_FETCH_TIMEOUT_INFO = [
     "Info: Failure encountered while fetching MTA-STS policy for the domain (domain.com)",
 ]
 
-# Lines the appliance writes that the seed's excerpts leave out (seg-behaviour.md §5).
+# Lines the appliance writes that the seed's excerpts leave out (docs/gateway-behaviour.md §5).
 OTHER_INFO = [
     r"Info: Applying MTA-STS policy for the domain \(domain\.com\)",
     r"Info: Message done DCID \d+ MID \d+ to RID \[0\]",

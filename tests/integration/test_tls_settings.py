@@ -1,4 +1,4 @@
-"""The six outbound TLS settings (seg-behaviour.md §1.1) against a real MX on loopback.
+"""The six outbound TLS settings (docs/gateway-behaviour.md §1.1) against a real MX on loopback.
 
 Each world has one MX, ``mx1.example.com``, with no MTA-STS or DANE, so only the
 TLS setting decides (decision table row 7). What the MX saw on the wire is the
@@ -99,8 +99,8 @@ async def test_tls_preferred_falls_back_to_clear_when_starttls_is_refused_with_4
 async def test_tls_preferred_defers_when_the_handshake_breaks_after_220():
     async with simulation(one_mx(starttls="broken-close"), tls="preferred") as sim:
         await sim.send()
-        # SEG §1.1 [CISCO 118955]: after the 220 there is no fallback to clear, not even
-        # on a new connection (preferred_post220_failure = defer).
+        # docs/gateway-behaviour.md §1.1 [CISCO 118955]: after the 220 there is no fallback to
+        # clear, not even on a new connection (preferred_post220_failure = defer).
         (session,) = sim.world.sessions(MX1)
         assert session.starttls_attempted and not session.in_clear
         assert_deferred(sim, "validation-failure")
@@ -150,7 +150,8 @@ async def test_tls_preferred_verify_delivers_encrypted_unverified_over_a_bad_cer
         assert_delivered_to(sim.world, MX1, tls=True)
         r = recipient(sim)
         assert (r.status, r.tls, r.verified) == ("delivered", "TLSv1.3", "none")
-        # SEG §5.2 [INF]: the normal TLS success line; the failure is a debug event.
+        # docs/gateway-behaviour.md §5.2 [INF]: the normal TLS success line; the failure is a
+        # debug event.
         assert len(sim.codes("tls.success")) == 1
         (unverified,) = sim.codes("tls.unverified")
         assert unverified.fields["result_type"] == "certificate-not-trusted"
