@@ -63,3 +63,40 @@ def test_chasquid_enforces_mta_sts():
     got = _run("chasquid", "bb-sts-enforce-mx1-bad", "bb-sts-enforce-all-bad")
     for r in got.values():
         assert r.verdict is Verdict.PASSED, _explain(r)
+
+
+TRANSPORT = Path(__file__).resolve().parents[2] / "scenarios" / "transport"
+
+
+def _transport(engine: str, *names: str) -> dict[str, object]:
+    reason = unavailable(engine)
+    if reason:
+        pytest.skip(f"{engine}: {reason}")
+    if not TRANSPORT.is_dir():
+        pytest.skip("the catalog is not in this checkout")
+    results = run_engine(engine, [TRANSPORT / f"{n}.toml" for n in names])
+    return {r.id.removeprefix("transport-"): r for r in results}
+
+
+def test_postfix_runs_the_transport_contexts_it_serves_and_bounces_a_5xx_ehlo():
+    got = _transport("postfix-sts", "rcpt-4xx", "ehlo-5xx")
+    # A 4yz to RCPT at mx1 sends the message to mx2, in all four contexts it can run.
+    assert got["rcpt-4xx"].verdict is Verdict.PASSED, _explain(got["rcpt-4xx"])
+    assert got["rcpt-4xx"].reason.startswith("partial: ran step 0, 1, 2, 4 of 5")
+    # docs/conformance.md, P-1: a 5yz to EHLO and HELO bounces without trying mx2.
+    r = got["ehlo-5xx"]
+    assert r.verdict is Verdict.FAILED, _explain(r)
+    assert all(s.observation.deliveries[0].status == "bounced" for s in r.steps)  # type: ignore[attr-defined]
+
+
+def test_chasquid_transport_faults_and_what_it_cannot_be_judged_on():
+    got = _transport("chasquid", "rcpt-4xx", "ehlo-malformed", "ehlo-stall")
+    assert got["rcpt-4xx"].verdict is Verdict.PASSED, _explain(got["rcpt-4xx"])
+    # docs/conformance.md, C-1: a malformed EHLO reply makes it fall back to HELO and
+    # deliver in clear outside enforce; under enforce it goes to mx2.
+    r = got["ehlo-malformed"]
+    assert r.verdict is Verdict.FAILED, _explain(r)
+    assert not r.steps[0].mismatches and r.steps[1].mismatches  # type: ignore[attr-defined]
+    # Its 10-minute SMTP timeout outlasts the adapter's window: skipped, with why.
+    assert got["ehlo-stall"].verdict is Verdict.SKIPPED
+    assert "an MX stalls" in got["ehlo-stall"].reason  # type: ignore[attr-defined]
