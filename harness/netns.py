@@ -27,7 +27,9 @@ also after a failure half-way through ``__enter__``. Deleting the namespace kill
 nothing by itself, so callers stop their processes first (the child does, in its
 own ``finally``); a process left behind keeps only an empty, unreachable loopback.
 :func:`sweep_stale` removes namespaces of ours whose creating process is gone
-(a ``kill -9`` of a test worker), by the pid in the name.
+(a ``kill -9`` of a test worker), by the pid in the name. :func:`flush_conntrack`
+empties the namespace's connection tracking between worlds (a stale NAT mapping
+sends a reused source port to the previous world's closed DNS port).
 
 :func:`probe` says whether black-box runs can happen here at all, and if not, why,
 in words fit for a pytest skip reason (STYLE habit 20).
@@ -36,11 +38,14 @@ in words fit for a pytest skip reason (STYLE habit 20).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -56,6 +61,7 @@ __all__ = [
     "NamespaceError",
     "Probe",
     "current_namespace",
+    "flush_conntrack",
     "probe",
     "sweep_stale",
 ]
@@ -199,6 +205,44 @@ def current_namespace() -> str | None:
     except (FileNotFoundError, subprocess.TimeoutExpired):
         return None
     return name if name in out else None
+
+
+#: Netlink: NETLINK_NETFILTER, its ctnetlink subsystem and "delete" (no attributes: all).
+_NETLINK_NETFILTER, _CTNETLINK, _CT_DELETE = 12, 1, 2
+_NLM_F_REQUEST, _NLM_F_ACK, _NLMSG_ERROR = 1, 4, 2
+
+
+def flush_conntrack() -> None:
+    """Forget every IPv4 connection-tracking entry of the namespace this process is in.
+
+    A NAT mapping lives in its conntrack entry, not in the table: after the DNAT
+    table changes (a new world, its DNS on a new port), a query that reuses the source
+    port of one made shortly before (UDP entries live 30 s) still goes to the old,
+    closed port, and the resolver fails at once ("Host not found, try again"). The
+    black-box child calls this between worlds. One ctnetlink message, written here
+    rather than pulling in a netlink library for it (no attributes means "all").
+
+    Raises:
+        NamespaceError: not inside a harness namespace (the host's table is never
+            touched), or the kernel refused.
+    """
+    if current_namespace() is None:
+        raise NamespaceError("refusing to flush connection tracking outside a harness namespace")
+    body = struct.pack("=BBH", socket.AF_INET, 0, 0)  # nfgenmsg: family, version, res_id
+    header = struct.pack(
+        "=IHHII", 16 + len(body), (_CTNETLINK << 8) | _CT_DELETE, _NLM_F_REQUEST | _NLM_F_ACK, 1, 0
+    )
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER) as s:
+            s.bind((0, 0))
+            s.send(header + body)
+            reply = s.recv(4096)
+    except OSError as exc:
+        raise NamespaceError(f"connection tracking could not be flushed: {exc}") from exc
+    _, kind, _, _, _ = struct.unpack_from("=IHHII", reply)
+    error = struct.unpack_from("=i", reply, 16)[0] if kind == _NLMSG_ERROR else 0
+    if error and error != -errno.ENOENT:  # ENOENT: there was nothing to flush
+        raise NamespaceError(f"connection tracking could not be flushed: {os.strerror(-error)}")
 
 
 def sweep_stale(names: Iterable[str] | None = None) -> list[str]:

@@ -9,9 +9,11 @@ Python 3.11 cannot enter a namespace (no ``os.setns``), so the parent creates on
 
 The child does the whole run where the MTA can see the world: it relabels and
 batches the scenarios (:mod:`harness.adapters.blackbox_batch`), brings up each
-batch's world on the standard ports, starts the engine once per batch, runs the
-steps and writes the :class:`~harness.runner.ScenarioResult` s (plain data) to the
-job's ``out`` file as a pickle. The parent waits for the child to exit -- the
+batch's world on the standard ports (after flushing the namespace's connection
+tracking, so no NAT mapping of the previous world survives), starts the engine
+once per batch, runs the steps and writes the
+:class:`~harness.runner.ScenarioResult` s (plain data) to the job's ``out`` file as a
+pickle. The parent waits for the child to exit -- the
 child stops every process it started in its own ``finally`` blocks -- and only
 then deletes the namespace. A job file, not argv, carries the request, so the
 parent can pass any number of scenarios.
@@ -39,7 +41,7 @@ from harness.adapters.blackbox_batch import plan, relabel, world_view
 from harness.adapters.blackbox_fit import fit
 from harness.adapters.blackbox_profile import load_profile, render
 from harness.adapters.blackbox_run import run_batch
-from harness.netns import Namespace, probe, sweep_stale
+from harness.netns import Namespace, flush_conntrack, probe, sweep_stale
 from harness.runner import ScenarioResult, Verdict
 from harness.scenario.loader import load_scenario
 
@@ -160,6 +162,8 @@ async def _run(engine: str, paths: list[Path], overrides: dict[str, str]) -> lis
     order = {s.id: k for k, s in runnable}
     batches = plan([s for _, s in runnable], sender_matters="config" in profile.features)
     for n, batch in enumerate(batches):
+        # Each batch is a new world: no NAT mapping of the last one may outlive it.
+        flush_conntrack()
         with tempfile.TemporaryDirectory(prefix=f"bb-{engine}-{n}-") as tmp:
             for r in await run_batch(
                 batch,
