@@ -135,6 +135,10 @@ TEMPLATES: dict[str, Template] = {
     "delivery.response": lambda f: (
         f"MID {f['mid']} RID {_rids(f['rids'])} Response '{f['response']}'"
     ),
+    # Not sent to this host: it lacks an extension the message needs (RFC 6152, RFC 6531).
+    "delivery.unsendable": lambda f: (
+        f"MID {f['mid']} RID {_rids(f['rids'])} not sent on DCID {f['dcid']}: {f['detail']}"
+    ),
     "delivery.delayed": _delayed_or_bounced("Delayed"),
     "delivery.bounced": _delayed_or_bounced("Bounced"),
     # TLS (docs/gateway-behaviour.md §5.2)
@@ -164,6 +168,7 @@ TEMPLATES: dict[str, Template] = {
     "delivery.error": "MID {mid} delivery error: {detail}",
     "dsn.sent": "MID {dsn_mid} DSN ({action}) generated for MID {mid} to <{to}>",
     "dsn.failed": "MID {mid} DSN not generated: {detail}",
+    "dsn.mark.skipped": "MID {mid} bounce not marked after its DSN: {detail}",
     "config.reloaded": "Configuration reloaded from {source}",
     "config.reload.failed": "Configuration reload failed, keeping the running one: {detail}",
     "tlsrpt.sent": "TLS report for the domain ({domain}) day {day} sent via {via} to {to}",

@@ -161,6 +161,7 @@ from engine.core.tlsrpt_report import (
     report_subject,
 )
 from engine.core.tomlnode import TomlNode, key_path
+from engine.core.transfer import TransferNeeds, TransferPlan, plan_transfer, transfer_needs
 from engine.core.txt import (
     NoStsReason,
     NoStsRecord,
@@ -276,6 +277,8 @@ __all__ = [
     "Tlsa",
     "TlsaError",
     "TomlNode",
+    "TransferNeeds",
+    "TransferPlan",
     "Trigger",
     "TxtAbsent",
     "TxtFound",
@@ -322,6 +325,7 @@ __all__ = [
     "parse_tlsa",
     "parse_tlsrpt_record",
     "peer_mismatch_reason",
+    "plan_transfer",
     "policy_permits",
     "record_matches",
     "refresh_due",
@@ -341,6 +345,7 @@ __all__ = [
     "spki_der",
     "tlsa_from_wire",
     "tlsa_rdata_for",
+    "transfer_needs",
     "unusable_reason",
     "usable_records",
     "utc_day",

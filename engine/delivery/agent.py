@@ -373,9 +373,13 @@ def outcome_fields(status: str, reply: str | None, reason: str) -> dict[str, obj
 
     A remote reply gives its own code and enhanced status code (``450 4.2.0 Mailbox
     busy`` -> ``4.2.0 - Mailbox busy ('450', ['4.2.0 Mailbox busy'])``); a failure
-    without a reply (TLS, policy, DNS) is ``4.0.0``/``5.0.0`` with code ``'000'``.
+    without a reply (TLS, policy, DNS) is ``4.0.0``/``5.0.0`` with code ``'000'``,
+    unless the engine's own reason starts with its enhanced code (``5.6.3 8-bit
+    message, ...``, :mod:`engine.core.transfer`).
     """
     default = "4.0.0" if status == "deferred" else "5.0.0"
+    if not (reply and reply[:3].isdigit()) and (own := _ENHANCED.match(reason)):
+        return {"enhanced": own.group(1), "reason": own.group(2), "code": "000", "reply_lines": []}
     if reply and reply[:3].isdigit():
         text = reply[4:].strip()
         match = _ENHANCED.match(text)

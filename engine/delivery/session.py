@@ -34,6 +34,7 @@ from engine.core.dane import DaneVerdict, dane_reference_ids, dane_verify
 from engine.core.events import ResultType
 from engine.core.mx import normalize_host
 from engine.core.pkix import dns_names
+from engine.core.transfer import plan_transfer, transfer_needs
 from engine.core.verdict import Outcome, TlsObservation, Verdict, judge
 from engine.delivery.nexthop import NextHop
 from engine.delivery.services import Message, Services
@@ -382,7 +383,11 @@ def _emit_session_report(
 
 
 def _ascii_address(address: str) -> str:
-    """The address with its domain in A-labels (RFC 5890): no SMTPUTF8 is assumed."""
+    """The address with its domain in A-labels (RFC 5890), which any server takes.
+
+    RFC 6531 §3.3 lets an SMTPUTF8 session carry U-labels too; A-labels keep one form
+    for both kinds of server, and leave only a non-ASCII local part needing SMTPUTF8.
+    """
     local, at, domain = address.rpartition("@")
     if not at or domain.isascii() or domain.startswith("["):
         return address
@@ -411,10 +416,24 @@ async def _transaction(
 ) -> None:
     dcid, mid = result.dcid, message.mid
     rids = [rid for rid, _ in rcpts]
+    # RFC 6152 §3 / RFC 6531 §3.2: 8-bit data and internationalised mail only to a
+    # server that offers the extension, labelled in MAIL FROM (engine.core.transfer).
+    needs = transfer_needs(message.mail_from, [a for _, a in rcpts], message.data)
+    plan = plan_transfer(needs, client.extensions)
+    if not plan.sendable:
+        # Not this server's refusal but ours, before MAIL FROM: not settled, so the next
+        # MX may take the message (RFC 5321 §5.1); the last host's refusal bounces it.
+        reason = f"{plan.status} {plan.reason}"
+        _emit(services, "delivery.unsendable", dcid=dcid, mid=mid, rids=rids, detail=reason)
+        result.outcomes += [
+            RcptOutcome(mid, rid, rcpt, "bounced", None, reason, settled=False)
+            for rid, rcpt in rcpts
+        ]
+        return
     # docs/gateway-behaviour.md §5.1: "Delivery start" is logged when MAIL FROM is sent.
     _emit(services, "delivery.start", dcid=dcid, mid=mid, rids=rids)
     result.stage = "mail"
-    mail = await client.mail(message.mail_from)
+    mail = await client.mail(_ascii_address(message.mail_from), plan.parameters)
     if not mail.ok:
         result.outcomes += [_refused(mid, r, a, mail) for r, a in rcpts]
         return

@@ -133,6 +133,9 @@ class Scheduler:
                         tg.create_task(self._connection(batch.domain, group, gate, tally))
         finally:
             self.in_flight -= 1
+            # One DSN per message for the whole round, whatever its recipients' domains.
+            for mid in self.settler.flush():
+                self._finished(mid)
         return RoundStats(claimed, tally["delivered"], tally["deferred"], tally["bounced"])
 
     def _groups(

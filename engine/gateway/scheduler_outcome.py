@@ -19,6 +19,15 @@ it, on the second attempt, after a 4xx, and once per recipient. DSNs are
 enqueued from ``<>`` into the gateway's own queue; a message from ``<>`` gets
 none (no DSN for a DSN).
 
+One DSN per message and action per round (RFC 3464 §2: a DSN reports on any number
+of recipients of one message): a bounce or delay warning is *owed* when it is
+settled, and :meth:`Settler.flush`, at the end of the round, sends one DSN for all
+of a message's recipients that bounced in the round, whatever their domains, and
+only then makes the marks that wait on it (``mark_bounced``, ``mark_delay_warned``).
+In that order nothing is lost: until the flush, a bounced recipient is still
+leased, so a crash before it retries the recipient (a DSN may then come twice,
+never not at all).
+
 A :class:`Settler` holds exactly what settling touches (the queue, the clock,
 the sink, our host name for DSNs and who to wake when one is queued); the
 scheduler makes one and hands it each outcome.
@@ -27,11 +36,12 @@ scheduler makes one and hands it each outcome.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engine.core.clock import Clock
+from engine.core.errors import StateError
 from engine.core.events import EventSink, LogEvent, ResultType
-from engine.core.retry import BounceProfile, delay_warning_due
+from engine.core.retry import BounceProfile, delay_warning_due, next_attempt
 from engine.delivery.agent import outcome_fields
 from engine.delivery.attempt import RecipientResult
 from engine.gateway.dsn import DsnAction, DsnRecipient, build_dsn, dsn_wanted
@@ -59,11 +69,25 @@ def _expired_line(reply: str | None, detail: str) -> dict[str, object]:
     }
 
 
+def _remote(res: RecipientResult) -> str | None:
+    """The remote server's reply behind a result, for ``Diagnostic-Code: smtp;``."""
+    return res.reply if res.reply and res.reply[:3].isdigit() else None
+
+
 def _result_type(text: str | None) -> ResultType | None:
     try:
         return None if text is None else ResultType(text)
     except ValueError:
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Owed:
+    """A recipient's DSN block, due at the end of the round, and the mark that follows it."""
+
+    msg: QueuedMessage
+    dsn: DsnRecipient
+    mark: Callable[[], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +100,7 @@ class Settler:
         sink: where the ``Delayed:``/``Bounced:`` and DSN events go.
         hostname: our name, the DSN's ``Reporting-MTA``.
         on_enqueued: called with the MID of every DSN enqueued (wakes the gateway).
+        owed: the DSN blocks settled this round, by (MID, action), until :meth:`flush`.
     """
 
     queue: Queue
@@ -83,6 +108,7 @@ class Settler:
     sink: EventSink
     hostname: str
     on_enqueued: Callable[[int], None] | None = None
+    owed: dict[tuple[int, DsnAction], list[_Owed]] = field(default_factory=dict)
 
     def _emit(self, code: str, /, **fields: object) -> None:
         self.sink.emit(LogEvent(code, fields, "info", self.clock.now()))
@@ -129,25 +155,23 @@ class Settler:
             self.queue.mark_delivered(msg.mid, r.rid, now, reply=res.reply)
             return "delivered"
         if res.status == "bounced":
-            self.queue.mark_bounced(msg.mid, r.rid, now, reason, result_type=rtype)
             line = outcome_fields("bounced", res.reply, reason)
-            status = str(line["enhanced"])
             self._outcome_event(
                 "delivery.bounced", msg, r, dcid=res.dcid, line=line, result_type=res.result_type
             )
-            failed = DsnRecipient(r.rcpt, DsnAction.FAILED, status, reason, res.mx, now)
-            self.send_dsn(msg, [failed])
+            self._owe_bounce(msg, r, now, reason, rtype, str(line["enhanced"]), res)
             return "bounced"
-        when = self.queue.defer_or_bounce(msg.mid, r.rid, now, reason, profile, result_type=rtype)
+        first = now if r.first_attempt_at is None else r.first_attempt_at
+        when = next_attempt(first, r.attempts + 1, now, profile)
         if when is None:
             # CISCO 9.1 UG p.24-39: the retries or the time in queue are used up.
             line = _expired_line(res.reply, reason)
             self._outcome_event(
                 "delivery.bounced", msg, r, dcid=res.dcid, line=line, result_type=res.result_type
             )
-            failed = DsnRecipient(r.rcpt, DsnAction.FAILED, EXPIRED_STATUS, reason, res.mx, now)
-            self.send_dsn(msg, [failed])
+            self._owe_bounce(msg, r, now, reason, rtype, EXPIRED_STATUS, res)
             return "bounced"
+        self.queue.mark_deferred(msg.mid, r.rid, now, reason, when, result_type=rtype)
         line = outcome_fields("deferred", res.reply, reason)
         status = str(line["enhanced"])
         self._outcome_event(
@@ -158,22 +182,36 @@ class Settler:
         if not r.delay_warned and delay_warning_due(
             profile, attempt_number=r.attempts + 1, reply_code=code
         ):
-            self.queue.mark_delay_warned(msg.mid, r.rid)
-            delayed = DsnRecipient(r.rcpt, DsnAction.DELAYED, status, reason, res.mx, now)
-            self.send_dsn(msg, [delayed])
+            delayed = DsnRecipient(
+                r.rcpt, DsnAction.DELAYED, status, reason, res.mx, now, _remote(res)
+            )
+            self._owe(msg, delayed, lambda: self.queue.mark_delay_warned(msg.mid, r.rid))
         return "deferred"
+
+    def _owe_bounce(
+        self,
+        msg: QueuedMessage,
+        r: Recipient,
+        now: float,
+        reason: str,
+        rtype: ResultType | None,
+        status: str,
+        res: RecipientResult,
+    ) -> None:
+        """A bounce after an attempt made ``now``: its DSN block, then its mark."""
+        failed = DsnRecipient(r.rcpt, DsnAction.FAILED, status, reason, res.mx, now, _remote(res))
+
+        def mark() -> None:
+            self.queue.mark_bounced(msg.mid, r.rid, now, reason, result_type=rtype)
+
+        self._owe(msg, failed, mark)
+
+    def _owe(self, msg: QueuedMessage, dsn: DsnRecipient, mark: Callable[[], None]) -> None:
+        self.owed.setdefault((msg.mid, dsn.action), []).append(_Owed(msg, dsn, mark))
 
     def settle_expired(self, msg: QueuedMessage, r: Recipient, now: float) -> str:
         """Bounce a recipient found past its maximum time in queue, without an attempt."""
         reason = r.last_error or "timeout"
-        self.queue.mark_bounced(
-            msg.mid,
-            r.rid,
-            now,
-            f"{EXPIRED_REASON}: {reason}",
-            result_type=r.last_result_type,
-            attempted=False,
-        )
         self._outcome_event(
             "delivery.bounced",
             msg,
@@ -182,9 +220,51 @@ class Settler:
             line=_expired_line(None, "timeout"),
             result_type=None if r.last_result_type is None else r.last_result_type.value,
         )
-        failed = DsnRecipient(r.rcpt, DsnAction.FAILED, EXPIRED_STATUS, reason, None, now)
-        self.send_dsn(msg, [failed])
+        # RFC 3464 §2.3.7: no attempt now, so the last one is the only one known exactly
+        # (a single attempt's time is its first); otherwise the field is left out.
+        last = r.first_attempt_at if r.attempts == 1 else None
+        failed = DsnRecipient(
+            r.rcpt, DsnAction.FAILED, EXPIRED_STATUS, f"{EXPIRED_REASON}: {reason}", None, last
+        )
+
+        def mark() -> None:
+            self.queue.mark_bounced(
+                msg.mid,
+                r.rid,
+                now,
+                f"{EXPIRED_REASON}: {reason}",
+                result_type=r.last_result_type,
+                attempted=False,
+            )
+
+        self._owe(msg, failed, mark)
         return "bounced"
+
+    def flush(self) -> list[int]:
+        """Send the DSNs owed this round, one per message and action, then their marks.
+
+        A message deleted meanwhile gets neither; a recipient an operator already
+        settled keeps that state (its mark is skipped).
+
+        Returns:
+            The MIDs whose recipients were marked (a message may be done now).
+        """
+        owed = list(self.owed.items())
+        self.owed.clear()
+        touched: list[int] = []
+        for (mid, _action), entries in owed:
+            if self.queue.message(mid) is None:
+                continue  # deleted by an operator: nothing left to report on
+            # Durable DSN first, then the marks (module docstring: never lose a DSN).
+            self.send_dsn(entries[0].msg, [e.dsn for e in entries])
+            for entry in entries:
+                try:
+                    entry.mark()
+                except (QueueError, StateError) as exc:
+                    self._emit("dsn.mark.skipped", mid=mid, detail=str(exc))
+            if mid not in touched:
+                touched.append(mid)
+        return touched
 
     def send_dsn(self, msg: QueuedMessage, rcpts: list[DsnRecipient]) -> int | None:
         """Enqueue a DSN about ``rcpts`` to ``msg``'s sender; returns its MID, or None.

@@ -300,9 +300,14 @@ class SmtpClient:
             chain=chain,
         )
 
-    async def mail(self, sender: str) -> Reply:
-        """MAIL FROM."""
-        return await self.command(f"MAIL FROM:<{sender}>", "mail")
+    async def mail(self, sender: str, parameters: Sequence[str] = ()) -> Reply:
+        """MAIL FROM, with ESMTP parameters (``BODY=8BITMIME``, ``SMTPUTF8``) if any.
+
+        RFC 5321 §4.1.1.2: ``MAIL FROM:<reverse-path> [SP Mail-parameters]``; the
+        caller sends only parameters of extensions the server offered (RFC 5321 §2.2.2).
+        """
+        tail = "".join(f" {p}" for p in parameters)
+        return await self.command(f"MAIL FROM:<{sender}>{tail}", "mail")
 
     async def rcpt(self, recipient: str) -> Reply:
         """RCPT TO."""
