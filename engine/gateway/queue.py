@@ -29,6 +29,20 @@ with every lease, and from time to time for expired ones) puts them back to
 every enqueued recipient is always in exactly one state, and it reaches a
 final state only through an explicit mark: delivery is at least once.
 
+Every operation is also safe against the operator: ``sts-engine queue delete``,
+``bounce`` and ``retry`` may run (from another process) at any moment of a
+delivery. A mark on a recipient that was deleted meanwhile raises
+:class:`QueueError`, on one that an operator bounced :class:`StateError`; the
+scheduler drops such an outcome with one line (it never stops a round).
+
+Storage failures never escape as ``sqlite3`` exceptions: every public method
+raises :class:`QueueUnavailable` (disk full, locked, read-only, I/O error) or
+:class:`QueueCorrupt` instead, with the transaction rolled back
+(:mod:`engine.gateway.queue_file` translates them, and checks the file before
+SQLite opens it). Nothing the scheduler does lists the whole queue: due work,
+the next due time, open messages and purges are index lookups (the indexes are
+in :data:`~engine.gateway.queue_model.SCHEMA`), and listings page.
+
 Numbering follows the appliance (docs/gateway-behaviour.md §5.1): MIDs, DCIDs and
 ICIDs are persistent counters that only increase; RIDs index a message's
 recipients from 0. When every recipient of a message is final the message is
@@ -38,30 +52,65 @@ so a bounce can still quote the message it bounces.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 from engine.core.errors import MxPatternError, StateError
 from engine.core.events import ResultType
 from engine.core.mx import normalize_host
 from engine.core.retry import BounceProfile, next_attempt
+from engine.gateway import queue_file
 from engine.gateway.queue_model import (
     COLUMNS,
     FINAL,
     OPEN,
     SCHEMA,
     DomainBatch,
+    QueueCorrupt,
     QueuedMessage,
     QueueError,
+    QueueUnavailable,
     RcptState,
     Recipient,
+    Unavailable,
     recipient_from_row,
 )
 
-__all__ = ["DomainBatch", "Queue", "QueueError", "QueuedMessage", "RcptState", "Recipient"]
+__all__ = [
+    "DomainBatch",
+    "Queue",
+    "QueueCorrupt",
+    "QueueError",
+    "QueueUnavailable",
+    "QueuedMessage",
+    "RcptState",
+    "Recipient",
+    "Unavailable",
+]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _guarded(method: Callable[Concatenate[Queue, _P], _R]) -> Callable[Concatenate[Queue, _P], _R]:
+    """Raise the queue's typed errors instead of ``sqlite3``'s (module docstring)."""
+
+    @functools.wraps(method)
+    def guarded(self: Queue, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.ProgrammingError:
+            raise  # our bug (a closed queue, a bad statement): not the storage's fault
+        except sqlite3.Error as exc:
+            raise queue_file.translate(exc, self.path) from exc
+
+    return guarded
 
 
 def _rcpt_domain(rcpt: str) -> str:
@@ -82,18 +131,59 @@ class Queue:
 
     Args:
         path: the database file (created if missing), or ``":memory:"`` (tests only: no WAL).
+        busy_timeout: seconds to wait for another process's write lock before
+            :class:`QueueUnavailable` (``locked``).
+        strict: refuse a MID counter behind the MIDs in use; ``queue check --repair``
+            opens with False to fix it.
+
+    Raises:
+        QueueCorrupt: the file is empty, truncated, not SQLite, not a queue, or its MID
+            counter is behind its MIDs (each with how to recover: docs/hardening.md).
+        QueueUnavailable: it cannot be opened for writing (read-only, disk full, locked).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout: float = 5.0, strict: bool = True) -> None:
         self.path = str(path)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._strict = strict
+        if self.path != ":memory:":
+            queue_file.preflight(Path(self.path))
+        try:
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+            )
+        except sqlite3.Error as exc:
+            raise queue_file.translate(exc, self.path) from exc
+        try:
+            self._open()
+        except BaseException:
+            self._db.close()
+            raise
+
+    @_guarded
+    def _open(self) -> None:
         if self.path != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        queue_file.check_schema(self._db, self.path)
+        # Also the write probe: a file that cannot be written fails here, not at the
+        # first message (new tables, new indexes of a newer gateway, counters).
         with self._tx():
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
+            statement = ""
+            for line in SCHEMA.splitlines(keepends=True):
+                statement += line
+                if sqlite3.complete_statement(statement):  # a ";" in a comment is no end
                     self._db.execute(statement)
+                    statement = ""
+        behind = self._db.execute(
+            "SELECT value, (SELECT coalesce(max(mid), 0) FROM message) FROM counter "
+            "WHERE name = 'mid'"
+        ).fetchone()
+        if behind[0] < behind[1] and self._strict:
+            raise QueueCorrupt(
+                self.path,
+                f"MID counter {behind[0]} is behind MID {behind[1]} (new mail would reuse MIDs)",
+                "stop the gateway and run 'sts-engine queue check --repair'",
+            )
 
     def close(self) -> None:
         """Close the database; leases held stay ``inflight`` until :meth:`recover`."""
@@ -110,14 +200,18 @@ class Queue:
         if durable:
             # Durability before acknowledgement: fsync the WAL at this commit.
             self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("BEGIN IMMEDIATE")
         try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        else:
-            self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                # SQLite may have rolled back already (SQLITE_FULL, some I/O errors), and
+                # a failed ROLLBACK must not hide the error that caused it.
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                raise
         finally:
             if durable:
                 self._db.execute("PRAGMA synchronous=NORMAL")
@@ -128,16 +222,19 @@ class Queue:
         ).fetchone()
         return int(row[0])
 
+    @_guarded
     def next_dcid(self) -> int:
         """A new delivery connection ID (persistent, increasing)."""
         with self._tx():
             return self._bump("dcid")
 
+    @_guarded
     def next_icid(self) -> int:
         """A new injection connection ID (persistent, increasing)."""
         with self._tx():
             return self._bump("icid")
 
+    @_guarded
     def enqueue(
         self,
         mail_from: str,
@@ -182,6 +279,7 @@ class Queue:
             )
         return mid, list(range(len(rcpts)))
 
+    @_guarded
     def claim_due(self, now: float, *, limit: int, lease_seconds: float) -> list[DomainBatch]:
         """Lease up to ``limit`` due recipients, grouped by destination domain.
 
@@ -217,6 +315,7 @@ class Queue:
             groups.setdefault(r.domain, []).append(claimed)
         return [DomainBatch(d, lease, tuple(rs)) for d, rs in groups.items()]
 
+    @_guarded
     def recover(self, now: float, *, expired_only: bool = False) -> int:
         """Return leased recipients to ``queued``.
 
@@ -277,6 +376,7 @@ class Queue:
                     (now, mid, mid),
                 )
 
+    @_guarded
     def mark_delivered(self, mid: int, rid: int, now: float, *, reply: str | None = None) -> None:
         """The next hop accepted the recipient (counts one attempt).
 
@@ -286,6 +386,7 @@ class Queue:
         """
         self._mark(mid, rid, "mark_delivered", RcptState.DELIVERED, now, {"last_reply": reply})
 
+    @_guarded
     def mark_deferred(
         self,
         mid: int,
@@ -309,6 +410,7 @@ class Queue:
         }
         self._mark(mid, rid, "mark_deferred", RcptState.QUEUED, now, changes)
 
+    @_guarded
     def mark_bounced(
         self,
         mid: int,
@@ -340,6 +442,7 @@ class Queue:
         }
         self._mark(mid, rid, "mark_bounced", RcptState.BOUNCED, now, changes, attempted=attempted)
 
+    @_guarded
     def defer_or_bounce(
         self,
         mid: int,
@@ -369,6 +472,7 @@ class Queue:
             self.mark_deferred(mid, rid, now, reason, when, result_type=result_type)
         return when
 
+    @_guarded
     def mark_delay_warned(self, mid: int, rid: int) -> None:
         """Note that a delay-warning DSN went out for this recipient (CISCO 212837)."""
         with self._tx() as db:
@@ -377,6 +481,7 @@ class Queue:
                 "UPDATE recipient SET delay_warned = 1 WHERE mid = ? AND rid = ?", (mid, rid)
             )
 
+    @_guarded
     def recipient(self, mid: int, rid: int) -> Recipient | None:
         """One recipient row, or None."""
         row = self._db.execute(
@@ -384,6 +489,7 @@ class Queue:
         ).fetchone()
         return None if row is None else recipient_from_row(row)
 
+    @_guarded
     def message(self, mid: int) -> QueuedMessage | None:
         """The message with its bytes and recipients (``queue show``), or None."""
         row = self._db.execute(
@@ -405,12 +511,14 @@ class Queue:
             recipients=tuple(recipient_from_row(r) for r in rows),
         )
 
+    @_guarded
     def counts(self) -> dict[RcptState, int]:
         """How many recipients are in each state (every state listed)."""
         rows = self._db.execute("SELECT state, count(*) FROM recipient GROUP BY state")
         found = {RcptState(s): int(n) for s, n in rows}
         return {s: found.get(s, 0) for s in RcptState}
 
+    @_guarded
     def retry(self, now: float, mid: int | None = None) -> int:
         """Make queued recipients due now (``queue retry``; the appliance's ``delivernow``).
 
@@ -427,6 +535,7 @@ class Queue:
                 return db.execute(sql, (now,)).rowcount
             return db.execute(sql + " AND mid = ?", (now, mid)).rowcount
 
+    @_guarded
     def delete(self, mid: int) -> bool:
         """Remove a message and its recipients whatever their state (``queue delete``).
 
@@ -437,47 +546,148 @@ class Queue:
             db.execute("DELETE FROM recipient WHERE mid = ?", (mid,))
             return db.execute("DELETE FROM message WHERE mid = ?", (mid,)).rowcount > 0
 
-    def purge(self, before: float) -> int:
-        """Delete messages that were done before ``before``; returns how many."""
-        with self._tx() as db:
-            db.execute(
-                "DELETE FROM recipient WHERE mid IN "
-                "(SELECT mid FROM message WHERE done_at IS NOT NULL AND done_at < ?)",
-                (before,),
-            )
-            return db.execute(
-                "DELETE FROM message WHERE done_at IS NOT NULL AND done_at < ?", (before,)
-            ).rowcount
+    @_guarded
+    def purge(self, before: float, *, limit: int | None = None) -> int:
+        """Delete messages that were done before ``before``, oldest first; returns how many.
 
+        Args:
+            before: the engine clock's cut-off.
+            limit: the most messages to delete in this call (keeps one call short).
+        """
+        with self._tx() as db:
+            mids = [
+                int(r[0])
+                for r in db.execute(
+                    "SELECT mid FROM message WHERE done_at IS NOT NULL AND done_at < ? "
+                    "ORDER BY done_at LIMIT ?",
+                    (before, -1 if limit is None else limit),
+                )
+            ]
+            db.executemany("DELETE FROM recipient WHERE mid = ?", [(m,) for m in mids])
+            db.executemany("DELETE FROM message WHERE mid = ?", [(m,) for m in mids])
+        return len(mids)
+
+    @_guarded
+    def next_due(self) -> float | None:
+        """When the earliest queued recipient is due, or None (an index lookup)."""
+        row = self._db.execute(
+            "SELECT next_attempt_at FROM recipient WHERE state = 'queued' "
+            "ORDER BY next_attempt_at LIMIT 1"
+        ).fetchone()
+        return None if row is None else float(row[0])
+
+    @_guarded
+    def is_done(self, mid: int) -> bool:
+        """Whether message ``mid`` exists and every recipient of it is final."""
+        row = self._db.execute("SELECT done_at FROM message WHERE mid = ?", (mid,)).fetchone()
+        return row is not None and row[0] is not None
+
+    @_guarded
+    def bounce(self, mid: int, now: float, reason: str) -> list[Recipient]:
+        """Bounce every open recipient of a message (``queue bounce``), in flight or not.
+
+        A delivery of it still in progress may finish: its outcome is then dropped
+        (module docstring), and the operator's bounce stands.
+
+        Returns:
+            The recipients bounced (as they were before), for the DSN; [] when none was open.
+        """
+        with self._tx() as db:
+            rows = [
+                recipient_from_row(r)
+                for r in db.execute(
+                    f"SELECT {COLUMNS} FROM recipient WHERE mid = ? "
+                    "AND state IN ('queued', 'inflight') ORDER BY rid",
+                    (mid,),
+                )
+            ]
+            db.execute(
+                "UPDATE recipient SET state = 'bounced', lease_until = NULL, last_error = ?, "
+                "final_at = ? WHERE mid = ? AND state IN ('queued', 'inflight')",
+                (reason, now, mid),
+            )
+            if rows:
+                db.execute("UPDATE message SET done_at = ? WHERE mid = ?", (now, mid))
+        return rows
+
+    @_guarded
+    def check(self, *, full: bool = False, invariants: bool = True) -> list[str]:
+        """SQLite's integrity check, then the queue's invariants; [] when all is well.
+
+        Args:
+            full: ``integrity_check`` (every index against its table) instead of
+                ``quick_check``.
+            invariants: also check the queue's own invariants (when SQLite found nothing).
+        """
+        problems = queue_file.integrity(self._db, full=full)
+        if problems or not invariants:
+            return problems
+        return queue_file.invariants(self._db)
+
+    @_guarded
+    def repair(self, now: float) -> list[str]:
+        """Fix what can be fixed without a guess (the gateway must be stopped).
+
+        Returns:
+            What was done, one line each (see :func:`engine.gateway.queue_file.repair`).
+        """
+        return queue_file.repair(self._db, now)
+
+    @_guarded
+    def salvage(self, broken: str | Path) -> tuple[int, int, list[str]]:
+        """Copy every readable message of the damaged queue file ``broken`` into this one.
+
+        Returns:
+            Messages and recipients copied, and one line per message left out (see
+            :func:`engine.gateway.queue_file.salvage`).
+
+        Raises:
+            QueueError: this queue already holds messages.
+        """
+        if self._db.execute("SELECT 1 FROM message LIMIT 1").fetchone() is not None:
+            raise QueueError(f"salvage needs a new, empty queue; {self.path!r} has messages")
+        return queue_file.salvage(Path(broken), self._db)
+
+    @_guarded
     def list(
         self,
         *,
         state: RcptState | None = None,
         domain: str | None = None,
         include_done: bool = False,
+        after: tuple[int, int] | None = None,
+        limit: int | None = None,
     ) -> tuple[Recipient, ...]:
-        """Recipient rows in MID, RID order (``queue list``).
+        """Recipient rows in MID, RID order (``queue list``), one page at a time.
 
         Args:
             state: only this state.
             domain: only this destination domain (any case).
             include_done: include recipients of messages that are done.
+            after: only rows after this (MID, RID): the last row of the previous page.
+            limit: the most rows to return (None: all; commands always page).
 
         Returns:
             The matching rows.
         """
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []
         if state is not None:
             where.append("r.state = ?")
             args.append(RcptState(state).value)
         if domain is not None:
             where.append("r.domain = ?")
             args.append(domain.lower().rstrip("."))
+        if after is not None:
+            where.append("(r.mid, r.rid) > (?, ?)")
+            args.extend(after)
         if not include_done:
             where.append("m.done_at IS NULL")
         cols = ", ".join(f"r.{c.strip()}" for c in COLUMNS.split(","))
         sql = f"SELECT {cols} FROM recipient r JOIN message m ON m.mid = r.mid"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        rows = self._db.execute(sql + " ORDER BY r.mid, r.rid", args).fetchall()
+        sql += " ORDER BY r.mid, r.rid LIMIT ?"
+        args.append(-1 if limit is None else limit)
+        rows = self._db.execute(sql, args).fetchall()
         return tuple(recipient_from_row(r) for r in rows)

@@ -20,11 +20,15 @@ __all__ = [
     "FINAL",
     "OPEN",
     "SCHEMA",
+    "TABLES",
     "DomainBatch",
+    "QueueCorrupt",
     "QueueError",
+    "QueueUnavailable",
     "QueuedMessage",
     "RcptState",
     "Recipient",
+    "Unavailable",
     "recipient_from_row",
 ]
 
@@ -43,7 +47,66 @@ OPEN = (RcptState.QUEUED, RcptState.INFLIGHT)
 
 
 class QueueError(StsError):
-    """A queue operation named a message or recipient that is not there, or a bad address."""
+    """A queue operation named a message or recipient that is not there, or a bad address.
+
+    A mistake in the request itself, so asking again will not help: the listener answers
+    a permanent ``5yz`` for a recipient the queue cannot take. Never raised for a
+    storage failure; that is :class:`QueueUnavailable`.
+    """
+
+
+class Unavailable(StrEnum):
+    """Why the queue's storage cannot be used (:attr:`QueueUnavailable.reason`)."""
+
+    DISK_FULL = "disk-full"  # SQLITE_FULL, or no space left to open the file
+    LOCKED = "locked"  # SQLITE_BUSY / SQLITE_LOCKED: another process holds the write lock
+    READ_ONLY = "read-only"  # the file, its directory or its filesystem cannot be written
+    CORRUPT = "corrupt"  # not a queue, or a damaged one (:class:`QueueCorrupt`)
+    IO_ERROR = "io-error"  # the operating system failed a read or write
+
+
+class QueueUnavailable(StsError):
+    """The queue's storage cannot take or give data now; nothing was changed.
+
+    Raised by every :class:`~engine.gateway.queue.Queue` operation in place of the
+    ``sqlite3`` exception behind it (the transaction was rolled back, so a message
+    being accepted was not stored and must not be acknowledged). Callers choose by
+    :attr:`reason`; the injection listener's intended replies (RFC 3463 codes):
+
+    * :attr:`Unavailable.DISK_FULL`: ``452 4.3.1`` (mail system full; the client retries);
+    * anything else: ``421 4.3.0`` (mail system unavailable; the client retries later).
+
+    Attributes:
+        reason: what kind of failure (:class:`Unavailable`).
+        path: the queue file.
+        detail: what SQLite or the operating system said, one line.
+        recovery: what the operator can do about it, one sentence ("" when nothing).
+    """
+
+    def __init__(self, reason: Unavailable, path: str, detail: str, recovery: str = "") -> None:
+        self.reason = reason
+        self.path = path
+        self.detail = detail
+        self.recovery = recovery
+        text = f"queue {path!r}: {detail}"
+        super().__init__(f"{text}; {recovery}" if recovery else text)
+
+    @property
+    def transient(self) -> bool:
+        """Whether waiting may help (a full disk, a lock) rather than an operator."""
+        return self.reason in (Unavailable.DISK_FULL, Unavailable.LOCKED)
+
+
+class QueueCorrupt(QueueUnavailable):
+    """The file is not a usable queue: empty, truncated, not SQLite, damaged, or foreign.
+
+    Start-up refuses such a file (``sts-engine serve`` prints the one line and exits 2);
+    ``sts-engine queue check`` says what is wrong, and docs/hardening.md ("Queue
+    recovery") how to recover. :attr:`reason` is always :attr:`Unavailable.CORRUPT`.
+    """
+
+    def __init__(self, path: str, detail: str, recovery: str) -> None:
+        super().__init__(Unavailable.CORRUPT, path, detail, recovery)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +209,40 @@ CREATE TABLE IF NOT EXISTS recipient (
     final_at REAL,
     PRIMARY KEY (mid, rid)
 );
-CREATE INDEX IF NOT EXISTS recipient_due ON recipient (state, next_attempt_at);
+-- What the scheduler asks for, in index order (docs/hardening.md, "A queue that scales"):
+-- queued recipients by due time (claim_due, next_due), leases by end (recover); both
+-- partial, so they hold open work only, however many finished rows the queue keeps.
+DROP INDEX IF EXISTS recipient_due;
+CREATE INDEX IF NOT EXISTS recipient_queued ON recipient (next_attempt_at, mid, rid)
+    WHERE state = 'queued';
+CREATE INDEX IF NOT EXISTS recipient_leased ON recipient (lease_until) WHERE state = 'inflight';
+-- One destination's recipients (queue list --domain).
+CREATE INDEX IF NOT EXISTS recipient_domain ON recipient (domain, mid, rid);
+-- Messages not done yet (queue list), and done ones by age (purge).
+CREATE INDEX IF NOT EXISTS message_open ON message (mid) WHERE done_at IS NULL;
+CREATE INDEX IF NOT EXISTS message_done ON message (done_at) WHERE done_at IS NOT NULL;
 """
+#: The tables and columns a queue file must have (checked when it is opened).
+TABLES = {
+    "counter": ("name", "value"),
+    "message": ("mid", "mail_from", "data", "received_at", "icid", "done_at"),
+    "recipient": (
+        "mid",
+        "rid",
+        "rcpt",
+        "domain",
+        "state",
+        "attempts",
+        "first_attempt_at",
+        "next_attempt_at",
+        "lease_until",
+        "last_error",
+        "last_result_type",
+        "last_reply",
+        "delay_warned",
+        "final_at",
+    ),
+}
 COLUMNS = (
     "mid, rid, rcpt, domain, state, attempts, first_attempt_at, next_attempt_at, lease_until, "
     "last_error, last_result_type, last_reply, delay_warned, final_at"
