@@ -36,6 +36,7 @@ Relative paths are taken from the configuration file's directory.
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
@@ -58,6 +59,9 @@ from engine.core.tomlnode import TomlNode, key_path
 
 __all__ = [
     "DEFAULT_PROFILE_STS_WARNING",
+    "DEFAULT_RELAY_NETWORKS",
+    "MIN_MESSAGE_SIZE",
+    "MIN_RECIPIENTS",
     "DnsConfig",
     "EngineConfig",
     "IdentityConfig",
@@ -67,8 +71,10 @@ __all__ = [
     "QueueConfig",
     "TlsConfig",
     "TlsRptConfig",
+    "check_listener",
     "load_config",
     "parse_config",
+    "relay_network",
 ]
 
 DEFAULT_PROFILE_STS_WARNING = (
@@ -111,7 +117,12 @@ class IdentityConfig:
 
 @dataclass(frozen=True, slots=True)
 class TlsConfig:
-    """``[tls]``: trust anchors for MX and policy-host certificates (None: system store)."""
+    """``[tls]``: trust anchors for MX and policy-host certificates.
+
+    A configuration file must name them: ``ca_file = "roots.pem"`` (a PEM file of
+    trusted roots) or ``ca_file = "system"`` (the system's store, which must exist);
+    ``ca_file`` None here means the system's store.
+    """
 
     ca_file: Path | None = None
 
@@ -139,12 +150,54 @@ class QueueConfig:
     path: Path = Path("queue.sqlite")
 
 
+DEFAULT_RELAY_NETWORKS = ("127.0.0.0/8", "::1/128")
+# RFC 5321 §4.5.3.1.10: a server must take messages of at least 64K octets.
+MIN_MESSAGE_SIZE = 65_536
+# RFC 5321 §4.5.3.1.8: a server must buffer at least 100 recipients per transaction.
+MIN_RECIPIENTS = 100
+OPEN_RELAY_WARNING = (
+    "OPEN RELAY: [listener] relay_networks includes {networks} and allow_open_relay = true: "
+    "any host that reaches {host} port {port} can send mail anywhere through this gateway"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class ListenerConfig:
-    """``[listener]``: where the injection listener binds."""
+    """``[listener]``: the injection listener: where it binds, who may relay, its limits.
+
+    Attributes:
+        host: the address to bind (an IP address or host name; ``0.0.0.0`` or ``::`` for
+            every interface, spelled out: an empty host is refused).
+        port: the port (0: the kernel picks one).
+        relay_networks: client networks (CIDR) that may relay without AUTH.
+        allow_open_relay: allow a relay network of every address (``0.0.0.0/0``,
+            ``::/0``); without it such a network is an error, with it a loud warning.
+        tls_cert, tls_key: the listener's own STARTTLS certificate chain and key (PEM),
+            both or neither.
+        users_file: SMTP AUTH users (``name:argon2-hash`` lines); AUTH PLAIN and LOGIN
+            are offered after STARTTLS only when it is set (it needs ``tls_cert``).
+        max_message_size: the largest message in bytes (the ``SIZE`` keyword, RFC 1870).
+        max_recipients: recipients per transaction; past it ``452 4.5.3``.
+        max_connections: sessions at once; past it new clients get ``421 4.7.0``.
+        max_connections_per_client: sessions at once from one client address.
+        idle_timeout: seconds without a command (or a line of DATA) before ``421 4.4.2``.
+        session_timeout: seconds a session may last at all before ``421 4.4.2``.
+    """
 
     host: str = "127.0.0.1"
     port: int = 2525
+    relay_networks: tuple[str, ...] = DEFAULT_RELAY_NETWORKS
+    allow_open_relay: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    users_file: Path | None = None
+    max_message_size: int = 10 * 1024 * 1024
+    max_recipients: int = 1000
+    max_connections: int = 100
+    max_connections_per_client: int = 20
+    # RFC 5321 §4.5.3.2.7: a server should wait at least 5 minutes for the next command.
+    idle_timeout: float = 300.0
+    session_timeout: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,8 +272,14 @@ class EngineConfig:
         return self.bounce_profiles[self.profile_for(domain).bounce_profile]
 
 
-def load_config(path: str | Path) -> EngineConfig:
+def load_config(path: str | Path, *, trust_anchors_required: bool = True) -> EngineConfig:
     """Read and validate a configuration file.
+
+    Args:
+        path: the TOML file.
+        trust_anchors_required: ``[tls] ca_file`` must be there (a PEM file, or
+            ``"system"`` spelled out), so a gateway never runs without trust anchors by
+            omission; a command given ``--ca-file`` passes False.
 
     Raises:
         ConfigError: unreadable file, TOML syntax, unknown key or bad value; the
@@ -231,11 +290,17 @@ def load_config(path: str | Path) -> EngineConfig:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read configuration: {exc}", file=str(p)) from exc
-    return parse_config(text, file=str(p), base_dir=p.parent)
+    return parse_config(
+        text, file=str(p), base_dir=p.parent, trust_anchors_required=trust_anchors_required
+    )
 
 
 def parse_config(
-    text: str, *, file: str = "<string>", base_dir: Path | None = None
+    text: str,
+    *,
+    file: str = "<string>",
+    base_dir: Path | None = None,
+    trust_anchors_required: bool = False,
 ) -> EngineConfig:
     """Validate configuration text (see the module comment for the layout).
 
@@ -243,6 +308,9 @@ def parse_config(
         text: TOML.
         file: the name used in errors.
         base_dir: where relative paths start (default: the current directory).
+        trust_anchors_required: ``[tls] ca_file`` must be given (a path or ``"system"``);
+            :func:`load_config` asks for it, so an operator's file never runs without
+            trust anchors by omission. Fragments (a scenario's ``[sender]``) need not.
 
     Raises:
         ConfigError: as :func:`load_config`.
@@ -273,14 +341,11 @@ def parse_config(
             trust_ad=dns.get("trust_ad").boolean() if "trust_ad" in dns else None,
         ),
         identity=IdentityConfig(names=_host_names(sec["identity"].get("names", []))),
-        tls=TlsConfig(ca_file=paths.optional(sec["tls"], "ca_file")),
+        tls=_trust_anchors(sec["tls"], paths, required=trust_anchors_required),
         policy_fetch=_policy_fetch(sec["policy_fetch"]),
         logging=LoggingConfig(level=sec["logging"].get("level", "info").choice(("info", "debug"))),
         queue=QueueConfig(path=paths.optional(sec["queue"], "path") or Path("queue.sqlite")),
-        listener=ListenerConfig(
-            host=listener.get("host", "127.0.0.1").text(),
-            port=_port(listener.get("port", 2525)),
-        ),
+        listener=_listener(listener, paths, warnings),
         tlsrpt=_tlsrpt(sec["tlsrpt"], paths),
         source=file,
         warnings=tuple(warnings),
@@ -310,7 +375,7 @@ _SECTION_KEYS: dict[str, tuple[str, ...] | None] = {
     "policy_fetch": ("timeout", "max_body", "proxy"),
     "logging": ("level",),
     "queue": ("path",),
-    "listener": ("host", "port"),
+    "listener": tuple(f.name for f in fields(ListenerConfig)),
     "tlsrpt": (
         "organization_name",
         "contact_info",
@@ -536,3 +601,148 @@ def _policy_fetch(t: TomlNode) -> PolicyFetchConfig:
         max_body=_count(t.get("max_body", d.max_body)),
         proxy=None if proxy.value is None else _host_port(proxy, 3128, ip_only=False),
     )
+
+
+def _trust_anchors(t: TomlNode, paths: _Paths, *, required: bool) -> TlsConfig:
+    """``[tls] ca_file``: a PEM file that holds certificates, or ``"system"`` spelled out."""
+    if "ca_file" not in t:
+        if required:
+            raise ConfigError(
+                'missing key; name the trust anchors: a PEM file of roots, or "system" '
+                "for the system's store",
+                file=t.file,
+                key=key_path(t.path, "ca_file"),
+            )
+        return TlsConfig()
+    node = t.get("ca_file")
+    if node.text(non_empty=True, expected='a PEM file, or "system"') == "system":
+        system = ssl.get_default_verify_paths()
+        found = [f for f in (system.cafile, system.openssl_cafile) if f and Path(f).is_file()]
+        if not found:
+            raise node.bad(
+                f"a PEM file: this system has no CA bundle (none at {system.openssl_cafile!r})"
+            )
+        return TlsConfig(ca_file=None)
+    path = paths.optional(t, "ca_file")
+    assert path is not None
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise node.bad(f"a readable PEM file ({exc.strerror})") from None
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise node.bad("a PEM file with at least one CERTIFICATE block")
+    return TlsConfig(ca_file=path)
+
+
+def relay_network(text: str) -> str:
+    """A relay network as CIDR text (``10.0.0.0/8``, ``2001:db8::/32``, ``192.0.2.7``).
+
+    Host bits are allowed (``10.1.2.3/8`` means ``10.0.0.0/8``).
+
+    Raises:
+        ValueError: not an IPv4 or IPv6 network (the message says so in one line).
+    """
+    try:
+        return str(ipaddress.ip_network(text.strip(), strict=False))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP network (CIDR, like 10.0.0.0/8)") from None
+
+
+_ALL_INTERFACES = ("0.0.0.0", "::")
+
+
+def check_listener(listener: ListenerConfig) -> list[str]:
+    """The open-relay rules for a listener; returns the warnings they give.
+
+    A relay network of every address (prefix length 0) makes an open relay (RFC 5321
+    §3.6.2: relaying for arbitrary clients invites abuse; RFC 5068 §3): refused unless
+    ``allow_open_relay`` says it is meant, and then a loud warning.
+
+    Raises:
+        ValueError: an open relay that ``allow_open_relay`` does not allow (one line).
+    """
+    every = [n for n in listener.relay_networks if ipaddress.ip_network(n).prefixlen == 0]
+    if not every:
+        return []
+    if not listener.allow_open_relay:
+        where = "every interface" if listener.host in _ALL_INTERFACES else repr(listener.host)
+        raise ValueError(
+            f"relay network {every[0]} lets any client relay (an open relay) on {where}; "
+            "list the client networks that may relay, or set allow_open_relay = true"
+        )
+    return [
+        OPEN_RELAY_WARNING.format(networks=", ".join(every), host=listener.host, port=listener.port)
+    ]
+
+
+def _listener(t: TomlNode, paths: _Paths, warnings: list[str]) -> ListenerConfig:
+    d = ListenerConfig()
+    host_node = t.get("host", d.host)
+    host = host_node.text(
+        non_empty=True,
+        expected='an address to listen on ("0.0.0.0" or "::" for every interface)',
+    )
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not is_domain(host.rstrip(".").lower()):
+            raise host_node.bad("an IP address or host name to listen on") from None
+    networks_node = t.get("relay_networks", list(d.relay_networks))
+    networks = []
+    for item in networks_node.items(expected="a list of networks (CIDR)"):
+        try:
+            networks.append(relay_network(item.text(expected="a network (CIDR)")))
+        except ValueError:
+            raise item.bad("an IP network in CIDR form, like 10.0.0.0/8") from None
+    cert, key = paths.optional(t, "tls_cert"), paths.optional(t, "tls_key")
+    if (cert is None) != (key is None):
+        missing = "tls_key" if key is None else "tls_cert"
+        raise t.child(missing, None).bad(
+            "set together with " + ("tls_cert" if key is None else "tls_key")
+        )
+    users = paths.optional(t, "users_file")
+    if users is not None and cert is None:
+        # RFC 4954 §4 and RFC 4616 §2: PLAIN and LOGIN send the password in the clear, so
+        # they are offered only inside TLS; without a certificate they never would be.
+        raise t.get("users_file").bad(
+            "a users file together with tls_cert and tls_key (AUTH is offered only after STARTTLS)"
+        )
+    idle = t.get("idle_timeout", d.idle_timeout).number(above=0)
+    session = t.get("session_timeout", d.session_timeout).number(above=0)
+    if session < idle:
+        raise t.get("session_timeout", d.session_timeout).bad(f">= idle_timeout ({idle:g})")
+    total = t.get("max_connections", d.max_connections).integer(1)
+    per_client_node = t.get("max_connections_per_client", min(d.max_connections_per_client, total))
+    config = ListenerConfig(
+        host=host,
+        port=_port(t.get("port", d.port)),
+        relay_networks=tuple(dict.fromkeys(networks)),
+        allow_open_relay=t.get("allow_open_relay", False).boolean(),
+        tls_cert=cert,
+        tls_key=key,
+        users_file=users,
+        max_message_size=t.get("max_message_size", d.max_message_size).integer(
+            MIN_MESSAGE_SIZE,
+            expected=f"a size in bytes, {MIN_MESSAGE_SIZE} or more (RFC 5321 §4.5.3.1.10)",
+        ),
+        max_recipients=t.get("max_recipients", d.max_recipients).integer(
+            MIN_RECIPIENTS,
+            expected=f"an integer, {MIN_RECIPIENTS} or more (RFC 5321 §4.5.3.1.8)",
+        ),
+        max_connections=total,
+        max_connections_per_client=per_client_node.integer(
+            1, total, expected=f"an integer 1..max_connections ({total})"
+        ),
+        idle_timeout=idle,
+        session_timeout=session,
+    )
+    try:
+        warnings.extend(check_listener(config))
+    except ValueError as exc:
+        raise ConfigError(
+            str(exc),
+            file=t.file,
+            key=key_path(t.path, "relay_networks"),
+            value=list(config.relay_networks),
+        ) from None
+    return config

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from harness.errors import SpecError
 from harness.scenario.model import Scenario
-from harness.world.spec_values import Node
+from harness.world.spec.values import Node
 
 __all__ = [
     "DEFAULT_REQUIREMENTS",

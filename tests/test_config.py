@@ -73,11 +73,15 @@ host = "127.0.0.1"
 port = 10025
 """
 
+# Only its shape is read at load time (a CERTIFICATE block); the engine parses it later.
+ROOTS_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
 
 @pytest.fixture
 def full(tmp_path: Path) -> EngineConfig:
     path = tmp_path / "engine.toml"
     path.write_text(FULL, encoding="utf-8")
+    (tmp_path / "roots.pem").write_text(ROOTS_PEM)
     return load_config(path)
 
 
@@ -352,7 +356,7 @@ def test_unknown_keys_name_file_and_key_path(text: str, key: str) -> None:
             "tripling",
             "doubling",
         ),
-        ('[tls]\nca_file = ""\n', "tls.ca_file", "", "non-empty path"),
+        ('[tls]\nca_file = ""\n', "tls.ca_file", "", 'a PEM file, or "system"'),
         ('[dns]\ntrust_ad = "no"\n', "dns.trust_ad", "no", "boolean"),
         ("[dns]\nretransmit = -1\n", "dns.retransmit", -1, "0 or more"),
         ('[identity]\nnames = "me.example"\n', "identity.names", "me.example", "list"),

@@ -46,7 +46,7 @@ def test_cli_reports_a_bad_loop_choice_without_a_traceback(
 ) -> None:
     monkeypatch.setenv("STS_ENGINE_LOOP", "trio")
     config = tmp_path / "engine.toml"
-    config.write_text("[dns]\nresolvers = ['127.0.0.1:53']\n")
+    config.write_text("[dns]\nresolvers = ['127.0.0.1:53']\n[tls]\nca_file = 'system'\n")
     status = main(["check", "example.com", "--config", str(config)])
     assert status == 2
     err = capsys.readouterr().err

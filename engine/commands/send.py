@@ -48,7 +48,12 @@ def _hostport(text: str) -> tuple[str, int]:
 
 def _config(args: argparse.Namespace) -> EngineConfig:
     try:
-        config = load_config(args.config) if args.config else EngineConfig()
+        # --ca-file names the trust anchors, so the file need not (it must otherwise).
+        config = (
+            load_config(args.config, trust_anchors_required=not args.ca_file)
+            if args.config
+            else EngineConfig()
+        )
     except ConfigError as exc:
         raise UsageError(str(exc)) from exc
     if args.resolver:

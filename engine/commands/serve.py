@@ -24,15 +24,17 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine import eventloop
 from engine.commands import UsageError
-from engine.config import EngineConfig, load_config
+from engine.config import MIN_MESSAGE_SIZE, EngineConfig, check_listener, load_config, relay_network
 from engine.core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -59,7 +61,8 @@ example:
   sts-engine destconfig edit example.com --config gateway.toml
   sts-engine commit --config gateway.toml
 
-exit status: 0 reload requested, 1 no running gateway, 2 configuration error
+exit status: 0 reloaded, 1 no running gateway or a change it could not apply (say,
+[listener] port: that needs a restart), 2 configuration error
 """
 
 _STATUS_EPILOG = """\
@@ -100,10 +103,18 @@ def register(subparsers: Subparsers) -> None:
         "--relay-network",
         action="append",
         metavar="CIDR",
-        help="client network allowed to relay (repeatable; default loopback only)",
+        help="client network allowed to relay (repeatable; replaces [listener] relay_networks, "
+        "default loopback only)",
     )
-    serve.add_argument("--max-size", type=int, default=10 * 1024 * 1024, metavar="BYTES")
-    serve.add_argument("--tls-cert", metavar="PEM", help="offer STARTTLS with this chain")
+    serve.add_argument(
+        "--max-size",
+        type=int,
+        metavar="BYTES",
+        help=f"largest message (>= {MIN_MESSAGE_SIZE}; default [listener] max_message_size)",
+    )
+    serve.add_argument(
+        "--tls-cert", metavar="PEM", help="offer STARTTLS with this chain ([listener] tls_cert)"
+    )
     serve.add_argument("--tls-key", metavar="PEM", help="the key of --tls-cert")
     serve.add_argument("--log-level", choices=["info", "debug"], default=None)
     serve.add_argument("--json-log", metavar="FILE", help="also write JSON event lines here")
@@ -174,7 +185,7 @@ def parse_clock(text: str) -> Clock | None:
 def _timeouts(args: argparse.Namespace) -> SmtpTimeouts | None:
     if args.smtp_timeout is None:
         return None
-    if not args.smtp_timeout > 0:
+    if not (math.isfinite(args.smtp_timeout) and args.smtp_timeout > 0):
         raise UsageError(f"--smtp-timeout must be more than 0 seconds, not {args.smtp_timeout}")
     from engine.io.smtp import SmtpTimeouts
 
@@ -194,16 +205,41 @@ def _dialer(args: argparse.Namespace) -> Dialer:
     return Dialer(port_map={25: args.smtp_port} if args.smtp_port else {})
 
 
-def _settings(args: argparse.Namespace, config: EngineConfig) -> GatewaySettings:
-    from engine.gateway.gateway import GatewaySettings
-    from engine.gateway.listener import DEFAULT_RELAY_NETWORKS
-    from engine.tlsrpt.reporter import ReportSettings
-
+def _check_options(args: argparse.Namespace) -> list[str]:
+    """The numeric and network options, each refused in one line; the relay networks."""
+    if args.max_size is not None and args.max_size < MIN_MESSAGE_SIZE:
+        # RFC 5321 §4.5.3.1.10: 64K octets at least; 0 never meant "unlimited".
+        raise UsageError(
+            f"--max-size must be at least {MIN_MESSAGE_SIZE} bytes, not {args.max_size}"
+        )
+    if not (math.isfinite(args.grace) and args.grace >= 0):
+        raise UsageError(f"--grace must be 0 seconds or more, not {args.grace}")
+    if args.smtp_port is not None and not 0 < args.smtp_port <= 65535:
+        raise UsageError(f"--smtp-port must be a port number 1..65535, not {args.smtp_port}")
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
+    networks = []
+    for text in args.relay_network or []:
+        try:
+            networks.append(relay_network(text))
+        except ValueError as exc:
+            raise UsageError(f"--relay-network: {exc}") from None
+    return networks
+
+
+def _settings(args: argparse.Namespace, config: EngineConfig) -> GatewaySettings:
+    from engine.gateway.gateway import GatewaySettings
+    from engine.tlsrpt.reporter import ReportSettings
+
+    networks = _check_options(args)
+    if networks:
+        try:
+            check_listener(replace(config.listener, relay_networks=tuple(networks)))
+        except ValueError as exc:
+            raise UsageError(f"--relay-network: {exc}") from None
     return GatewaySettings(
         hostname=args.hostname,
-        relay_networks=tuple(args.relay_network or DEFAULT_RELAY_NETWORKS),
+        relay_networks=tuple(networks) or None,
         max_message_size=args.max_size,
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
@@ -250,6 +286,7 @@ async def _serve_async(
     from engine.core.events import LogEvent
     from engine.gateway.control import ControlBusy, ControlError, ControlServer, control_path
     from engine.gateway.gateway import Gateway
+    from engine.gateway.listener import ListenerError
     from engine.logs import JsonLogWriter, MailLogWriter
 
     writer = MailLogWriter(sys.stdout, level=args.log_level or config.logging.level)
@@ -307,6 +344,13 @@ async def _serve_async(
             pid_file.write_text(f"{os.getpid()}\n", encoding="utf-8")
             if gw.listener is not None:
                 host, port = gw.listener.address
+                if settings.relay_networks is not None:  # --relay-network replaced the file's
+                    for warning in check_listener(gw.listener.config):
+                        fanout.emit(
+                            LogEvent(
+                                "config.warning", {"detail": warning}, "warning", gw.clock.now()
+                            )
+                        )
                 fanout.emit(
                     LogEvent("listener.ready", {"host": host, "port": port}, "info", gw.clock.now())
                 )
@@ -319,6 +363,8 @@ async def _serve_async(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+    except ListenerError as exc:  # its certificate, users file or address: one line
+        raise UsageError(str(exc)) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             pid_file.unlink()
@@ -349,7 +395,21 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _commit(args: argparse.Namespace) -> int:
+    from engine.gateway.control import ControlError, control_path, request
+
     config = load_config_or_usage(args.config)  # never ask a gateway to load a bad file
+    try:
+        # The control socket answers once the reload is done, with what it did.
+        reply = request(control_path(config), "reload")
+    except ControlError:
+        reply = None
+    if reply is not None and "applied" in reply:
+        if reply["applied"]:
+            sys.stdout.write(f"{reply['detail']}\n")
+            return 0
+        sys.stderr.write(f"sts-engine: {reply['detail']}\n")
+        return 1
+    # No control socket (or an older gateway): the signal, whose result is in the log.
     pid_file = pid_file_path(config)
     try:
         pid = int(pid_file.read_text(encoding="utf-8").strip())
@@ -357,5 +417,5 @@ def _commit(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         sys.stderr.write(f"sts-engine: no running gateway ({pid_file}): {exc}\n")
         return 1
-    sys.stdout.write(f"reload requested from gateway pid {pid}\n")
+    sys.stdout.write(f"reload requested from gateway pid {pid} (its log says how it went)\n")
     return 0

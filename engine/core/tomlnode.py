@@ -12,7 +12,7 @@ never a traceback::
     root = TomlNode.parse(text, "engine.toml")
     dns = root.get("dns", {}).table(allowed=("resolvers", "timeout"))
     timeout = dns.get("timeout", 5.0).number(above=0)
-    # engine.toml: dns.timeout: invalid value; expected a number greater than 0 (value -1)
+    # engine.toml: dns.timeout: invalid value; expected a finite number greater than 0 (value -1)
 
 The rules, whatever the accessor:
 
@@ -31,6 +31,7 @@ TOML the same way (parsing text is no I/O; reading the file is the caller's).
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -200,24 +201,28 @@ class TomlNode:
         at_least: float | None = None,
         expected: str | None = None,
     ) -> float:
-        """The value as a number (integer or float): above ``above``, at least ``at_least``.
+        """The value as a finite number (integer or float): above ``above``, at least ``at_least``.
+
+        TOML has ``nan`` and ``inf``; no setting means anything by them (a timeout of
+        ``inf`` never fires, ``nan`` compares false with everything), so they are refused.
 
         Raises:
-            ConfigError: not a number, or out of range.
+            ConfigError: not a number, not finite, or out of range.
         """
         value = self.value
         ok = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value)
         if ok and above is not None:
             ok = value > above
         if ok and at_least is not None:
             ok = value >= at_least
         if not ok:
             if above is not None:
-                default = f"a number greater than {above:g}"
+                default = f"a finite number greater than {above:g}"
             elif at_least is not None:
-                default = f"a number, {at_least:g} or more"
+                default = f"a finite number, {at_least:g} or more"
             else:
-                default = "a number"
+                default = "a finite number"
             raise self.bad(expected or default)
         return float(value)
 

@@ -19,6 +19,10 @@ line; a connection may carry any number of them, answered in order. Every reply 
     the queue's verdict for each recipient of message N, with that recipient's last
     attempt if the gateway still remembers it (MX, TLS protocol, verification,
     reason, RFC 8460 result type: the fields of ``sts-engine send --json``);
+``{"op": "reload"}``
+    re-read the configuration now, between rounds (``sts-engine commit``); the reply
+    says whether every change took effect (``applied``) and what happened (``detail``:
+    a ``[listener]`` host or port needs a restart);
 ``{"op": "advance", "seconds": S}``
     only when the gateway runs on a manual clock (``serve --clock manual=...``, for
     the conformance harness): walk the clock S seconds forward with a round at every
@@ -159,9 +163,12 @@ class ControlServer:
                 return await self._advance(req.get("seconds"))
             if op == "message":
                 return self._message(req.get("mid"))
+            if op == "reload":
+                applied, detail = await self.gateway.reload()
+                return {"ok": True, "applied": applied, "detail": detail}
         except Exception as exc:  # a reply, not a dead socket: the caller must learn it
             return {"ok": False, "error": f"{op} failed: {exc!r}"}
-        known = "status, settle, message, advance"
+        known = "status, settle, message, advance, reload"
         return {"ok": False, "error": f"unknown op {op!r}; known: {known}"}
 
     def _status(self) -> dict[str, Any]:

@@ -32,17 +32,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from engine.config import EngineConfig, load_config
+from engine.config import EngineConfig, ListenerConfig, load_config
 from engine.core.clock import Clock
+from engine.core.errors import ConfigError
 from engine.core.events import EventSink, LogEvent
 from engine.delivery.agent import DeliveryReport, Engine, SystemClock
 from engine.delivery.attempt import RecipientResult
-from engine.gateway.listener import DEFAULT_RELAY_NETWORKS, Listener
+from engine.gateway.listener import Listener, ListenerError
 from engine.gateway.queue import Queue
 from engine.gateway.scheduler import RoundStats, Scheduler
 from engine.io.dialer import Dialer
@@ -76,13 +76,14 @@ def policy_cache_path(config: EngineConfig) -> Path:
 
 @dataclass(frozen=True, slots=True)
 class GatewaySettings:
-    """Gateway settings that ``[listener]``/``[queue]`` do not (yet) carry.
+    """Gateway settings that ``[listener]``/``[queue]`` do not carry, and overrides.
 
     Attributes:
         hostname: our name (banner, EHLO, DSN ``Reporting-MTA``).
-        relay_networks: client networks that may relay (default: loopback).
-        max_message_size: bytes; larger messages get ``552 5.3.4``.
-        tls_cert: PEM certificate chain to offer STARTTLS with (with ``tls_key``).
+        relay_networks: client networks that may relay (None: ``[listener]``'s).
+        max_message_size: bytes; larger messages get ``552 5.3.4`` (None: ``[listener]``'s).
+        tls_cert: PEM certificate chain to offer STARTTLS with, with ``tls_key``
+            (None: ``[listener]``'s).
         tls_key: its PEM private key.
         listen: run the injection listener.
         lease_seconds: claim lease; a crashed round's recipients return after it.
@@ -91,8 +92,8 @@ class GatewaySettings:
     """
 
     hostname: str = "sts-engine.localdomain"
-    relay_networks: tuple[str, ...] = DEFAULT_RELAY_NETWORKS
-    max_message_size: int = 10 * 1024 * 1024
+    relay_networks: tuple[str, ...] | None = None
+    max_message_size: int | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
     listen: bool = True
@@ -224,12 +225,8 @@ class Gateway:
                 self.queue,
                 clock=self.clock,
                 sink=self.sink,
-                host=self.config.listener.host,
-                port=self.config.listener.port,
+                config=self.listener_config(self.config),
                 hostname=self.settings.hostname,
-                relay_networks=self.settings.relay_networks,
-                max_message_size=self.settings.max_message_size,
-                tls_context=self._tls_context(),
                 on_queued=self.notify,
             )
             await self.listener.__aenter__()
@@ -244,13 +241,18 @@ class Gateway:
         self.store.close()
         self.queue.close()
 
-    def _tls_context(self) -> ssl.SSLContext | None:
-        s = self.settings
-        if s.tls_cert is None:
-            return None
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(s.tls_cert, s.tls_key)
-        return ctx
+    def listener_config(self, config: EngineConfig) -> ListenerConfig:
+        """``config``'s ``[listener]`` with the settings' overrides (``serve``'s flags)."""
+        s, lc = self.settings, config.listener
+        return replace(
+            lc,
+            relay_networks=lc.relay_networks if s.relay_networks is None else s.relay_networks,
+            max_message_size=lc.max_message_size
+            if s.max_message_size is None
+            else s.max_message_size,
+            tls_cert=lc.tls_cert if s.tls_cert is None else s.tls_cert,
+            tls_key=lc.tls_key if s.tls_cert is None else s.tls_key,
+        )
 
     def _emit(self, code: str, level: str = "info", **fields: object) -> None:
         self.sink.emit(LogEvent(code, fields, level, self.clock.now()))
@@ -271,19 +273,45 @@ class Gateway:
         self.notify(mid)
         return mid
 
-    async def _reload(self) -> None:
+    async def reload(self) -> tuple[bool, str]:
+        """Re-read the configuration now, between rounds (``sts-engine commit``).
+
+        Returns:
+            (whether every change took effect, one sentence saying what happened).
+        """
+        async with self._round_lock:
+            return await self._reload()
+
+    async def _reload(self) -> tuple[bool, str]:
         self._reload_requested = False
         try:
             config = load_config(self.config.source)
-        except Exception as exc:  # a bad file keeps the running configuration
+            kept = []
+            if self.listener is not None:
+                kept = self.listener.reconfigure(self.listener_config(config))
+                bound = self.listener.config  # host and port stay those of the socket
+                config = replace(
+                    config, listener=replace(config.listener, host=bound.host, port=bound.port)
+                )
+        except (ConfigError, ListenerError) as exc:  # a bad file keeps the running one
             self._emit("config.reload.failed", "warning", detail=str(exc))
-            return
+            return False, f"reload failed, the running configuration is kept: {exc}"
         old, self.config = self.engine, config
         self.engine = self.scheduler.engine = self._new_engine(config)
         if self.reporter is not None:
             self.reporter.network = _network(self.engine)
         await old.aclose()
         self._emit("config.reloaded", source=config.source)
+        if kept and self.listener is not None:
+            host, port = self.listener.address
+            detail = (
+                f"[listener] {' and '.join(kept)} changed in {config.source} but a running "
+                f"listener cannot move: still on {host} port {port}; restart "
+                "`sts-engine serve` to apply it (everything else was reloaded)"
+            )
+            self._emit("config.reload.partial", "warning", detail=detail)
+            return False, detail
+        return True, f"configuration reloaded from {config.source}"
 
     async def run_once(self, now: float | None = None) -> RoundStats:
         """One round: reload if asked, refresh policies, deliver what is due, report.

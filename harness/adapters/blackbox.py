@@ -49,7 +49,7 @@ from harness.adapters.blackbox_profile import EngineProfile, load_profile, profi
 from harness.netns import current_namespace
 from harness.scenario.model import Capability
 from harness.scenario.observation import DeliveryRecord, EventRecord
-from harness.world.mta_records import MtaSession
+from harness.world.mta.records import MtaSession
 from harness.world.ports import StandardPorts
 from harness.world.timeline import TimedMta
 from harness.world.world import World

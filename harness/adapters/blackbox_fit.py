@@ -115,7 +115,7 @@ def _whole(scenario: Scenario, caps: frozenset[Capability]) -> str:
         return f"needs {', '.join(sorted(missing))}"
     for d in scenario.world_table.get("domains", {}).values():
         if d.get("policy_host", {}).get("behaviour") == "endless":
-            # harness/world/policy_host.py keeps writing to a client that left without
+            # harness/world/web/policy_host.py keeps writing to a client that left without
             # ever suspending, which starves the event loop the adapter shares.
             return "world: the endless policy body spins after the client leaves (known bug)"
     return ""

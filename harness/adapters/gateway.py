@@ -69,8 +69,8 @@ from harness.adapters.base import AdapterError, register_adapter
 from harness.adapters.inprocess import SMTP_TIMEOUT, _config, _LiveEndpoints, _StampingSink
 from harness.scenario.model import Capability
 from harness.scenario.observation import DeliveryRecord, EventRecord
-from harness.world.dns_records import TXT
-from harness.world.spec_records import RecordSpec
+from harness.world.dns.records import TXT
+from harness.world.spec.model import RecordSpec
 from harness.world.world import World
 
 __all__ = [

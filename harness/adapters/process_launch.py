@@ -38,7 +38,7 @@ from harness.adapters.gateway import (
 from harness.adapters.inprocess import DNS_TIMEOUT, FETCH_TIMEOUT
 from harness.adapters.process_io import LINE_LIMIT, pipe_reader
 from harness.scenario.loader import sender_toml
-from harness.world.spec_records import RecordSpec
+from harness.world.spec.model import RecordSpec
 from harness.world.world import World
 
 __all__ = ["Launcher", "Running", "dkim_key", "exec_launch", "fork_launch", "gateway_toml"]

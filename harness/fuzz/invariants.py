@@ -53,8 +53,8 @@ from dataclasses import dataclass
 
 from harness.fuzz.driver import FuzzRun
 from harness.fuzz.oracle import DestinationFacts, HostFacts, destination_facts
-from harness.world.mta_records import MtaSession
-from harness.world.mta_script import Script
+from harness.world.mta.records import MtaSession
+from harness.world.mta.script import Script
 
 __all__ = ["INVARIANTS", "Invariant", "Violation", "check_run"]
 

@@ -34,10 +34,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from harness.world.mta_script import Script
+from harness.world.dns.zones import DnssecStatus
+from harness.world.mta.script import Script
 from harness.world.spec import WorldSpec
-from harness.world.world_zones import zone_apex
-from harness.world.zones import DnssecStatus
+from harness.world.spec.zones import zone_apex
 
 __all__ = ["DestinationFacts", "HostFacts", "Profile", "destination_facts", "pattern_permits"]
 

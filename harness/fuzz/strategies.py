@@ -48,7 +48,7 @@ from hypothesis.errors import InvalidArgument
 
 from certs import CertProfile
 from engine.core.controls import TlsSetting
-from harness.world.mta_script import StartTls
+from harness.world.mta.script import StartTls
 
 __all__ = [
     "CERT_PROFILES",

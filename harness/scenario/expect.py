@@ -19,7 +19,7 @@ from harness.scenario.model import (
     ReportPattern,
     Verification,
 )
-from harness.world.spec_values import Node
+from harness.world.spec.values import Node
 
 __all__ = ["DSN_KEYS", "EXPECT_KEYS", "REPORT_KEYS", "TLS_VERSIONS", "parse_expect"]
 

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 A scenario file has five top-level tables, all checked key by key with
-:class:`~harness.world.spec_values.Node`, so every mistake is a
+:class:`~harness.world.spec.values.Node`, so every mistake is a
 :class:`~harness.errors.SpecError` naming ``file: key.path`` and the value:
 
 * ``[scenario]``: id, title, covers, topic, requires, description;
@@ -38,7 +38,7 @@ from harness.scenario.expect import parse_expect
 from harness.scenario.model import Capability, Expect, Scenario
 from harness.scenario.steps import parse_step
 from harness.world.spec import load_world_spec
-from harness.world.spec_values import Node, key_path
+from harness.world.spec.values import Node, key_path
 
 __all__ = [
     "CONFIG_ERROR_KEY",

@@ -27,11 +27,11 @@ from email.message import Message as MimeMessage
 from typing import Any
 
 from harness.dkim_check import TxtLookup, dkim_verdict
-from harness.world.dns_answer import LoggedQuery
-from harness.world.mta_records import MtaSession
-from harness.world.policy_host import PolicyRequest
-from harness.world.report_sink import ReceivedReport
+from harness.world.dns.answer import LoggedQuery
+from harness.world.mta.records import MtaSession
 from harness.world.timeline import Exchange
+from harness.world.web.policy_host import PolicyRequest
+from harness.world.web.report_sink import ReceivedReport
 from harness.world.world import World
 
 __all__ = [

@@ -16,11 +16,11 @@ from typing import Any
 from certs import CertProfile
 from harness.scenario.expect import parse_expect
 from harness.scenario.model import SendSpec, Step, StepKind
-from harness.world.dns_answer import Behaviour as DnsBehaviour
-from harness.world.policy_host import PolicyResponse
+from harness.world.dns.answer import Behaviour as DnsBehaviour
+from harness.world.dns.zones import DnssecStatus
 from harness.world.spec import WorldSpec, domain_from, name_of
-from harness.world.spec_values import Node
-from harness.world.zones import DnssecStatus
+from harness.world.spec.values import Node
+from harness.world.web.behaviour import PolicyResponse
 
 __all__ = ["CLEAR_DNS", "parse_duration", "parse_step"]
 

@@ -18,10 +18,9 @@ from harness.world.addresses import (
     is_loopback_v4,
     process_slot,
 )
-from harness.world.dns import FakeDns
-from harness.world.dns_answer import Answer, LoggedQuery, Rule, Transport, answer
-from harness.world.dns_answer import Behaviour as DnsBehaviour
-from harness.world.dns_records import (
+from harness.world.dns.answer import Answer, LoggedQuery, Rule, Transport, answer
+from harness.world.dns.answer import Behaviour as DnsBehaviour
+from harness.world.dns.records import (
     AAAA,
     CNAME,
     MX,
@@ -35,12 +34,13 @@ from harness.world.dns_records import (
     canonical_name,
     check_loopback,
 )
-from harness.world.mta import ReceivingMta
-from harness.world.mta_handshake import ALERTS, server_hello_flight
-from harness.world.mta_log import Answer as SessionAnswer
-from harness.world.mta_log import SessionConfig, SessionLog, describe_action
-from harness.world.mta_records import Message, MtaSession, RcptResult, SessionEnd, Transaction
-from harness.world.mta_script import (
+from harness.world.dns.server import FakeDns
+from harness.world.dns.zones import DnssecStatus, Lookup, Zone, zone_from_dict
+from harness.world.mta.handshake import ALERTS, server_hello_flight
+from harness.world.mta.log import Answer as SessionAnswer
+from harness.world.mta.log import SessionConfig, SessionLog, describe_action
+from harness.world.mta.records import Message, MtaSession, RcptResult, SessionEnd, Transaction
+from harness.world.mta.script import (
     HELO_ONLY,
     POSITIVE_CODES,
     STAGES,
@@ -54,26 +54,17 @@ from harness.world.mta_script import (
     is_fault,
     parse_action,
 )
-from harness.world.mta_session import MALFORMED_LINE, MtaProtocol, SessionOwner
-from harness.world.mta_tls import (
+from harness.world.mta.server import ReceivingMta
+from harness.world.mta.session import MALFORMED_LINE, MtaProtocol, SessionOwner
+from harness.world.mta.tls import (
     ServerCert,
     TlsSetup,
     break_handshake,
     describe_cert,
     is_tls_record,
 )
-from harness.world.policy_host import (
-    DEFAULT_CERT_NAME,
-    POLICY_PATH,
-    ClientHello,
-    PolicyHost,
-    PolicyRequest,
-    PolicyResponse,
-)
-from harness.world.policy_host import Behaviour as PolicyBehaviour
 from harness.world.ports import DNS_STUB, TABLE, StandardPorts, ruleset
-from harness.world.proxy import Proxy, ProxyEvent, ProxyFault, ProxyOutcome, ProxyResolver
-from harness.world.report_sink import GZIP_TYPE, JSON_TYPE, ReceivedReport, ReportSink
+from harness.world.servers import HostInfo, HostRole, Servers
 from harness.world.spec import (
     DerivedTlsa,
     DnsRule,
@@ -87,17 +78,17 @@ from harness.world.spec import (
     load_world_spec,
     read_world_spec,
 )
-from harness.world.spec_records import ALL_RCPTS, parse_record, parse_replies, parse_tlsa
-from harness.world.spec_tables import (
-    address_of,
+from harness.world.spec.changes import changed_dns, changed_domain, changed_policy
+from harness.world.spec.records import ALL_RCPTS, parse_record, parse_replies, parse_tlsa
+from harness.world.spec.tables import (
     dns_rules_from,
     domain_from,
     host_from,
-    name_of,
     proxy_from,
     report_sink_from,
 )
-from harness.world.spec_values import Node, key_path
+from harness.world.spec.values import Node, address_of, key_path, name_of
+from harness.world.spec.zones import build_zones, tlsa_name, zone_apex
 from harness.world.timeline import (
     Exchange,
     ExchangeKind,
@@ -111,11 +102,18 @@ from harness.world.timeline import (
     merge,
     monotonic_clock,
 )
+from harness.world.web.behaviour import Behaviour as PolicyBehaviour
+from harness.world.web.behaviour import PolicyResponse, ProxyFault
+from harness.world.web.policy_host import (
+    DEFAULT_CERT_NAME,
+    POLICY_PATH,
+    ClientHello,
+    PolicyHost,
+    PolicyRequest,
+)
+from harness.world.web.proxy import Proxy, ProxyEvent, ProxyOutcome, ProxyResolver
+from harness.world.web.report_sink import GZIP_TYPE, JSON_TYPE, ReceivedReport, ReportSink
 from harness.world.world import Now, World, shared_cert_factory
-from harness.world.world_changes import changed_dns, changed_domain, changed_policy
-from harness.world.world_servers import HostInfo, HostRole, Servers
-from harness.world.world_zones import build_zones, tlsa_name, zone_apex
-from harness.world.zones import DnssecStatus, Lookup, Zone, zone_from_dict
 
 __all__ = [
     "AAAA",

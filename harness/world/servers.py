@@ -15,7 +15,7 @@ from enum import StrEnum
 
 from certs import IssuedCert
 from harness.errors import SpecError, WorldError
-from harness.world.mta_records import Message, MtaSession
+from harness.world.mta.records import Message, MtaSession
 from harness.world.timeline import (
     Exchange,
     TimedDns,

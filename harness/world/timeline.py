@@ -27,14 +27,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, SupportsIndex
 
-from harness.world.dns import FakeDns
-from harness.world.dns_answer import LoggedQuery, Transport
-from harness.world.mta import ReceivingMta
-from harness.world.mta_records import Message, MtaSession
-from harness.world.mta_session import MtaProtocol
-from harness.world.policy_host import PolicyHost, PolicyRequest
-from harness.world.proxy import Proxy, ProxyEvent
-from harness.world.report_sink import ReceivedReport, ReportSink
+from harness.world.dns.answer import LoggedQuery, Transport
+from harness.world.dns.server import FakeDns
+from harness.world.mta.records import Message, MtaSession
+from harness.world.mta.server import ReceivingMta
+from harness.world.mta.session import MtaProtocol
+from harness.world.web.policy_host import PolicyHost, PolicyRequest
+from harness.world.web.proxy import Proxy, ProxyEvent
+from harness.world.web.report_sink import ReceivedReport, ReportSink
 
 __all__ = [
     "Exchange",

@@ -7,11 +7,11 @@ addresses (:mod:`harness.world.addresses`), gives each host one (the spec may pi
 them), mints certificates at the world's ``now`` (the harness's fake clock, so
 "expired" means expired *then*), and starts, in the caller's event loop:
 
-* one :class:`~harness.world.dns.FakeDns` on ``<block>.53`` (UDP and TCP);
-* one :class:`~harness.world.policy_host.PolicyHost` serving every ``mta-sts.<domain>``;
-* one :class:`~harness.world.mta.ReceivingMta` per MX host;
-* a :class:`~harness.world.proxy.Proxy` and a
-  :class:`~harness.world.report_sink.ReportSink` when the spec asks.
+* one :class:`~harness.world.dns.server.FakeDns` on ``<block>.53`` (UDP and TCP);
+* one :class:`~harness.world.web.policy_host.PolicyHost` serving every ``mta-sts.<domain>``;
+* one :class:`~harness.world.mta.server.ReceivingMta` per MX host;
+* a :class:`~harness.world.web.proxy.Proxy` and a
+  :class:`~harness.world.web.report_sink.ReportSink` when the spec asks.
 
 Every server binds port 0 and is listening when its ``__aenter__`` returns, so the
 world is ready when ours returns: no sleeps, no polling. Each is entered on one
@@ -28,7 +28,7 @@ State: the :class:`~harness.world.spec.WorldSpec` is the single source of truth.
 A mutation (``update_domain``, ``update_policy``, ``set_dns``, ``rotate_cert`` ...)
 makes a new spec, starts what is new (a policy host, an MX), pushes changed
 responses and certificates to the servers, and rebuilds every zone from the spec
-(:func:`~harness.world.world_zones.build_zones`). Mutations are coroutines because
+(:func:`~harness.world.spec.zones.build_zones`). Mutations are coroutines because
 some bind sockets; await them between steps.
 
 Observations: the servers' own logs, and :meth:`World.timeline`, one time-ordered
@@ -50,13 +50,15 @@ from typing import Any
 from certs import CertFactory, CertProfile, IssuedCert, KeyType
 from harness.errors import SpecError, WorldError
 from harness.world.addresses import DEFAULT_ALLOCATOR, AddressBlock, LoopbackAllocator
-from harness.world.dns_records import TXT, ZoneError, canonical_name
-from harness.world.mta import ServerCert
-from harness.world.mta_records import Message, MtaSession
-from harness.world.proxy import ProxyFault
+from harness.world.dns.records import TXT, ZoneError, canonical_name
+from harness.world.mta.records import Message, MtaSession
+from harness.world.mta.server import ServerCert
+from harness.world.servers import HostInfo, HostRole, Servers
 from harness.world.spec import DomainSpec, HostSpec, PolicyHostSpec, WorldSpec, load_world_spec
-from harness.world.spec_records import RecordSpec
-from harness.world.spec_values import key_path
+from harness.world.spec.changes import changed_dns, changed_domain, changed_policy
+from harness.world.spec.model import RecordSpec
+from harness.world.spec.values import key_path
+from harness.world.spec.zones import build_zones
 from harness.world.timeline import (
     Exchange,
     TimedDns,
@@ -67,9 +69,7 @@ from harness.world.timeline import (
     WorldSnapshot,
     monotonic_clock,
 )
-from harness.world.world_changes import changed_dns, changed_domain, changed_policy
-from harness.world.world_servers import HostInfo, HostRole, Servers
-from harness.world.world_zones import build_zones
+from harness.world.web.behaviour import ProxyFault
 
 __all__ = ["Now", "World", "shared_cert_factory"]
 
@@ -332,7 +332,7 @@ class World:
         Args:
             domain: the policy domain.
             body: the new body (None: keep it).
-            response: :class:`~harness.world.policy_host.PolicyResponse` fields
+            response: :class:`~harness.world.web.policy_host.PolicyResponse` fields
                 (``status``, ``content_type``, ``headers`` ...), or ``cert`` (a profile).
 
         Raises:

@@ -46,7 +46,7 @@ from harness.fuzz import (
 )
 from harness.scenario.loader import load_scenario
 from harness.scenario.observation import DeliveryRecord, EventRecord
-from harness.world.mta_records import Message, MtaSession, RcptResult, SessionEnd, Transaction
+from harness.world.mta.records import Message, MtaSession, RcptResult, SessionEnd, Transaction
 
 ROOT = Path(__file__).resolve().parents[2]
 REGRESSIONS = Path(os.environ.get("FUZZ_REGRESSIONS_DIR", ROOT / "scenarios" / "regressions"))

@@ -22,12 +22,13 @@ from certs import CertFactory
 from engine.core.clock import ManualClock
 from engine.io.dialer import Dialer
 from harness.world.addresses import DEFAULT_ALLOCATOR
-from harness.world.dns import FakeDns
-from harness.world.mta import ReceivingMta, ServerCert
-from harness.world.mta_script import Script, StartTls
-from harness.world.policy_host import PolicyHost, PolicyResponse
-from harness.world.report_sink import ReportSink
-from harness.world.zones import DnssecStatus, Zone
+from harness.world.dns.server import FakeDns
+from harness.world.dns.zones import DnssecStatus, Zone
+from harness.world.mta.script import Script, StartTls
+from harness.world.mta.server import ReceivingMta, ServerCert
+from harness.world.web.behaviour import PolicyResponse
+from harness.world.web.policy_host import PolicyHost
+from harness.world.web.report_sink import ReportSink
 
 START = 1_767_225_600.0 + 3600.0  # 2026-01-01T01:00:00Z
 POLICY = "version: STSv1\nmode: enforce\nmx: mx1.example.com\nmax_age: 604800\n"

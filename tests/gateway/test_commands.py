@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def config_file(tmp_path: Path, extra: str = "") -> Path:
     path = tmp_path / "gateway.toml"
     path.write_text(
-        '[queue]\npath = "queue.sqlite"\n[destination_controls.default]\ntls = "preferred"\n'
+        '[queue]\npath = "queue.sqlite"\n[tls]\nca_file = "system"\n'
+        '[destination_controls.default]\ntls = "preferred"\n'
         '[destination_controls."example.com"]\ntls = "required-verify-hosted"\nmta_sts = true\n'
         + extra
     )

@@ -15,7 +15,7 @@ from engine.config import load_config
 from engine.delivery.agent import SystemClock
 from engine.gateway.control import ControlBusy, ControlServer, control_path
 from engine.gateway.queue import RcptState
-from harness.world.mta_script import Reply, Script
+from harness.world.mta.script import Reply, Script
 from tests.gateway.conftest import inject, make_gateway, texts, write_config
 from tests.gateway.sim import SimWorld
 
@@ -131,7 +131,7 @@ async def test_control_socket_refuses_what_it_cannot_do_with_a_sentence(tmp_path
     assert all(r["ok"] is False for r in replies)
     errors = [r["error"] for r in replies]
     assert errors[0] == "a request is one JSON object per line"
-    assert errors[1] == "unknown op 'fly'; known: status, settle, message, advance"
+    assert errors[1] == "unknown op 'fly'; known: status, settle, message, advance, reload"
     assert errors[2] == "no message MID 99"
     assert errors[3] == "message needs an integer mid, not '1'"
     assert errors[4] == "advance needs a manual clock (serve --clock manual=T)"
@@ -179,7 +179,7 @@ async def test_status_command_prints_the_gateway_and_one_message(tmp_path, capsy
 
 def test_status_command_without_a_gateway_is_one_line(tmp_path, capsys):
     config = tmp_path / "gateway.toml"
-    config.write_text(f'[queue]\npath = "{tmp_path / "queue.sqlite"}"\n')
+    config.write_text(f'[queue]\npath = "{tmp_path / "queue.sqlite"}"\n[tls]\nca_file = "system"\n')
     assert main(["status", "--config", str(config)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("sts-engine: no running gateway answers on ")
@@ -197,7 +197,7 @@ def test_status_command_without_a_gateway_is_one_line(tmp_path, capsys):
 )
 def test_serve_refuses_bad_harness_options_in_one_line(tmp_path, capsys, args, message):
     config = tmp_path / "gateway.toml"
-    config.write_text(f'[queue]\npath = "{tmp_path / "queue.sqlite"}"\n')
+    config.write_text(f'[queue]\npath = "{tmp_path / "queue.sqlite"}"\n[tls]\nca_file = "system"\n')
     assert main(["serve", "--config", str(config), *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("sts-engine: error: ") and message in err and err.count("\n") == 1

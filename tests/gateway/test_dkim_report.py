@@ -15,7 +15,7 @@ from engine.tlsrpt.dkim import REPORT_SIGNED_HEADERS, sign_report
 from engine.tlsrpt.reporter import ReportSettings
 from harness.adapters.gateway import dkim_key_record, new_dkim_key
 from harness.dkim_check import dkim_verdict
-from harness.world.dns_records import TXT
+from harness.world.dns.records import TXT
 from tests.core.test_tlsrpt_report import report_for, sts_session
 from tests.gateway.conftest import inject, write_config
 from tests.gateway.sim import START

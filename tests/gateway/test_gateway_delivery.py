@@ -6,8 +6,8 @@ import email
 import re
 
 from engine.gateway.queue import RcptState
-from harness.world.mta import ServerCert
-from harness.world.mta_script import Reply, Script
+from harness.world.mta.script import Reply, Script
+from harness.world.mta.server import ServerCert
 from tests.gateway.conftest import inject, make_gateway, texts, write_config
 from tests.gateway.sim import SimWorld, factory
 

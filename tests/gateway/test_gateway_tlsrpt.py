@@ -13,8 +13,8 @@ from engine.core.events import ListSink, LogEvent
 from engine.io.dialer import Dialer
 from engine.io.dns import DnsResolver, ResolverAddress
 from engine.tlsrpt.reporter import ReportNetwork, ReportSettings, TlsReporter
-from harness.world.dns_records import TXT
-from harness.world.mta import ServerCert
+from harness.world.dns.records import TXT
+from harness.world.mta.server import ServerCert
 from tests.gateway.conftest import inject, make_gateway, texts, write_config
 from tests.gateway.sim import POLICY, START, factory
 

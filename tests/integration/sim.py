@@ -1,7 +1,7 @@
 """Helpers for running the engine against a simulated world.
 
 Strategy: a test writes the world as a spec dict (the TOML format of
-``harness/world/spec.py``) and the Destination Controls of the one domain it sends to,
+``harness/world/spec/reader.py``) and the Destination Controls of the one domain it sends to,
 then ``async with simulation(world, tls=..., dane=..., mta_sts=...) as sim`` brings the
 world up on loopback and builds an :class:`~engine.delivery.agent.Engine` aimed at it: the
 world's resolver, its endpoint map (loopback-only dialer) and its root CA, a

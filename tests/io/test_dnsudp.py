@@ -14,7 +14,7 @@ from engine.io.dns import DnsResolver, DnsStatus, ResolverAddress
 from engine.io.dnsudp import UdpChannel
 from engine.logs import MailLogWriter
 from harness.world import FakeDns, Zone
-from harness.world.dns_records import TXT, A
+from harness.world.dns.records import TXT, A
 
 
 def _zone() -> Zone:

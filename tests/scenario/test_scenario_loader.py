@@ -9,7 +9,7 @@ import pytest
 from harness.errors import SpecError
 from harness.scenario import Capability, Outcome, StepKind, load_all, loads_scenario
 from harness.scenario.steps import parse_duration
-from harness.world.spec_values import Node
+from harness.world.spec.values import Node
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "scenarios" / "examples"
 

@@ -27,10 +27,10 @@ import dns.resolver
 import dnslib
 import pytest
 
-from harness.world.dns import FakeDns
-from harness.world.dns_answer import Behaviour, LoggedQuery, Transport
-from harness.world.dns_records import MX, TLSA, TXT, A, ZoneError
-from harness.world.zones import DnssecStatus, Zone, zone_from_dict
+from harness.world.dns.answer import Behaviour, LoggedQuery, Transport
+from harness.world.dns.records import MX, TLSA, TXT, A, ZoneError
+from harness.world.dns.server import FakeDns
+from harness.world.dns.zones import DnssecStatus, Zone, zone_from_dict
 
 DIGEST = bytes(range(32))
 
@@ -677,10 +677,10 @@ def test_zone_from_dict_errors_name_the_key_path(
 
 
 def test_public_api_is_pinned() -> None:
-    import harness.world.dns as dns_module
-    import harness.world.dns_answer as answer_module
-    import harness.world.dns_records as records_module
-    import harness.world.zones as zones_module
+    import harness.world.dns.answer as answer_module
+    import harness.world.dns.records as records_module
+    import harness.world.dns.server as dns_module
+    import harness.world.dns.zones as zones_module
 
     assert dns_module.__all__ == ["FakeDns"]
     assert sorted(answer_module.__all__) == [

@@ -15,8 +15,9 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from harness.world import mta as mta_module
-from harness.world.mta import (
+from harness.world.mta import server as mta_module
+from harness.world.mta.log import SessionConfig, SessionLog
+from harness.world.mta.server import (
     HELO_ONLY,
     Disconnect,
     ReceivingMta,
@@ -27,7 +28,6 @@ from harness.world.mta import (
     StartTls,
     parse_action,
 )
-from harness.world.mta_log import SessionConfig, SessionLog
 
 MX = "mx1.example.com"
 ADDR = "127.0.0.25"

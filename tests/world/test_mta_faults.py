@@ -14,7 +14,9 @@ import ssl
 import pytest
 import trustme
 
-from harness.world.mta import (
+from harness.world.mta.handshake import ALERTS, server_hello_flight
+from harness.world.mta.script import POSITIVE_CODES, Fault, FaultKind
+from harness.world.mta.server import (
     Disconnect,
     ReceivingMta,
     Reply,
@@ -24,9 +26,7 @@ from harness.world.mta import (
     StartTls,
     parse_action,
 )
-from harness.world.mta_handshake import ALERTS, server_hello_flight
-from harness.world.mta_script import POSITIVE_CODES, Fault, FaultKind
-from harness.world.mta_session import MALFORMED_LINE
+from harness.world.mta.session import MALFORMED_LINE
 
 MX = "mx1.example.com"
 ADDR = "127.0.0.26"

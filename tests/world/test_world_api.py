@@ -44,20 +44,21 @@ def test_every_name_resolves() -> None:
 
 # Names two modules share are exported under a qualified alias.
 ALIASES = {
-    ("dns_answer", "Behaviour"): "DnsBehaviour",
-    ("policy_host", "Behaviour"): "PolicyBehaviour",
-    ("mta_log", "Answer"): "SessionAnswer",
+    ("dns.answer", "Behaviour"): "DnsBehaviour",
+    ("web.behaviour", "Behaviour"): "PolicyBehaviour",
+    ("mta.log", "Answer"): "SessionAnswer",
 }
 
 
 def test_every_public_name_of_every_module_is_re_exported() -> None:
     missing = []
-    for info in pkgutil.iter_modules(harness.world.__path__):
-        if info.name.startswith("_"):
+    for info in pkgutil.walk_packages(harness.world.__path__, "harness.world."):
+        short = info.name.removeprefix("harness.world.")
+        if info.ispkg or short.rpartition(".")[2].startswith("_"):
             continue
-        module = importlib.import_module(f"harness.world.{info.name}")
+        module = importlib.import_module(info.name)
         for name in module.__all__:
-            exported = ALIASES.get((info.name, name), name)
+            exported = ALIASES.get((short, name), name)
             if getattr(harness.world, exported, None) is not getattr(module, name):
-                missing.append(f"{info.name}.{name}")
+                missing.append(f"{short}.{name}")
     assert missing == []

@@ -22,7 +22,7 @@ from harness.world import (
     load_world_spec,
     read_world_spec,
 )
-from harness.world.spec_records import ALL_RCPTS
+from harness.world.spec.records import ALL_RCPTS
 
 WORLDS = Path(__file__).resolve().parents[2] / "fixtures" / "worlds"
 

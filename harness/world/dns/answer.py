@@ -34,8 +34,8 @@ from typing import Any
 
 import dnslib
 
-from harness.world.dns_records import AAAA, CNAME, MX, TLSA, TXT, A, RData, Record
-from harness.world.zones import DnssecStatus, Zone
+from harness.world.dns.records import AAAA, CNAME, MX, TLSA, TXT, A, RData, Record
+from harness.world.dns.zones import DnssecStatus, Zone
 
 __all__ = ["Answer", "Behaviour", "LoggedQuery", "Rule", "Transport", "answer"]
 

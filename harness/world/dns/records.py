@@ -8,7 +8,7 @@ ASCII (A-labels), lower case, no trailing dot, the root as ``""``. Address data 
 loopback only (127.0.0.0/8 and ``::1``): the fake world must never send the engine
 to an address beyond this machine (DESIGN §4). TXT and TLSA data are raw octets so
 scenarios can publish non-ASCII or malformed content on purpose (DISC-16, DANE-7).
-Nothing here knows about wire formats; ``harness.world.dns_answer`` encodes.
+Nothing here knows about wire formats; ``harness.world.dns.answer`` encodes.
 """
 
 from __future__ import annotations

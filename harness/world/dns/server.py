@@ -3,8 +3,8 @@
 Theory of operation
 -------------------
 FakeDns holds the world's zones, the behaviour rules and the query log; how one
-query is answered lives in ``harness.world.dns_answer`` (sans-IO), and the zone
-data in ``harness.world.zones``. This module is the I/O shell around them.
+query is answered lives in ``harness.world.dns.answer`` (sans-IO), and the zone
+data in ``harness.world.dns.zones``. This module is the I/O shell around them.
 
 Both transports listen on one port of one loopback address: TCP is bound first
 on port 0, then UDP on the port TCP got, retrying when UDP finds it taken. Both
@@ -25,9 +25,9 @@ from dataclasses import replace
 from types import MappingProxyType, TracebackType
 from typing import Any, cast
 
-from harness.world.dns_answer import Behaviour, LoggedQuery, Rule, Transport, answer
-from harness.world.dns_records import RData, ZoneError, canonical_name, check_loopback
-from harness.world.zones import DnssecStatus, Zone
+from harness.world.dns.answer import Behaviour, LoggedQuery, Rule, Transport, answer
+from harness.world.dns.records import RData, ZoneError, canonical_name, check_loopback
+from harness.world.dns.zones import DnssecStatus, Zone
 
 __all__ = ["FakeDns"]
 

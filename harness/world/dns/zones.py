@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 A :class:`Zone` is an immutable value: an apex, a DNSSEC status (``secure``,
-``insecure`` or ``bogus``), a tuple of :class:`~harness.world.dns_records.Record`
+``insecure`` or ``bogus``), a tuple of :class:`~harness.world.dns.records.Record`
 and per-RRset status overrides. Builder methods (``.a()``, ``.mx()``, ``.txt()``
 ...) return a new zone, so a zone can be shared between worlds and steps without
 aliasing. A CNAME owner holds no other data (RFC 1034 §3.6.2); that is checked
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from harness.world.dns_records import (
+from harness.world.dns.records import (
     AAAA,
     CNAME,
     MX,

@@ -43,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from harness.world.mta_script import StartTls
+from harness.world.mta.script import StartTls
 
 __all__ = ["ALERTS", "break_handshake", "is_tls_record", "server_hello_flight"]
 

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 ``SessionLog`` is the sans-IO half of a session (h11 style). The aiosmtpd
-protocol (``mta_session.py``) tells it what arrived -- a command verb, an
+protocol (``session.py``) tells it what arrived -- a command verb, an
 EHLO name, a recipient, a message, a handshake result -- and gets back an
 ``Answer``: the reply lines to send, whether the stage succeeded, whether the
 reply was scripted, or that the connection must be dropped. The log keeps the
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness.world.mta_records import Message, MtaSession, RcptResult, SessionEnd, Transaction
-from harness.world.mta_script import (
+from harness.world.mta.records import Message, MtaSession, RcptResult, SessionEnd, Transaction
+from harness.world.mta.script import (
     POSITIVE_CODES,
     Action,
     Disconnect,
@@ -30,7 +30,7 @@ from harness.world.mta_script import (
     StartTls,
     is_fault,
 )
-from harness.world.mta_tls import TlsSetup
+from harness.world.mta.tls import TlsSetup
 
 __all__ = ["Answer", "SessionConfig", "SessionLog", "describe_action"]
 

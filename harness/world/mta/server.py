@@ -34,11 +34,11 @@ import weakref
 from collections.abc import Mapping
 from types import TracebackType
 
-from harness.world.mta_log import SessionConfig
-from harness.world.mta_records import Message, MtaSession, RcptResult, SessionEnd, Transaction
-from harness.world.mta_script import HELO_ONLY, Disconnect, Reply, Script, StartTls, parse_action
-from harness.world.mta_session import MtaProtocol
-from harness.world.mta_tls import ServerCert, TlsSetup, describe_cert
+from harness.world.mta.log import SessionConfig
+from harness.world.mta.records import Message, MtaSession, RcptResult, SessionEnd, Transaction
+from harness.world.mta.script import HELO_ONLY, Disconnect, Reply, Script, StartTls, parse_action
+from harness.world.mta.session import MtaProtocol
+from harness.world.mta.tls import ServerCert, TlsSetup, describe_cert
 
 __all__ = [
     "HELO_ONLY",

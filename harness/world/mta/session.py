@@ -43,10 +43,10 @@ from typing import Any, AnyStr, Protocol, cast
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
-from harness.world.mta_handshake import break_handshake, is_tls_record
-from harness.world.mta_log import Answer, SessionConfig, SessionLog
-from harness.world.mta_records import Message, MtaSession, SessionEnd
-from harness.world.mta_script import FaultKind, StartTls
+from harness.world.mta.handshake import break_handshake, is_tls_record
+from harness.world.mta.log import Answer, SessionConfig, SessionLog
+from harness.world.mta.records import Message, MtaSession, SessionEnd
+from harness.world.mta.script import FaultKind, StartTls
 
 __all__ = ["MALFORMED_LINE", "MtaProtocol", "SessionOwner"]
 
@@ -240,7 +240,7 @@ class MtaProtocol(SMTP):
         return answer.lines[0]
 
     async def _play(self, kind: FaultKind, code: int) -> None:
-        """Break the transport instead of sending a reply (mta_script's docstring)."""
+        """Break the transport instead of sending a reply (script.py's docstring)."""
         if kind is FaultKind.RESET:
             return self.reset()
         if kind is FaultKind.STALL:

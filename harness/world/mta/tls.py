@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from cryptography import x509
 
 # The wire-level breaks live in their own module; re-exported here, where they were.
-from harness.world.mta_handshake import break_handshake, is_tls_record
+from harness.world.mta.handshake import break_handshake, is_tls_record
 
 __all__ = ["ServerCert", "TlsSetup", "break_handshake", "describe_cert", "is_tls_record"]
 

@@ -13,14 +13,14 @@ from typing import Any
 
 from certs import CertProfile
 from harness.errors import SpecError
-from harness.world.dns_answer import Behaviour
-from harness.world.dns_records import ZoneError, canonical_name
-from harness.world.policy_host import Behaviour as PolicyBehaviour
-from harness.world.policy_host import PolicyResponse
-from harness.world.spec import DnsRule, DomainSpec, PolicyHostSpec, WorldSpec
-from harness.world.spec_tables import domain_from
-from harness.world.spec_values import Node, key_path
-from harness.world.zones import DnssecStatus
+from harness.world.dns.answer import Behaviour
+from harness.world.dns.records import ZoneError, canonical_name
+from harness.world.dns.zones import DnssecStatus
+from harness.world.spec.model import DnsRule, DomainSpec, PolicyHostSpec, WorldSpec
+from harness.world.spec.tables import domain_from
+from harness.world.spec.values import Node, key_path
+from harness.world.web.behaviour import Behaviour as PolicyBehaviour
+from harness.world.web.behaviour import PolicyResponse
 
 __all__ = ["changed_dns", "changed_domain", "changed_policy"]
 

@@ -7,12 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from certs import CertProfile, KeyType
-from harness.world.dns_answer import Behaviour as DnsBehaviour
-from harness.world.mta_script import Script, StartTls
-from harness.world.policy_host import PolicyResponse
-from harness.world.proxy import ProxyFault
-from harness.world.spec_records import RecordSpec
-from harness.world.zones import DnssecStatus
+from harness.world.dns.answer import Behaviour as DnsBehaviour
+from harness.world.dns.records import RData
+from harness.world.dns.zones import DnssecStatus
+from harness.world.mta.script import Script, StartTls
+from harness.world.web.behaviour import PolicyResponse, ProxyFault
 
 __all__ = [
     "DerivedTlsa",
@@ -21,6 +20,7 @@ __all__ = [
     "HostSpec",
     "PolicyHostSpec",
     "ProxySpec",
+    "RecordSpec",
     "ReportSinkSpec",
     "WorldSpec",
 ]
@@ -135,6 +135,23 @@ class ReportSinkSpec:
     cert: CertProfile = CertProfile.VALID
     address: str | None = None
     statuses: tuple[tuple[str, tuple[int, ...]], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RecordSpec:
+    """One raw record from ``[[records]]``.
+
+    Attributes:
+        name: canonical owner name.
+        rdata: the record data.
+        ttl: its TTL, or None for the zone's default.
+        dnssec: a DNSSEC status for its RRset, or None for the zone's.
+    """
+
+    name: str
+    rdata: RData
+    ttl: int | None = None
+    dnssec: DnssecStatus | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ Theory of operation
 is checked; a wrong one raises :class:`~harness.errors.SpecError` naming the file,
 the key path and the value. After loading, the spec is *complete*: every MX target
 has a :class:`HostSpec` (defaults when not declared), names are canonical, and the
-policy host's response is a ready :class:`~harness.world.policy_host.PolicyResponse`.
+policy host's response is a ready :class:`~harness.world.web.policy_host.PolicyResponse`.
 :class:`~harness.world.world.World` builds from it and keeps it as its state, so a
 mutation is "load the changed table, replace it in the spec, rebuild what depends".
 
@@ -38,7 +38,7 @@ The format (every key optional unless noted)::
                                         # broken-alert-protocol-version |
                                         # broken-alert-handshake-failure |
                                         # broken-alert-internal-error |
-                                        # broken-chain-malformed (mta_script.StartTls)
+                                        # broken-chain-malformed (mta/script.py StartTls)
     cert = "long-chain"                 # 101 CAs below the root: beyond verify depth
     tls_min = "1.2"; tls_max = "1.3"
     tlsa = [[3, 1, 1]]                  # at _<port>._tcp.<host>, from this host's cert;
@@ -51,7 +51,7 @@ The format (every key optional unless noted)::
                 rcpt = "450 4.2.0 later" | { "a@x" = "550 no" }, rcpt_by_index = [...] }
                                         # each: "<code> <text>" | "disconnect" | "reset" |
                                         # "stall" | "malformed" | "multiline-broken"
-                                        # (mta_script.py says what each does on the wire)
+                                        # (harness/world/mta/script.py says what each does)
 
     [dns]                               # faults and DNSSEC status per name and type
     "_mta-sts.example.com" = { TXT = "servfail", "*" = { behaviour = "drop" } }
@@ -71,45 +71,18 @@ from types import MappingProxyType
 from typing import Any
 
 from harness.errors import SpecError
-from harness.world.spec_model import (
-    DerivedTlsa,
-    DnsRule,
-    DomainSpec,
-    HostSpec,
-    PolicyHostSpec,
-    ProxySpec,
-    ReportSinkSpec,
-    WorldSpec,
-)
-from harness.world.spec_records import RecordSpec, parse_record
-from harness.world.spec_tables import (
-    address_of,
+from harness.world.spec.model import DomainSpec, HostSpec, WorldSpec
+from harness.world.spec.records import parse_record
+from harness.world.spec.tables import (
     dns_rules_from,
     domain_from,
     host_from,
-    name_of,
     proxy_from,
     report_sink_from,
 )
-from harness.world.spec_values import Node
+from harness.world.spec.values import Node, name_of
 
-__all__ = [
-    "DerivedTlsa",
-    "DnsRule",
-    "DomainSpec",
-    "HostSpec",
-    "PolicyHostSpec",
-    "ProxySpec",
-    "RecordSpec",
-    "ReportSinkSpec",
-    "WorldSpec",
-    "address_of",
-    "domain_from",
-    "host_from",
-    "load_world_spec",
-    "name_of",
-    "read_world_spec",
-]
+__all__ = ["load_world_spec", "read_world_spec"]
 
 
 def load_world_spec(

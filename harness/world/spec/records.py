@@ -1,43 +1,26 @@
 """Parts of the world spec that are small languages: raw records, TLSA, SMTP replies.
 
-Each parser takes a :class:`~harness.world.spec_values.Node` and returns a checked
+Each parser takes a :class:`~harness.world.spec.values.Node` and returns a checked
 value or raises :class:`~harness.errors.SpecError` at the node's key path.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from harness.world.dns_records import AAAA, CNAME, MX, TLSA, TXT, A, RData, ZoneError
-from harness.world.mta_script import STAGES, Action, Script, parse_action
-from harness.world.spec_values import Node
-from harness.world.zones import DnssecStatus
+from harness.world.dns.records import AAAA, CNAME, MX, TLSA, TXT, A, RData, ZoneError
+from harness.world.dns.zones import DnssecStatus
+from harness.world.mta.script import STAGES, Action, Script, parse_action
+from harness.world.spec.model import RecordSpec
+from harness.world.spec.values import Node, name_of
 
-__all__ = ["ALL_RCPTS", "RecordSpec", "parse_record", "parse_replies", "parse_tlsa"]
+__all__ = ["ALL_RCPTS", "parse_record", "parse_replies", "parse_tlsa"]
 
 _TYPES = ("A", "AAAA", "CNAME", "MX", "TLSA", "TXT")
 _STAGES = STAGES
 #: ``rcpt = "<reply>"`` scripts this many RCPTs by position (RFC 5321 §4.5.3.1.8: a
 #: server must accept at least 100 recipients, so no sane transaction has more).
 ALL_RCPTS = 100
-
-
-@dataclass(frozen=True, slots=True)
-class RecordSpec:
-    """One raw record from ``[[records]]``.
-
-    Attributes:
-        name: canonical owner name.
-        rdata: the record data.
-        ttl: its TTL, or None for the zone's default.
-        dnssec: a DNSSEC status for its RRset, or None for the zone's.
-    """
-
-    name: str
-    rdata: RData
-    ttl: int | None = None
-    dnssec: DnssecStatus | None = None
 
 
 def _words(node: Node, count: int) -> list[Any]:
@@ -96,8 +79,6 @@ def parse_record(node: Node) -> RecordSpec:
     ``value`` is presentation text (``"10 mx.example.net"``, ``"3 1 1 AB.."``), or for
     MX/TLSA a list of fields, or for TXT a list of character-strings (one RR).
     """
-    from harness.world.spec_tables import name_of  # it imports this module
-
     e = node.table(("name", "type", "value", "ttl", "dnssec"), required=("name", "type", "value"))
     rrtype = str(e["type"].value).upper()
     if rrtype not in _TYPES:
@@ -118,7 +99,7 @@ def _action(node: Node) -> Action:
 
 
 def parse_replies(node: Node) -> Script:
-    """A host's ``replies`` table as a :class:`~harness.world.mta_script.Script`.
+    """A host's ``replies`` table as a :class:`~harness.world.mta.script.Script`.
 
     Stages (``banner``, ``ehlo``, ``helo``, ``starttls``, ``mail``, ``data_start``,
     ``data``) take ``"<code> <text>"``, ``"disconnect"`` or a fault (``"reset"``,

@@ -1,7 +1,7 @@
 """Parsers for the world spec's tables: each takes a Node and returns a checked value.
 
 Errors are :class:`~harness.errors.SpecError` at the offending key path. ``spec.py``
-composes them into :func:`~harness.world.spec.load_world_spec`; the world's
+composes them into :func:`~harness.world.spec.reader.load_world_spec`; the world's
 mutations reuse :func:`domain_from`.
 """
 
@@ -13,14 +13,10 @@ from dataclasses import replace
 from typing import Any
 
 from certs import CertProfile, KeyType
-from harness.world.addresses import is_loopback_v4
-from harness.world.dns_answer import Behaviour as DnsBehaviour
-from harness.world.dns_records import ZoneError, canonical_name
-from harness.world.mta_script import Script, StartTls
-from harness.world.policy_host import Behaviour as PolicyBehaviour
-from harness.world.policy_host import PolicyResponse
-from harness.world.proxy import ProxyFault
-from harness.world.spec_model import (
+from harness.world.dns.answer import Behaviour as DnsBehaviour
+from harness.world.dns.zones import DnssecStatus
+from harness.world.mta.script import Script, StartTls
+from harness.world.spec.model import (
     DerivedTlsa,
     DnsRule,
     DomainSpec,
@@ -29,16 +25,15 @@ from harness.world.spec_model import (
     ProxySpec,
     ReportSinkSpec,
 )
-from harness.world.spec_records import parse_replies, parse_tlsa
-from harness.world.spec_values import Node
-from harness.world.zones import DnssecStatus
+from harness.world.spec.records import parse_replies, parse_tlsa
+from harness.world.spec.values import Node, address_of, name_of
+from harness.world.web.behaviour import Behaviour as PolicyBehaviour
+from harness.world.web.behaviour import PolicyResponse, ProxyFault
 
 __all__ = [
-    "address_of",
     "dns_rules_from",
     "domain_from",
     "host_from",
-    "name_of",
     "proxy_from",
     "report_sink_from",
 ]
@@ -60,22 +55,6 @@ _POLICY_HOST_KEYS += ("tls_min", "tls_max")
 _HOST_KEYS: tuple[str, ...] = ("cert", "names", "cn", "key_type", "address", "port", "starttls")
 _HOST_KEYS += ("tls_min", "tls_max", "tlsa", "tlsa_raw", "sni_certs", "replies")
 _DERIVED_TLSA_KEYS = ("usage", "selector", "mtype", "data_from", "depth")
-
-
-def name_of(node: Node) -> str:
-    """A canonical DNS name from ``node`` (a SpecError when it is not one)."""
-    try:
-        return canonical_name(node.text())
-    except ZoneError as exc:
-        raise node.error(str(exc)) from None
-
-
-def address_of(node: Node) -> str:
-    """A 127.0.0.0/8 address from ``node``; anything else is refused."""
-    text = node.text()
-    if not is_loopback_v4(text):
-        raise node.error(f"{text!r} is not an IPv4 loopback address; the world uses 127.0.0.0/8")
-    return text
 
 
 def _profile(node: Node) -> CertProfile:

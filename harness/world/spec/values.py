@@ -16,8 +16,10 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from harness.errors import SpecError
+from harness.world.addresses import is_loopback_v4
+from harness.world.dns.records import ZoneError, canonical_name
 
-__all__ = ["Node", "key_path"]
+__all__ = ["Node", "address_of", "key_path", "name_of"]
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _E = TypeVar("_E", bound=StrEnum)
@@ -157,3 +159,19 @@ class Node:
         if isinstance(self.value, str):
             return (self.value,)
         return tuple(node.text() for node in self.items())
+
+
+def name_of(node: Node) -> str:
+    """A canonical DNS name from ``node`` (a SpecError when it is not one)."""
+    try:
+        return canonical_name(node.text())
+    except ZoneError as exc:
+        raise node.error(str(exc)) from None
+
+
+def address_of(node: Node) -> str:
+    """A 127.0.0.0/8 address from ``node``; anything else is refused."""
+    text = node.text()
+    if not is_loopback_v4(text):
+        raise node.error(f"{text!r} is not an IPv4 loopback address; the world uses 127.0.0.0/8")
+    return text

@@ -26,9 +26,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from certs import IssuedCert
-from harness.world.dns_records import MX, TLSA, TXT, A, RData
-from harness.world.spec import WorldSpec
-from harness.world.zones import DnssecStatus, Zone
+from harness.world.dns.records import MX, TLSA, TXT, A, RData
+from harness.world.dns.zones import DnssecStatus, Zone
+from harness.world.spec.model import WorldSpec
 
 __all__ = ["build_zones", "tlsa_name", "zone_apex"]
 

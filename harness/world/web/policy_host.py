@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 A world may hold many policy hosts (``mta-sts.<domain>``). They all live in one
-:class:`PolicyHost`, which runs one :class:`~harness.world._tlsserver.TlsAsgiServer` and
+:class:`PolicyHost`, which runs one :class:`~harness.world.web._server.TlsAsgiServer` and
 one listening socket per distinct 127.x address (port 0; :attr:`PolicyHost.ports` maps the
 address to the real port, which the engine's dialer maps 443 onto). Several hosts may share
 an address, like a hosting provider; each address is then a small virtual-hosting server:
@@ -38,13 +38,13 @@ import ssl
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from enum import StrEnum
 from typing import Any
 
 import trustme
 
 from certs import server_context as limited_server_context
-from harness.world._tlsserver import (
+from harness.world.web.behaviour import Behaviour, PolicyResponse
+from harness.world.web._server import (
     CertPair,
     Connection,
     Receive,
@@ -60,77 +60,14 @@ from harness.world._tlsserver import (
 __all__ = [
     "DEFAULT_CERT_NAME",
     "POLICY_PATH",
-    "Behaviour",
     "ClientHello",
     "PolicyHost",
     "PolicyRequest",
-    "PolicyResponse",
 ]
 
 POLICY_PATH = "/.well-known/mta-sts.txt"  # RFC 8461 §3.2
 DEFAULT_CERT_NAME = "default.invalid"  # FETCH-16: what a client without the right SNI gets
 _BLOCK = (b"#" * 63 + b"\n") * 256  # 16 KiB of filler for oversize bodies
-
-
-class Behaviour(StrEnum):
-    """What a policy host does with a request for the policy path."""
-
-    SERVE = "serve"  # status, headers and body as configured
-    REDIRECT = "redirect"  # 3xx status with a Location header
-    HANG = "hang"  # never send the status line; wait until the client or server leaves
-    SLOW_BODY = "slow_body"  # headers now, then the body trickled out
-    OVERSIZE = "oversize"  # `oversize_bytes` of body with Content-Length
-    OVERSIZE_CHUNKED = "oversize_chunked"  # the same, chunked, no Content-Length
-    ENDLESS = "endless"  # a chunked body that never ends
-    RESET = "reset"  # abort the TCP connection (RST) once the request has arrived
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyResponse:
-    """How one policy host answers ``GET /.well-known/mta-sts.txt``.
-
-    Attributes:
-        behaviour: the :class:`Behaviour`.
-        status: HTTP status (3xx for REDIRECT).
-        body: the body, or the prefix of an oversize/endless body.
-        content_type: Content-Type value, or None to send no Content-Type at all.
-        headers: extra headers, e.g. ``(("Cache-Control", "max-age=31536000"),)``.
-        location: the Location of a REDIRECT.
-        trickle_interval: seconds between SLOW_BODY pieces (keep it short in tests).
-        trickle_bytes: bytes per SLOW_BODY piece.
-        oversize_bytes: total body size for OVERSIZE and OVERSIZE_CHUNKED.
-    """
-
-    behaviour: Behaviour = Behaviour.SERVE
-    status: int = 200
-    body: bytes = b""
-    content_type: str | None = "text/plain"
-    headers: tuple[tuple[str, str], ...] = ()
-    location: str | None = None
-    trickle_interval: float = 0.05
-    trickle_bytes: int = 1
-    oversize_bytes: int = 10 * 1024 * 1024
-
-    def __post_init__(self) -> None:
-        if not 100 <= self.status <= 599:
-            raise ValueError(f"PolicyResponse.status: {self.status!r} is not an HTTP status")
-        if self.behaviour is Behaviour.REDIRECT and (
-            self.location is None or not 300 <= self.status <= 399
-        ):
-            raise ValueError(
-                f"PolicyResponse: a redirect needs a 3xx status and a location "
-                f"(status {self.status!r}, location {self.location!r})"
-            )
-        if self.trickle_interval <= 0 or self.trickle_bytes <= 0 or self.oversize_bytes <= 0:
-            raise ValueError(
-                f"PolicyResponse: trickle_interval {self.trickle_interval!r}, trickle_bytes "
-                f"{self.trickle_bytes!r} and oversize_bytes {self.oversize_bytes!r} must be > 0"
-            )
-
-    @classmethod
-    def redirect(cls, location: str, status: int = 301) -> PolicyResponse:
-        """A redirect to ``location`` with ``status`` (FETCH-9)."""
-        return cls(Behaviour.REDIRECT, status=status, location=location, content_type=None)
 
 
 @dataclass(frozen=True, slots=True)

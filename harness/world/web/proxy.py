@@ -35,23 +35,16 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from harness.world._tlsserver import NotLoopbackError, bind_listener, require_loopback
+from harness.world.web.behaviour import ProxyFault
+from harness.world.web._server import NotLoopbackError, bind_listener, require_loopback
 
-__all__ = ["Proxy", "ProxyEvent", "ProxyFault", "ProxyOutcome", "ProxyResolver"]
+__all__ = ["Proxy", "ProxyEvent", "ProxyOutcome", "ProxyResolver"]
 
 #: Maps a CONNECT target (host, port) to the real (address, port), or None when unknown.
 ProxyResolver = (
     Callable[[str, int], tuple[str, int] | None] | Mapping[tuple[str, int], tuple[str, int]]
 )
 _HEAD_LIMIT = 8192
-
-
-class ProxyFault(StrEnum):
-    """A deliberate misbehaviour of the proxy."""
-
-    NONE = "none"
-    REFUSE = "refuse"  # 403 to every request, then close
-    HANG = "hang"  # accept, read the request, never answer
 
 
 class ProxyOutcome(StrEnum):

@@ -7,7 +7,7 @@ RFC 8460 §5.4 (RPT-14): an ``https:`` rua receives a POST whose body is the rep
 ``application/tlsrpt+json``; 200 and 201 mean "delivered", anything else is a failure the
 sender may retry (RPT-15). :class:`ReportSink` serves one host name on one 127.x address
 (port 0) with the same hypercorn machinery as the policy hosts
-(:class:`~harness.world._tlsserver.TlsAsgiServer`). For every request it records a
+(:class:`~harness.world.web._server.TlsAsgiServer`). For every request it records a
 :class:`ReceivedReport`: path, method, content type, raw body size, the decoded JSON (or
 why decoding failed), and the status it answered.
 
@@ -31,7 +31,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from harness.world._tlsserver import (
+from harness.world.web._server import (
     CertPair,
     Receive,
     Scope,
