@@ -10,9 +10,10 @@ Theory of operation
    :meth:`TlsReporter.run` turns notes into core
    :class:`~engine.core.tlsrpt.SessionResult` values (TLSA strings as the
    event carries them: the RRset the session was judged against), adds them to
-   the aggregator, and persists it. A
-   failed policy fetch seen with a note counts once more, as an ``sts`` failure
-   of its own (RFC 8461 §6, RPT-24; :func:`fetch_failure_result`).
+   the aggregator, and persists it. A session that applied no policy because
+   the fetch failed counts as that failure; a failed refresh of a cached policy
+   counts once more, as an ``sts`` failure of its own (RFC 8461 §6, RPT-24;
+   :mod:`engine.tlsrpt.sessions`).
 2. **Report.** Once a UTC day is over plus a delay and a jitter (RPT-17), for
    each Policy Domain with data: ``_smtp._tls.<domain>`` is looked up (AMB-18:
    ``tlsa`` results live under the TLSA base domain, so that is their Policy
@@ -37,10 +38,10 @@ replaces when a configuration reload builds a new engine).
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import random
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -62,6 +63,7 @@ from engine.tlsrpt.sessions import (
     SessionNote,
     fetch_failure_result,
     note_from_event,
+    session_counts_fetch,
     session_results,
 )
 
@@ -230,11 +232,14 @@ class TlsReporter:
         if failed is None:
             return
         key = failed.key(str(note.fields.get("domain", "")))
-        result = fetch_failure_result(note)
-        if key in self.fetch_seen or result is None:
+        if key in self.fetch_seen:
             return
         self.fetch_seen[key] = failed.failed_at
-        self.aggregator.add(result)
+        if session_counts_fetch(note):
+            return  # the session itself is this failure (session_results)
+        result = fetch_failure_result(note)
+        if result is not None:
+            self.aggregator.add(result)
 
     async def _record(self, domain: str) -> TlsRptRecord | None:
         name = f"_smtp._tls.{domain}"
@@ -259,7 +264,10 @@ class TlsReporter:
                 uri=skipped.uri,
                 reason=skipped.reason,
             )
-        uid = hashlib.sha256(f"{domain}{day}{now}".encode()).hexdigest()[:16]
+        # RFC 8460 §4.4: report-id identifies one report. Drawn from the OS, not from a
+        # hash of domain, day and time (two gateways, or one that lost its state, sending
+        # at the same moment repeated it) nor from self.rng (seeded alike in tests).
+        uid = secrets.token_hex(8)
         report = build_report(
             domain,
             day,

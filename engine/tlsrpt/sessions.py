@@ -12,7 +12,8 @@ one result (RFC 8460 §4.4; AMB-22: the unit is the SMTP session):
   the strings are the TLSA RRs in presentation form (``3 1 1 HEX``, AMB-20), the
   RRset the session was judged against, as the event carries it (no new lookup);
 * ``no-policy-found``: neither (RPT-28); also for an MTA-STS ``none`` policy,
-  whose failures are not reportable (RPT-24).
+  whose failures are not reportable (RPT-24); but not for a session that applied
+  no policy *because* the policy could not be fetched (below).
 
 A failure entry of the event belongs to the policy type it names; one without
 a type goes to the policy that applied. Sessions that carried report mail are
@@ -24,9 +25,18 @@ store: when a session is noted, the domain's last failed fetch (kept for the
 FETCH-15 throttle until a fetch succeeds) rides along, and
 :func:`fetch_failure_result` turns it into one ``sts`` failure
 (``sts-policy-fetch-error``, ``sts-policy-invalid`` or ``sts-webpki-invalid``, the
-failure's detail as ``failure-reason-code``), dated when the fetch failed. The
-reporter counts each failed fetch once. A failure while a valid ``none`` policy is
-cached is not reportable (RPT-24) and is not noted.
+failure's detail as ``failure-reason-code``). How it counts (AMB-22: one result per
+session and policy):
+
+* the session applied no MTA-STS policy because none could be had: the session *is*
+  that failure, dated when the session ran, and nothing else on the MTA-STS side (it
+  used to count a second time, as a ``no-policy-found`` success);
+* a cached policy applied (the failed fetch was a refresh, RPT-24 / FETCH-18): the
+  session counts under that policy, and the reporter adds the failed fetch once, as
+  a failure of its own, dated when the fetch failed (:func:`session_counts_fetch`).
+
+A failure while a valid ``none`` policy is cached is not reportable (RPT-24) and
+is not noted.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ __all__ = [
     "SessionNote",
     "fetch_failure_result",
     "note_from_event",
+    "session_counts_fetch",
     "session_results",
     "tlsa_strings",
 ]
@@ -104,11 +115,27 @@ def note_from_event(event: LogEvent, store: PolicyStore) -> SessionNote | None:
     return SessionNote(dict(f), event.at, lines, mx, fetch)
 
 
-def fetch_failure_result(note: SessionNote) -> SessionResult | None:
+def session_counts_fetch(note: SessionNote) -> bool:
+    """Whether the session itself counts as its failed fetch (no policy applied).
+
+    Then :func:`session_results` reports the failure, dated with the session; else
+    a failed fetch riding on the note is the reporter's to add once.
+    """
+    return note.fetch_failure is not None and note.fields.get("sts_mode") not in (
+        "enforce",
+        "testing",
+    )
+
+
+def fetch_failure_result(note: SessionNote, *, at: float | None = None) -> SessionResult | None:
     """The ``sts`` failure a noted failed policy fetch counts as (RFC 8461 §6, RPT-24).
 
     The policy strings are those of the cached policy, if one is known, else empty.
     Returns None when the note carries no fetch failure, or one the core refuses.
+
+    Args:
+        note: the noted session.
+        at: the time the failure counts at (default: when the fetch failed).
     """
     failed = note.fetch_failure
     if failed is None:
@@ -120,7 +147,7 @@ def fetch_failure_result(note: SessionNote) -> SessionResult | None:
             policy_strings=note.sts_lines,
             mx_host=note.sts_mx,
             success=False,
-            at=failed.failed_at,
+            at=failed.failed_at if at is None else at,
             result_type=failed.result_type,  # type: ignore[arg-type]
             failure_reason_code=failed.detail[:200] or None,
         )
@@ -211,7 +238,13 @@ def session_results(note: SessionNote) -> list[SessionResult]:
         if sts:
             fail = _failure_for(failures, "sts", True)
             out.append(_result(note, domain, PolicyType.STS, fail, note.sts_lines, note.sts_mx))
-        if not dane and not sts:
+        elif session_counts_fetch(note):
+            # RFC 8461 §6: no policy because it could not be fetched. The session is that
+            # failure, once; it is not also a no-policy-found success.
+            fetched = fetch_failure_result(note, at=note.at)
+            if fetched is not None:
+                out.append(fetched)
+        elif not dane:
             fail = _failure_for(failures, "no-policy-found", True)
             out.append(_result(note, domain, PolicyType.NO_POLICY_FOUND, fail))
     except ValueError:
