@@ -420,7 +420,7 @@ def _section(root: TomlNode, name: str) -> TomlNode:
 
 
 def _seconds(node: TomlNode) -> float:
-    return node.number(at_least=0, expected="a number of seconds, 0 or more")
+    return node.number(at_least=0, expected="a finite number of seconds, 0 or more")
 
 
 def _port(node: TomlNode) -> int:
