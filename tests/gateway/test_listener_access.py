@@ -235,3 +235,19 @@ def test_server_context_for_the_listener_needs_no_client_certificate(tls_files):
     listener = Listener(None, clock=ManualClock(0), sink=ListSink(), config=config)  # type: ignore[arg-type]
     assert listener.tls_context is not None
     assert listener.tls_context.verify_mode == ssl.CERT_NONE
+
+
+def test_users_hash_prints_a_line_the_users_file_takes(tmp_path, monkeypatch, capsys):
+    import io
+
+    from engine.cli import main
+    from engine.gateway.auth import load_users
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("s3cret\n"))
+    assert main(["users", "hash", "app1"]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith("app1:$argon2id$") and line.count("\n") == 1
+    (tmp_path / "users").write_text(line)
+    users = load_users(tmp_path / "users")
+    assert users.verify("app1", "s3cret") and not users.verify("app1", "wrong")
+    assert main(["users", "hash", "bad:name"]) == 2
