@@ -51,6 +51,8 @@ from pathlib import Path
 from typing import Any
 
 from engine import eventloop
+from engine.core.errors import MxPatternError
+from engine.core.mx import normalize_host
 from harness.adapters.base import AdapterError, EngineUnderTest, make_adapter
 from harness.assertions import Mismatch, check
 from harness.scenario.loader import config_error_matches
@@ -210,11 +212,25 @@ def select_engine(scenario: Scenario, engine: str) -> str:
     return fallback if need <= make_adapter(fallback).capabilities else engine
 
 
+def _header_address(address: str) -> str:
+    # What an ASCII-only writer puts in To: the domain in A-labels (RFC 5890). A U-label
+    # there makes the message an internationalised one (RFC 6532), which a relay must
+    # not send to a server without SMTPUTF8 (RFC 6531 §3.2; engine/core/transfer.py).
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii():
+        return address
+    try:
+        return f"{local}@{normalize_host(domain)}"
+    except MxPatternError:
+        return address  # not a name IDNA can write: the scenario meant it as it is
+
+
 def _message(scenario: Scenario, step: Step, send: SendSpec) -> bytes:
     if send.data is not None:
         return send.data
+    to = ", ".join(f"<{_header_address(r)}>" for r in send.rcpts)
     return (
-        f"From: <{send.mail_from}>\r\nTo: {', '.join(f'<{r}>' for r in send.rcpts)}\r\n"
+        f"From: <{send.mail_from}>\r\nTo: {to}\r\n"
         f"Subject: {scenario.id} step {step.index}\r\n"
         f"Message-ID: <{scenario.id}.{step.index}@harness.invalid>\r\n\r\n"
         "Sent by the mta-sts-harness conformance catalog.\r\n"
