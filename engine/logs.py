@@ -172,6 +172,12 @@ TEMPLATES: dict[str, Template] = {
     # Gateway: queue, DSNs, reload, reporting [INF]
     "queue.recovered": "Queue recovered {count} recipients left in flight",
     "delivery.error": "MID {mid} delivery error: {detail}",
+    "delivery.commit.failed": "MID {mid} RID {rid} not committed at its reply: {detail}",
+    "delivery.retry.failed": "MID {mid} retry not recorded (the lease returns it): {detail}",
+    "queue.outcome.dropped": "MID {mid} RID {rid} outcome not recorded: {detail}",
+    "gateway.step.failed": "Gateway {step} failed, retrying: {detail}",
+    "gateway.step.recovered": "Gateway {step} works again",
+    "gateway.stopped": "Gateway stopped accepting mail, exiting: {detail}",
     "dsn.sent": "MID {dsn_mid} DSN ({action}) generated for MID {mid} to <{to}>",
     "dsn.failed": "MID {mid} DSN not generated: {detail}",
     "dsn.mark.skipped": "MID {mid} bounce not marked after its DSN: {detail}",
@@ -188,7 +194,9 @@ TEMPLATES: dict[str, Template] = {
 
 #: Codes that are data for other parts of the engine (TLS-RPT), not ``mail_logs`` lines.
 #: They still appear in the JSON form.
-INTERNAL: frozenset[str] = frozenset({"tls.session"})
+INTERNAL: frozenset[str] = frozenset(
+    {"tls.session", "delivery.error.trace", "gateway.step.trace"}  # tracebacks: JSON only
+)
 
 
 def format_ctime(at: float) -> str:

@@ -287,6 +287,7 @@ async def _serve_async(
     from engine.gateway.control import ControlBusy, ControlError, ControlServer, control_path
     from engine.gateway.gateway import Gateway
     from engine.gateway.listener import ListenerError
+    from engine.gateway.queue import QueueUnavailable
     from engine.logs import JsonLogWriter, MailLogWriter
 
     writer = MailLogWriter(sys.stdout, level=args.log_level or config.logging.level)
@@ -307,15 +308,18 @@ async def _serve_async(
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     pid_file = pid_file_path(config)
-    gateway = Gateway(
-        config,
-        clock=clock,
-        sink=fanout,
-        settings=settings,
-        dialer=dialer,
-        smtp_timeouts=timeouts,
-    )
+    status = 0
     try:
+        # A queue refused at start-up (damaged, empty, read-only ...) is one line:
+        # what is wrong and how to recover (docs/hardening.md, Queue recovery).
+        gateway = Gateway(
+            config,
+            clock=clock,
+            sink=fanout,
+            settings=settings,
+            dialer=dialer,
+            smtp_timeouts=timeouts,
+        )
         async with gateway as gw, contextlib.AsyncExitStack() as stack:
             try:
                 await stack.enter_async_context(
@@ -355,7 +359,22 @@ async def _serve_async(
                     LogEvent("listener.ready", {"host": host, "port": port}, "info", gw.clock.now())
                 )
             task = asyncio.create_task(gw.serve(stop, timed=clock is None))
-            await stop.wait()
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not stop.is_set():
+                # The serve loop supervises every round, so this is a bug: stop taking
+                # mail it would not deliver, say so in one line, exit non-zero.
+                status = 1
+                _stop()
+                fanout.emit(
+                    LogEvent(
+                        "gateway.stopped",
+                        {"detail": _ended(task)},
+                        "warning",
+                        gw.clock.now(),
+                    )
+                )
+            await stopping
             try:
                 await asyncio.wait_for(asyncio.shield(task), timeout=args.grace)
             except TimeoutError:
@@ -365,12 +384,25 @@ async def _serve_async(
                     await task
     except ListenerError as exc:  # its certificate, users file or address: one line
         raise UsageError(str(exc)) from None
+    except QueueUnavailable as exc:
+        raise UsageError(str(exc)) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             pid_file.unlink()
         if json_file is not None:
             json_file.close()
-    return 0
+    return status
+
+
+def _ended(task: asyncio.Task[None]) -> str:
+    """Why the serve loop ended on its own, in one line."""
+    if task.cancelled():
+        return "the delivery loop was cancelled"
+    exc = task.exception()
+    if exc is None:
+        return "the delivery loop returned"
+    text = " ".join(str(exc).split())
+    return f"the delivery loop failed: {type(exc).__name__}: {text}"[:300]
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -32,6 +32,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import traceback
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -41,9 +43,9 @@ from engine.core.clock import Clock
 from engine.core.errors import ConfigError
 from engine.core.events import EventSink, LogEvent
 from engine.delivery.agent import DeliveryReport, Engine, SystemClock
-from engine.delivery.attempt import RecipientResult
+from engine.delivery.attempt import RecipientResult, describe_fault
 from engine.gateway.listener import Listener, ListenerError
-from engine.gateway.queue import Queue
+from engine.gateway.queue import Queue, QueueCorrupt
 from engine.gateway.scheduler import RoundStats, Scheduler
 from engine.io.dialer import Dialer
 from engine.io.smtp import SmtpTimeouts
@@ -56,6 +58,9 @@ _MAX_SLEEP = 60.0
 _MAX_ROUNDS = 10_000  # per walk: a guard against a gateway that stays due forever
 _SAME_TIME_ROUNDS = 4  # rounds at one time before a walk stops (something due stays leased)
 _ATTEMPTS_KEPT = 10_000  # messages whose last attempt per recipient is remembered
+_PURGE_EVERY = 600.0  # seconds between purges of finished messages
+_PURGE_BATCH = 1000  # finished messages deleted per purge at most
+_RECOVER = "stop here and recover it: see 'sts-engine queue --help' and docs/hardening.md"
 
 
 @runtime_checkable
@@ -88,6 +93,8 @@ class GatewaySettings:
         listen: run the injection listener.
         lease_seconds: claim lease; a crashed round's recipients return after it.
         claim_limit: the most recipients per round.
+        keep_done: seconds a finished message stays in the queue (``queue show``,
+            ``status --mid``) before a round purges it.
         report: TLS reporting settings, or None to switch reporting off.
     """
 
@@ -99,19 +106,37 @@ class GatewaySettings:
     listen: bool = True
     lease_seconds: float = 600.0
     claim_limit: int = 1000
+    keep_done: float = 7 * 86400.0
     report: ReportSettings | None = field(default_factory=ReportSettings)
 
 
 class _EngineSink:
-    """The engine's sink: every event goes on, and ``tls.session`` also to the reporter."""
+    """The engine's sink: every event goes on; two are also data for the gateway.
+
+    ``tls.session`` goes to the TLS reporter too. ``delivery.response``, which the
+    session emits the moment a message's end-of-data reply accepted it, commits that
+    delivery in the queue at once (:meth:`Scheduler.accepted`), before the connection
+    carries its next message: a crash then repeats at most the message in flight.
+    """
 
     def __init__(self, outer: EventSink) -> None:
         self.outer = outer
         self.reporter: TlsReporter | None = None
+        self.on_accepted: Callable[[int, list[int], str | None], None] | None = None
 
     def emit(self, event: LogEvent) -> None:
         if event.code == "tls.session" and self.reporter is not None:
             self.reporter.emit(event)
+        if event.code == "delivery.response" and self.on_accepted is not None:
+            f = event.fields
+            rids = f.get("rids")
+            if isinstance(rids, list | tuple):
+                response = f.get("response")
+                self.on_accepted(
+                    int(str(f["mid"])),
+                    [int(r) for r in rids],
+                    None if response is None else str(response),
+                )
         self.outer.emit(event)
 
 
@@ -186,7 +211,11 @@ class Gateway:
             claim_limit=self.settings.claim_limit,
             on_enqueued=self.notify,
         )
+        self._engine_sink.on_accepted = self.scheduler.accepted
         self.listener: Listener | None = None
+        #: Round steps failing now: step -> the one line logged for it (logged once).
+        self._failing: dict[str, str] = {}
+        self._last_purge: float | None = None
 
     def _new_engine(self, config: EngineConfig) -> Engine:
         engine = Engine(
@@ -216,6 +245,17 @@ class Gateway:
             del self.attempts[next(iter(self.attempts))]
 
     async def __aenter__(self) -> Gateway:
+        # A damaged queue is refused before the listener can promise anything (250).
+        try:
+            damage = self.queue.check(invariants=False)  # SQLite's quick_check
+            if damage:
+                raise QueueCorrupt(
+                    self.queue.path, f"is damaged (quick_check: {damage[0]})", _RECOVER
+                )
+        except BaseException:
+            self.store.close()
+            self.queue.close()
+            raise
         # Start-up: no claimer from before a restart is alive (at-least-once delivery).
         recovered = self.queue.recover(self.clock.now())
         if recovered:
@@ -377,14 +417,46 @@ class Gateway:
         raise RuntimeError(f"the gateway stayed due after {_MAX_ROUNDS} rounds")
 
     async def _round(self, now: float | None = None) -> RoundStats:
+        # Supervised (issue 13): each step's failure is one line, logged once while it
+        # lasts; the other steps and the next round go on.
         if self._reload_requested:
-            await self._reload()
+            await self._step("reload", self._reload())
         now = self.clock.now() if now is None else now
-        await self._refresh_policies(now)
-        stats = await self.scheduler.run_once(now)
+        await self._step("policy refresh", self._refresh_policies(now))
+        stats = await self._step("delivery", self.scheduler.run_once(now))
         if self.reporter is not None:
-            await self.reporter.run(now)
-        return stats
+            await self._step("TLS reports", self.reporter.run(now))
+        await self._step("purge", self._purge(now))
+        return stats if isinstance(stats, RoundStats) else RoundStats()
+
+    async def _step(self, step: str, work: Awaitable[object]) -> object:
+        """Run one step of a round; a failure is one line (once), never raised."""
+        try:
+            result = await work
+        except Exception as exc:
+            detail = describe_fault(exc)
+            if self._failing.get(step) != detail:
+                self._failing[step] = detail
+                self._emit("gateway.step.failed", "warning", step=step, detail=detail)
+                trace = "".join(traceback.format_exception(exc))
+                self._emit("gateway.step.trace", "debug", step=step, traceback=trace)
+            return None
+        if self._failing.pop(step, None) is not None:
+            self._emit("gateway.step.recovered", step=step)
+        return result
+
+    @property
+    def failing(self) -> bool:
+        """Whether a step of the last round failed (the serve loop then backs off)."""
+        return bool(self._failing)
+
+    async def _purge(self, now: float) -> None:
+        # Finished messages stay for `keep_done` (queue show, status --mid), then go, a
+        # bounded batch at a time so a round never stalls on a large backlog.
+        if self._last_purge is not None and now - self._last_purge < _PURGE_EVERY:
+            return
+        self._last_purge = now
+        self.queue.purge(now - self.settings.keep_done, limit=_PURGE_BATCH)
 
     async def _refresh_policies(self, now: float) -> None:
         # RFC 8461 §10.2 / CACHE-7: refresh cached policies in use before they expire.
@@ -409,16 +481,24 @@ class Gateway:
             timed: wake at the next due time; False (a manual clock, whose due times
                 are not wall-clock times) wakes only on :attr:`wakeup`.
         """
+        backoff = 0.0
         while not stop.is_set():
             self.wakeup.clear()
             await self.run_once()
             if stop.is_set():
                 break
+            # A failing step (a full disk, a locked queue) is retried, more slowly each
+            # time (1 s doubling to a minute), never in a busy loop.
+            backoff = min(_MAX_SLEEP, max(1.0, backoff * 2)) if self.failing else 0.0
             if not timed:
                 await self.wakeup.wait()
                 continue
-            wake = self.next_wake()
+            try:
+                wake = self.next_wake()
+            except Exception:  # the queue cannot say: try again after the backoff
+                wake = None
             delay = _MAX_SLEEP if wake is None else min(_MAX_SLEEP, wake - self.clock.now())
+            delay = max(delay, backoff)
             if delay > 0 and not self.wakeup.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wakeup.wait(), timeout=delay)

@@ -86,6 +86,7 @@ class _Owed:
     """A recipient's DSN block, due at the end of the round, and the mark that follows it."""
 
     msg: QueuedMessage
+    rid: int
     dsn: DsnRecipient
     mark: Callable[[], None]
 
@@ -185,7 +186,7 @@ class Settler:
             delayed = DsnRecipient(
                 r.rcpt, DsnAction.DELAYED, status, reason, res.mx, now, _remote(res)
             )
-            self._owe(msg, delayed, lambda: self.queue.mark_delay_warned(msg.mid, r.rid))
+            self._owe(msg, r.rid, delayed, lambda: self.queue.mark_delay_warned(msg.mid, r.rid))
         return "deferred"
 
     def _owe_bounce(
@@ -204,10 +205,12 @@ class Settler:
         def mark() -> None:
             self.queue.mark_bounced(msg.mid, r.rid, now, reason, result_type=rtype)
 
-        self._owe(msg, failed, mark)
+        self._owe(msg, r.rid, failed, mark)
 
-    def _owe(self, msg: QueuedMessage, dsn: DsnRecipient, mark: Callable[[], None]) -> None:
-        self.owed.setdefault((msg.mid, dsn.action), []).append(_Owed(msg, dsn, mark))
+    def _owe(
+        self, msg: QueuedMessage, rid: int, dsn: DsnRecipient, mark: Callable[[], None]
+    ) -> None:
+        self.owed.setdefault((msg.mid, dsn.action), []).append(_Owed(msg, rid, dsn, mark))
 
     def settle_expired(self, msg: QueuedMessage, r: Recipient, now: float) -> str:
         """Bounce a recipient found past its maximum time in queue, without an attempt."""
@@ -237,14 +240,26 @@ class Settler:
                 attempted=False,
             )
 
-        self._owe(msg, failed, mark)
+        self._owe(msg, r.rid, failed, mark)
         return "bounced"
 
-    def flush(self) -> list[int]:
+    def is_owed(self, mid: int, rid: int) -> bool:
+        """Whether this round already settled the recipient (its DSN and mark are owed)."""
+        return any(
+            e.rid == rid for (m, _), entries in self.owed.items() if m == mid for e in entries
+        )
+
+    def flush(self, on_fault: Callable[[int, Exception], None] | None = None) -> list[int]:
         """Send the DSNs owed this round, one per message and action, then their marks.
 
         A message deleted meanwhile gets neither; a recipient an operator already
-        settled keeps that state (its mark is skipped).
+        settled keeps that state (its mark is skipped). A message whose DSN or marks
+        fail (the queue cannot write) is handed to ``on_fault`` and the others go on;
+        its recipients stay leased, so they come back when the lease ends and the DSN
+        is owed again (never lost).
+
+        Args:
+            on_fault: called with the MID and the exception of a message that failed.
 
         Returns:
             The MIDs whose recipients were marked (a message may be done now).
@@ -253,15 +268,21 @@ class Settler:
         self.owed.clear()
         touched: list[int] = []
         for (mid, _action), entries in owed:
-            if self.queue.message(mid) is None:
-                continue  # deleted by an operator: nothing left to report on
-            # Durable DSN first, then the marks (module docstring: never lose a DSN).
-            self.send_dsn(entries[0].msg, [e.dsn for e in entries])
-            for entry in entries:
-                try:
-                    entry.mark()
-                except (QueueError, StateError) as exc:
-                    self._emit("dsn.mark.skipped", mid=mid, detail=str(exc))
+            try:
+                if self.queue.message(mid) is None:
+                    continue  # deleted by an operator: nothing left to report on
+                # Durable DSN first, then the marks (module docstring: never lose a DSN).
+                self.send_dsn(entries[0].msg, [e.dsn for e in entries])
+                for entry in entries:
+                    try:
+                        entry.mark()
+                    except (QueueError, StateError) as exc:
+                        self._emit("dsn.mark.skipped", mid=mid, detail=str(exc))
+            except Exception as exc:
+                if on_fault is None:
+                    raise
+                on_fault(mid, exc)
+                continue
             if mid not in touched:
                 touched.append(mid)
         return touched
