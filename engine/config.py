@@ -27,6 +27,7 @@ Layout::
     [logging]       level = "info"
     [queue]         path = "queue.sqlite"
     [listener]      host = "127.0.0.1", port = 2525
+    [cluster]       redis = "redis://redis.example.net:6379/0"  # shared state (docs/cluster.md)
 
 Domain keys are compared as lower-case A-labels without the root dot, so
 ``profile_for("BÜCHER.example.")`` finds ``[destination_controls."xn--bcher-kva.example"]``.
@@ -35,12 +36,14 @@ Relative paths are taken from the configuration file's directory.
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from engine.core.controls import (
     Coexistence,
@@ -62,6 +65,7 @@ __all__ = [
     "DEFAULT_RELAY_NETWORKS",
     "MIN_MESSAGE_SIZE",
     "MIN_RECIPIENTS",
+    "ClusterConfig",
     "DnsConfig",
     "EngineConfig",
     "IdentityConfig",
@@ -223,6 +227,26 @@ class TlsRptConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """``[cluster]``: what several gateways share through Redis (docs/cluster.md).
+
+    Attributes:
+        redis: the Redis URL (``redis://``, ``rediss://`` or ``unix://``), or None for a
+            gateway on its own (its SQLite files only, as without the table).
+        timeout: seconds any one Redis call may take; past it the gateway goes on
+            with its local cache, so Redis never holds up delivery for longer.
+        retry_after: seconds Redis is left alone after a failure (the circuit breaker)
+            before one call tries it again.
+        prefix: the start of every key, so that several clusters can share one Redis.
+    """
+
+    redis: str | None = None
+    timeout: float = 0.25
+    retry_after: float = 5.0
+    prefix: str = "sts-engine"
+
+
+@dataclass(frozen=True, slots=True)
 class EngineConfig:
     """The whole, validated configuration.
 
@@ -231,7 +255,8 @@ class EngineConfig:
         profiles: domain (A-label) -> resolved profile (missing keys from the Default).
         routes: domain (A-label) -> SMTP route targets, in order.
         bounce_profiles: name -> profile (``default`` always present).
-        dns, identity, tls, policy_fetch, logging, queue, listener: the other sections.
+        dns, identity, tls, policy_fetch, logging, queue, listener, tlsrpt, cluster: the
+            other sections.
         source: the file read, or ``"<string>"``.
         warnings: advice that is not an error.
     """
@@ -250,6 +275,7 @@ class EngineConfig:
     queue: QueueConfig = field(default_factory=QueueConfig)
     listener: ListenerConfig = field(default_factory=ListenerConfig)
     tlsrpt: TlsRptConfig = field(default_factory=TlsRptConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     source: str = "<string>"
     warnings: tuple[str, ...] = ()
 
@@ -347,6 +373,7 @@ def parse_config(
         queue=QueueConfig(path=paths.optional(sec["queue"], "path") or Path("queue.sqlite")),
         listener=_listener(listener, paths, warnings),
         tlsrpt=_tlsrpt(sec["tlsrpt"], paths),
+        cluster=_cluster(sec["cluster"]),
         source=file,
         warnings=tuple(warnings),
     )
@@ -364,6 +391,7 @@ _SECTIONS = (
     "queue",
     "listener",
     "tlsrpt",
+    "cluster",
 )
 _SECTION_KEYS: dict[str, tuple[str, ...] | None] = {
     "destination_controls": None,  # the Default entry and domain names
@@ -385,6 +413,7 @@ _SECTION_KEYS: dict[str, tuple[str, ...] | None] = {
         "dkim_domain",
         "dkim_key_file",
     ),
+    "cluster": tuple(f.name for f in fields(ClusterConfig)),
 }
 _PROFILE_KEYS = tuple(f.name for f in fields(DestinationProfile))
 _BOOL_PROFILE_KEYS = (
@@ -591,6 +620,48 @@ def _tlsrpt(t: TomlNode, paths: _Paths) -> TlsRptConfig:
         dkim_domain=t.get("dkim_domain", "").text() or None,
         dkim_key_file=paths.optional(t, "dkim_key_file"),
     )
+
+
+_REDIS_URL = '"redis://HOST[:PORT][/DB]", "rediss://HOST[:PORT][/DB]" or "unix:///PATH"'
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _cluster(t: TomlNode) -> ClusterConfig:
+    """``[cluster]``: the Redis URL checked here, so a typo is one line at start-up."""
+    d = ClusterConfig()
+    prefix = t.get("prefix", d.prefix)
+    if not prefix.text(non_empty=True, expected="a non-empty key prefix").isprintable():
+        raise prefix.bad("a key prefix of printable characters")
+    config = ClusterConfig(
+        redis=_redis_url(t.get("redis")) if "redis" in t else None,
+        timeout=t.get("timeout", d.timeout).number(above=0),
+        retry_after=t.get("retry_after", d.retry_after).number(above=0),
+        prefix=prefix.value,
+    )
+    if config.redis is not None and importlib.util.find_spec("redis") is None:
+        raise t.get("redis").bad(
+            "a Redis URL with the redis package installed (pip install 'mta-sts-harness[cluster]')"
+        )
+    return config
+
+
+def _redis_url(node: TomlNode) -> str:
+    value = node.text(non_empty=True, expected=f"a Redis URL: {_REDIS_URL}")
+    try:
+        url = urlsplit(value)
+        port = url.port  # ValueError when it is no port number
+    except ValueError:
+        raise node.bad(f"a Redis URL: {_REDIS_URL}") from None
+    if url.scheme not in _REDIS_SCHEMES:
+        raise node.bad(f"a Redis URL: {_REDIS_URL}", _REDIS_SCHEMES)
+    if url.scheme == "unix":
+        if not url.path.startswith("/") or url.netloc:
+            raise node.bad(f"a Unix socket URL with an absolute path: {_REDIS_URL}")
+        return value
+    db = url.path.strip("/")
+    if not url.hostname or port == 0 or (db and not db.isdigit()):
+        raise node.bad(f"a Redis URL: {_REDIS_URL}")
+    return value
 
 
 def _policy_fetch(t: TomlNode) -> PolicyFetchConfig:

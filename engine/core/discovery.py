@@ -56,6 +56,7 @@ from typing import Final, TypeAlias
 
 from engine.core.cache import (
     FETCH_RETRY_AFTER,
+    CacheAction,
     CachedPolicy,
     DecisionReason,
     Fetch,
@@ -398,6 +399,26 @@ class PolicyDiscovery:
             self._take_txt(outcome)
         assert self._state in allowed, (self._state, type(outcome).__name__)
 
+    def plan(self, txt: TxtOutcome, *, now: float | None = None) -> CacheAction:
+        """What the cache decision for ``txt`` would be, without taking it.
+
+        A driver that can learn more before fetching (the policy cache other gateways
+        share, docs/cluster.md) asks first; :meth:`receive` decides the same way.
+
+        Args:
+            txt: a TXT outcome.
+            now: the time to decide at (default: the machine's time so far).
+        """
+        return decide(
+            self._cached,
+            txt,
+            self._now if now is None else max(now, self._now),
+            last_failure=self._last_failure,
+            retry_after=self._retry_after,
+            # APPLY-6: the last look before failing a message is never throttled.
+            honour_throttle=self.trigger is not Trigger.RECHECK,
+        )
+
     # --- transitions -----------------------------------------------------------
 
     def _take_txt(self, txt: TxtOutcome) -> None:
@@ -409,15 +430,7 @@ class PolicyDiscovery:
             self._emit(code, level, reason=str(txt.why.reason), detail=txt.why.detail)
         else:
             self._emit(code, level, detail=txt.detail)
-        action = decide(
-            self._cached,
-            txt,
-            self._now,
-            last_failure=self._last_failure,
-            retry_after=self._retry_after,
-            # APPLY-6: the last look before failing a message is never throttled.
-            honour_throttle=self.trigger is not Trigger.RECHECK,
-        )
+        action = self.plan(txt)
         if isinstance(action, UseCached):
             self._finish_cached(action.entry, action.reason)
         elif isinstance(action, NoPolicy):

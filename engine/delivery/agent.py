@@ -25,12 +25,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from engine.config import EngineConfig
-from engine.core.cache import MemoryPolicyStore, PolicyStore, refresh_due
+from engine.core.cache import CachedPolicy, MemoryPolicyStore, PolicyStore, refresh_due
 from engine.core.clock import Clock
 from engine.core.events import EventSink, LogEvent
 from engine.core.mx import normalize_host
 from engine.delivery.attempt import RecipientResult
-from engine.delivery.mtasts import refresh_policy
+from engine.delivery.mtasts import PolicyShare, refresh_policy
 from engine.delivery.services import Message, Services
 from engine.delivery.session import Job
 from engine.delivery.walk import deliver_domain
@@ -143,6 +143,7 @@ class Engine:
             default an in-process count from 1.
         on_report: called with every attempt's :class:`DeliveryReport` (the gateway
             remembers each recipient's last attempt: MX, TLS, verification).
+        share: the policy cache other gateways share (docs/cluster.md); None alone.
     """
 
     def __init__(
@@ -160,6 +161,7 @@ class Engine:
         log_outcomes: bool = True,
         dcid_source: Callable[[], int] | None = None,
         on_report: Callable[[DeliveryReport], None] | None = None,
+        share: PolicyShare | None = None,
     ) -> None:
         self.config = config
         self._on_report = on_report
@@ -208,6 +210,7 @@ class Engine:
             smtp_timeouts=smtp_timeouts or SmtpTimeouts(),
             local_hostname=local_hostname,
             rng=rng or random.Random(),
+            share=share,
         )
         if dcid_source is not None:
             self.services.dcids = iter(dcid_source, None)
@@ -237,27 +240,56 @@ class Engine:
             How many refreshes were attempted.
         """
         now = self.clock.now() if now is None else now
-        store = self.services.store
+        store, share = self.services.store, self.services.share
         done = 0
         for entry in store.all():
-            due = refresh_due(
+            if not self._refresh_is_due(entry, now):
+                continue
+            if share is not None:
+                # docs/cluster.md: a policy is refreshed once for all the gateways.
+                claimed = await self._claim_refresh(share, entry, now)
+                if claimed is None:
+                    continue  # another gateway refreshed it (or is failing to)
+                entry = claimed
+            await refresh_policy(
                 entry,
-                now,
-                last_used=store.last_used(entry.domain),
-                rng_value=_stable_fraction(entry.domain, entry.fetched_at),
-                last_failure=store.get_failure(entry.domain),
+                resolver=self.resolver,
+                fetcher=self.fetcher,
+                store=store,
+                clock=self.clock,
+                sink=self.sink,
+                share=share,
             )
-            if due is not None and due <= now:
-                await refresh_policy(
-                    entry,
-                    resolver=self.resolver,
-                    fetcher=self.fetcher,
-                    store=store,
-                    clock=self.clock,
-                    sink=self.sink,
-                )
-                done += 1
+            done += 1
         return done
+
+    def _refresh_is_due(self, entry: CachedPolicy, now: float) -> bool:
+        store = self.services.store
+        due = refresh_due(
+            entry,
+            now,
+            last_used=store.last_used(entry.domain),
+            rng_value=_stable_fraction(entry.domain, entry.fetched_at),
+            last_failure=store.get_failure(entry.domain),
+        )
+        return due is not None and due <= now
+
+    async def _claim_refresh(
+        self, share: PolicyShare, entry: CachedPolicy, now: float
+    ) -> CachedPolicy | None:
+        """The entry to refresh here, or None when the shared cache says it is not due."""
+        store, domain = self.services.store, entry.domain
+        if await share.pull(domain, store):
+            fresh = store.get(domain)
+            if fresh is None or not self._refresh_is_due(fresh, now):
+                return None
+            entry = fresh
+        if await share.lease_or_wait(domain, entry.txt_id, store):
+            fresh = store.get(domain)
+            if fresh is None or not self._refresh_is_due(fresh, now):
+                return None
+            entry = fresh
+        return entry
 
     def new_mid(self) -> int:
         """The next message id (in-process numbering)."""

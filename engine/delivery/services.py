@@ -15,6 +15,7 @@ from engine.config import EngineConfig
 from engine.core.cache import PolicyStore
 from engine.core.clock import Clock
 from engine.core.events import EventSink, LogEvent
+from engine.delivery.mtasts import PolicyShare
 from engine.io.dialer import Dialer
 from engine.io.dns import DnsResolver
 from engine.io.fetch import PolicyFetcher
@@ -40,6 +41,7 @@ class Services:
     Attributes:
         report_mail: this delivery carries TLS reports (RFC 8460 §3): its
             ``tls.session`` events say so, and the reporter never counts them (RPT-9).
+        share: the policy cache other gateways share (docs/cluster.md), or None.
     """
 
     config: EngineConfig
@@ -56,6 +58,7 @@ class Services:
     rng: random.Random = field(default_factory=random.Random)
     dcids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     report_mail: bool = False
+    share: PolicyShare | None = None
 
     def emit(self, code: str, fields: Mapping[str, object], level: str = "info") -> None:
         """Send one event, stamped with the engine clock, to the sink."""

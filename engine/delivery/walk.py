@@ -171,6 +171,7 @@ async def _policy(walk: _Walk, domain: str) -> Policy | None:
         clock=s.clock,
         sink=s.sink,
         recheck=walk.final,
+        share=s.share,
     )
     return result.policy
 

@@ -44,6 +44,7 @@ from engine.core.errors import ConfigError
 from engine.core.events import EventSink, LogEvent
 from engine.delivery.agent import DeliveryReport, Engine, SystemClock
 from engine.delivery.attempt import RecipientResult, describe_fault
+from engine.gateway.cluster import Cluster, open_cluster
 from engine.gateway.listener import Listener, ListenerError
 from engine.gateway.queue import Queue, QueueCorrupt
 from engine.gateway.scheduler import RoundStats, Scheduler
@@ -185,6 +186,10 @@ class Gateway:
         self.attempts: dict[int, dict[int, RecipientResult]] = {}
         self.queue = Queue(config.queue.path)
         self.store = SqlitePolicyStore(policy_cache_path(config))
+        #: What this gateway shares with others through Redis ([cluster], docs/cluster.md).
+        self.cluster: Cluster | None = open_cluster(
+            config, clock=self.clock, sink=sink, hostname=self.settings.hostname
+        )
         self._engine_sink = _EngineSink(sink)
         self.engine = self._new_engine(config)
         self.reporter: TlsReporter | None = None
@@ -199,6 +204,7 @@ class Gateway:
                 rng=self.rng,
                 enqueue=self.enqueue,
                 network=_network(self.engine),
+                shared=self.cluster.reports if self.cluster is not None else None,
             )
             self._engine_sink.reporter = self.reporter
         self.scheduler = Scheduler(
@@ -233,6 +239,7 @@ class Gateway:
             # docs/gateway-behaviour.md §5: DCIDs are persistent counters (the queue's).
             dcid_source=self.queue.next_dcid,
             on_report=self._remember_attempt,
+            share=self.cluster.policies if self.cluster is not None else None,
         )
         return engine
 
@@ -278,6 +285,8 @@ class Gateway:
         await self.engine.aclose()
         if self.reporter is not None:
             await self.reporter.aclose()
+        if self.cluster is not None:
+            await self.cluster.aclose()
         self.store.close()
         self.queue.close()
 

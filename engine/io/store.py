@@ -23,7 +23,7 @@ from engine.core.events import ResultType
 from engine.core.mx import MxPattern
 from engine.core.policy import Mode, Policy
 
-__all__ = ["SqlitePolicyStore"]
+__all__ = ["SqlitePolicyStore", "policy_from_json", "policy_json"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sts_policy (
@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS sts_used (
 """
 
 
-def _policy_json(policy: Policy) -> str:
+def policy_json(policy: Policy) -> str:
+    """``policy`` as JSON of its parsed fields (the SQLite and Redis caches store this)."""
     return json.dumps(
         {
             "version": policy.version,
@@ -58,7 +59,8 @@ def _policy_json(policy: Policy) -> str:
     )
 
 
-def _policy_from_json(text: str) -> Policy:
+def policy_from_json(text: str) -> Policy:
+    """The policy :func:`policy_json` wrote (not parsed again: it was checked on fetch)."""
     data = json.loads(text)
     return Policy(
         mode=Mode(data["mode"]),
@@ -102,7 +104,7 @@ class SqlitePolicyStore:
         ).fetchone()
         if row is None:
             return None
-        return CachedPolicy(domain, _policy_from_json(row[0]), row[1], row[2])
+        return CachedPolicy(domain, policy_from_json(row[0]), row[1], row[2])
 
     def put(self, entry: CachedPolicy) -> None:
         """Store ``entry`` unless a newer entry for its domain is stored."""
@@ -111,7 +113,7 @@ class SqlitePolicyStore:
             "ON CONFLICT(domain) DO UPDATE SET policy = excluded.policy, "
             "txt_id = excluded.txt_id, fetched_at = excluded.fetched_at "
             "WHERE excluded.fetched_at >= sts_policy.fetched_at",
-            (entry.domain, _policy_json(entry.policy), entry.txt_id, entry.fetched_at),
+            (entry.domain, policy_json(entry.policy), entry.txt_id, entry.fetched_at),
         )
 
     def delete(self, domain: str) -> None:
@@ -124,7 +126,7 @@ class SqlitePolicyStore:
         rows = self._db.execute(
             "SELECT domain, policy, txt_id, fetched_at FROM sts_policy ORDER BY domain"
         ).fetchall()
-        return [CachedPolicy(d, _policy_from_json(p), i, f) for d, p, i, f in rows]
+        return [CachedPolicy(d, policy_from_json(p), i, f) for d, p, i, f in rows]
 
     def record_failure(self, failure: FetchFailure) -> None:
         """Remember ``failure`` as its domain's last failed fetch."""

@@ -25,6 +25,10 @@ Theory of operation
 3. **Retry.** Failed POSTs wait in an outbox with doubling waits for up to
    24 hours (RPT-15).
 
+With several gateways sharing state (docs/cluster.md), the counts go to Redis
+after every round and one gateway sends each day's report per domain, with the
+sum (:mod:`engine.tlsrpt.shared`); the rest above is the same.
+
 State (aggregator, drawn jitters, outbox) lives in one JSON file beside the
 queue, replaced atomically after each change. A crash between sending a
 report and saving the state can send it twice, never lose it.
@@ -51,7 +55,7 @@ from typing import Any
 from engine.core.cache import PolicyStore
 from engine.core.clock import Clock
 from engine.core.events import EventSink, LogEvent
-from engine.core.tlsrpt import TlsRptAggregator, utc_day
+from engine.core.tlsrpt import PolicySummary, TlsRptAggregator, utc_day
 from engine.core.tlsrpt_delivery import ReportScheme, report_destinations, report_send_time
 from engine.core.tlsrpt_report import build_report, gzip_report, report_email
 from engine.core.txt import TlsRptRecord, select_tlsrpt_record
@@ -66,6 +70,7 @@ from engine.tlsrpt.sessions import (
     session_counts_fetch,
     session_results,
 )
+from engine.tlsrpt.shared import SharedReports
 
 __all__ = ["Enqueue", "ReportNetwork", "ReportSettings", "TlsReporter"]
 
@@ -132,6 +137,7 @@ class TlsReporter:
         rng: randomness (the report jitter, RPT-17).
         enqueue: queues report mail (:data:`Enqueue`).
         network: see :class:`ReportNetwork`; :attr:`network` may be replaced later.
+        shared: the counts several gateways share (docs/cluster.md), or None.
     """
 
     def __init__(
@@ -146,6 +152,7 @@ class TlsReporter:
         rng: random.Random,
         enqueue: Enqueue,
         network: ReportNetwork,
+        shared: SharedReports | None = None,
     ) -> None:
         self.path = Path(state_path)
         self.settings = settings
@@ -154,6 +161,7 @@ class TlsReporter:
         #: Where lookups and POSTs go; the gateway replaces it after a reload (the
         #: HTTPS client, once made, keeps the network it was made with).
         self.network = network
+        self.shared = shared
         self.contact = settings.contact_info or f"tlsrpt-noreply@{hostname}"
         self._notes: list[SessionNote] = []
         self._poster: ReportPoster | None = None
@@ -206,7 +214,7 @@ class TlsReporter:
 
     def next_due(self) -> float | None:
         """When a report or a POST retry is next due."""
-        times = [self._send_time(day) for _, day in self.aggregator.days()]
+        times = [self._send_time(day) for _, day in self._days()]
         times += [float(o["next"]) for o in self.outbox]
         return min(times) if times else None
 
@@ -222,10 +230,25 @@ class TlsReporter:
             horizon = now - 3 * 86_400.0
             self.fetch_seen = {k: v for k, v in self.fetch_seen.items() if v >= horizon}
             self._save()
-        for domain, day in self.aggregator.days():
+        if self.shared is not None and await self.shared.push(self.aggregator, now):
+            self._save()
+        for domain, day in self._days():
             if utc_day(now) > day and now >= self._send_time(day):
                 await self._report(domain, day, now)
         await self._retry_posts(now)
+
+    def _days(self) -> list[tuple[str, date]]:
+        """Every (domain, day) with counts here or, with a cluster, in Redis."""
+        days = set(self.aggregator.days())
+        if self.shared is not None:
+            days |= self.shared.days
+        return sorted(days)
+
+    async def _take(self, domain: str, day: date) -> list[PolicySummary] | None:
+        """The day's counts if this gateway sends its report (always, alone)."""
+        if self.shared is None:
+            return self.aggregator.pop(domain, day)
+        return await self.shared.take(domain, day, self.aggregator)
 
     def _add_fetch_failure(self, note: SessionNote) -> None:
         failed = note.fetch_failure
@@ -248,8 +271,11 @@ class TlsReporter:
         return record if isinstance(record, TlsRptRecord) else None
 
     async def _report(self, domain: str, day: date, now: float) -> None:
+        summaries = await self._take(domain, day)
+        if not summaries:  # another gateway of the cluster sends it
+            self._save()
+            return
         record = await self._record(domain)
-        summaries = self.aggregator.pop(domain, day)
         self.jitter = {k: v for k, v in self.jitter.items() if k >= day.isoformat()}
         if record is None:  # RPT-27: no (valid) record, no report
             self._emit("tlsrpt.none", "debug", domain=domain, day=day.isoformat())
