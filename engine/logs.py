@@ -190,6 +190,18 @@ TEMPLATES: dict[str, Template] = {
     "tlsrpt.rua.skipped": "TLS report rua {uri!r} for the domain ({domain}) skipped: {reason}",
     "tlsrpt.none": "No TLSRPT record for the domain ({domain}); report for {day} dropped",
     "delivery.host.skipped": "MX host {mx} for the domain ({domain}) not used: {detail}",
+    # Gateways sharing state through Redis (docs/cluster.md) [INF]
+    "cluster.redis.down": (
+        "Cluster Redis {redis} unreachable ({detail}): going on with the local cache only"
+    ),
+    "cluster.redis.up": "Cluster Redis {redis} reachable again: sharing resumed",
+    "cluster.fetch.wait": (
+        "MTA-STS policy for the domain ({domain}) id {txt_id} is being fetched by another "
+        "gateway: waiting for it"
+    ),
+    "cluster.policy.shared": (
+        "MTA-STS policy for the domain ({domain}) id {txt_id} taken from the cluster cache"
+    ),
 }
 
 #: Codes that are data for other parts of the engine (TLS-RPT), not ``mail_logs`` lines.
