@@ -105,7 +105,8 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _purge(args: argparse.Namespace) -> int:
-    store = _store(load_config_or_usage(args.config))
+    config = load_config_or_usage(args.config)
+    store = _store(config)
     domain = args.domain.lower().rstrip(".")
     try:
         found = store.get(domain) is not None
@@ -114,7 +115,30 @@ def _purge(args: argparse.Namespace) -> int:
     finally:
         store.close()
     sys.stdout.write(f"{domain}: {'purged' if found else 'nothing cached'}\n")
+    if config.cluster.redis is not None:
+        # docs/cluster.md: else the next cold delivery here brings the shared entry back.
+        if eventloop.run(_forget_shared(config, domain)):
+            sys.stdout.write(f"{domain}: purged from the cluster's shared cache too\n")
+        else:
+            sys.stdout.write(f"{domain}: the cluster's Redis did not answer; purge again\n")
+            return 1
     return 0 if found else 1
+
+
+async def _forget_shared(config: EngineConfig, domain: str) -> bool:
+    from engine.core.events import ListSink
+    from engine.delivery.agent import SystemClock
+    from engine.io.redis_link import RedisLink
+    from engine.io.redis_policy import RedisPolicyShare
+
+    c = config.cluster
+    assert c.redis is not None
+    link = RedisLink(
+        c.redis, timeout=max(c.timeout, 1.0), retry_after=c.retry_after, prefix=c.prefix,
+        sink=ListSink(), clock=SystemClock(),
+    )  # fmt: skip
+    async with link:
+        return await RedisPolicyShare(link, lease=0.0, wait=0.0).forget(domain)
 
 
 def _refresh(args: argparse.Namespace) -> int:

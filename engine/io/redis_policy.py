@@ -113,7 +113,8 @@ class RedisPolicyShare:
         link: the gateway's :class:`~engine.io.redis_link.RedisLink`.
         lease: seconds a fetch lease lives (longer than a fetch may take).
         wait: seconds a gateway waits for another's fetch before fetching itself.
-        poll: seconds between two looks at the shared entry while waiting.
+        poll: the most seconds between two looks at the shared entry while waiting
+            (the first looks come sooner: an eighth of it, doubling).
         monotonic: the wait's time source.
     """
 
@@ -219,8 +220,10 @@ class RedisPolicyShare:
                 return False
             self.link.emit("cluster.fetch.wait", "debug", domain=domain, txt_id=txt_id)
             deadline = self._monotonic() + self.wait
+            pause = self.poll / 8  # a fetch takes milliseconds: look soon, then less often
             while self._monotonic() < deadline:
-                await asyncio.sleep(self.poll)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, self.poll)
                 entry, failure, leased = await self._read(domain, key)
                 if self._merge(store, domain, entry, failure):
                     return True
