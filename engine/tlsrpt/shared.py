@@ -92,15 +92,16 @@ class SharedReports:
             if (r["policy_domain"], r["day"]) == (domain, day.isoformat())
         ]
         aggregator.pop(domain, day)
+        # Forgotten either way, so a gateway never wakes again and again for a day it
+        # cannot claim now; the next look at Redis brings back a day still unclaimed.
+        self.days.discard((domain, day))
         try:
             shared = await self.counts.claim(domain, day.isoformat())
         except RedisUnavailable:
             shared = []  # Redis away at report time: report what this gateway holds
-        else:
-            self.days.discard((domain, day))
-            if shared is None:  # another gateway sends it
-                if not mine:
-                    return None
-                shared = []  # counts that never reached Redis: a report of their own
+        if shared is None:  # another gateway sends it
+            if not mine:
+                return None
+            shared = []  # counts that never reached Redis: a report of their own
         total = TlsRptAggregator.from_dict({"version": 1, "buckets": [*shared, *mine]})
         return total.pop(domain, day)

@@ -123,3 +123,26 @@ async def test_counts_kept_in_an_outage_go_to_redis_when_it_is_back(redis_server
     assert totals(await other.take(D, DAY, TlsRptAggregator())) == [(1, 0, [])]
     for n in (gw, other):
         await n.counts.link.aclose()
+
+
+async def test_a_day_that_cannot_be_claimed_now_is_not_woken_for_until_redis_is_back(
+    redis_server: RedisServer,
+):
+    """Before: the day stayed in ``days`` while Redis was down, so the reporter's next due
+    time stayed in the past and the gateway ran round after round without a pause."""
+    time = FakeTime()
+    link = make_link(redis_server.url, WatchSink(), timeout=0.2, monotonic=time)
+    gw = SharedReports(RedisReportCounts(link, node="gw1"))
+    await gw.push(aggregator(ok(), bad()), AT)
+    assert gw.days == {(D, DAY)}
+    redis_server.pause()  # away, with the counts (a restart would lose them: no disk)
+    try:
+        assert await gw.take(D, DAY, TlsRptAggregator()) == []  # nothing here to report
+    finally:
+        redis_server.resume()
+    assert gw.days == set()
+    time.now += gw.counts.link.retry_after
+    await gw.push(TlsRptAggregator(), AT + 86_400)  # the next look at Redis
+    assert gw.days == {(D, DAY)}
+    assert totals(await gw.take(D, DAY, TlsRptAggregator())) == [(1, 1, [1])]
+    await gw.counts.link.aclose()
