@@ -59,8 +59,7 @@ _MAX_SLEEP = 60.0
 _MAX_ROUNDS = 10_000  # per walk: a guard against a gateway that stays due forever
 _SAME_TIME_ROUNDS = 4  # rounds at one time before a walk stops (something due stays leased)
 _ATTEMPTS_KEPT = 10_000  # messages whose last attempt per recipient is remembered
-_PURGE_EVERY = 600.0  # seconds between purges of finished messages
-_PURGE_BATCH = 1000  # finished messages deleted per purge at most
+_PURGE_BATCH = 1000  # finished messages deleted per round at most
 _RECOVER = "stop here and recover it: see 'sts-engine queue --help' and docs/hardening.md"
 
 
@@ -221,7 +220,6 @@ class Gateway:
         self.listener: Listener | None = None
         #: Round steps failing now: step -> the one line logged for it (logged once).
         self._failing: dict[str, str] = {}
-        self._last_purge: float | None = None
 
     def _new_engine(self, config: EngineConfig) -> Engine:
         engine = Engine(
@@ -461,10 +459,8 @@ class Gateway:
 
     async def _purge(self, now: float) -> None:
         # Finished messages stay for `keep_done` (queue show, status --mid), then go, a
-        # bounded batch at a time so a round never stalls on a large backlog.
-        if self._last_purge is not None and now - self._last_purge < _PURGE_EVERY:
-            return
-        self._last_purge = now
+        # bounded batch each round (an index lookup when there is nothing to purge), so a
+        # round never stalls on a large backlog and purging keeps pace with delivery.
         self.queue.purge(now - self.settings.keep_done, limit=_PURGE_BATCH)
 
     async def _refresh_policies(self, now: float) -> None:

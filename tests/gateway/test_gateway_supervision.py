@@ -150,3 +150,18 @@ def test_serve_as_a_process_refuses_a_zero_length_queue(tmp_path: Path) -> None:
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "is empty (0 bytes)" in done.stderr
     assert (tmp_path / "queue.sqlite").stat().st_size == 0
+
+
+async def test_finished_messages_are_purged_after_keep_done(sim, tmp_path):
+    """Before, nothing purged them: the queue file grew with every message ever sent."""
+    gw, _ = make_gateway(sim, write_config(sim, tmp_path), keep_done=3600.0)
+    async with gw:
+        await inject(gw, "alice@sender.example", ["bob@example.com"])
+        await gw.run_once()
+        assert gw.queue.is_done(1)
+        sim.clock.set(sim.clock.now() + 3599)
+        await gw.run_once()
+        assert gw.queue.message(1) is not None  # still shown by queue show, status --mid
+        sim.clock.set(sim.clock.now() + 2)
+        await gw.run_once()
+        assert gw.queue.message(1) is None

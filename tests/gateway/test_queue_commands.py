@@ -118,3 +118,11 @@ def test_bounce_settles_open_recipients_and_queues_one_dsn(tmp_path, capsys):
     assert main(["queue", "bounce", str(mid), "--config", str(config)]) == 0
     assert "no recipient left to bounce" in capsys.readouterr().out
     assert main(["queue", "bounce", "99", "--config", str(config)]) == 1
+
+
+def test_queue_help_shows_the_recovery_path(capsys):
+    assert main(["queue", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "recovering a queue the gateway refuses to start on" in out
+    assert "sts-engine queue salvage --from queue.sqlite.broken" in out
+    assert "docs/hardening.md" in out
