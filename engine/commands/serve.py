@@ -382,6 +382,8 @@ async def _serve_async(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            except Exception:  # said in one line above (or ended while stopping): exit 1
+                status = 1
     except ListenerError as exc:  # its certificate, users file or address: one line
         raise UsageError(str(exc)) from None
     except QueueUnavailable as exc:

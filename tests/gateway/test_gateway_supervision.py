@@ -165,3 +165,17 @@ async def test_finished_messages_are_purged_after_keep_done(sim, tmp_path):
         sim.clock.set(sim.clock.now() + 2)
         await gw.run_once()
         assert gw.queue.message(1) is None
+
+
+def test_serve_whose_loop_dies_stops_accepting_and_exits_1(sim, tmp_path, capsys, monkeypatch):
+    from engine.gateway.gateway import Gateway
+
+    async def dies(self: Gateway, stop: asyncio.Event, *, timed: bool = True) -> None:
+        raise RuntimeError("the loop broke")
+
+    monkeypatch.setattr(Gateway, "serve", dies)
+    assert main(["serve", "--config", str(write_config(sim, tmp_path))]) == 1
+    out = capsys.readouterr()
+    said = "Gateway stopped accepting mail, exiting: the delivery loop failed: RuntimeError: "
+    assert said + "the loop broke\n" in out.out
+    assert "Traceback" not in out.out + out.err
