@@ -310,6 +310,7 @@ class Scheduler:
         """
         detail = f"{stage}: {describe_fault(exc)}"
         self._emit("delivery.error", "warning", mid=mid, detail=detail)
+        self._committed -= {(mid, rid) for rid in rids}  # settled at their reply already
         trace = "".join(traceback.format_exception(exc))
         self._emit("delivery.error.trace", "debug", mid=mid, traceback=trace)
         try:
