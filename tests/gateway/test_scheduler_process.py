@@ -147,12 +147,15 @@ async def test_kill_9_during_delivery_repeats_at_most_the_messages_in_flight(tmp
         state: dict[str, Any] = {"pid": 0, "since": 0, "in_flight": [], "killed": None}
 
         distinct: set[int] = set()
+        run_seqs: set[int] = set()  # taken by an MTA since the gateway's last start
+        uncommitted: list[int] = []  # per kill: of those, how many the queue lacks
         all_seen = asyncio.Event()
 
         def accepted(original: Any, message: Any) -> None:
             original(message)  # recorded: the MTA took it and has not yet said 250
             if x := _SEQ.search(message.data):
                 distinct.add(int(x.group(1)))
+                run_seqs.add(int(x.group(1)))
             if len(distinct) == MESSAGES:
                 all_seen.set()
             state["since"] += 1
@@ -175,6 +178,7 @@ async def test_kill_9_during_delivery_repeats_at_most_the_messages_in_flight(tmp
         while True:
             killed = asyncio.Event() if len(state["in_flight"]) < KILLS else None
             state.update(since=0, killed=killed)
+            run_seqs.clear()
             running, _, start = await _start(tmp_path, config)
             lines += start
             state["pid"] = running.pid
@@ -184,6 +188,10 @@ async def test_kill_9_during_delivery_repeats_at_most_the_messages_in_flight(tmp
             await asyncio.wait_for(killed.wait(), TIMEOUT)
             assert await asyncio.wait_for(running.wait(), TIMEOUT) == -signal.SIGKILL
             await out
+            with Queue(tmp_path / "queue.sqlite") as q:  # MIDs 1.. are X-Seq 0..
+                states = [q.recipient(seq + 1, 0).state for seq in run_seqs]
+            # Taken this run but not committed: each will be sent again, one copy more.
+            uncommitted.append(sum(s is not RcptState.DELIVERED for s in states))
         # The last gateway finishes the queue; then it stops cleanly.
         await asyncio.wait_for(all_seen.wait(), TIMEOUT)
         running.signal(signal.SIGTERM)
@@ -198,10 +206,17 @@ async def test_kill_9_during_delivery_repeats_at_most_the_messages_in_flight(tmp
         f"kills {len(state['in_flight'])}, messages {MESSAGES}, delivered "
         f"{sum(copies.values())}, duplicates {duplicates} on "
         f"{sum(c > 1 for c in copies.values())} messages, connections in flight at the "
-        f"kills {in_flight} (per kill {state['in_flight']})"
+        f"kills {in_flight} (per kill {state['in_flight']}); taken but not committed at "
+        f"each kill {uncommitted}"
     )
     assert len(state["in_flight"]) == KILLS
     assert sorted(copies) == list(range(MESSAGES)), "a message was lost"
     assert states == {RcptState.DELIVERED: MESSAGES}
-    assert duplicates <= in_flight, (duplicates, state["in_flight"])
+    # At most one message more per connection in flight, at each kill ...
+    assert all(n <= c for n, c in zip(uncommitted, state["in_flight"], strict=True)), (
+        uncommitted,
+        state["in_flight"],
+    )
+    # ... and every copy more comes from one of those.
+    assert duplicates <= sum(uncommitted) <= in_flight, (duplicates, uncommitted)
     assert b"Traceback" not in b"".join(lines)
