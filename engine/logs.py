@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 The engine emits :class:`~engine.core.events.LogEvent` values; nothing else
 in the engine formats text. :data:`TEMPLATES` maps an event code to the line
-the Cisco gateway writes for it (``spec/docs/gateway-behaviour.md`` §5). The lines
+the Cisco gateway writes for it (``docs/gateway-behaviour.md`` §5). The lines
 the seed document prints come out exactly as printed there, odd spacing and
 punctuation included (``domain(x)`` beside ``domain (x)``, ``., for``).
 Lines the seed does not show are marked [INF] in ``docs/gateway-behaviour.md``; their
@@ -153,6 +153,14 @@ TEMPLATES: dict[str, Template] = {
         "DANE: No secure TLSA record found for MX host {mx}, falling back to TLS setting"
     ),
     "config.warning": "{detail}",
+    # sts-engine send's first lines [INF]: what applies to a destination, and from where.
+    "send.settings": lambda f: (
+        f"Destination Controls for the domain ({f['domain']}): TLS {f['tls']}, "
+        f"DANE {f['dane']}, MTA-STS {f['mta_sts']}"
+        + (f", SMTP route {f['route']}" if f.get("route") else "")
+        + f" (from {f['source']})"
+    ),
+    "tls.root.skipped": "{detail}",
     # Gateway: injection listener (shapes of the appliance's ICID lines [INF])
     "listener.ready": "sts-engine listening on {host} port {port}",
     "listener.connect": (

@@ -48,6 +48,9 @@ examples:
 One argument per TXT RR. An argument made of "quoted" strings is several
 character-strings (joined without spaces, RFC 8461 §3.1); inside quotes, \\"
 and \\\\ escape, and \\DDD is a decimal byte. An unquoted argument is one string.
+
+Prints one line of JSON: the record (v, id, extensions; --tlsrpt: v, rua,
+extensions) and exits 0, or why there is none (reason, detail, error) and exits 1.
 """
 
 
@@ -101,7 +104,8 @@ def policy_as_json(policy: Policy) -> dict[str, object]:
 
 
 def _emit(obj: object) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+    # One line per result: the README shows it so, and line-oriented tools read it.
+    sys.stdout.write(json.dumps(obj) + "\n")
 
 
 def _read(path: str) -> bytes:

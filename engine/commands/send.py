@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import sys
 from dataclasses import replace
@@ -13,12 +14,13 @@ from engine import eventloop
 from engine.commands import UsageError
 from engine.config import EngineConfig, load_config
 from engine.core.errors import ConfigError
+from engine.core.events import LogEvent
 from engine.io.dialer import Dialer
 
 if TYPE_CHECKING:
     from engine.commands import Subparsers
 
-__all__ = ["register"]
+__all__ = ["register", "settings_events"]
 
 EXIT_DELIVERED, EXIT_DEFERRED, EXIT_BOUNCED = 0, 75, 69  # sysexits: EX_TEMPFAIL, EX_UNAVAILABLE
 
@@ -41,9 +43,43 @@ exit status: 0 every check passed, 1 a check failed, 2 usage error
 
 def _hostport(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not port.isdigit() or not host:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    if not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} of {text!r} is not in 1..65535")
     return host.strip("[]"), int(port)
+
+
+def _resolver(text: str) -> tuple[str, int]:
+    """``--resolver ADDRESS:PORT``: a resolver is an IP address (no name to resolve it by)."""
+    host, port = _hostport(text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{host!r} in {text!r} is not an IP address") from None
+    return host, port
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 1..65535, got {text!r}")
+    return int(text)
+
+
+def _mailbox(option: str, text: str) -> str:
+    """An envelope address checked as the listener checks MAIL and RCPT (RFC 5321 §4.1.2)."""
+    from engine.gateway.inbound import Refusal, parse_mail, parse_rcpt
+
+    utf8 = "" if text.isascii() else " SMTPUTF8"
+    try:
+        if option == "--from":
+            return parse_mail(f"FROM:<{text}>{utf8}", max_size=1 << 62).address
+        if "@" not in text:
+            raise Refusal(f"553 5.1.3 Bad recipient address syntax: no domain in {text!r}")
+        return parse_rcpt(f"TO:<{text}>", smtputf8=bool(utf8))
+    except Refusal as exc:
+        reason = exc.reply.split(" ", 2)[-1]  # drop the reply and enhanced codes
+        raise UsageError(f"{option} {text!r}: {reason}") from None
 
 
 def _config(args: argparse.Namespace) -> EngineConfig:
@@ -59,10 +95,26 @@ def _config(args: argparse.Namespace) -> EngineConfig:
     if args.resolver:
         config = replace(config, dns=replace(config.dns, resolvers=tuple(args.resolver)))
     if args.ca_file:
-        if not Path(args.ca_file).is_file():
-            raise UsageError(f"--ca-file {args.ca_file!r}: no such file")
+        _check_ca_file(args.ca_file)
         config = replace(config, tls=replace(config.tls, ca_file=Path(args.ca_file)))
     return config
+
+
+def _check_ca_file(name: str) -> None:
+    """``--ca-file`` must be a readable PEM file holding at least one certificate."""
+    from engine.delivery.agent import load_roots
+
+    path = Path(name)
+    if not path.is_file():
+        raise UsageError(f"--ca-file {name!r}: no such file")
+    problems: list[str] = []
+    try:
+        roots = load_roots(path, on_skip=problems.append)
+    except OSError as exc:
+        raise UsageError(f"--ca-file {name!r}: cannot read it ({exc.strerror})") from None
+    if not roots:
+        why = f" ({problems[0]})" if problems else ""
+        raise UsageError(f"--ca-file {name!r}: no PEM certificate in it{why}")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -70,12 +122,16 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resolver",
         metavar="HOST:PORT",
-        type=_hostport,
+        type=_resolver,
         action="append",
         help="validating resolver to use (repeatable); overrides [dns] resolvers",
     )
     parser.add_argument("--ca-file", metavar="PEM", help="trusted roots; overrides [tls] ca_file")
-    parser.add_argument("--json", action="store_true", help="also print a JSON report")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON report on stdout (log lines, if any, go to stderr)",
+    )
     parser.add_argument(
         "--endpoints",
         metavar="JSON",
@@ -96,7 +152,9 @@ def register(subparsers: Subparsers) -> None:
     _common(send)
     send.add_argument("--from", dest="mail_from", required=True, metavar="ADDRESS")
     send.add_argument("--to", dest="rcpts", required=True, action="append", metavar="ADDRESS")
-    send.add_argument("--smtp-port", type=int, metavar="N", help="dial MX hosts on port N, not 25")
+    send.add_argument(
+        "--smtp-port", type=_port, metavar="N", help="dial MX hosts on port N, not 25"
+    )
     send.add_argument("--log-level", choices=["info", "debug"], default=None)
     send.add_argument("message", nargs="?", default="-", help="message file, or - for stdin")
     send.set_defaults(handler=_send)
@@ -112,7 +170,7 @@ def register(subparsers: Subparsers) -> None:
     )
     _common(check)
     check.add_argument("domain")
-    check.add_argument("--smtp-port", type=int, metavar="N", help="probe MX hosts on port N")
+    check.add_argument("--smtp-port", type=_port, metavar="N", help="probe MX hosts on port N")
     check.set_defaults(handler=_check)
 
 
@@ -139,21 +197,65 @@ def _read_message(name: str) -> bytes:
 
 
 def _send(args: argparse.Namespace) -> int:
+    mail_from = _mailbox("--from", args.mail_from)
+    rcpts = [_mailbox("--to", r) for r in args.rcpts]
     config = _config(args)
+    dialer = _dialer(args)
     data = _read_message(args.message)
     level = args.log_level or config.logging.level
-    return eventloop.run(_send_async(config, args, data, level))
+    return eventloop.run(_send_async(config, args, dialer, (mail_from, rcpts, data), level))
+
+
+def settings_events(
+    config: EngineConfig, config_file: str | None, rcpts: list[str], at: float
+) -> list[LogEvent]:
+    """One ``send.settings`` event per recipient domain: what applies and where from.
+
+    Args:
+        config: the configuration the attempt runs with.
+        config_file: the ``--config`` file, or None for the built-in defaults.
+        rcpts: the recipients, in order (one event per domain, first seen first).
+        at: the time of the events.
+    """
+    events: list[LogEvent] = []
+    for domain in dict.fromkeys(r.rpartition("@")[2].lower().rstrip(".") for r in rcpts):
+        profile = config.profile_for(domain)
+        if config_file is None:
+            source = "built-in defaults: no --config"
+        elif profile is config.default_profile:
+            source = f"{config_file}, Default profile"
+        else:
+            source = f"{config_file}, profile {domain}"
+        routes = config.routes_for(domain)
+        fields: dict[str, object] = {
+            "domain": domain,
+            "tls": profile.tls.value,
+            "dane": profile.dane.value,
+            "mta_sts": "on" if profile.mta_sts else "off",
+            "source": source,
+            "route": " ".join(f"{r.host}:{r.port}" for r in routes),
+        }
+        events.append(LogEvent("send.settings", fields, "info", at))
+    return events
 
 
 async def _send_async(
-    config: EngineConfig, args: argparse.Namespace, data: bytes, level: str
+    config: EngineConfig,
+    args: argparse.Namespace,
+    dialer: Dialer,
+    envelope: tuple[str, list[str], bytes],
+    level: str,
 ) -> int:
-    from engine.delivery.agent import Engine
+    from engine.delivery.agent import Engine, SystemClock
     from engine.logs import MailLogWriter
 
-    writer = MailLogWriter(sys.stdout, level=level)
-    async with Engine(config, sink=writer, dialer=_dialer(args)) as engine:
-        report = await engine.deliver(args.mail_from, args.rcpts, data)
+    mail_from, rcpts, data = envelope
+    # --json: stdout is the report alone (a tool reads it); the log lines go to stderr.
+    writer = MailLogWriter(sys.stderr if args.json else sys.stdout, level=level)
+    for event in settings_events(config, args.config, rcpts, SystemClock().now()):
+        writer.emit(event)  # the first lines: what the attempt runs with, and why
+    async with Engine(config, sink=writer, dialer=dialer) as engine:
+        report = await engine.deliver(mail_from, rcpts, data)
     if args.json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
     return {"delivered": EXIT_DELIVERED, "deferred": EXIT_DEFERRED}.get(report.status, EXIT_BOUNCED)

@@ -36,6 +36,7 @@ ourselves to name the trust problem the way OpenSSL would.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -102,7 +103,16 @@ def load_certificate(cert: x509.Certificate | bytes) -> x509.Certificate:
     """
     if isinstance(cert, x509.Certificate):
         return cert
-    return x509.load_der_x509_certificate(cert)
+    return _parse_der(bytes(cert))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_der(der: bytes) -> x509.Certificate:
+    # Every verification reads all the trust anchors again, so they are parsed once per
+    # process (they are touched by every verification and so never evicted); the
+    # agent's load_roots parses them first, silencing cryptography's warning about
+    # roots with a serial number of 0 there (engine/delivery/agent.py).
+    return x509.load_der_x509_certificate(der)
 
 
 def _as_utc(now: dt.datetime | float) -> dt.datetime:

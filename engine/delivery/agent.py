@@ -15,20 +15,21 @@ import random
 import re
 import ssl
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.utils import CryptographyDeprecationWarning
 
 from engine.config import EngineConfig
 from engine.core.cache import CachedPolicy, MemoryPolicyStore, PolicyStore, refresh_due
 from engine.core.clock import Clock
 from engine.core.events import EventSink, LogEvent
 from engine.core.mx import normalize_host
+from engine.core.pkix import load_certificate
 from engine.delivery.attempt import RecipientResult
 from engine.delivery.mtasts import PolicyShare, refresh_policy
 from engine.delivery.services import Message, Services
@@ -51,15 +52,46 @@ class SystemClock:
         return time.time()
 
 
-def load_roots(ca_file: str | Path | None) -> list[bytes]:
-    """Trusted roots as DER: from ``ca_file`` (PEM), else the system's default bundle."""
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
+)
+_NON_POSITIVE_SERIAL = r"Parsed a serial number which wasn't positive"
+
+
+def load_roots(
+    ca_file: str | Path | None, *, on_skip: Callable[[str], None] | None = None
+) -> list[bytes]:
+    """Trusted roots as DER: from ``ca_file`` (PEM), else the system's default bundle.
+
+    Certificates are read one by one, and one that cryptography cannot read is left
+    out (``on_skip`` gets a line naming it). Debian's bundle holds roots whose serial
+    number is 0 (Go Daddy, Starfield, SECOM ...), which RFC 5280 §4.1.2.2 forbids and
+    cryptography reads with a ``CryptographyDeprecationWarning``. They are real roots,
+    so they are kept, and that one warning is silenced here, where the bundle is read:
+    :func:`engine.core.pkix.load_certificate` remembers what it parsed, so the
+    verification later does not parse them (or warn) again. Other warnings pass.
+    """
     if ca_file is None:
         paths = ssl.get_default_verify_paths()
         ca_file = paths.cafile or paths.openssl_cafile
     if not ca_file or not Path(ca_file).exists():
         return []
-    certs = x509.load_pem_x509_certificates(Path(ca_file).read_bytes())
-    return [c.public_bytes(Encoding.DER) for c in certs]
+    roots: list[bytes] = []
+    for n, block in enumerate(_PEM_CERTIFICATE.findall(Path(ca_file).read_bytes()), 1):
+        try:
+            der = ssl.PEM_cert_to_DER_cert(block.decode("ascii"))
+            with warnings.catch_warnings():
+                warnings.filterwarnings(
+                    "ignore", _NON_POSITIVE_SERIAL, CryptographyDeprecationWarning
+                )
+                load_certificate(der)
+        except ValueError as exc:
+            if on_skip is not None:
+                why = str(exc).split(":", 1)[0]  # cryptography's text goes on for a while
+                on_skip(f"certificate {n} of {ca_file} cannot be read ({why}); left out")
+            continue
+        roots.append(der)
+    return roots
 
 
 def _stable_fraction(*parts: object) -> float:
@@ -169,7 +201,13 @@ class Engine:
         self.sink = sink
         for warning in config.warnings:
             sink.emit(LogEvent("config.warning", {"detail": warning}, "warning", self.clock.now()))
-        roots = roots if roots is not None else load_roots(config.tls.ca_file)
+        if roots is None:
+            roots = load_roots(
+                config.tls.ca_file,
+                on_skip=lambda detail: sink.emit(
+                    LogEvent("tls.root.skipped", {"detail": detail}, "debug", self.clock.now())
+                ),
+            )
         # DANE-1 / RFC 7672 §2.1.1: the AD bit is believed only from a trusted resolver:
         # by default one on loopback; [dns] trust_ad = true/false overrides for all.
         trust_ad = config.dns.trust_ad

@@ -11,6 +11,7 @@ import tomli_w
 from rich.console import Console
 from rich.table import Table
 
+from harness.commands import console
 from harness.coverage import DEFAULT_REQUIREMENTS, coverage_of, engine_reach, load_requirements
 from harness.coverage_docs import DOCS, ROOT, render_block, write_docs
 from harness.errors import HarnessError
@@ -67,7 +68,7 @@ def register(subparsers: Any) -> None:
 
 
 def _console() -> Console:
-    return Console(file=sys.stdout, width=None if sys.stdout.isatty() else 140)
+    return console(file=sys.stdout, width=None if sys.stdout.isatty() else 140)
 
 
 def _guard(fn: Any) -> Any:

@@ -13,6 +13,7 @@ in-process engine and the world on uvloop, :data:`harness.runner.DEFAULT_WAYS`).
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -25,6 +26,7 @@ from rich.table import Table
 from harness.adapters.base import ADAPTERS, AdapterError, make_adapter
 from harness.adapters.blackbox_child import run_engine
 from harness.adapters.blackbox_profile import profile_names
+from harness.commands import console as console_for
 from harness.errors import HarnessError
 from harness.report import write_html, write_json, write_junit
 from harness.runner import ScenarioResult, Verdict, run_file, run_scenario, way
@@ -85,7 +87,7 @@ def run_paths(
     make_adapter(engine)  # fail fast on an unknown engine name
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console or Console(stderr=True), transient=True,
+        console=console or console_for(stderr=True), transient=True,
         disable=console is None,
     )  # fmt: skip
     results: list[ScenarioResult] = []
@@ -93,16 +95,37 @@ def run_paths(
         task = progress.add_task("scenarios", total=len(scenarios))
         if jobs > 1:
             files = [s.path for s in scenarios]
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
+            # Ctrl-C reaches the whole process group: the workers ignore it and this
+            # process cancels what has not started, stops them and says nothing more.
+            pool = ProcessPoolExecutor(max_workers=jobs, initializer=_ignore_sigint)
+            try:
                 for result in pool.map(run_file, files, [engine] * len(files), [loop] * len(files)):
                     results.append(result)
                     progress.update(task, advance=1, description=result.id)
+            except BaseException:
+                _stop(pool)
+                raise
+            pool.shutdown()
         else:
             for s in scenarios:
                 progress.update(task, description=s.id)
                 results.append(run_scenario(s, engine, loop=loop))
                 progress.update(task, advance=1)
     return results
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel the pool's queued work and end its workers now (they ignore SIGINT)."""
+    workers = list(getattr(pool, "_processes", {}).values())  # no public accessor
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in workers:
+        process.terminate()
+    for process in workers:
+        process.join(timeout=5)
 
 
 def _summary(results: list[ScenarioResult]) -> Table:
@@ -118,8 +141,8 @@ def _summary(results: list[ScenarioResult]) -> Table:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    out = Console(file=sys.stdout, width=140 if not sys.stdout.isatty() else None)
-    err = Console(file=sys.stderr)
+    out = console_for(file=sys.stdout, width=140 if not sys.stdout.isatty() else None)
+    err = console_for(file=sys.stderr)
     if args.jobs < 1:
         err.print(f"sts-harness run: -j must be at least 1, got {args.jobs}")
         return 2

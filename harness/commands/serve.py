@@ -107,6 +107,8 @@ async def serve(
     except HarnessError as exc:
         print(f"sts-harness serve: error: {exc}", file=err)
         return 2
+    except BrokenPipeError:
+        raise  # stdout's reader has gone: engine.cli.run_quietly ends the command
     except OSError as exc:
         print(f"sts-harness serve: cannot start the world: {exc}", file=err)
         return 1

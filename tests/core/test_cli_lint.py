@@ -153,3 +153,20 @@ def test_installed_script_runs() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["mode"] == "enforce"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["policy", "lint", str(ENFORCE_BASIC)],
+        ["policy", "lint", str(FIXTURES / "invalid" / "mx-comma-list.txt")],
+        ["txt", "lint", "v=STSv1; id=A1"],
+        ["txt", "lint", "v=STSv1; id=A1", "v=STSv1; id=B2"],
+    ],
+)
+def test_lint_json_is_one_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    # Issue 16 item 3: the README shows one line per result; line-oriented tools read it.
+    main(argv)
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.endswith("}\n")
+    json.loads(out)

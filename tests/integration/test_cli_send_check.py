@@ -50,8 +50,16 @@ def _args(w: Any, tmp_path: Path) -> list[str]:
 
 
 async def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    status, out, _ = await _run_both(argv, capsys)
+    return status, out
+
+
+async def _run_both(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, str]:
     status = await asyncio.to_thread(main, argv)
-    return status, capsys.readouterr().out
+    out, err = capsys.readouterr()
+    return status, out, err
 
 
 async def test_send_delivers_under_enforce_and_prints_the_seed_lines(
@@ -64,11 +72,12 @@ async def test_send_delivers_under_enforce_and_prints_the_seed_lines(
     async with world(W_STS, now=time.time()) as w:
         argv = ["send", "--config", str(config), *_args(w, tmp_path)]
         argv += ["--from", "a@sender.example", "--to", "rcpt@example.com", "--json", str(message)]
-        status, out = await _run(argv, capsys)
+        status, out, err = await _run_both(argv, capsys)
     assert status == 0
-    assert "Info: Successfully fetched MTA-STS TXT record for domain(example.com)" in out
-    assert "Info: MTA-STS policy for the domain (example.com) Successful." in out
-    report = json.loads(out[out.index("{") :])
+    # --json: stdout is the report alone (`| jq` reads it), the log lines are on stderr.
+    assert "Info: Successfully fetched MTA-STS TXT record for domain(example.com)" in err
+    assert "Info: MTA-STS policy for the domain (example.com) Successful." in err
+    report = json.loads(out)
     (rcpt,) = report["recipients"]
     assert (rcpt["outcome"], rcpt["verification"], rcpt["tls"]) == ("delivered", "pkix", "TLSv1.3")
 

@@ -33,7 +33,12 @@ def test_help_of_every_command_shows_an_example(capsys: pytest.CaptureFixture[st
 
 def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
-    assert "usage:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # One line (issue 16 item 4): the mistake, and where the usage is.
+    assert err == (
+        "sts-harness: error: the following arguments are required: COMMAND "
+        "(sts-harness --help shows the usage)\n"
+    )
 
 
 @pytest.mark.parametrize(
