@@ -1,9 +1,11 @@
 """``sts-harness serve WORLD.toml``: bring a world up and keep it up until SIGINT/SIGTERM.
 
 It prints where everything is (the DNS, the CA bundle, each host's address and real
-port, the endpoint map) and commands to poke at it with dig, curl and swaks, then
-waits. Stopping tears the world down cleanly. The output is for people; the one line
-meant for programs is ``dns: ADDRESS:PORT`` (and ``ready`` at the end).
+port, the endpoint map) and commands to poke at it with dig, curl, swaks and
+``sts-engine send`` (with a configuration written for the world, :func:`engine_config`,
+so the send applies MTA-STS and DANE), then waits. Stopping tears the world down
+cleanly. The output is for people; the one line meant for programs is
+``dns: ADDRESS:PORT`` (and ``ready`` at the end).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, TextIO
 from harness.errors import HarnessError
 from harness.world import HostRole, World, read_world_spec
 
-__all__ = ["describe", "register", "serve"]
+__all__ = ["describe", "engine_config", "register", "serve"]
 
 _EXAMPLE = """example:
   sts-harness serve fixtures/worlds/w-sts.toml
@@ -164,10 +166,47 @@ def describe(world: World, path: Path) -> str:
                 f"  swaks --server {info.address}:{info.port} --tls --tls-sni {info.name} "
                 f"--tls-verify --tls-ca-path {ca} --to postmaster@{info.name}"
             )
+    config = Path(ca).parent / "engine.toml"
+    config.write_text(engine_config(world, path))
     first = next(iter(world.spec.domains), "example.com")
     lines.append(
-        f"  sts-engine send --resolver {dns_host}:{dns_port} --ca-file {ca} "
-        f"--endpoints {endpoints} --from a@sender.example --to rcpt@{first} --log-level debug -"
+        f"  printf 'Subject: hi\\n\\nhello\\n' | {_engine_script()} send --config {config} "
+        f"--endpoints {endpoints} --from a@sender.example --to rcpt@{first} -"
     )
+    lines.append(f"  ({config}: MTA-STS on and DANE opportunistic for every domain of the world)")
     lines.append("ready; stop with Ctrl-C (SIGINT) or SIGTERM")
     return "\n".join(lines) + "\n"
+
+
+def engine_config(world: World, path: Path) -> str:
+    """An engine configuration for ``world``: its resolver and CA, and for every domain
+    the settings someone reproducing an MTA-STS or DANE problem wants (issue 16 item 1:
+    without them ``sts-engine send`` runs on the built-in defaults, TLS No, in clear).
+
+    Each domain gets TLS Preferred, DANE Opportunistic (applied where the zone is signed
+    and publishes TLSA) and MTA-STS on; the Default entry stays TLS Preferred alone.
+    """
+    host, port = world.resolver
+    out = [
+        f"# Written by `sts-harness serve {path}` for the world it serves; removed at exit.",
+        "[destination_controls.default]",
+        'tls = "preferred"',
+    ]
+    for name in world.spec.domains:
+        out += ["", f"[destination_controls.{json.dumps(name)}]"]
+        out += ['tls = "preferred"', 'dane = "opportunistic"', "mta_sts = true"]
+    out += ["", "[dns]", f"resolvers = [{json.dumps(f'{host}:{port}')}]"]
+    out += ["", "[tls]", f"ca_file = {json.dumps(str(world.ca_file))}", ""]
+    return "\n".join(out)
+
+
+def _engine_script() -> str:
+    """``sts-engine`` of this interpreter's environment (``.venv/bin/sts-engine`` when it
+    is below the working directory), so the command runs as printed without an
+    activated environment; plain ``sts-engine`` when there is none."""
+    script = Path(sys.executable).parent / "sts-engine"
+    if not script.exists():
+        return "sts-engine"
+    with contextlib.suppress(ValueError):
+        return str(script.absolute().relative_to(Path.cwd()))
+    return str(script)
