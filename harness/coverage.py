@@ -19,9 +19,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.errors import SpecError
+from engine.core.tomlnode import TomlNode
+from harness.errors import SpecError, spec_errors
 from harness.scenario.model import Scenario
-from harness.world.spec.values import Node
+from harness.world.spec.values import strings_of
 
 __all__ = [
     "DEFAULT_REQUIREMENTS",
@@ -101,31 +102,32 @@ def load_requirements(path: str | Path = DEFAULT_REQUIREMENTS) -> tuple[Requirem
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise SpecError(source, "", None, f"cannot read requirements: {exc}") from None
-    top = Node(data, source).table(
-        ("coverage", "requirements", "seed", "decisions"), required=("coverage",)
-    )
+        raise SpecError(f"cannot read requirements: {exc}", file=source) from None
+    with spec_errors():
+        return _requirements(TomlNode(data, source))
+
+
+def _requirements(root: TomlNode) -> tuple[Requirement, ...]:
+    top = root.table(("coverage", "requirements", "seed", "decisions"), required=("coverage",))
     cov = top["coverage"].table(("groups", "levels"), required=("groups", "levels"))
-    groups, levels = set(cov["groups"].strings()), set(cov["levels"].strings())
+    groups, levels = set(strings_of(cov["groups"])), set(strings_of(cov["levels"]))
     out: list[Requirement] = []
-    for rid, node in top["requirements"].mapping().items() if "requirements" in top else ():
+    for rid, node in top["requirements"].table().items() if "requirements" in top else ():
         e = node.table(("section", "rfc", "level", "title"), required=("level", "title"))
-        level = e["level"].text()
-        if level not in _LEVELS:
-            raise e["level"].error(f"{level!r} is not a level", _LEVELS)
+        level = e["level"].choice(_LEVELS)
         group = rid.split("-")[0]
         section = e["section"].text() if "section" in e else ""
         counted = group in groups and level in levels
         out.append(Requirement(rid, group, section, level, e["title"].text(), counted))
-    for tag, node in top["seed"].mapping().items() if "seed" in top else ():
+    for tag, node in top["seed"].table().items() if "seed" in top else ():
         e = node.table(("section", "title"), required=("title",))
         section = e["section"].text() if "section" in e else ""
         out.append(Requirement(tag, "seed", section, "seed", e["title"].text(), True))
-    for aid, node in top["decisions"].mapping().items() if "decisions" in top else ():
+    for aid, node in top["decisions"].table().items() if "decisions" in top else ():
         # docs/decisions.md: how this project reads an ambiguous point; always counted.
         e = node.table(("rfc", "title", "related"), required=("title",))
         if "related" in e:
-            e["related"].strings()  # checked: a list of requirement IDs
+            strings_of(e["related"])  # checked: a list of requirement IDs
         out.append(Requirement(aid, "AMB", "", "decision", e["title"].text(), True))
     return tuple(out)
 

@@ -94,12 +94,20 @@ class TomlNode:
             allowed: the accepted values when they are a closed set (carried on the
                 error as data for tools; the words already name them).
         """
+        return self.error(f"invalid value; expected {expected}", allowed)
+
+    def error(self, reason: str, allowed: Iterable[str] = ()) -> ConfigError:
+        """The error for this value (to raise), in the caller's words.
+
+        For a rule :meth:`bad`'s ``expected ...`` does not put well: a value that
+        contradicts another key, or a document that lacks what it needs.
+
+        Args:
+            reason: what is wrong, without the value (the error appends it).
+            allowed: the accepted values when they are a closed set, as data.
+        """
         return ConfigError(
-            f"invalid value; expected {expected}",
-            file=self.file,
-            key=self.path,
-            value=self.value,
-            allowed=tuple(allowed),
+            reason, file=self.file, key=self.path, value=self.value, allowed=tuple(allowed)
         )
 
     def child(self, key: str | int, value: Any) -> TomlNode:
@@ -123,14 +131,18 @@ class TomlNode:
             raise ConfigError("missing key", file=self.file, key=key_path(self.path, key))
         return self.child(key, default)
 
-    def table(self, allowed: Sequence[str] | None = None) -> dict[str, TomlNode]:
+    def table(
+        self, allowed: Sequence[str] | None = None, *, required: Iterable[str] = ()
+    ) -> dict[str, TomlNode]:
         """The table's entries as nodes, their keys checked against ``allowed``.
 
         Args:
             allowed: the keys this table may have; None for any key (a map of names).
+            required: keys the table must have (a missing one is named by its path).
 
         Raises:
-            ConfigError: not a table, or an unknown key (named by its own path).
+            ConfigError: not a table, an unknown key (named by its own path), or a
+                missing required key.
         """
         if not isinstance(self.value, Mapping):
             raise self.bad("a table")
@@ -144,15 +156,18 @@ class TomlNode:
                         key=node.path,
                         allowed=tuple(allowed),
                     )
+        for key in required:
+            if key not in entries:
+                raise ConfigError("missing key", file=self.file, key=key_path(self.path, key))
         return entries
 
     def items(self, *, non_empty: bool = False, expected: str | None = None) -> list[TomlNode]:
-        """The list's elements as nodes.
+        """The list's elements as nodes (a tuple counts, for a document built in Python).
 
         Raises:
             ConfigError: not a list (or an empty one when ``non_empty``).
         """
-        if not isinstance(self.value, list) or (non_empty and not self.value):
+        if not isinstance(self.value, list | tuple) or (non_empty and not self.value):
             raise self.bad(expected or ("a non-empty list" if non_empty else "a list"))
         return [self.child(i, v) for i, v in enumerate(self.value)]
 

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from engine.core.tomlnode import TomlNode
 from harness.scenario.model import (
     DsnPattern,
     EventPattern,
@@ -19,7 +20,7 @@ from harness.scenario.model import (
     ReportPattern,
     Verification,
 )
-from harness.world.spec.values import Node
+from harness.world.spec.values import member_of, strings_of
 
 __all__ = ["DSN_KEYS", "EXPECT_KEYS", "REPORT_KEYS", "TLS_VERSIONS", "parse_expect"]
 
@@ -66,72 +67,62 @@ _DSN_ACTIONS = ("failed", "delayed", "delivered", "relayed", "expanded")
 TLS_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3", "none")
 
 
-def _regex(node: Node, text: str) -> None:
+def _regex(node: TomlNode, text: str) -> None:
     try:
         re.compile(text)
     except re.error as exc:
-        raise node.error(f"not a valid regular expression: {exc}") from None
+        raise node.bad(f"a valid regular expression ({exc})") from None
 
 
-def _matcher(node: Node) -> Any:
+def _matcher(node: TomlNode) -> Any:
     value = node.value
     if isinstance(value, str) and value.startswith("~"):
         _regex(node, value[1:])
     if isinstance(value, Mapping):
-        raise node.error("a field matcher is a value or a '~regex'; use 'a.b' for nested fields")
+        raise node.bad("a value or a '~regex' (a.b = ... for a nested field)")
     return value
 
 
-def _event(node: Node) -> EventPattern:
-    entries = node.mapping()
+def _event(node: TomlNode) -> EventPattern:
+    entries = node.table()
     if "code" not in entries:
-        raise node.error("an event pattern needs a 'code'")
+        raise node.bad("an event pattern with a 'code'")
     code = entries.pop("code")
     code.text()
     return EventPattern(code=_matcher(code), fields={k: _matcher(n) for k, n in entries.items()})
 
 
-def _outcome(node: Node) -> Outcome | dict[str, Outcome]:
+def _outcome(node: TomlNode) -> Outcome | dict[str, Outcome]:
     if isinstance(node.value, str):
-        return node.choice(Outcome)
-    per = node.mapping()
+        return member_of(node, Outcome)
+    per = node.table()
     if not per:
-        raise node.error("expected an outcome or a table of recipient = outcome")
-    return {rcpt.lower(): n.choice(Outcome) for rcpt, n in per.items()}
+        raise node.bad("an outcome or a table of recipient = outcome")
+    return {rcpt.lower(): member_of(n, Outcome) for rcpt, n in per.items()}
 
 
-def _count(node: Node) -> int:
+def _count(node: TomlNode) -> int:
     return node.integer(0, 1_000_000)
 
 
-def _tls(node: Node) -> str:
-    text = node.text()
-    if text not in TLS_VERSIONS:
-        raise node.error(f"{text!r} is not a TLS version", TLS_VERSIONS)
-    return text
+def _tls(node: TomlNode) -> str:
+    return node.choice(TLS_VERSIONS)
 
 
-def _text_matcher(node: Node) -> str:
+def _text_matcher(node: TomlNode) -> str:
     text = node.text()
     if text.startswith("~"):
         _regex(node, text[1:])
     return text
 
 
-def _one_of(node: Node, allowed: tuple[str, ...]) -> str:
-    text = node.text()
-    if text not in allowed:
-        raise node.error(f"{text!r} is not one of {', '.join(allowed)}", allowed)
-    return text
-
-
-def _report(node: Node) -> ReportPattern:
+def _report(node: TomlNode) -> ReportPattern:
     e = node.table(REPORT_KEYS)
     kw: dict[str, Any] = {}
     if "via" in e:
-        kw["via"] = _one_of(e["via"], _VIA)
+        kw["via"] = e["via"].choice(_VIA)
     if "policy_type" in e:
-        kw["policy_type"] = _one_of(e["policy_type"], _POLICY_TYPES)
+        kw["policy_type"] = e["policy_type"].choice(_POLICY_TYPES)
     if "policy_domain" in e:
         kw["policy_domain"] = e["policy_domain"].text().rstrip(".").lower()
     for key in ("to", "failure_reason_code", "content_type"):
@@ -141,31 +132,31 @@ def _report(node: Node) -> ReportPattern:
         if key in e:
             kw[key] = _count(e[key])
     if "result_types" in e:
-        kw["result_types"] = tuple(sorted(e["result_types"].strings()))
+        kw["result_types"] = tuple(sorted(strings_of(e["result_types"])))
     if "mx_host" in e:
-        kw["mx_host"] = tuple(e["mx_host"].strings())
+        kw["mx_host"] = tuple(strings_of(e["mx_host"]))
     if "policy_string" in e:
-        kw["policy_string"] = tuple(e["policy_string"].strings())
+        kw["policy_string"] = tuple(strings_of(e["policy_string"]))
     for key in ("fields", "mail"):
         if key in e:
-            kw[key] = {k: _matcher(n) for k, n in e[key].mapping().items()}
+            kw[key] = {k: _matcher(n) for k, n in e[key].table().items()}
     return ReportPattern(**kw)
 
 
-def _dsn(node: Node) -> DsnPattern:
+def _dsn(node: TomlNode) -> DsnPattern:
     e = node.table(DSN_KEYS, required=("to",))
     to = e["to"].text().lower()
     if "@" not in to:
-        raise e["to"].error(f"{to!r} is not an address (no '@')")
+        raise e["to"].bad("an address (local@domain)")
     return DsnPattern(
         to=to,
-        action=_one_of(e["action"], _DSN_ACTIONS) if "action" in e else "failed",
+        action=e["action"].choice(_DSN_ACTIONS) if "action" in e else "failed",
         status=_text_matcher(e["status"]) if "status" in e else None,
         rcpt=e["rcpt"].text().lower() if "rcpt" in e else None,
     )
 
 
-def parse_expect(node: Node) -> Expect:
+def parse_expect(node: TomlNode) -> Expect:
     """An expectation table.
 
     Raises:
@@ -180,23 +171,23 @@ def parse_expect(node: Node) -> Expect:
     if "tls" in e:
         kw["tls"] = _tls(e["tls"])
     if "verified" in e:
-        kw["verified"] = e["verified"].choice(Verification)
+        kw["verified"] = member_of(e["verified"], Verification)
     if "no_transaction" in e:
-        kw["no_transaction"] = tuple(h.rstrip(".").lower() for h in e["no_transaction"].strings())
+        kw["no_transaction"] = tuple(h.rstrip(".").lower() for h in strings_of(e["no_transaction"]))
     if "in_clear" in e:
         kw["in_clear"] = e["in_clear"].boolean()
     if "fetches" in e:
         f = e["fetches"]
         if isinstance(f.value, Mapping):
-            kw["fetches"] = {h.lower(): _count(n) for h, n in f.mapping().items()}
+            kw["fetches"] = {h.lower(): _count(n) for h, n in f.table().items()}
         else:
             kw["fetches"] = _count(f)
     if "queries" in e:
         queries = {}
-        for key, n in e["queries"].mapping().items():
+        for key, n in e["queries"].table().items():
             parts = key.split()
             if len(parts) not in (1, 2):
-                raise n.error(f"expected 'name TYPE' or 'name', got {key!r}")
+                raise n.error("a key here is 'name TYPE' or 'name'")
             name = parts[0].rstrip(".").lower()
             queries[f"{name} {parts[1].upper()}" if len(parts) == 2 else name] = _count(n)
         kw["queries"] = queries
@@ -212,13 +203,13 @@ def parse_expect(node: Node) -> Expect:
     if "sni" in e:
         s = e["sni"]
         if isinstance(s.value, Mapping):
-            kw["sni"] = {h.lower(): n.text() for h, n in s.mapping().items()}
+            kw["sni"] = {h.lower(): n.text() for h, n in s.table().items()}
         else:
             kw["sni"] = s.text()
     if "reports" in e:
         reports = e["reports"].items()
         if not reports:
-            raise e["reports"].error("expected at least one report entry (or no_reports = true)")
+            raise e["reports"].bad("at least one report entry (or no_reports = true)")
         kw["reports"] = tuple(_report(n) for n in reports)
     if "no_reports" in e:
         kw["no_reports"] = e["no_reports"].boolean()
@@ -226,10 +217,10 @@ def parse_expect(node: Node) -> Expect:
         kw["dsn"] = _dsn(e["dsn"])
     if "faults" in e:
         faults = {}
-        for host, n in e["faults"].mapping().items():
+        for host, n in e["faults"].table().items():
             for one in [n] if isinstance(n.value, str) else n.items():
                 if one.text().startswith("~"):
                     _regex(one, one.text()[1:])
-            faults[host.rstrip(".").lower()] = n.strings()
+            faults[host.rstrip(".").lower()] = strings_of(n)
         kw["faults"] = faults
     return Expect(**kw)

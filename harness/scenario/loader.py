@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 A scenario file has five top-level tables, all checked key by key with
-:class:`~harness.world.spec.values.Node`, so every mistake is a
-:class:`~harness.errors.SpecError` naming ``file: key.path`` and the value:
+:class:`~engine.core.tomlnode.TomlNode` (as the engine reads its configuration), so
+every mistake is a :class:`~harness.errors.SpecError` naming ``file: key.path``, the
+value and what is allowed:
 
 * ``[scenario]``: id, title, covers, topic, requires, description;
 * ``[world]``: the world spec, loaded by :func:`~harness.world.spec.load_world_spec`
@@ -33,12 +34,13 @@ import tomli_w
 
 from engine.config import parse_config
 from engine.core.errors import ConfigError
-from harness.errors import SpecError
+from engine.core.tomlnode import TomlNode, key_path
+from harness.errors import SpecError, spec_errors
 from harness.scenario.expect import parse_expect
 from harness.scenario.model import Capability, Expect, Scenario
 from harness.scenario.steps import parse_step
 from harness.world.spec import load_world_spec
-from harness.world.spec.values import Node, key_path
+from harness.world.spec.values import member_of, strings_of
 
 __all__ = [
     "CONFIG_ERROR_KEY",
@@ -89,12 +91,12 @@ def config_error_matches(pattern: str, message: str) -> bool:
     return pattern in message
 
 
-def _config_error(top: dict[str, Node]) -> tuple[str | None, Node | None]:
+def _config_error(top: dict[str, TomlNode]) -> tuple[str | None, TomlNode | None]:
     """``[expect] config_error``, and the ``[expect]`` table without it."""
     if "expect" not in top:
         return None, None
     node = top["expect"]
-    entries = node.mapping()
+    entries = node.table()
     if CONFIG_ERROR_KEY not in entries:
         return None, node
     found = entries[CONFIG_ERROR_KEY]
@@ -103,51 +105,47 @@ def _config_error(top: dict[str, Node]) -> tuple[str | None, Node | None]:
         try:
             re.compile(pattern[1:])
         except re.error as exc:
-            raise found.error(f"not a valid regular expression: {exc}") from None
+            raise found.bad(f"a valid regular expression ({exc})") from None
     rest = {k: v for k, v in node.value.items() if k != CONFIG_ERROR_KEY}
-    return pattern, (Node(rest, node.file, node.path) if rest else None)
+    return pattern, (TomlNode(rest, node.file, node.path) if rest else None)
 
 
-def _check_sender(node: Node, *, refusal_expected: bool = False) -> Mapping[str, Any]:
-    table = node.mapping()
+def _check_sender(node: TomlNode, *, refusal_expected: bool = False) -> Mapping[str, Any]:
+    table = node.table()
     for section, key in _ADAPTER_FILLED:
         value = table[section].value if section in table else None
         if isinstance(value, Mapping) and key in value:
             where = key_path(key_path(node.path, section), key)
-            raise SpecError(node.file, where, value[key], "set by the adapter")
+            raise SpecError("set by the adapter", file=node.file, key=where, value=value[key])
     try:
         parse_config(sender_toml(node.value), file=node.file)
     except ConfigError as exc:
         if refusal_expected:  # [expect] config_error: the runner judges the refusal
             return node.value  # type: ignore[no-any-return]
         where = f"{node.path}.{exc.key}" if exc.key else node.path
-        raise SpecError(node.file, where, exc.value, exc.reason) from None
+        raise SpecError(exc.reason, file=node.file, key=where, value=exc.value) from None
     except (TypeError, ValueError) as exc:  # tomli_w: a value TOML cannot hold
-        raise node.error(f"not valid engine configuration: {exc}") from None
+        raise node.bad(f"engine configuration TOML can hold ({exc})") from None
     return node.value  # type: ignore[no-any-return]
 
 
-def _meta(node: Node, path: Path) -> dict[str, Any]:
+def _meta(node: TomlNode, path: Path) -> dict[str, Any]:
     e = node.table(_META)
     sid = e["id"].text() if "id" in e else path.stem
     if not _ID.fullmatch(sid):
-        raise e.get("id", node).error(f"{sid!r} is not a usable scenario id")
+        raise e.get("id", sid).bad("a scenario id: letters, digits, '.', '_' and '-'")
     topic = e["topic"].text() if "topic" in e else path.parent.name.replace("-", "_")
     if not _TOPIC.fullmatch(topic):
-        raise e.get("topic", node).error(
-            f"topic {topic!r} must be a lower-case identifier (a pytest marker)"
-        )
-    covers = e["covers"].strings() if "covers" in e else ()
+        raise e.get("topic", topic).bad("a lower-case identifier (it is a pytest marker)")
+    covers = strings_of(e["covers"]) if "covers" in e else ()
     for i, tag in enumerate(covers):
         if not _COVER.fullmatch(tag):
             raise (
-                e["covers"]
-                .child(i, tag)
-                .error(f"{tag!r} is neither a requirement ID (DISC-1) nor a seed tag (seed:name)")
+                e["covers"].child(i, tag).bad("a requirement ID (DISC-1) or a seed tag (seed:name)")
             )
     requires = frozenset(
-        e["requires"].child(i, v).choice(Capability)
-        for i, v in enumerate(e["requires"].strings() if "requires" in e else ())
+        member_of(e["requires"].child(i, v), Capability)
+        for i, v in enumerate(strings_of(e["requires"]) if "requires" in e else ())
     )
     return {
         "id": sid,
@@ -174,10 +172,16 @@ def loads_scenario(text: str, path: str | Path) -> Scenario:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise SpecError(source, "", None, f"not valid TOML: {exc}") from None
-    top = Node(data, source).table(_TOP, required=("scenario", "world", "steps"))
+        raise SpecError(f"not valid TOML: {exc}", file=source) from None
+    with spec_errors():
+        return _scenario(TomlNode(data, source), path)
+
+
+def _scenario(root: TomlNode, path: Path) -> Scenario:
+    source = root.file
+    top = root.table(_TOP, required=("scenario", "world", "steps"))
     meta = _meta(top["scenario"], path)
-    top["world"].mapping()  # a table, or a SpecError naming `world`
+    top["world"].table()  # a table, or a SpecError naming `world`
     world_table = top["world"].value
     world = load_world_spec(world_table, source, prefix="world")
     config_error, expect_node = _config_error(top)
@@ -191,7 +195,7 @@ def loads_scenario(text: str, path: str | Path) -> Scenario:
     sender = _check_sender(top["sender"], refusal_expected=refusal) if "sender" in top else {}
     step_nodes = top["steps"].items()
     if not step_nodes:
-        raise top["steps"].error("a scenario needs at least one step")
+        raise top["steps"].bad("at least one step")
     steps = tuple(parse_step(n, i, world) for i, n in enumerate(step_nodes))
     expect = parse_expect(expect_node) if expect_node is not None else Expect()
     if refusal and (not expect.empty or any(not s.expect.empty for s in steps)):
@@ -222,7 +226,7 @@ def load_scenario(path: str | Path) -> Scenario:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(str(path), "", None, f"cannot read: {exc}") from None
+        raise SpecError(f"cannot read: {exc}", file=str(path)) from None
     return loads_scenario(text, path)
 
 
@@ -239,7 +243,7 @@ def discover(paths: Iterable[str | Path]) -> list[Path]:
         elif p.is_file():
             found.append(p)
         else:
-            raise SpecError(str(p), "", None, "no such file or directory")
+            raise SpecError("no such file or directory", file=str(p))
     return list(dict.fromkeys(found))
 
 
@@ -255,7 +259,7 @@ def load_all(paths: Iterable[str | Path]) -> list[Scenario]:
         s = load_scenario(path)
         if s.id in seen:
             raise SpecError(
-                str(path), "scenario.id", s.id, f"{s.id!r} is also the id of {seen[s.id]}"
+                f"also the id of {seen[s.id]}", file=str(path), key="scenario.id", value=s.id
             )
         seen[s.id] = path
         scenarios.append(s)

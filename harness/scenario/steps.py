@@ -14,12 +14,14 @@ from dataclasses import fields
 from typing import Any
 
 from certs import CertProfile
+from engine.core.tomlnode import TomlNode
+from harness.errors import SpecError
 from harness.scenario.expect import parse_expect
 from harness.scenario.model import SendSpec, Step, StepKind
 from harness.world.dns.answer import Behaviour as DnsBehaviour
 from harness.world.dns.zones import DnssecStatus
 from harness.world.spec import WorldSpec, domain_from, name_of
-from harness.world.spec.values import Node
+from harness.world.spec.values import strings_of
 from harness.world.web.behaviour import PolicyResponse
 
 __all__ = ["CLEAR_DNS", "parse_duration", "parse_step"]
@@ -39,76 +41,61 @@ _CERT_KEYS = ("host", "profile", "names", "update_tlsa")
 _SEND_KEYS = ("from", "to", "data", "final")
 
 
-def parse_duration(node: Node) -> float:
+def parse_duration(node: TomlNode) -> float:
     """Seconds from ``90``, ``1.5``, ``"90s"``, ``"2h"``, ``"1d"`` or ``"1h30m"``.
 
     Raises:
         SpecError: not a non-negative number or a duration string.
     """
     value = node.value
-    if isinstance(value, bool):
-        raise node.error(f"expected a duration such as '90s' or '1d', got {value!r}")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise node.error(f"a duration cannot be negative: {value!r}")
-        return float(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return node.number(at_least=0, expected="a duration of 0 seconds or more")
     if isinstance(value, str):
         text = value.strip().replace(" ", "")
         if text and _PART.sub("", text) == "":
             return sum(float(n) * _UNITS[u] for n, u in _PART.findall(text))
-    raise node.error(
-        f"{value!r} is not a duration; write seconds (90) or a string such as "
-        "'90s', '15m', '2h', '1d', '1h30m'"
-    )
+    raise node.bad("a duration: seconds (90) or a string such as '90s', '15m', '2h', '1d', '1h30m'")
 
 
-def _send(node: Node) -> SendSpec:
+def _send(node: TomlNode) -> SendSpec:
     e = node.table(_SEND_KEYS, required=("from", "to"))
-    rcpts = e["to"].strings()
+    rcpts = strings_of(e["to"])
     if not rcpts:
-        raise e["to"].error("expected at least one recipient")
+        raise e["to"].bad("at least one recipient")
     for i, rcpt in enumerate(rcpts):
         if "@" not in rcpt:
-            raise e["to"].child(i, rcpt).error(f"{rcpt!r} is not an address (no '@')")
+            raise e["to"].child(i, rcpt).bad("an address (local@domain)")
     data = None
     if "data" in e:
         data = e["data"].text().replace("\r\n", "\n").replace("\n", "\r\n").encode()
-    final = False
-    if "final" in e:
-        if not isinstance(e["final"].value, bool):
-            raise e["final"].error("write final = true or false")
-        final = e["final"].value
+    final = e["final"].boolean() if "final" in e else False
     return SendSpec(e["from"].text(), rcpts, data, final)
 
 
-def _update_domain(node: Node, world: WorldSpec) -> dict[str, Any]:
-    raw = node.mapping()
-    if "domain" not in raw:
-        raise node.error("missing key 'domain'")
-    name = name_of(raw["domain"])
+def _update_domain(node: TomlNode, world: WorldSpec) -> dict[str, Any]:
+    name = name_of(node.table(required=("domain",))["domain"])
     changes = {k: v for k, v in node.value.items() if k != "domain"}
     # The world's own parser, over a node at this key path, so errors name the step.
-    domain_from(Node(changes, node.file, node.path), name, world.domains.get(name))
+    domain_from(TomlNode(changes, node.file, node.path), name, world.domains.get(name))
     return {"domain": name, **changes}
 
 
-def _update_policy(node: Node) -> dict[str, Any]:
+def _update_policy(node: TomlNode) -> dict[str, Any]:
     e = node.table(_POLICY_KEYS, required=("domain",))
     name_of(e["domain"])
     if "body" in e:
         e["body"].text()
-    if "cert" in e and e["cert"].value not in {p.value for p in CertProfile}:
-        raise e["cert"].error("not a certificate profile", [p.value for p in CertProfile])
+    if "cert" in e:
+        e["cert"].member(CertProfile)
     if "status" in e:
         e["status"].integer(100, 599)
     return {k: n.value for k, n in e.items()}
 
 
-def _set_dns(node: Node) -> dict[str, Any]:
+def _set_dns(node: TomlNode) -> dict[str, Any]:
     e = node.table(_DNS_KEYS, required=("name", "behaviour"))
     allowed = [b.value for b in DnsBehaviour] + [s.value for s in DnssecStatus] + [CLEAR_DNS]
-    if e["behaviour"].value not in allowed:
-        raise e["behaviour"].error("not a DNS behaviour or DNSSEC status", allowed)
+    e["behaviour"].choice(allowed)
     rrtype = e["type"].text().upper() if "type" in e else None
     return {
         "name": name_of(e["name"]),
@@ -118,10 +105,9 @@ def _set_dns(node: Node) -> dict[str, Any]:
     }
 
 
-def _rotate_cert(node: Node) -> dict[str, Any]:
+def _rotate_cert(node: TomlNode) -> dict[str, Any]:
     e = node.table(_CERT_KEYS, required=("host", "profile"))
-    if e["profile"].value not in {p.value for p in CertProfile}:
-        raise e["profile"].error("not a certificate profile", [p.value for p in CertProfile])
+    e["profile"].member(CertProfile)
     return {
         "host": name_of(e["host"]),
         "profile": e["profile"].value,
@@ -141,7 +127,7 @@ def _label(kind: StepKind, args: Any) -> str:
     return f"{kind.value} {shown}"
 
 
-def parse_step(node: Node, index: int, world: WorldSpec) -> Step:
+def parse_step(node: TomlNode, index: int, world: WorldSpec) -> Step:
     """One ``[[steps]]`` table.
 
     Args:
@@ -156,9 +142,13 @@ def parse_step(node: Node, index: int, world: WorldSpec) -> Step:
     e = node.table(allowed)
     actions = [k for k in e if k != "expect"]
     if len(actions) != 1:
-        what = "no action" if not actions else f"several actions {actions}"
-        raise node.error(
-            f"a step needs exactly one action, found {what}", [k.value for k in StepKind]
+        kinds = [k.value for k in StepKind]
+        what = "none" if not actions else ", ".join(actions)
+        raise SpecError(
+            f"a step has exactly one action of {', '.join(kinds)} (found {what})",
+            file=node.file,
+            key=node.path,
+            allowed=kinds,
         )
     kind = StepKind(actions[0])
     a = e[kind.value]
@@ -169,7 +159,7 @@ def parse_step(node: Node, index: int, world: WorldSpec) -> Step:
         args = parse_duration(a)
     elif kind is StepKind.RESTART_ENGINE:
         if a.value is not True:
-            raise a.error("write restart_engine = true")
+            raise a.bad("true (restart_engine = true)")
         args = True
     elif kind is StepKind.UPDATE_DOMAIN:
         args = _update_domain(a, world)

@@ -35,7 +35,7 @@ from harness.world.dns.records import (
     check_loopback,
 )
 from harness.world.dns.server import FakeDns
-from harness.world.dns.zones import DnssecStatus, Lookup, Zone, zone_from_dict
+from harness.world.dns.zones import DnssecStatus, Lookup, Zone
 from harness.world.mta.handshake import ALERTS, server_hello_flight
 from harness.world.mta.log import Answer as SessionAnswer
 from harness.world.mta.log import SessionConfig, SessionLog, describe_action
@@ -87,7 +87,7 @@ from harness.world.spec.tables import (
     proxy_from,
     report_sink_from,
 )
-from harness.world.spec.values import Node, address_of, key_path, name_of
+from harness.world.spec.values import address_of, member_of, name_of, strings_of
 from harness.world.spec.zones import build_zones, tlsa_name, zone_apex
 from harness.world.timeline import (
     Exchange,
@@ -161,7 +161,6 @@ __all__ = [
     "Message",
     "MtaProtocol",
     "MtaSession",
-    "Node",
     "Now",
     "PolicyBehaviour",
     "PolicyHost",
@@ -225,8 +224,8 @@ __all__ = [
     "is_fault",
     "is_loopback_v4",
     "is_tls_record",
-    "key_path",
     "load_world_spec",
+    "member_of",
     "merge",
     "monotonic_clock",
     "name_of",
@@ -241,7 +240,7 @@ __all__ = [
     "ruleset",
     "server_hello_flight",
     "shared_cert_factory",
+    "strings_of",
     "tlsa_name",
     "zone_apex",
-    "zone_from_dict",
 ]

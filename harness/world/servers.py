@@ -90,7 +90,7 @@ class Servers:
         if mapped and self.endpoints.get(key, real) != real:
             other = next(h.name for h in self.hosts.values() if (h.address, h.service_port) == key)
             reason = f"{name} and {other} would both answer on {real[0]}:{service}"
-            raise SpecError(self.source, where, real[0], reason)
+            raise SpecError(reason, file=self.source, key=where, value=real[0])
         if mapped:
             self.endpoints[key] = real
         self.hosts[name] = HostInfo(name, role, real[0], real[1], service)

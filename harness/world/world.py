@@ -48,6 +48,7 @@ from types import MappingProxyType
 from typing import Any
 
 from certs import CertFactory, CertProfile, IssuedCert, KeyType
+from engine.core.tomlnode import key_path
 from harness.errors import SpecError, WorldError
 from harness.world.addresses import DEFAULT_ALLOCATOR, AddressBlock, LoopbackAllocator
 from harness.world.dns.records import TXT, ZoneError, canonical_name
@@ -57,7 +58,6 @@ from harness.world.servers import HostInfo, HostRole, Servers
 from harness.world.spec import DomainSpec, HostSpec, PolicyHostSpec, WorldSpec, load_world_spec
 from harness.world.spec.changes import changed_dns, changed_domain, changed_policy
 from harness.world.spec.model import RecordSpec
-from harness.world.spec.values import key_path
 from harness.world.spec.zones import build_zones
 from harness.world.timeline import (
     Exchange,
@@ -490,10 +490,10 @@ class World:
             if sv.policy.tls_range(name) != (ph.tls_min, ph.tls_max):
                 where = key_path(key_path(self.spec.prefix, "domains"), d.name)
                 raise SpecError(
-                    self.spec.source,
-                    f"{where}.policy_host",
-                    (ph.tls_min, ph.tls_max),
                     "a running policy host keeps its TLS version range (tls_min, tls_max)",
+                    file=self.spec.source,
+                    key=f"{where}.policy_host",
+                    value=(ph.tls_min, ph.tls_max),
                 )
             sv.policy.set_response(name, response)
             sv.policy.set_cert(name, cert)

@@ -91,6 +91,29 @@ def test_a_missing_key_without_default_is_an_error(root: TomlNode) -> None:
     assert (err.key, err.reason) == ("dns.resolvers", "missing key")
 
 
+def test_a_table_names_a_missing_required_key(root: TomlNode) -> None:
+    assert set(root.get("dns").table(("timeout",), required=("timeout",))) == {"timeout"}
+    err = _error(lambda: root.get("dns").table(("timeout", "resolvers"), required=("resolvers",)))
+    assert (err.key, err.reason) == ("dns.resolvers", "missing key")
+
+
+def test_an_error_in_the_callers_words_names_key_and_value(root: TomlNode) -> None:
+    err = root.get("count").error("more than the names", ("1", "2"))
+    assert (err.key, err.value, err.reason, err.allowed) == (
+        "count",
+        3,
+        "more than the names",
+        ("1", "2"),
+    )
+    assert str(err) == "gw.toml: count: more than the names (value 3)"
+
+
+def test_a_tuple_is_a_list_for_a_document_built_in_python() -> None:
+    node = TomlNode({"mx": (10, "mx1.example.com")}, "<world>")
+    assert [n.value for n in node.get("mx").items()] == [10, "mx1.example.com"]
+    assert node.get("mx").items()[1].path == "mx[1]"
+
+
 @pytest.mark.parametrize(
     ("read", "key", "value", "expected"),
     [

@@ -59,11 +59,14 @@ def test_report_keys_parse_and_need_the_tlsrpt_capability() -> None:
     ("expect", "message"),
     [
         ('reports = [{ via = "http" }]', "reports[0].via"),
-        ('reports = [{ polcy_type = "sts" }]', "unknown key 'polcy_type'"),
+        ('reports = [{ polcy_type = "sts" }]', "reports[0].polcy_type: unknown key; allowed keys"),
         ("reports = []", "at least one report entry"),
         ('dsn = { action = "failed" }', "dsn.to: missing key"),
-        ('dsn = { to = "alice" }', "not an address"),
-        ('reports = [{ to = "~(" }]', "not a valid regular expression"),
+        ('dsn = { to = "alice" }', "dsn.to: invalid value; expected an address"),
+        (
+            'reports = [{ to = "~(" }]',
+            "reports[0].to: invalid value; expected a valid regular expression",
+        ),
     ],
 )
 def test_bad_report_keys_are_load_errors_naming_the_key(expect: str, message: str) -> None:

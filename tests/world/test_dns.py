@@ -7,12 +7,10 @@ Timeouts are tiny configured values (``dns.asyncquery`` ``timeout=``, resolver
 from __future__ import annotations
 
 import asyncio
-import copy
 import os
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import dns.asyncquery
 import dns.asyncresolver
@@ -30,7 +28,7 @@ import pytest
 from harness.world.dns.answer import Behaviour, LoggedQuery, Transport
 from harness.world.dns.records import MX, TLSA, TXT, A, ZoneError
 from harness.world.dns.server import FakeDns
-from harness.world.dns.zones import DnssecStatus, Zone, zone_from_dict
+from harness.world.dns.zones import DnssecStatus, Zone
 
 DIGEST = bytes(range(32))
 
@@ -600,82 +598,6 @@ def test_zone_builder_checks_names_and_cname_exclusivity() -> None:
     assert zone.mx(10, "MX1.Example.com.").records[0].rdata == MX(10, "mx1.example.com")
 
 
-ZONE_DICT: dict[str, Any] = {
-    "apex": "dict.example",
-    "status": "secure",
-    "ttl": 60,
-    "records": [
-        {"name": "@", "type": "MX", "preference": 10, "exchange": "mx1.dict.example"},
-        {"name": "mx1.dict.example", "type": "A", "address": "127.0.5.1"},
-        {"name": "mx1.dict.example", "type": "AAAA", "address": "::1", "ttl": 30},
-        {"name": "_mta-sts.dict.example", "type": "TXT", "strings": ["v=STSv1; id=", "A1"]},
-        {"name": "_smtp._tls.dict.example", "type": "TXT", "strings": "v=TLSRPTv1; rua=x"},
-        {"name": "www.dict.example", "type": "CNAME", "target": "mx1.dict.example"},
-        {
-            "name": "_25._tcp.mx1.dict.example",
-            "type": "TLSA",
-            "usage": 3,
-            "selector": 1,
-            "mtype": 1,
-            "data": DIGEST.hex(),
-        },
-    ],
-    "overrides": [
-        {"name": "mx1.dict.example", "type": "A", "status": "insecure"},
-        {"name": "www.dict.example", "status": "bogus"},
-    ],
-}
-
-
-async def test_zone_from_dict_serves_like_the_builder() -> None:
-    zone = zone_from_dict(ZONE_DICT)
-    built = (
-        Zone("dict.example", DnssecStatus.SECURE, ttl=60)
-        .mx(10, "mx1.dict.example")
-        .a("mx1.dict.example", "127.0.5.1")
-        .add("mx1.dict.example", zone.records[2].rdata, ttl=30)
-        .txt("_mta-sts.dict.example", "v=STSv1; id=", "A1")
-        .txt("_smtp._tls.dict.example", "v=TLSRPTv1; rua=x")
-        .cname("www.dict.example", "mx1.dict.example")
-        .tlsa("_25._tcp.mx1.dict.example", 3, 1, 1, DIGEST)
-        .with_status("mx1.dict.example", "A", DnssecStatus.INSECURE)
-        .with_status("www.dict.example", None, DnssecStatus.BOGUS)
-    )
-    assert zone == built
-    async with FakeDns([zone]) as fake:
-        assert not is_ad(await ask(fake, "mx1.dict.example", "A"))
-        assert is_ad(await ask(fake, "mx1.dict.example", "AAAA"))
-        assert (await ask(fake, "www.dict.example", "A")).rcode() == dns.rcode.SERVFAIL
-
-
-@pytest.mark.parametrize(
-    ("mutate", "message"),
-    [
-        (lambda d: d.update(colour="red"), r"zone\.colour: unknown key"),
-        (lambda d: d.pop("apex"), r"zone\.apex: missing key"),
-        (lambda d: d.update(status="shaky"), r"zone: 'shaky' is not a valid DnssecStatus"),
-        (lambda d: d["records"][1].update(adress="x"), r"zone\.records\[1\]\.adress: unknown"),
-        (lambda d: d["records"][1].update(address="8.8.8.8"), r"records\[1\]: .*loopback"),
-        (lambda d: d["records"][0].update(type="SRV"), r"records\[0\]\.type: 'SRV'"),
-        (lambda d: d["records"][3].pop("strings"), r"records\[3\]\.strings: missing"),
-        (lambda d: d["overrides"][0].update(status="x"), r"overrides\[0\]: 'x'"),
-        (lambda d: d["overrides"][0].update(colour="x"), r"overrides\[0\]\.colour: unknown"),
-        (lambda d: d["records"][3].update(strings=[5]), r"records\[3\]\.strings: \[5\]"),
-        (lambda d: d["records"].append("A 127.0.0.1"), r"records\[7\]: expected a table"),
-        (lambda d: d.update(records={}), r"zone\.records: expected a list"),
-        (lambda d: d["records"][0].update(preference="ten"), r"records\[0\]: "),
-        (lambda d: d["records"][6].update(data="zz"), r"records\[6\]: TLSA data 'zz'"),
-    ],
-)
-def test_zone_from_dict_errors_name_the_key_path(
-    mutate: Callable[[dict[str, Any]], object], message: str
-) -> None:
-    d = copy.deepcopy(ZONE_DICT)
-    mutate(d)
-    with pytest.raises(ZoneError, match=message):
-        zone_from_dict(d)
-
-
 def test_public_api_is_pinned() -> None:
     import harness.world.dns.answer as answer_module
     import harness.world.dns.records as records_module
@@ -691,7 +613,7 @@ def test_public_api_is_pinned() -> None:
         "Transport",
         "answer",
     ]
-    assert sorted(zones_module.__all__) == ["DnssecStatus", "Lookup", "Zone", "zone_from_dict"]
+    assert sorted(zones_module.__all__) == ["DnssecStatus", "Lookup", "Zone"]
     assert set(records_module.__all__) == {
         *("A", "AAAA", "CNAME", "MX", "TLSA", "TXT", "RDATA_TYPES", "RData", "Record"),
         *("ZoneError", "canonical_name", "check_loopback"),

@@ -45,7 +45,7 @@ def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     ("text", "words"),
     [
         ('[domains."example.com"]\npolcy = 1\n', 'domains."example.com".polcy: unknown key'),
-        ('[hosts."mx1.example.com"]\naddress = "10.1.2.3"\n', "'10.1.2.3' is not an IPv4"),
+        ('[hosts."mx1.example.com"]\naddress = "10.1.2.3"\n', "IPv4 loopback address (the world uses 127.0.0.0/8) (value '10.1.2.3')"),
         ("[domains\n", "not valid TOML"),
     ],
 )

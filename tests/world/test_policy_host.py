@@ -12,9 +12,9 @@ import pytest
 import trustme
 from cryptography import x509
 
+from harness.world.web._server import NotLoopbackError
 from harness.world.web.behaviour import Behaviour, PolicyResponse
 from harness.world.web.policy_host import DEFAULT_CERT_NAME, POLICY_PATH, PolicyHost
-from harness.world.web._server import NotLoopbackError
 
 HOST = "mta-sts.example.com"
 OTHER = "mta-sts.other.example"

@@ -12,10 +12,10 @@ import httpx
 import pytest
 import trustme
 
+from harness.world.web._server import NotLoopbackError
 from harness.world.web.behaviour import Behaviour, PolicyResponse, ProxyFault
 from harness.world.web.policy_host import POLICY_PATH, PolicyHost
 from harness.world.web.proxy import Proxy, ProxyEvent, ProxyOutcome
-from harness.world.web._server import NotLoopbackError
 
 HOST = "mta-sts.example.com"
 URL = f"https://{HOST}{POLICY_PATH}"

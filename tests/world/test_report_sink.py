@@ -12,8 +12,8 @@ import httpx
 import pytest
 import trustme
 
-from harness.world.web.report_sink import GZIP_TYPE, JSON_TYPE, ReportSink
 from harness.world.web._server import NotLoopbackError
+from harness.world.web.report_sink import GZIP_TYPE, JSON_TYPE, ReportSink
 
 NAME = "c.rpt.example"
 REPORT = {

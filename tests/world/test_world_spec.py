@@ -97,39 +97,39 @@ def test_replies_dns_rules_and_records() -> None:
 @pytest.mark.parametrize(
     ("data", "key", "words"),
     [
-        ({"domain": {}}, "world.domain", "unknown key 'domain'"),
+        ({"domain": {}}, "world.domain", "unknown key; allowed keys are domains, hosts"),
         (
             {"domains": {"example.com": {"dnssec": "signed"}}},
             'world.domains."example.com".dnssec',
-            "allowed: bogus, insecure, secure",
+            "expected one of secure, insecure, bogus (value 'signed')",
         ),
         ({"hosts": {"mx": {"cert": "fine"}}}, "world.hosts.mx.cert", "expired"),
         ({"hosts": {"mx": {"starttls": "yes"}}}, "world.hosts.mx.starttls", "broken-close"),
         (
             {"hosts": {"mx": {"tls_min": "1.3", "tls_max": "1.2"}}},
             "world.hosts.mx.tls_min",
-            "above",
+            "expected a version no higher than tls_max (1.2)",
         ),
         (
             {"hosts": {"mx": {"replies": {"rcpt": "hello"}}}},
             "world.hosts.mx.replies.rcpt",
             "disconnect",
         ),
-        ({"hosts": {"mx": {"tlsa": [[3, 1]]}}}, "world.hosts.mx.tlsa[0]", "expected 3 fields"),
+        ({"hosts": {"mx": {"tlsa": [[3, 1]]}}}, "world.hosts.mx.tlsa[0]", "expected 3 fields (value [3, 1])"),
         (
             {"domains": {"e.x": {"mx": [[70000, "m.e.x"]]}}},
             'world.domains."e.x".mx[0][0]',
-            "not in 0..65535",
+            "expected an integer 0..65535 (value 70000)",
         ),
         (
             {"domains": {"e.x": {"policy_host": {"status": "200"}}}},
             'world.domains."e.x".policy_host.status',
-            "expected an integer",
+            "expected an integer 100..599 (value '200')",
         ),
         (
             {"records": [{"name": "a.b", "type": "SRV", "value": "x"}]},
             "world.records[0].type",
-            "allowed: A, AAAA",
+            "expected a record type: one of A, AAAA, CNAME, MX, TLSA, TXT (value 'SRV')",
         ),
         ({"records": [{"name": "a.b", "type": "A"}]}, "world.records[0].value", "missing key"),
         ({"report_sink": {}}, "world.report_sink.name", "missing key"),

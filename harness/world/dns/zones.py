@@ -1,4 +1,4 @@
-"""Zones for the fake DNS: DNSSEC status, a builder, lookups and a dict loader.
+"""Zones for the fake DNS: DNSSEC status, a builder and lookups.
 
 Theory of operation
 -------------------
@@ -17,16 +17,13 @@ distinguishes NXDOMAIN from NODATA, treating empty non-terminals as existing
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from harness.world.dns.records import (
     AAAA,
     CNAME,
     MX,
-    RDATA_TYPES,
     TLSA,
     TXT,
     A,
@@ -36,7 +33,7 @@ from harness.world.dns.records import (
     canonical_name,
 )
 
-__all__ = ["DnssecStatus", "Lookup", "Zone", "zone_from_dict"]
+__all__ = ["DnssecStatus", "Lookup", "Zone"]
 
 
 class DnssecStatus(StrEnum):
@@ -201,103 +198,3 @@ class Zone:
             if r.name != owner or (rrtype is not None and r.rdata.rrtype != rrtype.upper())
         )
         return dataclasses.replace(self, records=kept)
-
-
-# -- dict shape (for the scenario loader) ------------------------------------------
-
-_RECORD_FIELDS: dict[str, tuple[str, ...]] = {
-    "A": ("address",),
-    "AAAA": ("address",),
-    "MX": ("preference", "exchange"),
-    "TXT": ("strings",),
-    "CNAME": ("target",),
-    "TLSA": ("usage", "selector", "mtype", "data"),
-}
-
-
-def _keys(d: Any, where: str, required: set[str], optional: set[str]) -> None:
-    if not isinstance(d, Mapping):
-        raise ZoneError(f"{where}: expected a table, got {d!r}")
-    unknown = sorted(set(d) - required - optional)
-    if unknown:
-        raise ZoneError(
-            f"{where}.{unknown[0]}: unknown key (allowed: {sorted(required | optional)})"
-        )
-    missing = sorted(required - set(d))
-    if missing:
-        raise ZoneError(f"{where}.{missing[0]}: missing key")
-
-
-def _record_from_dict(zone: Zone, d: Any, where: str) -> Zone:
-    if not isinstance(d, Mapping):
-        raise ZoneError(f"{where}: expected a table, got {d!r}")
-    rrtype = str(d.get("type", "")).upper()
-    if rrtype not in _RECORD_FIELDS:
-        raise ZoneError(f"{where}.type: {d.get('type')!r} is not one of {sorted(_RECORD_FIELDS)}")
-    fields = _RECORD_FIELDS[rrtype]
-    _keys(d, where, {"name", "type", *fields}, {"ttl"})
-    args = [d[f] for f in fields]
-    if rrtype == "TXT":
-        strings = [args[0]] if isinstance(args[0], str | bytes) else list(args[0])
-        if not all(isinstance(s, str | bytes) for s in strings):
-            raise ZoneError(f"{where}.strings: {args[0]!r} is not a string or a list of strings")
-        args = [tuple(s.encode() if isinstance(s, str) else s for s in strings)]
-    try:
-        rdata = RDATA_TYPES[rrtype](*args)
-        return zone.add(d["name"], rdata, d.get("ttl"))
-    except (ZoneError, TypeError) as exc:
-        raise ZoneError(f"{where}: {exc}") from None
-
-
-def zone_from_dict(d: Mapping[str, Any], where: str = "zone") -> Zone:
-    """Build a :class:`Zone` from a TOML-friendly dict; errors name the key path.
-
-    Shape::
-
-        {
-            "apex": "example.com",
-            "status": "insecure",          # optional: secure | insecure | bogus
-            "ede": True,                   # optional
-            "ttl": 300,                    # optional, default record TTL
-            "records": [
-                {"name": "@", "type": "MX", "preference": 10, "exchange": "mx1.example.com"},
-                {"name": "mx1.example.com", "type": "A", "address": "127.0.1.1"},
-                {"name": "mx1.example.com", "type": "AAAA", "address": "::1"},
-                {"name": "_mta-sts.example.com", "type": "TXT", "strings": ["v=STSv1; id=A1"]},
-                {"name": "www.example.com", "type": "CNAME", "target": "web.example.net"},
-                {"name": "_25._tcp.mx1.example.com", "type": "TLSA",
-                 "usage": 3, "selector": 1, "mtype": 1, "data": "<hex>"},
-            ],                             # each may add "ttl"; TXT "strings" may be one str
-            "overrides": [                 # optional per-RRset DNSSEC status
-                {"name": "mx1.example.com", "type": "A", "status": "bogus"},
-                {"name": "mx2.example.com", "status": "insecure"},  # every type
-            ],
-        }
-
-    Args:
-        d: the dict.
-        where: prefix for error messages, e.g. ``"world.toml: dns.zones[0]"``.
-
-    Raises:
-        ZoneError: unknown or missing keys, bad values; the message names the key path.
-    """
-    _keys(d, where, {"apex"}, {"status", "ede", "ttl", "records", "overrides"})
-    try:
-        zone = Zone(d["apex"], d.get("status", "insecure"), ede=d.get("ede", True))
-        zone = dataclasses.replace(zone, ttl=int(d.get("ttl", 300)))
-    except ValueError as exc:
-        raise ZoneError(f"{where}: {exc}") from None
-    for key in ("records", "overrides"):
-        if not isinstance(d.get(key, []), list | tuple):
-            raise ZoneError(f"{where}.{key}: expected a list, got {d[key]!r}")
-    for i, rd in enumerate(d.get("records", ())):
-        zone = _record_from_dict(zone, rd, f"{where}.records[{i}]")
-    for i, od in enumerate(d.get("overrides", ())):
-        at = f"{where}.overrides[{i}]"
-        _keys(od, at, {"name", "status"}, {"type"})
-        try:
-            rrtype = od.get("type", "*")
-            zone = zone.with_status(od["name"], None if rrtype == "*" else rrtype, od["status"])
-        except ValueError as exc:
-            raise ZoneError(f"{at}: {exc}") from None
-    return zone

@@ -12,13 +12,13 @@ from dataclasses import fields, replace
 from typing import Any
 
 from certs import CertProfile
-from harness.errors import SpecError
+from engine.core.tomlnode import TomlNode, key_path
+from harness.errors import SpecError, spec_errors
 from harness.world.dns.answer import Behaviour
 from harness.world.dns.records import ZoneError, canonical_name
 from harness.world.dns.zones import DnssecStatus
 from harness.world.spec.model import DnsRule, DomainSpec, PolicyHostSpec, WorldSpec
 from harness.world.spec.tables import domain_from
-from harness.world.spec.values import Node, key_path
 from harness.world.web.behaviour import Behaviour as PolicyBehaviour
 from harness.world.web.behaviour import PolicyResponse
 
@@ -31,7 +31,7 @@ def _canon(source: str, key: str, name: str) -> str:
     try:
         return canonical_name(name)
     except ZoneError as exc:
-        raise SpecError(source, key, name, str(exc)) from None
+        raise SpecError(str(exc), file=source, key=key, value=name) from None
 
 
 def changed_domain(spec: WorldSpec, domain: str, changes: Mapping[str, Any]) -> DomainSpec:
@@ -44,8 +44,9 @@ def changed_domain(spec: WorldSpec, domain: str, changes: Mapping[str, Any]) -> 
     """
     source = "update_domain"
     name = _canon(source, "domains", domain)
-    node = Node(dict(changes), source, key_path("domains", name))
-    return domain_from(node, name, spec.domains.get(name))
+    node = TomlNode(dict(changes), source, key_path("domains", name))
+    with spec_errors():
+        return domain_from(node, name, spec.domains.get(name))
 
 
 def changed_policy(
@@ -61,38 +62,28 @@ def changed_policy(
     where = key_path("domains", name)
     d = spec.domains.get(name)
     if d is None:
-        raise SpecError(source, where, domain, "no such domain", sorted(spec.domains))
+        known = ", ".join(sorted(spec.domains)) or "none"
+        raise SpecError(f"no such domain (the world has {known})", file=source, key=where)
     ph = d.policy_host or PolicyHostSpec()
     kw = dict(response)
-    if "cert" in kw:
-        value = kw.pop("cert")
-        if value not in {p.value for p in CertProfile}:
-            allowed = [p.value for p in CertProfile]
-            raise SpecError(source, f"{where}.policy_host.cert", value, "not a profile", allowed)
-        ph = replace(ph, cert=CertProfile(value))
-    for key in kw:
-        if key not in _RESPONSE_FIELDS:
-            raise SpecError(
-                source, f"{where}.policy_host.{key}", key, "unknown field", _RESPONSE_FIELDS
-            )
+    node = TomlNode(kw, source, f"{where}.policy_host")
+    with spec_errors():
+        node.table(("cert", *_RESPONSE_FIELDS))
+        if "cert" in kw:
+            ph = replace(ph, cert=node.get("cert").member(CertProfile))
+            del kw["cert"]
+        # The same value rules as the world table: behaviours are enum members (the
+        # policy host compares them by identity); `content_type = false`: no header.
+        if "behaviour" in kw:
+            kw["behaviour"] = node.get("behaviour").member(PolicyBehaviour)
     if isinstance(kw.get("headers"), Mapping):
         kw["headers"] = tuple(kw["headers"].items())
-    # The same value rules as the world table: behaviours are enum members (the policy
-    # host compares them by identity) and `content_type = false` means no header at all.
-    if "behaviour" in kw:
-        try:
-            kw["behaviour"] = PolicyBehaviour(kw["behaviour"])
-        except ValueError:
-            allowed = [b.value for b in PolicyBehaviour]
-            raise SpecError(
-                source, f"{where}.policy_host.behaviour", kw["behaviour"], "unknown", allowed
-            ) from None
     if kw.get("content_type") is False:
         kw["content_type"] = None
     try:
         ph = replace(ph, response=replace(ph.response, **kw))
     except (TypeError, ValueError) as exc:
-        raise SpecError(source, f"{where}.policy_host", kw, str(exc)) from None
+        raise SpecError(str(exc), file=source, key=f"{where}.policy_host", value=kw) from None
     text = body.decode("utf-8", "surrogateescape") if isinstance(body, bytes) else body
     return replace(d, policy=d.policy if text is None else text, policy_host=ph)
 
@@ -115,8 +106,14 @@ def changed_dns(
     statuses = {s.value for s in DnssecStatus}
     allowed = sorted(statuses | {b.value for b in Behaviour})
     if behaviour not in allowed:
-        raise SpecError(source, where, behaviour, "not a DNS behaviour or status", allowed)
+        what = f"a DNS behaviour or DNSSEC status: one of {', '.join(allowed)}"
+        raise SpecError.of(TomlNode(behaviour, source, where).bad(what, allowed))
     if delay_ms < 0 or (delay_ms and behaviour in statuses):
-        raise SpecError(source, where, delay_ms, "delay_ms must be >= 0, and only with behaviours")
+        raise SpecError(
+            "delay_ms must be >= 0, and only with behaviours",
+            file=source,
+            key=f"{where}.delay_ms",
+            value=delay_ms,
+        )
     action = DnssecStatus(behaviour) if behaviour in statuses else Behaviour(behaviour)
     return replace(spec, dns=(*kept, DnsRule(canon, rtype, action, delay_ms)))

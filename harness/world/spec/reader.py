@@ -70,7 +70,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from harness.errors import SpecError
+from engine.core.tomlnode import TomlNode
+from harness.errors import SpecError, spec_errors
 from harness.world.spec.model import DomainSpec, HostSpec, WorldSpec
 from harness.world.spec.records import parse_record
 from harness.world.spec.tables import (
@@ -80,7 +81,7 @@ from harness.world.spec.tables import (
     proxy_from,
     report_sink_from,
 )
-from harness.world.spec.values import Node, name_of
+from harness.world.spec.values import name_of
 
 __all__ = ["load_world_spec", "read_world_spec"]
 
@@ -102,15 +103,21 @@ def load_world_spec(
         SpecError: an unknown key, a bad value, or an inconsistency; the message names
             ``source: key.path`` and the value.
     """
+    with spec_errors():
+        return _world(TomlNode(data, source, prefix))
+
+
+def _world(root: TomlNode) -> WorldSpec:
+    source, prefix = root.file, root.path
     keys = ("domains", "hosts", "dns", "records", "proxy", "report_sink")
-    top = Node(data, source, prefix).table(keys)
+    top = root.table(keys)
     domains: dict[str, DomainSpec] = {}
-    for raw, node in top["domains"].mapping().items() if "domains" in top else ():
-        name = name_of(Node(raw, source, node.path))
+    for raw, node in top["domains"].table().items() if "domains" in top else ():
+        name = name_of(TomlNode(raw, source, node.path))
         domains[name] = domain_from(node, name)
     hosts: dict[str, HostSpec] = {}
-    for raw, node in top["hosts"].mapping().items() if "hosts" in top else ():
-        name = name_of(Node(raw, source, node.path))
+    for raw, node in top["hosts"].table().items() if "hosts" in top else ():
+        name = name_of(TomlNode(raw, source, node.path))
         hosts[name] = host_from(node, name)
     for d in domains.values():
         for _, target in d.mx:
@@ -138,7 +145,7 @@ def read_world_spec(path: str | Path) -> WorldSpec:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise SpecError(str(path), "", None, f"cannot read: {exc.strerror or exc}") from None
+        raise SpecError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SpecError(str(path), "", None, f"not valid TOML: {exc}") from None
+        raise SpecError(f"not valid TOML: {exc}", file=str(path)) from None
     return load_world_spec(data, str(path))

@@ -1,18 +1,19 @@
 """Parts of the world spec that are small languages: raw records, TLSA, SMTP replies.
 
-Each parser takes a :class:`~harness.world.spec.values.Node` and returns a checked
-value or raises :class:`~harness.errors.SpecError` at the node's key path.
+Each parser takes a :class:`~engine.core.tomlnode.TomlNode` and returns a checked
+value or raises :class:`~engine.core.errors.ConfigError` at the node's key path.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from engine.core.tomlnode import TomlNode
 from harness.world.dns.records import AAAA, CNAME, MX, TLSA, TXT, A, RData, ZoneError
 from harness.world.dns.zones import DnssecStatus
 from harness.world.mta.script import STAGES, Action, Script, parse_action
 from harness.world.spec.model import RecordSpec
-from harness.world.spec.values import Node, name_of
+from harness.world.spec.values import member_of, name_of, strings_of
 
 __all__ = ["ALL_RCPTS", "parse_record", "parse_replies", "parse_tlsa"]
 
@@ -23,18 +24,18 @@ _STAGES = STAGES
 ALL_RCPTS = 100
 
 
-def _words(node: Node, count: int) -> list[Any]:
+def _words(node: TomlNode, count: int) -> list[Any]:
     """``"a b c"`` or ``[a, b, c]`` as a list of ``count`` raw values."""
     if isinstance(node.value, str):
         words: list[Any] = node.value.split(None, count - 1)
     else:
         words = [n.value for n in node.items()]
     if len(words) != count:
-        raise node.error(f"expected {count} fields, got {node.value!r}")
+        raise node.bad(f"{count} fields")
     return words
 
 
-def parse_tlsa(node: Node, *, raw: bool = False) -> Any:
+def parse_tlsa(node: TomlNode, *, raw: bool = False) -> Any:
     """``[usage, selector, mtype]`` (raw: ``"u s m HEX"`` or ``[u, s, m, "HEX"]``).
 
     Returns:
@@ -44,19 +45,19 @@ def parse_tlsa(node: Node, *, raw: bool = False) -> Any:
     try:
         numbers = tuple(int(w) for w in words[:3])
     except (TypeError, ValueError):
-        raise node.error("usage, selector and matching type must be integers") from None
+        raise node.bad("integers for usage, selector and matching type") from None
     if any(not 0 <= n <= 255 for n in numbers):
-        raise node.error("usage, selector and matching type must be in 0..255")
+        raise node.bad("usage, selector and matching type in 0..255")
     if not raw:
         return numbers
     try:
         data = bytes.fromhex(str(words[3]))
     except ValueError:
-        raise node.error(f"TLSA data {words[3]!r} is not hex") from None
+        raise node.bad("TLSA data in hex") from None
     return (*numbers, data)
 
 
-def _rdata(rrtype: str, value: Node) -> RData:
+def _rdata(rrtype: str, value: TomlNode) -> RData:
     try:
         if rrtype in ("A", "AAAA"):
             return A(value.text()) if rrtype == "A" else AAAA(value.text())
@@ -64,7 +65,7 @@ def _rdata(rrtype: str, value: Node) -> RData:
             pref, exchange = _words(value, 2)
             return MX(int(pref), str(exchange))
         if rrtype == "TXT":
-            return TXT(tuple(s.encode() for s in value.strings()))
+            return TXT(tuple(s.encode() for s in strings_of(value)))
         if rrtype == "CNAME":
             return CNAME(value.text())
         u, s, m, data = parse_tlsa(value, raw=True)
@@ -73,7 +74,7 @@ def _rdata(rrtype: str, value: Node) -> RData:
         raise value.error(str(exc)) from None
 
 
-def parse_record(node: Node) -> RecordSpec:
+def parse_record(node: TomlNode) -> RecordSpec:
     """One ``[[records]]`` entry: ``name``, ``type``, ``value``, optional ``ttl``, ``dnssec``.
 
     ``value`` is presentation text (``"10 mx.example.net"``, ``"3 1 1 AB.."``), or for
@@ -82,23 +83,23 @@ def parse_record(node: Node) -> RecordSpec:
     e = node.table(("name", "type", "value", "ttl", "dnssec"), required=("name", "type", "value"))
     rrtype = str(e["type"].value).upper()
     if rrtype not in _TYPES:
-        raise e["type"].error(f"{e['type'].value!r} is not a record type", _TYPES)
+        raise e["type"].bad(f"a record type: one of {', '.join(_TYPES)}", _TYPES)
     return RecordSpec(
         name=name_of(e["name"]),
         rdata=_rdata(rrtype, e["value"]),
         ttl=e["ttl"].integer(0, 2**31 - 1) if "ttl" in e else None,
-        dnssec=e["dnssec"].choice(DnssecStatus) if "dnssec" in e else None,
+        dnssec=member_of(e["dnssec"], DnssecStatus) if "dnssec" in e else None,
     )
 
 
-def _action(node: Node) -> Action:
+def _action(node: TomlNode) -> Action:
     try:
         return parse_action(node.text())
     except ValueError as exc:
         raise node.error(str(exc)) from None
 
 
-def parse_replies(node: Node) -> Script:
+def parse_replies(node: TomlNode) -> Script:
     """A host's ``replies`` table as a :class:`~harness.world.mta.script.Script`.
 
     Stages (``banner``, ``ehlo``, ``helo``, ``starttls``, ``mail``, ``data_start``,
@@ -116,7 +117,7 @@ def parse_replies(node: Node) -> Script:
             every = _action(e["rcpt"])
             by_index = dict.fromkeys(range(ALL_RCPTS), every)
         else:
-            by_address = {k: _action(v) for k, v in e["rcpt"].mapping().items()}
+            by_address = {k: _action(v) for k, v in e["rcpt"].table().items()}
     if "rcpt_by_index" in e:
         by_index.update({i: _action(n) for i, n in enumerate(e["rcpt_by_index"].items())})
     try:

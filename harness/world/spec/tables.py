@@ -1,6 +1,6 @@
-"""Parsers for the world spec's tables: each takes a Node and returns a checked value.
+"""Parsers for the world spec's tables: each takes a TomlNode and returns a checked value.
 
-Errors are :class:`~harness.errors.SpecError` at the offending key path. ``spec.py``
+Errors are :class:`~engine.core.errors.ConfigError` at the offending key path. ``spec.py``
 composes them into :func:`~harness.world.spec.reader.load_world_spec`; the world's
 mutations reuse :func:`domain_from`.
 """
@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from certs import CertProfile, KeyType
+from engine.core.tomlnode import TomlNode
 from harness.world.dns.answer import Behaviour as DnsBehaviour
 from harness.world.dns.zones import DnssecStatus
 from harness.world.mta.script import Script, StartTls
@@ -26,7 +27,7 @@ from harness.world.spec.model import (
     ReportSinkSpec,
 )
 from harness.world.spec.records import parse_replies, parse_tlsa
-from harness.world.spec.values import Node, address_of, name_of
+from harness.world.spec.values import address_of, member_of, name_of, strings_of
 from harness.world.web.behaviour import Behaviour as PolicyBehaviour
 from harness.world.web.behaviour import PolicyResponse, ProxyFault
 
@@ -57,39 +58,34 @@ _HOST_KEYS += ("tls_min", "tls_max", "tlsa", "tlsa_raw", "sni_certs", "replies")
 _DERIVED_TLSA_KEYS = ("usage", "selector", "mtype", "data_from", "depth")
 
 
-def _profile(node: Node) -> CertProfile:
-    allowed = [p.value for p in CertProfile]
-    if node.value not in allowed:
-        raise node.error(f"{node.value!r} is not a certificate profile", allowed)
-    return CertProfile(node.value)
+def _profile(node: TomlNode) -> CertProfile:
+    return node.member(CertProfile)
 
 
-def _host_cert(node: Node) -> CertProfile | None:
+def _host_cert(node: TomlNode) -> CertProfile | None:
     if node.value == _NO_CERT:
         return None
     allowed = [p.value for p in CertProfile] + [_NO_CERT]
     if node.value not in allowed:
-        raise node.error(f"{node.value!r} is not a certificate profile", allowed)
+        raise node.bad(f"one of {', '.join(allowed)}", allowed)
     return CertProfile(node.value)
 
 
-def _tls(node: Node) -> ssl.TLSVersion:
-    if node.value not in _TLS:
-        raise node.error(f"{node.value!r} is not a TLS version", _TLS)
-    return ssl.TLSVersion[_TLS[node.value]]
+def _tls(node: TomlNode) -> ssl.TLSVersion:
+    return ssl.TLSVersion[_TLS[node.choice(tuple(_TLS))]]
 
 
 def _tls_range(
-    e: dict[str, Node],
+    e: dict[str, TomlNode],
 ) -> tuple[ssl.TLSVersion | None, ssl.TLSVersion | None]:
     low = _tls(e["tls_min"]) if "tls_min" in e else None
     high = _tls(e["tls_max"]) if "tls_max" in e else None
     if low and high and low > high:
-        raise e["tls_min"].error(f"tls_min is above tls_max {e['tls_max'].value!r}")
+        raise e["tls_min"].bad(f"a version no higher than tls_max ({e['tls_max'].value})")
     return low, high
 
 
-def _derived_tlsa(node: Node) -> DerivedTlsa:
+def _derived_tlsa(node: TomlNode) -> DerivedTlsa:
     t = node.table(_DERIVED_TLSA_KEYS, required=("usage", "selector", "mtype"))
     u, s, m = (t[k].integer(0, 255) for k in ("usage", "selector", "mtype"))
     data_from = parse_tlsa(t["data_from"]) if "data_from" in t else (u, s, m)
@@ -98,7 +94,7 @@ def _derived_tlsa(node: Node) -> DerivedTlsa:
 
 
 def _tlsa_entries(
-    node: Node,
+    node: TomlNode,
 ) -> tuple[tuple[tuple[int, int, int], ...], tuple[DerivedTlsa, ...]]:
     """``tlsa``: ``[u, s, m]`` entries, and table entries (:class:`DerivedTlsa`)."""
     plain: list[tuple[int, int, int]] = []
@@ -111,43 +107,43 @@ def _tlsa_entries(
     return tuple(plain), tuple(derived)
 
 
-def _sni_certs(node: Node) -> tuple[tuple[str, CertProfile], ...]:
+def _sni_certs(node: TomlNode) -> tuple[tuple[str, CertProfile], ...]:
     return tuple(
-        (name_of(Node(raw, node.file, n.path)), _profile(n)) for raw, n in node.mapping().items()
+        (name_of(TomlNode(raw, node.file, n.path)), _profile(n)) for raw, n in node.table().items()
     )
 
 
-def _mx(node: Node) -> tuple[int, str]:
-    shape = "expected [preference, host] or 'preference host'"
+def _mx(node: TomlNode) -> tuple[int, str]:
+    shape = "[preference, host] or 'preference host'"
     if isinstance(node.value, str):
         pref, _, exchange = node.value.strip().partition(" ")
         if not pref.isdigit():
-            raise node.error(shape)
-        return Node(int(pref), node.file, node.path).integer(0, 65535), name_of(
-            Node(exchange.strip(), node.file, node.path)
+            raise node.bad(shape)
+        return TomlNode(int(pref), node.file, node.path).integer(0, 65535), name_of(
+            TomlNode(exchange.strip(), node.file, node.path)
         )
     parts = node.items()
     if len(parts) != 2:
-        raise node.error(shape)
+        raise node.bad(shape)
     return parts[0].integer(0, 65535), name_of(parts[1])
 
 
-def _response(node: Node, entries: dict[str, Node]) -> PolicyResponse:
+def _response(node: TomlNode, entries: dict[str, TomlNode]) -> PolicyResponse:
     kw: dict[str, Any] = {}
     if "behaviour" in entries:
-        kw["behaviour"] = entries["behaviour"].choice(PolicyBehaviour)
+        kw["behaviour"] = member_of(entries["behaviour"], PolicyBehaviour)
     if "status" in entries:
         kw["status"] = entries["status"].integer(100, 599)
     if "content_type" in entries:
         ct = entries["content_type"]
         kw["content_type"] = None if ct.value is False else ct.text()
     if "headers" in entries:
-        kw["headers"] = tuple((k, v.text()) for k, v in entries["headers"].mapping().items())
+        kw["headers"] = tuple((k, v.text()) for k, v in entries["headers"].table().items())
     if "location" in entries:
         kw["location"] = entries["location"].text()
     for key in _RESPONSE_NUMBERS:
         if key in entries:
-            number = entries[key].number(0)
+            number = entries[key].number(above=0)
             kw[key] = number if key == "trickle_interval" else int(number)
     if kw.get("behaviour") is PolicyBehaviour.REDIRECT and "status" not in kw:
         kw["status"] = 301
@@ -157,14 +153,14 @@ def _response(node: Node, entries: dict[str, Node]) -> PolicyResponse:
         raise node.error(str(exc)) from None
 
 
-def _policy_host(node: Node) -> PolicyHostSpec:
+def _policy_host(node: TomlNode) -> PolicyHostSpec:
     e = node.table(_POLICY_HOST_KEYS)
     response = _response(node, e)
     tls_min, tls_max = _tls_range(e)
     return PolicyHostSpec(
         cert=_profile(e["cert"]) if "cert" in e else CertProfile.VALID,
         names=tuple(name_of(n) for n in e["names"].items()) if "names" in e else (),
-        key_type=e["key_type"].choice(KeyType) if "key_type" in e else None,
+        key_type=member_of(e["key_type"], KeyType) if "key_type" in e else None,
         address=address_of(e["address"]) if "address" in e else None,
         response=response,
         tls_min=tls_min,
@@ -172,17 +168,17 @@ def _policy_host(node: Node) -> PolicyHostSpec:
     )
 
 
-def _txt_rrs(node: Node) -> tuple[tuple[str, ...], ...]:
-    return tuple(rr.strings() for rr in node.items())
+def _txt_rrs(node: TomlNode) -> tuple[tuple[str, ...], ...]:
+    return tuple(strings_of(rr) for rr in node.items())
 
 
-def domain_from(node: Node, name: str, base: DomainSpec | None = None) -> DomainSpec:
+def domain_from(node: TomlNode, name: str, base: DomainSpec | None = None) -> DomainSpec:
     """Parse one ``[domains."<name>"]`` table, over ``base`` when given (a mutation)."""
     e = node.table(_DOMAIN_KEYS)
     d = base or DomainSpec(name)
     changes: dict[str, Any] = {}
     if "dnssec" in e:
-        changes["dnssec"] = e["dnssec"].choice(DnssecStatus)
+        changes["dnssec"] = member_of(e["dnssec"], DnssecStatus)
     if "mx" in e:
         changes["mx"] = tuple(_mx(n) for n in e["mx"].items())
     for key in ("mta_sts_txt", "tlsrpt_txt"):
@@ -196,7 +192,7 @@ def domain_from(node: Node, name: str, base: DomainSpec | None = None) -> Domain
     return replace(d, **changes)
 
 
-def host_from(node: Node, name: str) -> HostSpec:
+def host_from(node: TomlNode, name: str) -> HostSpec:
     """Parse one ``[hosts."<name>"]`` table."""
     e = node.table(_HOST_KEYS)
     tls_min, tls_max = _tls_range(e)
@@ -206,10 +202,10 @@ def host_from(node: Node, name: str) -> HostSpec:
         cert=_host_cert(e["cert"]) if "cert" in e else CertProfile.VALID,
         names=tuple(name_of(n) for n in e["names"].items()) if "names" in e else (),
         cn=name_of(e["cn"]) if "cn" in e else None,
-        key_type=e["key_type"].choice(KeyType) if "key_type" in e else None,
+        key_type=member_of(e["key_type"], KeyType) if "key_type" in e else None,
         address=address_of(e["address"]) if "address" in e else None,
         port=e["port"].integer(1, 65535) if "port" in e else 25,
-        starttls=e["starttls"].choice(StartTls) if "starttls" in e else StartTls.OFFERED,
+        starttls=member_of(e["starttls"], StartTls) if "starttls" in e else StartTls.OFFERED,
         tls_min=tls_min,
         tls_max=tls_max,
         tlsa=tlsa,
@@ -232,19 +228,20 @@ def host_from(node: Node, name: str) -> HostSpec:
     return host
 
 
-def dns_rules_from(node: Node) -> tuple[DnsRule, ...]:
+def dns_rules_from(node: TomlNode) -> tuple[DnsRule, ...]:
     allowed = [b.value for b in DnsBehaviour] + [s.value for s in DnssecStatus]
+    what = f"a DNS behaviour or DNSSEC status: one of {', '.join(allowed)}"
     rules = []
-    for raw_name, per_type in node.mapping().items():
-        name = name_of(Node(raw_name, node.file, per_type.path))
-        for rrtype, action in per_type.mapping().items():
+    for raw_name, per_type in node.table().items():
+        name = name_of(TomlNode(raw_name, node.file, per_type.path))
+        for rrtype, action in per_type.table().items():
             delay = 0
             if isinstance(action.value, Mapping):
                 t = action.table(("behaviour", "delay_ms"), required=("behaviour",))
                 delay = t["delay_ms"].integer(0, 600_000) if "delay_ms" in t else 0
                 action = t["behaviour"]
             if action.value not in allowed:
-                raise action.error(f"{action.value!r} is not a DNS behaviour or status", allowed)
+                raise action.bad(what, allowed)
             value = action.value
             statuses = {s.value for s in DnssecStatus}
             act = DnssecStatus(value) if value in statuses else DnsBehaviour(value)
@@ -253,19 +250,19 @@ def dns_rules_from(node: Node) -> tuple[DnsRule, ...]:
     return tuple(rules)
 
 
-def proxy_from(node: Node) -> ProxySpec:
+def proxy_from(node: TomlNode) -> ProxySpec:
     """Parse the ``[proxy]`` table."""
     p = node.table(("fault", "address"))
     return ProxySpec(
-        fault=p["fault"].choice(ProxyFault) if "fault" in p else ProxyFault.NONE,
+        fault=member_of(p["fault"], ProxyFault) if "fault" in p else ProxyFault.NONE,
         address=address_of(p["address"]) if "address" in p else None,
     )
 
 
-def report_sink_from(node: Node) -> ReportSinkSpec:
+def report_sink_from(node: TomlNode) -> ReportSinkSpec:
     """Parse the ``[report_sink]`` table."""
     r = node.table(("name", "cert", "address", "statuses"), required=("name",))
-    statuses = r["statuses"].mapping().items() if "statuses" in r else ()
+    statuses = r["statuses"].table().items() if "statuses" in r else ()
     return ReportSinkSpec(
         name=name_of(r["name"]),
         cert=_profile(r["cert"]) if "cert" in r else CertProfile.VALID,

@@ -43,7 +43,6 @@ from typing import Any
 import trustme
 
 from certs import server_context as limited_server_context
-from harness.world.web.behaviour import Behaviour, PolicyResponse
 from harness.world.web._server import (
     CertPair,
     Connection,
@@ -56,6 +55,7 @@ from harness.world.web._server import (
     require_loopback,
     server_context,
 )
+from harness.world.web.behaviour import Behaviour, PolicyResponse
 
 __all__ = [
     "DEFAULT_CERT_NAME",

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from harness.world.web.behaviour import ProxyFault
 from harness.world.web._server import NotLoopbackError, bind_listener, require_loopback
+from harness.world.web.behaviour import ProxyFault
 
 __all__ = ["Proxy", "ProxyEvent", "ProxyOutcome", "ProxyResolver"]
 
