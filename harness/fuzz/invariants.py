@@ -27,7 +27,9 @@ invariant              holds when
                        Required-Verify* only over a chain to the trusted root
 ``no-message-lost``    each recipient is delivered (in exactly one mailbox, at the MX the
                        engine names), or deferred (in none), or bounced (in none, after a
-                       5yz the world sent for it); never in two mailboxes
+                       5yz the world sent for it: to its RCPT, to DATA after it, or, for
+                       the whole transaction, to MAIL FROM, the greeting or EHLO at one of
+                       its domain's MX hosts); never in two mailboxes
 ``failure-explained``  every recipient not delivered has exactly one ``Delayed`` or
                        ``Bounced`` log line naming it, with its reason; delivered ones none
 ``clean-path-delivers`` when some MX lets the message through by every rule (reachable,
@@ -48,7 +50,7 @@ invariant              holds when
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 from harness.fuzz.driver import FuzzRun
@@ -203,23 +205,42 @@ def _session_checks(f: DestinationFacts, h: HostFacts, s: MtaSession) -> Iterato
             yield Violation("smtp-conformance", f"{error} ({where})", h.name)
 
 
-def _permanent_reply(run: FuzzRun, rcpt: str) -> bool:
-    """The world sent a 5yz that concerns ``rcpt`` (MAIL, its RCPT, or DATA)."""
+#: Stages before MAIL FROM whose 5yz refuses every transaction of the session.
+_SESSION_STAGES = ("banner", "ehlo", "helo")
+
+
+def _permanent_reply(run: FuzzRun, rcpt: str, hosts: Collection[str] | None = None) -> bool:
+    """The world sent a 5yz that concerns ``rcpt``.
+
+    A 5yz to its RCPT, or to DATA after its RCPT was accepted, concerns that one
+    recipient; a 5yz to MAIL FROM (RFC 5321 §4.1.1.2: no RCPT follows it) or to the
+    greeting or EHLO before it (§3.1, §4.1.1.1) refuses the whole transaction, so it
+    concerns every recipient bound for that MX. ``hosts`` are the recipient domain's
+    MX hosts (None: any session may concern it).
+    """
     for s in run.sessions:
+        if hosts is not None and s.mx_host not in hosts:
+            continue
+        if any(_stage_refused(f) for f in s.faults):
+            return True
         for t in s.transactions:
+            if (t.mail_reply or "").startswith("5"):
+                return True
             mine = [r for r in t.rcpts if r.address.lower() == rcpt]
-            if not mine:
-                continue
-            if (t.mail_reply or "").startswith("5") or any(
-                (r.reply or "").startswith("5") for r in mine
-            ):
+            if any((r.reply or "").startswith("5") for r in mine):
                 return True
             if any(r.accepted for r in mine) and (t.data_reply or "").startswith("5"):
                 return True
     return False
 
 
-def _outcome_checks(run: FuzzRun, rcpt: str) -> Iterator[Violation]:
+def _stage_refused(fault: str) -> bool:
+    """``fault`` (``"<stage>: <what>"``) is a 5yz at a stage before MAIL FROM."""
+    stage, _, what = fault.partition(": ")
+    return stage in _SESSION_STAGES and what[:1] == "5"
+
+
+def _outcome_checks(run: FuzzRun, rcpt: str, hosts: Collection[str] | None) -> Iterator[Violation]:
     held = [m.mx_host for m in run.messages if rcpt in (r.lower() for r in m.rcpt_to)]
     reports = [d for d in run.deliveries if d.rcpt.lower() == rcpt]
     lines = [
@@ -255,7 +276,7 @@ def _outcome_checks(run: FuzzRun, rcpt: str) -> Iterator[Violation]:
             f"{rcpt} reported {r.status}, but {held[0]} accepted it (a retry duplicates it)",
             rcpt=rcpt,
         )
-    if r.status == "bounced" and not _permanent_reply(run, rcpt):
+    if r.status == "bounced" and not _permanent_reply(run, rcpt, hosts):
         yield Violation(
             "no-message-lost",
             f"{rcpt} bounced, but no MX sent a 5yz for it (reason: {r.reason!r})",
@@ -293,7 +314,8 @@ def check_run(run: FuzzRun) -> list[Violation]:
         domain = rcpt.rpartition("@")[2]
         if domain not in by_domain:
             by_domain[domain] = destination_facts(spec, sender, domain)
-        found += _outcome_checks(run, rcpt)
+        facts = by_domain[domain]
+        found += _outcome_checks(run, rcpt, None if facts is None else facts.hosts)
     for rcpt in rcpts:
         facts = by_domain[rcpt.rpartition("@")[2]]
         status = next((d.status for d in run.deliveries if d.rcpt.lower() == rcpt), None)
@@ -302,7 +324,7 @@ def check_run(run: FuzzRun) -> list[Violation]:
             continue
         reason = next((d.reason for d in run.deliveries if d.rcpt.lower() == rcpt), "")
         met = _faults_met(run)
-        if met and not _permanent_reply(run, rcpt):
+        if met and not _permanent_reply(run, rcpt, facts.hosts if facts else None):
             found.append(
                 Violation(
                     "healthy-mx-reached",
