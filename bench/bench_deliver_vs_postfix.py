@@ -35,9 +35,9 @@ import aiosmtplib
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.adapters.blackbox import SUBMIT_PORT, BlackBoxEngine
-from harness.adapters.blackbox_child import unavailable
+from harness.adapters.blackbox.adapter import SUBMIT_PORT, BlackBoxEngine
 from harness.netns import Namespace, current_namespace, sweep_stale
+from harness.run.batch.child import unavailable
 from harness.world.world import World
 
 DOMAIN = "example.com"

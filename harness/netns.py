@@ -19,7 +19,7 @@ the world's fake DNS by :mod:`harness.world.ports`.
 
 Python 3.11 has no ``os.setns``, so code runs inside by being *started* inside:
 :meth:`Namespace.argv` prefixes ``ip netns exec NAME``. The harness re-executes its
-own worker (:mod:`harness.adapters.blackbox_child`) that way; the world, the MTA
+own worker (:mod:`harness.run.batch.child`) that way; the world, the MTA
 under test and its helpers then all share the namespace.
 
 Cleanup: ``__exit__`` always deletes the namespace and its ``/etc/netns`` directory,

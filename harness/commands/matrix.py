@@ -3,7 +3,7 @@
 Every engine runs the same scenario files: ``inprocess`` and ``sts-engine`` (our
 gateway as a process, rootless) through the ordinary runner, every profile of
 ``fixtures/engines/`` (real MTAs) in a network namespace of its own
-(:func:`harness.adapters.blackbox_child.run_engine`, batched). A cell is ``pass``,
+(:func:`harness.run.batch.child.run_engine`, batched). A cell is ``pass``,
 ``FAIL`` with the first mismatch, ``error``, or ``skip`` with the reason (an engine
 that cannot run here at all -- not root, no ``nft``, binaries missing -- is one
 reason for its whole column).
@@ -28,8 +28,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from harness.adapters.blackbox_fit import PARTIAL
-from harness.adapters.blackbox_profile import load_profile, profile_names
+from harness.adapters.blackbox.fit import PARTIAL
+from harness.adapters.blackbox.profile import load_profile, profile_names
 from harness.report.html import html_report
 from harness.report.json import report_dict
 from harness.runner import ScenarioResult, Verdict, run_scenario
@@ -136,7 +136,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 def run_matrix(engines: Sequence[str], paths: Sequence[Path], progress: Any = None) -> Matrix:
     """Run every file against every engine; results per engine, in file order."""
-    from harness.adapters.blackbox_child import run_engine
+    from harness.run.batch.child import run_engine
 
     out: Matrix = {}
     for engine in engines:
@@ -181,7 +181,7 @@ def _first_mismatch(r: ScenarioResult) -> str:
 
 def part(r: ScenarioResult) -> str:
     """``step 0, 1, 2, 4 of 5`` when only some of the file's steps ran on the engine
-    (:func:`harness.adapters.blackbox_fit.fit`), else ""."""
+    (:func:`harness.adapters.blackbox.fit.fit`), else ""."""
     m = re.match(rf"{re.escape(PARTIAL)}ran (step [\d, ]+ of \d+)", r.reason)
     return m.group(1) if m else ""
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.adapters.blackbox_child import run_engine, unavailable
+from harness.run.batch.child import run_engine, unavailable
 from harness.runner import Verdict
 
 pytestmark = pytest.mark.netns

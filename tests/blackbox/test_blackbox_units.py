@@ -6,18 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from harness.adapters.blackbox import settle_except
-from harness.adapters.blackbox_batch import plan, relabel, world_view
-from harness.adapters.blackbox_drivers import driver_for
-from harness.adapters.blackbox_fit import fit, needs
-from harness.adapters.blackbox_profile import (
+from harness.adapters.blackbox.adapter import settle_except
+from harness.adapters.blackbox.drivers import driver_for
+from harness.adapters.blackbox.fit import fit, needs
+from harness.adapters.blackbox.profile import (
     ProfileError,
     load_profile,
     profile_names,
     render,
 )
-from harness.adapters.blackbox_run import _own, _owners
 from harness.netns import RESOLV_CONF, sweep_stale
+from harness.run.batch.plan import plan, relabel, world_view
+from harness.run.batch.runner import _own, _owners
 from harness.scenario.loader import loads_scenario
 from harness.scenario.model import Capability
 from harness.scenario.observation import (
@@ -151,7 +151,7 @@ def test_sweep_stale_leaves_live_and_foreign_namespaces_alone():
     assert sweep_stale([f"sts-{os.getpid()}-abcdef", "someone-elses"]) == []
 
 
-# -- what of a scenario a fixed profile runs (harness.adapters.blackbox_fit) -----------
+# -- what of a scenario a fixed profile runs (harness.adapters.blackbox.fit) -----------
 
 TRANSPORT = Path("scenarios/transport/rcpt-4xx.toml")
 STS, DANE = frozenset({"sts"}), frozenset({"dane"})
@@ -222,7 +222,7 @@ def test_fit_skips_the_whole_file_when_no_send_can_run():
     assert (part.scenario, part.why) == (None, "needs config (the profile has sts)")
 
 
-# -- a batch's shared world, judged per scenario (harness.adapters.blackbox_run) -------
+# -- a batch's shared world, judged per scenario (harness.run.batch.runner) -------
 
 
 def _session(mx: str) -> SessionRecord:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.adapters import blackbox_child
-from harness.adapters.blackbox import LOG_LINE
-from harness.adapters.blackbox_fit import PARTIAL
+from harness.adapters.blackbox.adapter import LOG_LINE
+from harness.adapters.blackbox.fit import PARTIAL
 from harness.commands import matrix as matrix_cmd
+from harness.run.batch import child as blackbox_child
 from harness.runner import ScenarioResult, StepResult, Verdict
 from harness.scenario.model import Expect
 from harness.scenario.observation import EventRecord, StepObservation

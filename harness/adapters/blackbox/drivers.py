@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-The adapter (:mod:`harness.adapters.blackbox`) turns every log line into zero or
+The adapter (:mod:`harness.adapters.blackbox.adapter`) turns every log line into zero or
 more :class:`Parsed` events with :meth:`Driver.parse`, and settles a recipient
 when an ``outcome`` event (fields ``qid``, ``rcpt``, ``status`` in
 ``delivered|deferred|bounced``, optional ``mx``, ``reason``, ``proc``) names it.
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.adapters.blackbox_profile import EngineProfile
+from harness.adapters.blackbox.profile import EngineProfile
 from harness.world.world import World
 
 __all__ = ["DRIVERS", "Driver", "Parsed", "driver_for"]

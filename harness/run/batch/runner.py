@@ -1,4 +1,4 @@
-"""Running a :class:`~harness.adapters.blackbox_batch.Batch`: one world, one engine lifetime.
+"""Running a :class:`~harness.run.batch.plan.Batch`: one world, one engine lifetime.
 
 Theory of operation
 -------------------
@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.adapters.base import AdapterError, EngineUnderTest
-from harness.adapters.blackbox_batch import Batch
 from harness.assertions import Mismatch, check
+from harness.run.batch.plan import Batch
 from harness.runner import ScenarioResult, StepResult, Verdict
 from harness.scenario.loader import config_error_matches
 from harness.scenario.model import Scenario, SendSpec, Step, StepKind
@@ -145,7 +145,7 @@ async def run_batch(
 
 def _base_of(name: str) -> str:
     """The relabelled base a world name sits under (``s7.example.com`` of
-    ``mx1.s7.example.com``: blackbox_batch.relabel puts ``sK.`` before the last two labels)."""
+    ``mx1.s7.example.com``: plan.relabel puts ``sK.`` before the last two labels)."""
     host = name.rstrip(".").lower()
     host = host.rpartition("@")[2] if "@" in host else host
     if "://" in host:  # a report's POST URL

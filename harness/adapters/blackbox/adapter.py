@@ -3,9 +3,9 @@
 Theory of operation
 -------------------
 :class:`BlackBoxEngine` is an :class:`~harness.adapters.base.EngineUnderTest` for any
-profile of ``fixtures/engines/`` (:mod:`harness.adapters.blackbox_profile`). It only
+profile of ``fixtures/engines/`` (:mod:`harness.adapters.blackbox.profile`). It only
 works in a harness network namespace (:mod:`harness.netns`): the runner, the world
-and the MTA share it, which :mod:`harness.adapters.blackbox_child` arranges.
+and the MTA share it, which :mod:`harness.run.batch.child` arranges.
 
 ``start``: make the world answer on 53/443/25 (:class:`~harness.world.ports.StandardPorts`),
 write the instance directory (the world's root as ``ca.pem``, an empty ``no-certs``
@@ -23,7 +23,7 @@ of its sessions is which.
 
 Capabilities come from the profile: black-box MTAs have no clock control, and their
 logs are not our event codes, so ``events``/``logs`` expectations do not apply to them
-(:func:`harness.adapters.blackbox_batch.world_view` drops those, and says so).
+(:func:`harness.run.batch.plan.world_view` drops those, and says so).
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ from typing import Any
 import aiosmtplib
 
 from harness.adapters.base import AdapterError, register_adapter
-from harness.adapters.blackbox_drivers import Driver, Parsed, driver_for
-from harness.adapters.blackbox_proc import ManagedProcess
-from harness.adapters.blackbox_profile import EngineProfile, load_profile, profile_names, render
+from harness.adapters.blackbox.drivers import Driver, Parsed, driver_for
+from harness.adapters.blackbox.proc import ManagedProcess
+from harness.adapters.blackbox.profile import EngineProfile, load_profile, profile_names, render
 from harness.netns import current_namespace
 from harness.scenario.model import Capability
 from harness.scenario.observation import DeliveryRecord, EventRecord
@@ -117,7 +117,7 @@ class BlackBoxEngine:
         if current_namespace() is None:
             raise AdapterError(
                 f"engine {self.profile.name!r} runs only inside a harness network namespace "
-                "(use `sts-harness matrix` or harness.adapters.blackbox_child)"
+                "(use `sts-harness matrix` or harness.run.batch.child)"
             )
         self._world = world
         self._ports = StandardPorts(world)

@@ -16,7 +16,7 @@ scenarios run together:
    world's observations and the per-recipient report. ``events``, ``no_events`` and
    ``logs`` are our engine's vocabulary and are dropped (and listed in the result's
    reason) when the engine lacks those capabilities;
-3. :func:`harness.adapters.blackbox_fit.fit` says what of a scenario a profile can
+3. :func:`harness.adapters.blackbox.fit.fit` says what of a scenario a profile can
    run (all of it, the sends to the destinations its configuration serves, or
    nothing, with the reason), and :func:`plan` groups what runs into
    :class:`Batch` es: scenarios with
@@ -24,7 +24,7 @@ scenarios run together:
    others share a batch when their worlds and, for an engine configured from
    ``[sender]``, their ``[sender]`` tables merge without conflict (per-domain entries
    are disjoint after step 1; a ``default`` entry must be equal);
-4. :func:`harness.adapters.blackbox_run.run_batch` runs a batch: one world, the
+4. :func:`harness.run.batch.runner.run_batch` runs a batch: one world, the
    engine started once, each scenario's steps in turn.
 """
 

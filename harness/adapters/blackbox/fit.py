@@ -34,7 +34,7 @@ from typing import Any
 
 from engine.core.errors import MxPatternError
 from engine.core.mx import normalize_host
-from harness.adapters.blackbox import SETTLE_TIMEOUT
+from harness.adapters.blackbox.adapter import SETTLE_TIMEOUT
 from harness.runner import required_capabilities
 from harness.scenario.model import Capability, Scenario, StepKind
 
