@@ -127,6 +127,7 @@ HARNESS: dict[tuple[str, ...], Case] = {
     ("list",): Case(("list", "scenarios/examples"), "open:examples"),
     ("show",): Case(("show", "dane-ee-delivery", "--root", "scenarios/examples"), "open:dane-ee"),
     ("coverage",): Case(("coverage", "scenarios/examples"), "open:examples"),
+    ("profiles",): Case(("profiles",), "import"),
     ("matrix",): Case(("matrix", _SCENARIO, "--engines", "inprocess"), "socket.__new__"),
     ("run",): Case(("run", _SCENARIO), "socket.__new__"),
     ("serve",): Case(("serve", "fixtures/worlds/w-sts.toml"), "socket.bind"),

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
-import tomli_w
 from rich.console import Console
 from rich.table import Table
 
@@ -15,11 +17,12 @@ from harness.commands import console
 from harness.coverage import DEFAULT_REQUIREMENTS, coverage_of, engine_reach, load_requirements
 from harness.coverage_docs import DOCS, ROOT, render_block, write_docs
 from harness.errors import HarnessError
+from harness.report.tomltext import toml_text
 from harness.scenario.explain import describe_expect
 from harness.scenario.loader import load_all, load_scenario
 from harness.scenario.model import Scenario, StepKind
 
-__all__ = ["describe", "register"]
+__all__ = ["describe", "did_you_mean", "register", "scenario_names"]
 
 _LIST = """example:
   sts-harness list
@@ -102,8 +105,8 @@ def describe(s: Scenario) -> str:
     out.append(f"  requires: {', '.join(sorted(s.requires)) or '—'}")
     if s.description:
         out += ["", *("  " + line for line in s.description.splitlines())]
-    out += ["", "world:", _indent(tomli_w.dumps(dict(s.world_table)) or "(empty)")]
-    out += ["sender:", _indent(tomli_w.dumps(dict(s.sender)) if s.sender else "(defaults)")]
+    out += ["", "world:", _indent(toml_text(s.world_table) or "(empty)")]
+    out += ["sender:", _indent(toml_text(s.sender) if s.sender else "(defaults)")]
     out.append("steps:")
     for step in s.steps:
         out.append(f"  {step.index}. {step.label}")
@@ -130,13 +133,40 @@ def _show(args: argparse.Namespace) -> int:
         found = [s for s in load_all([args.root]) if s.id == args.scenario]
         if not found:
             print(
-                f"sts-harness show: no scenario {args.scenario!r} under {args.root}",
+                f"sts-harness show: no scenario {args.scenario!r} under {args.root}"
+                + did_you_mean(args.scenario, args.root),
                 file=sys.stderr,
             )
             return 2
         scenario = found[0]
     print(describe(scenario))
     return 0
+
+
+def scenario_names(root: Path) -> dict[str, Path]:
+    """Every scenario id under ``root`` and its file, read leniently (``[scenario] id``,
+    else the file name): suggestions must come even when some file of the catalog is
+    broken."""
+    names: dict[str, Path] = {}
+    for path in sorted(root.rglob("*.toml")) if root.is_dir() else []:
+        sid = path.stem
+        with contextlib.suppress(OSError, ValueError):
+            meta = tomllib.loads(path.read_text(encoding="utf-8")).get("scenario", {})
+            if isinstance(meta, dict) and isinstance(meta.get("id"), str):
+                sid = meta["id"]
+        names.setdefault(sid, path)
+    return names
+
+
+def did_you_mean(name: str, root: Path) -> str:
+    """``"; did you mean: a, b?"`` for the scenario ids (and files) close to ``name``."""
+    names = scenario_names(root)
+    stem = Path(name).stem if name.endswith(".toml") else name
+    close = difflib.get_close_matches(stem, list(names), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    shown = [str(names[c]) if name.endswith(".toml") else c for c in close]
+    return f"; did you mean: {', '.join(shown)}?"
 
 
 @_guard

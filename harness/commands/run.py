@@ -13,6 +13,7 @@ in-process engine and the world on uvloop, :data:`harness.runner.DEFAULT_WAYS`).
 from __future__ import annotations
 
 import argparse
+import functools
 import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -27,6 +28,7 @@ from harness.adapters.base import ADAPTERS, AdapterError, make_adapter
 from harness.adapters.blackbox_child import run_engine
 from harness.adapters.blackbox_profile import profile_names
 from harness.commands import console as console_for
+from harness.commands.catalog import did_you_mean, scenario_names
 from harness.errors import HarnessError
 from harness.report import write_html, write_json, write_junit
 from harness.runner import ScenarioResult, Verdict, run_file, run_scenario, way
@@ -65,7 +67,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
     p.add_argument("--json", type=Path, metavar="FILE", help="write a JSON report")
     p.add_argument("--html", type=Path, metavar="FILE", help="write a self-contained HTML report")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or failure text")
+    p.add_argument(
+        "--html-full",
+        action="store_true",
+        help="in the HTML report, also the world, steps and diagram of every passing scenario",
+    )
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="print only the failures and the counts"
+    )
     p.set_defaults(handler=_handle)
 
 
@@ -128,8 +137,8 @@ def _stop(pool: ProcessPoolExecutor) -> None:
         process.join(timeout=5)
 
 
-def _summary(results: list[ScenarioResult]) -> Table:
-    table = Table(title="scenarios", show_lines=False)
+def _summary(results: list[ScenarioResult], title: str = "scenarios") -> Table:
+    table = Table(title=title, show_lines=False)
     for col in ("scenario", "topic", "verdict", "seconds", "first problem"):
         table.add_column(col, overflow="fold")
     for r in results:
@@ -140,33 +149,61 @@ def _summary(results: list[ScenarioResult]) -> Table:
     return table
 
 
+def _resolve(paths: list[Path]) -> list[Path]:
+    """Paths as given; a scenario id (``dane-ee-delivery``) stands for its file under
+    ``scenarios/``.
+
+    Raises:
+        HarnessError: neither a path nor an id; the closest ids are suggested.
+    """
+    out: list[Path] = []
+    for path in paths:
+        if path.exists():
+            out.append(path)
+            continue
+        names = scenario_names(Path("scenarios"))
+        if str(path) in names:
+            out.append(names[str(path)])
+            continue
+        raise HarnessError(
+            f"{path}: no such file, directory or scenario id"
+            + did_you_mean(str(path), Path("scenarios"))
+        )
+    return out
+
+
 def _handle(args: argparse.Namespace) -> int:
     out = console_for(file=sys.stdout, width=140 if not sys.stdout.isatty() else None)
     err = console_for(file=sys.stderr)
     if args.jobs < 1:
-        err.print(f"sts-harness run: -j must be at least 1, got {args.jobs}")
+        print(f"sts-harness run: -j must be at least 1, got {args.jobs}", file=sys.stderr)
         return 2
     try:
-        discover(args.paths)
-        results = run_paths(args.paths, args.engine, args.jobs, None if args.quiet else err)
+        paths = _resolve(args.paths)
+        discover(paths)
+        results = run_paths(paths, args.engine, args.jobs, None if args.quiet else err)
     except AdapterError as exc:
-        err.print(f"sts-harness run: {exc} (adapters: {', '.join(sorted(ADAPTERS))})")
+        adapters = ", ".join(sorted(ADAPTERS))
+        print(f"sts-harness run: {exc} (adapters: {adapters})", file=sys.stderr)
         return 2
     except HarnessError as exc:
-        err.print(f"sts-harness run: {exc}", markup=False)
+        print(f"sts-harness run: {exc}", file=sys.stderr)  # one line: no rich wrapping
         return 2
     bad = [r for r in results if r.verdict in (Verdict.FAILED, Verdict.ERROR)]
-    if not args.quiet:
+    if args.quiet:
+        if bad:  # -q: what failed, one row each, and the counts
+            out.print(_summary(bad, title="failed"))
+    else:
         for r in bad:
             out.print(explain(r), markup=False, highlight=False)
             out.print()
-    out.print(_summary(results))
+        out.print(_summary(results))
     counts = {v.value: sum(r.verdict is v for r in results) for v in Verdict}
     out.print(", ".join(f"{n} {v}" for v, n in counts.items() if n) or "no scenarios")
     for path, write in (
         (args.junit, write_junit),
         (args.json, write_json),
-        (args.html, write_html),
+        (args.html, functools.partial(write_html, full=args.html_full)),
     ):
         if path is not None:
             write(results, path)

@@ -1,9 +1,13 @@
 """The HTML report: one self-contained file (inline CSS, JS and SVG; nothing fetched).
 
-Each scenario is a collapsible section: verdict, title, file, covers; what did not
-hold; its world and sender configuration (as TOML); its steps with their
-expectations; the sequence diagram (:mod:`harness.report.sequence`); and the
-mail_logs lines. A bar at the top filters by verdict. Every text is escaped.
+Failures come first (failed, then error, skipped, passed; catalog order within each),
+so a red run opens on what broke. Each scenario is a collapsible section: verdict,
+title, file, covers; what did not hold; its world and sender configuration (as TOML);
+its steps with their expectations; the sequence diagram
+(:mod:`harness.report.sequence`); and the mail_logs lines. A passing scenario is its
+one-line summary only, unless ``full`` is asked for (``sts-harness run --html-full``):
+the world dumps and diagrams of 200 passing scenarios made the report 7 MB. A bar at
+the top filters by verdict. Every text is escaped.
 """
 
 from __future__ import annotations
@@ -13,9 +17,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
 from harness.report.sequence import sequence_svg
+from harness.report.tomltext import toml_text
 from harness.runner import ScenarioResult, Verdict
 from harness.scenario.explain import describe_expect
 
@@ -57,7 +60,7 @@ document.querySelectorAll('.bar button').forEach(function(b){
 
 def _toml(table: Mapping[str, Any]) -> str:
     try:
-        return tomli_w.dumps(dict(table)) if table else "(empty)"
+        return toml_text(table) if table else "(empty)"
     except (TypeError, ValueError):
         return repr(table)
 
@@ -98,14 +101,20 @@ def _steps(r: ScenarioResult) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
-def _section(r: ScenarioResult) -> str:
+# The order of the sections: what needs reading first.
+_ORDER = {Verdict.FAILED: 0, Verdict.ERROR: 1, Verdict.SKIPPED: 2, Verdict.PASSED: 3}
+
+
+def _section(r: ScenarioResult, full: bool) -> str:
     v = r.verdict.value
     head = (
         f'<summary><span class="badge {v}">{v}</span>{escape(r.id)}'
         f'<span class="meta">{escape(r.title)} · {escape(r.path)} · {r.seconds:.2f}s · '
         f"covers {escape(', '.join(r.covers) or '—')}</span></summary>"
     )
-    parts = []
+    parts: list[str] = []
+    if r.verdict is Verdict.PASSED and not full:
+        return f'<section class="sc" data-verdict="{v}"><details>{head}</details></section>'
     if r.description:
         parts.append(f"<p>{escape(r.description)}</p>")
     if r.reason:
@@ -129,8 +138,17 @@ def _section(r: ScenarioResult) -> str:
     )
 
 
-def html_report(results: Sequence[ScenarioResult], title: str = "sts-harness report") -> str:
-    """The whole report as one HTML document."""
+def html_report(
+    results: Sequence[ScenarioResult], title: str = "sts-harness report", *, full: bool = False
+) -> str:
+    """The whole report as one HTML document, failures first.
+
+    Args:
+        results: the scenario results, in catalog order.
+        title: the page's title.
+        full: also the world, steps, diagram and logs of every passing scenario.
+    """
+    ordered = sorted(results, key=lambda r: _ORDER[r.verdict])  # stable: catalog order kept
     counts = {v: sum(r.verdict is v for r in results) for v in Verdict}
     summary = " · ".join(f"{n} {v.value}" for v, n in counts.items() if n)
     buttons = ['<button data-show="all">all</button>'] + [
@@ -143,11 +161,11 @@ def html_report(results: Sequence[ScenarioResult], title: str = "sts-harness rep
         f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>"
         f"<header><h1>{escape(title)}</h1><div>{len(results)} scenarios: {summary}</div>"
         f'<div class="bar">{"".join(buttons)}</div></header><main>'
-        + "".join(_section(r) for r in results)
+        + "".join(_section(r, full) for r in ordered)
         + f"</main><script>{_JS}</script></body></html>\n"
     )
 
 
-def write_html(results: Sequence[ScenarioResult], path: str | Path) -> None:
-    """Write the HTML report to ``path``."""
-    Path(path).write_text(html_report(results), encoding="utf-8")
+def write_html(results: Sequence[ScenarioResult], path: str | Path, *, full: bool = False) -> None:
+    """Write the HTML report to ``path`` (``full``: as :func:`html_report`)."""
+    Path(path).write_text(html_report(results, full=full), encoding="utf-8")

@@ -47,7 +47,8 @@ def test_run_writes_reports_and_exits_1_on_failure(
                    "--json", str(out["json"]), "--html", str(out["html"])])  # fmt: skip
     assert status == 1
     text = capsys.readouterr().out
-    assert "good" in text and "bad" in text and "1 passed, 1 failed" in text
+    # -q: the failed scenario's row and the counts, not the passing one
+    assert "bad" in text and "good" not in text and "1 passed, 1 failed" in text
     doc = json.loads(out["json"].read_text())
     assert [s["verdict"] for s in doc["scenarios"]] == ["failed", "passed"]
     assert out["xml"].read_text().startswith("<?xml") and "<svg" in out["html"].read_text()
@@ -63,7 +64,7 @@ def test_run_passes_with_workers(tmp_path: Path, capsys: pytest.CaptureFixture[s
 @pytest.mark.parametrize(
     ("argv", "words"),
     [
-        (["run", "/nonexistent/dir"], "no such file or directory"),
+        (["run", "/nonexistent/dir"], "no such file, directory or scenario id"),
         (["run", "--engine", "nope", str(EXAMPLES)], "no engine adapter 'nope'"),
         (["run", "-j", "0", str(EXAMPLES)], "-j must be at least 1"),
         (["show", "no-such-scenario", "--root", str(EXAMPLES)], "no scenario 'no-such-scenario'"),
