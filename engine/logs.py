@@ -135,6 +135,11 @@ TEMPLATES: dict[str, Template] = {
     "delivery.response": lambda f: (
         f"MID {f['mid']} RID {_rids(f['rids'])} Response '{f['response']}'"
     ),
+    # A 4yz on one host: the recipients go on to the next MX (engine/delivery/session.py).
+    "delivery.refused.transient": lambda f: (
+        f"MID {f['mid']} RID {_rids(f['rids'])} Response '{f['response']}' to "
+        f"{f['stage']} on DCID {f['dcid']}: temporary, the next MX is tried if there is one"
+    ),
     # Not sent to this host: it lacks an extension the message needs (RFC 6152, RFC 6531).
     "delivery.unsendable": lambda f: (
         f"MID {f['mid']} RID {_rids(f['rids'])} not sent on DCID {f['dcid']}: {f['detail']}"

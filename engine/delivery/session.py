@@ -394,6 +394,29 @@ def _ascii_address(address: str) -> str:
     return f"{local}@{normalize_host(domain)}"
 
 
+def _log_transient(
+    services: Services, dcid: int, mid: int, rids: list[int], stage: str, reply: Reply
+) -> None:
+    """One line for a transient refusal (4yz) on this host.
+
+    The recipients go on to the next MX in the same attempt (:func:`_refused`), so no
+    ``Delayed:`` line follows unless no later host takes them: without this line the
+    host that refused would leave no trace in ``mail_logs``. A 5yz needs none here:
+    its ``Bounced:`` line names the reply.
+    """
+    if 500 <= reply.code < 600:
+        return
+    _emit(
+        services,
+        "delivery.refused.transient",
+        dcid=dcid,
+        mid=mid,
+        rids=rids,
+        stage=stage,
+        response=str(reply),
+    )
+
+
 def _refused(mid: int, rid: int, rcpt: str, reply: Reply) -> RcptOutcome:
     """A recipient refused by ``reply`` (RFC 5321 §4.2.1).
 
@@ -435,6 +458,7 @@ async def _transaction(
     result.stage = "mail"
     mail = await client.mail(_ascii_address(message.mail_from), plan.parameters)
     if not mail.ok:
+        _log_transient(services, dcid, mid, [r for r, _ in rcpts], "MAIL", mail)
         result.outcomes += [_refused(mid, r, a, mail) for r, a in rcpts]
         return
     accepted: list[tuple[int, str]] = []
@@ -444,6 +468,7 @@ async def _transaction(
         if reply.ok:
             accepted.append((rid, rcpt))
         else:
+            _log_transient(services, dcid, mid, [rid], "RCPT", reply)
             result.outcomes.append(_refused(mid, rid, rcpt, reply))
     if not accepted:
         return
@@ -457,6 +482,8 @@ async def _transaction(
         # message was never sent, so it must not count as delivered.
         raise SmtpError("data", f"unexpected reply to DATA: {reply}")
     if not reply.ok:
+        stage = "end of data" if result.stage == "end of data" else "DATA"
+        _log_transient(services, dcid, mid, [rid for rid, _ in accepted], stage, reply)
         result.outcomes += [_refused(mid, rid, rcpt, reply) for rid, rcpt in accepted]
         return
     done = [rid for rid, _ in accepted]

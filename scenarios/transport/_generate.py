@@ -276,7 +276,15 @@ def stage_expect(stage: str, kind: str, context: str, fault: str) -> dict[str, A
     expect = _via(context, "mx2")
     if stage in BEFORE_MAIL:
         expect["no_transaction"] = [f"mx1.{d}"]
+    elif kind == "4xx":
+        # The host that refused for now leaves its line, though no Delayed: line follows.
+        expect["events"] = [
+            {"code": "delivery.refused.transient", "stage": _COMMAND[stage], "rids": [0]}
+        ]
     return _faulted(expect, context, fault)
+
+
+_COMMAND = {"mail": "MAIL", "rcpt": "RCPT", "data_start": "DATA", "data": "end of data"}
 
 
 # -- files ----------------------------------------------------------------------------
