@@ -28,8 +28,8 @@ invariant              holds when
 ``no-message-lost``    each recipient is delivered (in exactly one mailbox, at the MX the
                        engine names), or deferred (in none), or bounced (in none, after a
                        5yz the world sent for it: to its RCPT, to DATA after it, or, for
-                       the whole transaction, to MAIL FROM, the greeting or EHLO at one of
-                       its domain's MX hosts); never in two mailboxes
+                       the whole transaction, to MAIL FROM at one of its domain's MX
+                       hosts); never in two mailboxes
 ``failure-explained``  every recipient not delivered has exactly one ``Delayed`` or
                        ``Bounced`` log line naming it, with its reason; delivered ones none
 ``clean-path-delivers`` when some MX lets the message through by every rule (reachable,
@@ -205,24 +205,19 @@ def _session_checks(f: DestinationFacts, h: HostFacts, s: MtaSession) -> Iterato
             yield Violation("smtp-conformance", f"{error} ({where})", h.name)
 
 
-#: Stages before MAIL FROM whose 5yz refuses every transaction of the session.
-_SESSION_STAGES = ("banner", "ehlo", "helo")
-
-
 def _permanent_reply(run: FuzzRun, rcpt: str, hosts: Collection[str] | None = None) -> bool:
     """The world sent a 5yz that concerns ``rcpt``.
 
     A 5yz to its RCPT, or to DATA after its RCPT was accepted, concerns that one
-    recipient; a 5yz to MAIL FROM (RFC 5321 §4.1.1.2: no RCPT follows it) or to the
-    greeting or EHLO before it (§3.1, §4.1.1.1) refuses the whole transaction, so it
-    concerns every recipient bound for that MX. ``hosts`` are the recipient domain's
-    MX hosts (None: any session may concern it).
+    recipient; a 5yz to MAIL FROM refuses the whole transaction (RFC 5321 §4.1.1.2:
+    no RCPT follows it), so it concerns every recipient bound for that MX. A 5yz to
+    the greeting or EHLO does not: the client can still try the next MX (§5.1; the
+    catalog's ``transport-ehlo-5xx``). ``hosts`` are the recipient domain's MX hosts
+    (None: any session may concern it).
     """
     for s in run.sessions:
         if hosts is not None and s.mx_host not in hosts:
             continue
-        if any(_stage_refused(f) for f in s.faults):
-            return True
         for t in s.transactions:
             if (t.mail_reply or "").startswith("5"):
                 return True
@@ -232,12 +227,6 @@ def _permanent_reply(run: FuzzRun, rcpt: str, hosts: Collection[str] | None = No
             if any(r.accepted for r in mine) and (t.data_reply or "").startswith("5"):
                 return True
     return False
-
-
-def _stage_refused(fault: str) -> bool:
-    """``fault`` (``"<stage>: <what>"``) is a 5yz at a stage before MAIL FROM."""
-    stage, _, what = fault.partition(": ")
-    return stage in _SESSION_STAGES and what[:1] == "5"
 
 
 def _outcome_checks(run: FuzzRun, rcpt: str, hosts: Collection[str] | None) -> Iterator[Violation]:

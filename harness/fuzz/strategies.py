@@ -304,8 +304,18 @@ def destination_controls(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @st.composite
-def fuzz_scenarios(draw: st.DrawFn) -> dict[str, Any]:
-    """A whole scenario dict: ``scenario``, ``world``, ``sender`` and one ``send`` step."""
+def fuzz_scenarios(
+    draw: st.DrawFn, controls: dict[str, Any] | None = None, *, waits: bool = True
+) -> dict[str, Any]:
+    """A whole scenario dict: ``scenario``, ``world``, ``sender`` and one ``send`` step.
+
+    Args:
+        controls: the domain's Destination Controls entry to use instead of drawing
+            one (a real MTA's profile has one fixed configuration).
+        waits: draw faults that keep the client waiting until its timeout (an MX
+            that stalls, a policy host that hangs); False for an engine whose own
+            timeouts are too long to wait for.
+    """
     mx = draw(mx_sets())
     domain: dict[str, Any] = {
         "dnssec": draw(st.sampled_from(("insecure", "secure", "secure"))),
@@ -319,10 +329,34 @@ def fuzz_scenarios(draw: st.DrawFn) -> dict[str, Any]:
     faults = draw(dns_faults(mx))
     if faults:
         world["dns"] = faults
+    if not waits:
+        _without_waits(world)
     rcpts = draw(st.lists(st.sampled_from(_RCPTS), min_size=1, max_size=3, unique=True))
+    if controls is None:
+        sender = draw(destination_controls())
+    else:
+        sender = {"default": {"tls": "preferred"}, DOMAIN: dict(controls)}
     return {
         "scenario": {"id": "fuzz-world", "title": "a world drawn by harness.fuzz", "topic": "fuzz"},
         "world": world,
-        "sender": {"destination_controls": draw(destination_controls())},
+        "sender": {"destination_controls": sender},
         "steps": [{"send": {"from": SENDER, "to": rcpts}}],
     }
+
+
+def _without_waits(world: dict[str, Any]) -> None:
+    """Turn each stall, hanging policy host and dropped DNS query into a quick failure."""
+    for host in world["hosts"].values():
+        if host.get("starttls") == "broken-stall":
+            host["starttls"] = "broken-reset"
+        replies = host.get("replies", {})
+        for stage, action in list(replies.items()):
+            if action == "stall":
+                replies[stage] = "reset"
+    for domain in world["domains"].values():
+        if domain.get("policy_host", {}).get("behaviour") == "hang":
+            domain["policy_host"]["behaviour"] = "reset"
+    for answers in world.get("dns", {}).values():
+        for rrtype, fault in list(answers.items()):
+            if fault == "drop":
+                answers[rrtype] = "servfail"
