@@ -6,7 +6,7 @@ title, file, covers; what did not hold; its world and sender configuration (as T
 its steps with their expectations; the sequence diagram
 (:mod:`harness.report.sequence`); and the mail_logs lines. A passing scenario is its
 one-line summary only, unless ``full`` is asked for (``sts-harness run --html-full``):
-the world dumps and diagrams of 200 passing scenarios made the report 7 MB. A bar at
+for the 310 passing scenarios of the catalog that is 14.7 MB against 111 KB. A bar at
 the top filters by verdict. Every text is escaped.
 """
 
