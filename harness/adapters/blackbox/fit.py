@@ -35,8 +35,8 @@ from typing import Any
 from engine.core.errors import MxPatternError
 from engine.core.mx import normalize_host
 from harness.adapters.blackbox.adapter import SETTLE_TIMEOUT
-from harness.runner import required_capabilities
 from harness.scenario.model import Capability, Scenario, StepKind
+from harness.scenario.needs import required_capabilities
 
 __all__ = ["PARTIAL", "Fit", "fit", "needs"]
 

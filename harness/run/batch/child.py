@@ -42,7 +42,7 @@ from harness.adapters.blackbox.profile import load_profile, render
 from harness.netns import Namespace, flush_conntrack, probe, sweep_stale
 from harness.run.batch.plan import plan, relabel, world_view
 from harness.run.batch.runner import run_batch
-from harness.runner import ScenarioResult, Verdict
+from harness.run.result import ScenarioResult, Verdict
 from harness.scenario.loader import load_scenario
 
 __all__ = ["main", "run_engine", "unavailable"]

@@ -6,8 +6,9 @@ Theory of operation
 starts the engine once, and runs each scenario's steps in turn with one
 :class:`~harness.scenario.observation.WorldWatcher`, so each step sees only its own
 slice of the shared world. The engine's start-up is every scenario's set-up
-observation. Steps and expectations are judged with the runner's own
-:func:`~harness.assertions.check`, into the runner's plain-data results. A scenario
+observation. The steps run in the single runner's step loop
+(:func:`harness.run.steps.run_steps`) and are judged into the same plain-data results
+(:func:`harness.run.result.judged`). A scenario
 with ``[expect] config_error`` runs alone: the engine must refuse its ``[sender]``.
 """
 
@@ -17,65 +18,16 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-from harness.adapters.base import AdapterError, EngineUnderTest
-from harness.assertions import Mismatch, check
+from harness.adapters.base import EngineUnderTest
 from harness.run.batch.plan import Batch
-from harness.runner import ScenarioResult, StepResult, Verdict
-from harness.scenario.loader import config_error_matches
-from harness.scenario.model import Scenario, SendSpec, Step, StepKind
+from harness.run.result import ScenarioResult, Verdict, judged, result_header
+from harness.run.steps import Recorder, refusal, run_steps
+from harness.scenario.model import Scenario
 from harness.scenario.observation import StepObservation, WorldSlice, WorldWatcher
 from harness.world.world import World, shared_cert_factory
 
 __all__ = ["run_batch"]
-
-
-def _message(s: Scenario, step: Step, send: SendSpec) -> bytes:
-    if send.data is not None:
-        return send.data
-    return (
-        f"From: <{send.mail_from}>\r\nTo: {', '.join(f'<{r}>' for r in send.rcpts)}\r\n"
-        f"Subject: {s.id} step {step.index}\r\nMessage-ID: <{s.id}.{step.index}@harness.invalid>"
-        "\r\n\r\nSent by the mta-sts-harness black-box matrix.\r\n"
-    ).encode()
-
-
-async def _act(s: Scenario, step: Step, world: World, engine: EngineUnderTest) -> tuple[Any, ...]:
-    a = step.args
-    if step.kind is StepKind.SEND:
-        return tuple(await engine.send(a.mail_from, a.rcpts, _message(s, step, a)))
-    if step.kind is StepKind.UPDATE_DOMAIN:
-        await world.update_domain(a["domain"], **{k: v for k, v in a.items() if k != "domain"})
-    elif step.kind is StepKind.UPDATE_POLICY:
-        kw = {k: v for k, v in a.items() if k not in ("domain", "body")}
-        await world.update_policy(a["domain"], a.get("body"), **kw)
-    elif step.kind is StepKind.SET_DNS:
-        await world.set_dns(a["name"], a["rrtype"], a["behaviour"], delay_ms=a["delay_ms"])
-    elif step.kind is StepKind.ROTATE_CERT:
-        await world.rotate_cert(
-            a["host"], a["profile"], names=a["names"], update_tlsa=a["update_tlsa"]
-        )
-    elif step.kind is StepKind.ADVANCE:
-        await engine.advance(a)
-    else:
-        await engine.restart()
-    return ()
-
-
-def _base(s: Scenario, engine: str) -> dict[str, Any]:
-    return {
-        "id": s.id,
-        "title": s.title,
-        "path": str(s.path),
-        "topic": s.topic,
-        "covers": s.covers,
-        "engine": engine,
-        "description": s.description,
-        "world": s.world_table,
-        "sender": s.sender,
-        "expect": s.expect,
-    }
 
 
 async def run_batch(
@@ -109,7 +61,7 @@ async def run_batch(
         ) as w:
             try:
                 await engine.start(w, batch.sender, workdir)
-                watcher, seen = WorldWatcher(), len(engine.events())
+                watcher = WorldWatcher()
                 # The engine's start-up is every scenario's set-up (they share it).
                 setup = StepObservation(
                     -1, "set-up", events=tuple(engine.events()), world=watcher.take(w)
@@ -121,10 +73,8 @@ async def run_batch(
                     def take(sid: str = s.id) -> WorldSlice:
                         return _own(watcher.take(w), sid, owners)
 
-                    results.append(
-                        await _run_one(s, engine_name, w, engine, take, seen, note, setup)
-                    )
-                    seen = len(engine.events())
+                    rec = Recorder(engine, take, seen=len(engine.events()))
+                    results.append(await _run_one(s, engine_name, w, engine, rec, note, setup))
             finally:
                 await engine.stop()
     except Exception:
@@ -132,7 +82,7 @@ async def run_batch(
         done = {r.id for r in results}
         results += [
             ScenarioResult(
-                **_base(s, engine_name),
+                **result_header(s, engine_name),
                 verdict=Verdict.ERROR,
                 reason=tb,
                 seconds=time.monotonic() - began,
@@ -196,20 +146,15 @@ async def _refusal(
     s: Scenario, engine_name: str, engine: EngineUnderTest, workdir: Path
 ) -> ScenarioResult:
     """``[expect] config_error``: the engine must refuse the ``[sender]`` at start."""
-    pattern, began = s.config_error or "", time.monotonic()
-    final: tuple[Mismatch, ...] = ()
+    began = time.monotonic()
     async with World(s.world_table, now=engine.now, certs=shared_cert_factory()) as w:
-        try:
-            await engine.start(w, s.sender, workdir)
-            final = (Mismatch("config_error", pattern, "the engine accepted the configuration"),)
-        except AdapterError as exc:
-            if not config_error_matches(pattern, str(exc)):
-                final = (Mismatch("config_error", pattern, f"refused otherwise: {exc}"),)
-        finally:
-            await engine.stop()
+        final = await refusal(s, w, engine, workdir)
     verdict = Verdict.FAILED if final else Verdict.PASSED
     return ScenarioResult(
-        **_base(s, engine_name), verdict=verdict, final=final, seconds=time.monotonic() - began
+        **result_header(s, engine_name),
+        verdict=verdict,
+        final=final,
+        seconds=time.monotonic() - began,
     )
 
 
@@ -218,49 +163,12 @@ async def _run_one(
     engine_name: str,
     w: World,
     engine: EngineUnderTest,
-    take: Callable[[], WorldSlice],
-    seen: int,
+    rec: Recorder,
     note: str,
     setup: StepObservation,
 ) -> ScenarioResult:
+    """One scenario of the batch: the shared step loop, judged against the shared set-up."""
     began = time.monotonic()
-    steps: list[StepResult] = []
-    for step in s.steps:
-        t0, error, deliveries = time.monotonic(), None, ()
-        try:
-            deliveries = await _act(s, step, w, engine)
-            await w.settle()
-        except Exception:
-            error = traceback.format_exc()
-        events = tuple(engine.events()[seen:])
-        seen += len(events)
-        obs = StepObservation(
-            index=step.index,
-            label=step.label,
-            events=events,
-            lines=tuple(e.line for e in events if e.line),
-            deliveries=deliveries,
-            world=take(),
-            clock=engine.now(),
-            seconds=time.monotonic() - t0,
-            error=error,
-        )
-        mismatches = () if error else tuple(check(step.expect, [obs]))
-        steps.append(
-            StepResult(step.index, step.kind.value, step.label, step.expect, obs, mismatches)
-        )
-        if error:
-            break
-    error = next((r.observation.error for r in steps if r.observation.error), None)
-    final = tuple(check(s.expect, [setup, *(r.observation for r in steps)]))
-    failed = any(r.mismatches for r in steps) or final
-    verdict = Verdict.ERROR if error else Verdict.FAILED if failed else Verdict.PASSED
-    return ScenarioResult(
-        **_base(s, engine_name),
-        verdict=verdict,
-        reason=error or note,
-        setup=setup,
-        steps=tuple(steps),
-        final=final,
-        seconds=time.monotonic() - began,
-    )
+    steps = await run_steps(s, w, engine, rec)
+    header = result_header(s, engine_name)
+    return judged(header, s, setup, steps, time.monotonic() - began, note=note)
