@@ -1,16 +1,18 @@
-"""HTTPS policy fetch (RFC 8461 §3.3) on httpx, with our resolution and our verification.
+"""HTTPS policy fetch (RFC 8461 §3.3): one GET, with our resolution and our verification.
 
 Theory of operation
 -------------------
-The HTTPS plumbing is :mod:`engine.io.https`: ``mta-sts.<domain>`` is resolved
-through the engine's own resolver and dialled through the :class:`Dialer`, the
-certificate is judged at the engine's clock before any request is sent
-(FETCH-2..6), and an HTTP CONNECT proxy is used when configured (the seed's
-"via the proxy").
+The connection is :func:`engine.io.https.open_https`: ``mta-sts.<domain>`` is
+resolved through the engine's own resolver and dialled through the :class:`Dialer`,
+or reached through the configured HTTP CONNECT proxy (the seed's "via the proxy");
+the certificate is judged at the engine's clock before any request is sent
+(FETCH-2..6). The request and response are HTTP/1.1 on that connection, read by
+h11 with bounds (:mod:`engine.io.http11`): one request per connection,
+closed afterwards with a TLS close_notify (RFC 8446 §6.1).
 
-The rules of §3.3 live at the lines below: redirects never followed, 200
-only, a capped streamed body, one overall timeout, no HTTP caching. The
-media type and the body are judged by the pure core (``engine/core/discovery``).
+The rules of §3.3 live at the lines below: redirects never followed, 200 only, a
+capped streamed body, one overall timeout, no HTTP caching. The media type and the
+body are judged by the pure core (``engine/core/discovery``).
 """
 
 from __future__ import annotations
@@ -18,14 +20,13 @@ from __future__ import annotations
 import asyncio
 import ssl
 
-import httpx
-
 from engine.core.clock import Clock
 from engine.core.discovery import FetchErrorKind, FetchFailed, FetchOk, FetchOutcome
 from engine.core.events import EventSink, LogEvent
 from engine.io.dialer import Dialer
 from engine.io.dns import DnsResolver
-from engine.io.https import CertJudge, HttpsRefused, engine_http_client
+from engine.io.http11 import Exchange, HttpProtocolError
+from engine.io.https import CertJudge, HttpsNetwork, HttpsRefused, open_https
 
 __all__ = ["CertJudge", "PolicyFetcher", "policy_url"]
 
@@ -37,11 +38,13 @@ _KINDS = {
 }
 MAX_BODY = 64 * 1024  # RFC 8461 §3.3: senders may limit the body; 64 KiB suggested
 USER_AGENT = "mta-sts-harness/0.1 (+RFC 8461)"
+WELL_KNOWN = "/.well-known/mta-sts.txt"  # RFC 8461 §3.2
+HTTPS_PORT = 443  # RFC 8461 §3.2 / FETCH-1: an "https" URL without a port
 
 
 def policy_url(domain: str) -> str:
     """RFC 8461 §3.2: ``https://mta-sts.<Policy Domain>/.well-known/mta-sts.txt``."""
-    return f"https://mta-sts.{domain}/.well-known/mta-sts.txt"
+    return f"https://mta-sts.{domain}{WELL_KNOWN}"
 
 
 class PolicyFetcher:
@@ -79,60 +82,69 @@ class PolicyFetcher:
         self.proxy = proxy
         self._sink = sink
         # RFC 8461 §3.3: the certificate must be valid for mta-sts.<domain> (FETCH-2..6),
-        # judged at the engine's clock; redirects are never followed (FETCH-9).
-        self._client = engine_http_client(
-            resolver,
-            dialer,
-            judge,
-            clock,
-            timeout=timeout,
-            proxy=proxy,
-            headers={"User-Agent": USER_AGENT, "Accept": "text/plain"},
-        )
+        # judged at the engine's clock.
+        self._net = HttpsNetwork(resolver, dialer, judge, clock)
+        self._proxy = _endpoint(proxy) if proxy is not None else None
 
     async def aclose(self) -> None:
-        """Close pooled connections."""
-        await self._client.aclose()
+        """Nothing to release: no connection outlives its fetch."""
 
     async def fetch(self, domain: str) -> FetchOutcome:
         """GET the policy of ``domain``."""
-        url = policy_url(domain)
         if self.proxy is not None and self._sink is not None:
             self._sink.emit(
                 LogEvent("sts.fetch.proxy", {"domain": domain}, "debug", self.clock.now())
             )
         try:
+            # FETCH-13: one deadline for the whole fetch, connection to last body byte.
             async with asyncio.timeout(self.timeout):
-                return await self._get(url)
+                return await self._get(f"mta-sts.{domain}", WELL_KNOWN)
         except TimeoutError:
             return FetchFailed(FetchErrorKind.TIMEOUT, "connection timeout")
         except HttpsRefused as exc:
             return FetchFailed(_KINDS[exc.kind], exc.detail)
-        except httpx.TimeoutException:
-            return FetchFailed(FetchErrorKind.TIMEOUT, "connection timeout")
-        except httpx.ProxyError as exc:
-            return FetchFailed(FetchErrorKind.CONNECT, f"proxy: {exc}")
-        except (httpx.HTTPError, OSError, ssl.SSLError) as exc:
+        except (HttpProtocolError, OSError, ssl.SSLError) as exc:
             return FetchFailed(FetchErrorKind.CONNECT, f"{type(exc).__name__}: {exc}")
 
-    async def _get(self, url: str) -> FetchOutcome:
-        # RFC 8461 §3.3 / FETCH-10: no HTTP caching, so no conditional request headers.
-        async with self._client.stream("GET", url) as response:
-            if 300 <= response.status_code < 400:
-                location = response.headers.get("location", "")
-                return FetchFailed(
-                    FetchErrorKind.REDIRECT, f"HTTP {response.status_code} to {location!r}"
-                )
+    async def _get(self, host: str, path: str) -> FetchOutcome:
+        pipe = await open_https(self._net, host, HTTPS_PORT, self._proxy)
+        try:
+            exchange = Exchange(pipe)
+            # RFC 8461 §3.3 / FETCH-10: no HTTP caching, so no conditional request
+            # headers; identity only, so the body is the policy as served.
+            exchange.send("GET", path, [*_headers(host), ("Accept-Encoding", "identity")])
+            head = await exchange.response()
+            # RFC 8461 §3.3 / FETCH-9: a redirect is never followed.
+            if 300 <= head.status < 400:
+                location = head.get("location") or ""
+                return FetchFailed(FetchErrorKind.REDIRECT, f"HTTP {head.status} to {location!r}")
             # RFC 8461 §3.3: only 200 yields a policy (FETCH-8).
-            if response.status_code != 200:
-                return FetchFailed(FetchErrorKind.STATUS, f"HTTP {response.status_code}")
-            declared = response.headers.get("content-length")
+            if head.status != 200:
+                return FetchFailed(FetchErrorKind.STATUS, f"HTTP {head.status}")
+            coding = head.get("content-encoding")
+            if coding is not None and coding.strip().lower() != "identity":
+                return FetchFailed(
+                    FetchErrorKind.BODY, f"Content-Encoding {coding!r} not asked for"
+                )
+            declared = head.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > self.max_body:
                 return FetchFailed(FetchErrorKind.OVERSIZE, f"Content-Length {declared}")
             body = bytearray()
-            async for chunk in response.aiter_bytes():
+            async for chunk in exchange.body():
                 body += chunk
                 if len(body) > self.max_body:
                     # FETCH-12: stop reading an oversize or endless body.
                     return FetchFailed(FetchErrorKind.OVERSIZE, f"body over {self.max_body} bytes")
-            return FetchOk(bytes(body), response.headers.get("content-type"))
+            return FetchOk(bytes(body), head.get("content-type"))
+        finally:
+            pipe.close()  # RFC 8446 §6.1: the TLS layer sends close_notify first
+
+
+def _headers(host: str) -> list[tuple[str, str]]:
+    # RFC 9112 §3.2: Host is the authority of the URL (port 443 left implicit).
+    return [("Host", host), ("User-Agent", USER_AGENT), ("Accept", "text/plain")]
+
+
+def _endpoint(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)

@@ -1,63 +1,54 @@
-"""HTTPS on httpx, through the engine's own network: resolver, dialer, certificate judge.
+"""HTTPS through the engine's own network: resolver, dialer, certificate judge.
 
 Theory of operation
 -------------------
-httpx drives HTTP/1.1; underneath it, an httpcore *network backend* of ours
-decides where TCP connections go and what TLS means. Both HTTPS users of the
-engine — the MTA-STS policy fetch (RFC 8461 §3.3) and the TLS-RPT report POST
-(RFC 8460 §5.4) — get it from :func:`engine_http_client`:
+Both HTTPS users of the engine reach their host the same way:
 
 * host names are resolved through the engine's DNS resolver (never the system's),
   and the address goes through the :class:`~engine.io.dialer.Dialer`, so the
   harness's endpoint map and loopback-only guard apply;
+* with an HTTP CONNECT proxy, the proxy is dialled instead and asked for a tunnel
+  to ``host:port`` (it resolves the name);
 * the TLS handshake completes with library verification off, the peer chain is
   captured, and the injected :class:`CertJudge` decides at the engine's clock
   whether it is acceptable; a rejected certificate closes the connection before
-  any request is sent;
-* with an HTTP CONNECT proxy, httpx tunnels through it and the proxy resolves.
+  any request is sent.
+
+The MTA-STS policy fetch (RFC 8461 §3.3, :mod:`engine.io.fetch`) makes its one GET
+on :func:`open_https` with h11 on an asyncio protocol (:mod:`engine.io.http11`). The
+TLS-RPT report POST (RFC 8460 §5.4) uses httpx over this same network
+(:mod:`engine.io.httpxnet`).
 
 Failures in this plumbing are raised as :class:`HttpsRefused` with a ``kind``
 (``dns``, ``connect``, ``tls``, ``certificate``) that callers translate.
 
-No keep-alive: each HTTPS user talks to a different host nearly every time, and
-httpcore scans every pooled connection on each request (O(N²) over N hosts);
-it also means every request's certificate is judged afresh at the engine clock.
+No keep-alive: each HTTPS user talks to a different host nearly every time, so
+every request's certificate is judged afresh at the engine clock.
 """
 
 from __future__ import annotations
 
-import asyncio
-import importlib.util
 import ssl
-import sys
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Protocol
 
-import httpcore
-import httpx
-
 from engine.core.clock import Clock
-from engine.core.pkix import rfc6125_match, verify_chain
+from engine.core.pkix import load_certificate, rfc6125_match, verify_chain
 from engine.io.dialer import Dialer
 from engine.io.dns import DnsResolver
-from engine.io.netstream import open_tcp
+from engine.io.http11 import HttpProtocolError, open_tunnel
+from engine.io.pipe import Pipe, connect
 from engine.io.tlschain import peer_chain_der
 
 __all__ = [
     "CertJudge",
+    "HttpsNetwork",
     "HttpsRefused",
-    "engine_http_client",
     "no_verify_tls_context",
+    "open_https",
     "pkix_judge",
+    "tls_reason",
 ]
-
-# httpcore 1.0 runs ``import sniffio`` on every lock operation to detect trio. Without
-# sniffio installed (anyio 4 no longer needs it), each of those imports fails only after
-# a search of sys.path: several per request, most of the fetcher's CPU time
-# (bench/bench_resolve.py). Recording the absence once makes the failure immediate;
-# httpcore then assumes asyncio, which is what we run.
-if importlib.util.find_spec("sniffio") is None:
-    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
 
 
 class CertJudge(Protocol):
@@ -81,12 +72,14 @@ class HttpsRefused(Exception):
         super().__init__(detail)
 
 
-def pkix_judge(roots: list[bytes]) -> CertJudge:
+def pkix_judge(roots: Sequence[bytes]) -> CertJudge:
     """The usual judge: a chain to one of ``roots``, valid at the engine clock, whose
     leaf has a DNS-ID naming the host (RFC 6125; RFC 8461 §3.3, FETCH-2..6)."""
+    # Parsed once here rather than on every judgement.
+    anchors = [load_certificate(r) for r in roots]
 
     def judge(chain: list[bytes], host: str, now: float) -> str | None:
-        verdict = verify_chain(chain, roots, now)
+        verdict = verify_chain(chain, anchors, now)
         if not verdict.ok:
             return verdict.reason or "certificate not valid"
         if not rfc6125_match(verdict.chain[0], host):
@@ -105,7 +98,16 @@ def no_verify_tls_context() -> ssl.SSLContext:
     return ctx
 
 
-class _Network:
+class HttpsNetwork:
+    """Where HTTPS connections go and which certificates are acceptable.
+
+    Args:
+        resolver: resolves host names (A, then AAAA).
+        dialer: where a connection to an address really goes.
+        judge: decides on the peer's chain at the engine clock.
+        clock: the engine clock.
+    """
+
     def __init__(
         self, resolver: DnsResolver, dialer: Dialer, judge: CertJudge, clock: Clock
     ) -> None:
@@ -113,6 +115,11 @@ class _Network:
         self.tls_context = no_verify_tls_context()
 
     async def address_of(self, host: str) -> str:
+        """An address of ``host`` from the engine's resolver (an address as is).
+
+        Raises:
+            HttpsRefused: ``dns``, the name has no A or AAAA record.
+        """
         if host.replace(".", "").isdigit() or ":" in host:
             return host
         for rdtype in ("A", "AAAA"):
@@ -121,45 +128,82 @@ class _Network:
                 return answer.addresses()[0]
         raise HttpsRefused("dns", f"{host} does not resolve")
 
+    async def open_tcp(self, host: str, port: int) -> Pipe:
+        """A TCP connection to ``host:port``, resolved and dialled the engine's way.
 
-class _Stream(httpcore.AsyncNetworkStream):
-    def __init__(self, inner: httpcore.AsyncNetworkStream, net: _Network) -> None:
-        self._inner, self._net = inner, net
+        Raises:
+            HttpsRefused: ``dns`` or ``connect``.
+            DialRefused: the dialer will not go there (loopback-only mode).
+        """
+        address = await self.address_of(host)
+        real_host, real_port = self.dialer.resolve(address, port)
+        try:
+            return await connect(real_host, real_port)
+        except OSError as exc:
+            raise HttpsRefused("connect", f"cannot connect to {host}:{port}") from exc
 
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return await self._inner.read(max_bytes, timeout)
+    def judge_peer(self, ssl_object: ssl.SSLObject | None, host: str) -> None:
+        """Judge the chain of a completed handshake for ``host`` at the engine clock.
 
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._inner.write(buffer, timeout)
+        Raises:
+            HttpsRefused: ``certificate``, with the judge's reason.
+        """
+        chain = peer_chain_der(ssl_object) if ssl_object is not None else []
+        problem = self.judge(chain, host, self.clock.now())
+        if problem is not None:
+            raise HttpsRefused("certificate", problem)
 
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
-    async def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        host = server_hostname or ""
+async def open_https(
+    net: HttpsNetwork, host: str, port: int, proxy: tuple[str, int] | None
+) -> Pipe:
+    """A TLS connection to ``host:port`` whose certificate the judge accepted.
+
+    Args:
+        net: the engine's network.
+        host: the server's name: SNI and the name the certificate must carry.
+        port: the server's port.
+        proxy: an HTTP CONNECT proxy (host, port) to tunnel through, or None.
+
+    Raises:
+        HttpsRefused: ``dns``, ``connect`` (the proxy refusing included), ``tls`` or
+            ``certificate``; the connection is closed.
+        HttpProtocolError: the proxy's answer is not HTTP, or came with extra bytes.
+    """
+    if proxy is None:
+        pipe = await net.open_tcp(host, port)
+    else:
+        pipe = await _tunnel(net, proxy, host, port)
+    try:
         try:
             # RFC 8461 §7.1 / FETCH-16: SNI carries the host name.
-            tls = await self._inner.start_tls(self._net.tls_context, host, timeout)
-        except (httpcore.ConnectError, httpcore.ReadError, OSError, ssl.SSLError) as exc:
-            raise HttpsRefused("tls", f"TLS handshake failed: {_tls_reason(exc)}") from exc
-        sslobj = tls.get_extra_info("ssl_object")
-        chain = peer_chain_der(sslobj) if sslobj is not None else []
-        problem = self._net.judge(chain, host, self._net.clock.now())
-        if problem is not None:
-            await tls.aclose()
-            raise HttpsRefused("certificate", problem)
-        return tls
-
-    def get_extra_info(self, info: str) -> object:
-        return self._inner.get_extra_info(info)
+            await pipe.start_tls(net.tls_context, server_hostname=host)
+        except ValueError as exc:  # bytes before the handshake: not from the server
+            raise HttpProtocolError(f"proxy: {exc}") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise HttpsRefused("tls", f"TLS handshake failed: {tls_reason(exc)}") from exc
+        net.judge_peer(pipe.get_extra_info("ssl_object"), host)  # type: ignore[arg-type]
+    except BaseException:
+        pipe.close()
+        raise
+    return pipe
 
 
-def _tls_reason(exc: BaseException) -> str:
+async def _tunnel(net: HttpsNetwork, proxy: tuple[str, int], host: str, port: int) -> Pipe:
+    # The proxy resolves the name; we only dial the proxy.
+    pipe = await net.open_tcp(*proxy)
+    authority = f"{host}:{port}"
+    try:
+        status = await open_tunnel(pipe, authority)
+        if not 200 <= status < 300:
+            raise HttpsRefused("connect", f"proxy: CONNECT {authority} answered {status}")
+    except BaseException:
+        pipe.close()
+        raise
+    return pipe
+
+
+def tls_reason(exc: BaseException) -> str:
     """The most specific text in an exception chain (httpcore wraps ssl errors)."""
     seen: BaseException | None = exc
     while seen is not None:
@@ -167,76 +211,3 @@ def _tls_reason(exc: BaseException) -> str:
             return str(seen.reason)
         seen = seen.__cause__ or seen.__context__
     return str(exc) or type(exc).__name__
-
-
-class _Backend(httpcore.AsyncNetworkBackend):
-    def __init__(self, net: _Network) -> None:
-        self._net = net
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        address = await self._net.address_of(host)
-        real_host, real_port = self._net.dialer.resolve(address, port)
-        try:
-            inner = await open_tcp(real_host, real_port, timeout)
-        except (httpcore.ConnectError, httpcore.ConnectTimeout, OSError) as exc:
-            raise HttpsRefused("connect", f"cannot connect to {host}:{port}") from exc
-        return _Stream(inner, self._net)
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-class _Transport(httpx.AsyncHTTPTransport):
-    """httpx's transport with our network backend (the one private attribute we set)."""
-
-    def __init__(self, net: _Network, proxy: str | None) -> None:
-        # Our context, so httpx does not load the system CA bundle (40 ms) for a pool
-        # that is replaced just below.
-        super().__init__(verify=net.tls_context)
-        backend = _Backend(net)
-        if proxy is None:
-            self._pool = httpcore.AsyncConnectionPool(
-                ssl_context=net.tls_context,
-                network_backend=backend,
-                max_connections=100,
-                max_keepalive_connections=0,
-            )
-        else:
-            self._pool = httpcore.AsyncHTTPProxy(
-                proxy_url=f"http://{proxy}",
-                ssl_context=net.tls_context,
-                network_backend=backend,
-                max_connections=100,
-                max_keepalive_connections=0,
-            )
-
-
-def engine_http_client(
-    resolver: DnsResolver,
-    dialer: Dialer,
-    judge: CertJudge,
-    clock: Clock,
-    *,
-    timeout: float,
-    proxy: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> httpx.AsyncClient:
-    """An httpx client that uses the engine's resolver, dialer and certificate judge.
-
-    Redirects are never followed and the environment (proxies, netrc) is ignored:
-    only what is configured applies.
-    """
-    return httpx.AsyncClient(
-        transport=_Transport(_Network(resolver, dialer, judge, clock), proxy),
-        follow_redirects=False,  # RFC 8461 §3.3: redirects MUST NOT be followed (FETCH-9)
-        timeout=httpx.Timeout(timeout),
-        headers=headers or {},
-        trust_env=False,
-    )

@@ -1,11 +1,12 @@
 """HTTPS submission of TLS reports (RFC 8460 §5.4) on httpx, through the engine's network.
 
-The HTTPS plumbing is :mod:`engine.io.https`, as for the policy fetch: the
-collector's name is resolved through the engine's resolver, dialled through the
-engine's :class:`~engine.io.dialer.Dialer` (the harness endpoint map, the
-loopback guard), and its certificate judged at the engine clock (a chain to a
-trusted root naming the host). RPT-8 allows ignoring validation errors; we do
-not, so a collector with a bad certificate is retried like one that is down.
+The HTTPS plumbing is :mod:`engine.io.https`, as for the policy fetch, with httpx
+over it (:mod:`engine.io.httpxnet`): the collector's name is resolved through the
+engine's resolver, dialled through the engine's :class:`~engine.io.dialer.Dialer`
+(the harness endpoint map, the loopback guard), and its certificate judged at the
+engine clock (a chain to a trusted root naming the host). RPT-8 allows ignoring
+validation errors; we do not, so a collector with a bad certificate is retried like
+one that is down.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import httpx
 from engine.core.clock import Clock
 from engine.io.dialer import Dialer
 from engine.io.dns import DnsResolver
-from engine.io.https import HttpsRefused, engine_http_client, pkix_judge
+from engine.io.https import HttpsRefused, pkix_judge
+from engine.io.httpxnet import engine_http_client
 
 __all__ = ["ReportPoster"]
 
