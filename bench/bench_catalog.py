@@ -29,7 +29,7 @@ def _plugin_args() -> list[str]:
     import harness.pytest_plugin
 
     wired = hasattr(harness.pytest_plugin, "pytest_collect_file")
-    return [] if wired else ["-p", "harness.scenario.collect"]
+    return [] if wired else ["-p", "harness.run.collect"]
 
 
 def _p95(values: list[float]) -> float:

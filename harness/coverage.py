@@ -176,7 +176,7 @@ def engine_reach(scenarios: Iterable[Scenario], engine: str = "sts-engine") -> E
     A scenario is skipped when it needs a capability the adapter lacks (the runner's
     rule, :func:`harness.runner.required_capabilities`), for the reason it would give.
     """
-    from harness.adapters.base import make_adapter
+    from harness.adapters.registry import make_adapter
     from harness.runner import lacks, required_capabilities
 
     caps = make_adapter(engine).capabilities

@@ -156,4 +156,4 @@ async def world(cert_factory: CertFactory) -> AsyncIterator[WorldFactory]:
 
 
 # The scenario catalog: scenarios/**/*.toml files are collected as test items.
-from harness.scenario.collect import *  # noqa: E402, F403
+from harness.run.collect import *  # noqa: E402, F403

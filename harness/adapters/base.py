@@ -10,8 +10,10 @@ can do is declared, not assumed (STYLE habit 20): :attr:`EngineUnderTest.capabil
 is compared with a scenario's ``requires`` and the scenario is skipped, with the
 missing capabilities named, when they do not fit.
 
-Adapters are found by name in :data:`ADAPTERS` (``--engine NAME``), as factories, so
-the runner makes one fresh adapter per scenario.
+Adapters are found by name in :mod:`harness.adapters.registry` (``--engine NAME``),
+as factories, so the runner makes one fresh adapter per scenario. ``ADAPTERS``,
+``make_adapter`` and ``register_adapter`` are still found here by their old import
+path (:func:`__getattr__`), without this module importing the registry.
 
 Two optional members, looked up with ``getattr`` so the real-MTA adapters need not
 have them: ``plan(needs)``, called with everything the scenario needs before its world
@@ -23,6 +25,7 @@ time, and ``now`` must say which before certificates are issued); and
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from importlib import import_module
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,13 +35,11 @@ from harness.scenario.observation import DeliveryRecord, EventRecord
 from harness.world.world import World
 
 __all__ = [
-    "ADAPTERS",
     "AdapterError",
+    "AdapterFactory",
     "DeliveryRecord",
     "EngineUnderTest",
     "EventRecord",
-    "make_adapter",
-    "register_adapter",
 ]
 
 
@@ -88,24 +89,13 @@ class EngineUnderTest(Protocol):
 
 
 AdapterFactory = Callable[[], EngineUnderTest]
-#: Engine name -> factory of a fresh adapter.
-ADAPTERS: dict[str, AdapterFactory] = {}
+_REGISTRY_NAMES = ("ADAPTERS", "make_adapter", "register_adapter")
 
 
-def register_adapter(name: str, factory: AdapterFactory) -> None:
-    """Make ``--engine name`` use ``factory``."""
-    ADAPTERS[name] = factory
-
-
-def make_adapter(name: str) -> EngineUnderTest:
-    """A fresh adapter for engine ``name``.
-
-    Raises:
-        AdapterError: no adapter has that name (the known names are listed).
-    """
-    if not ADAPTERS:
-        from harness.adapters import inprocess  # noqa: F401  (registers itself)
-    factory = ADAPTERS.get(name)
-    if factory is None:
-        raise AdapterError(f"no engine adapter {name!r}; known: {', '.join(sorted(ADAPTERS))}")
-    return factory()
+def __getattr__(name: str) -> Any:
+    """The registry's names by their old import path (``from harness.adapters.base
+    import make_adapter``), looked up when asked for: the registry imports this module,
+    so this module must not import the registry."""
+    if name in _REGISTRY_NAMES:
+        return getattr(import_module("harness.adapters.registry"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -65,7 +65,7 @@ from engine.gateway.queue import RcptState
 from engine.io.dialer import Dialer
 from engine.io.smtp import SmtpTimeouts
 from engine.tlsrpt.reporter import ReportSettings
-from harness.adapters.base import AdapterError, register_adapter
+from harness.adapters.base import AdapterError
 from harness.adapters.inprocess import SMTP_TIMEOUT, _config, _LiveEndpoints, _StampingSink
 from harness.scenario.model import Capability
 from harness.scenario.observation import DeliveryRecord, EventRecord
@@ -260,5 +260,3 @@ class GatewayEngine:
         """Close the gateway and its files."""
         await self._close()
 
-
-register_adapter("gateway", GatewayEngine)

@@ -40,7 +40,7 @@ from engine.io.dialer import Dialer
 from engine.io.smtp import SmtpTimeouts
 from engine.io.store import SqlitePolicyStore
 from engine.logs import MailLogWriter
-from harness.adapters.base import AdapterError, register_adapter
+from harness.adapters.base import AdapterError
 from harness.scenario.loader import sender_toml
 from harness.scenario.model import Capability
 from harness.scenario.observation import DeliveryRecord, EventRecord
@@ -204,5 +204,3 @@ class InProcessEngine:
         """Close the engine and its cache."""
         await self._close()
 
-
-register_adapter("inprocess", InProcessEngine)

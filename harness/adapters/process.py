@@ -53,7 +53,6 @@ import re
 import signal
 import time
 from collections.abc import Mapping, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -62,7 +61,7 @@ import aiosmtplib
 from engine import eventloop
 from engine.core.clock import ManualClock
 from engine.io.smtp import SmtpTimeouts
-from harness.adapters.base import AdapterError, register_adapter
+from harness.adapters.base import AdapterError
 from harness.adapters.forkserver import UNIX_PATH_MAX
 from harness.adapters.inprocess import SMTP_TIMEOUT
 from harness.adapters.process_io import Control, ProcessLog
@@ -78,7 +77,7 @@ from harness.scenario.model import Capability
 from harness.scenario.observation import DeliveryRecord, EventRecord
 from harness.world.world import World
 
-__all__ = ["READY_TIMEOUT", "STOP_TIMEOUT", "ProcessEngine"]
+__all__ = ["READY_TIMEOUT", "STOP_TIMEOUT", "ProcessEngine", "exec_engine"]
 
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
@@ -323,5 +322,6 @@ class ProcessEngine:
                 await self._log.aclose()
 
 
-register_adapter("sts-engine", ProcessEngine)
-register_adapter("sts-engine-exec", partial(ProcessEngine, exec_launch))
+def exec_engine() -> ProcessEngine:
+    """``--engine sts-engine-exec``: the gateway started by ``exec``, not forked."""
+    return ProcessEngine(exec_launch)

@@ -49,7 +49,8 @@ import traceback
 from pathlib import Path
 
 from engine import eventloop
-from harness.adapters.base import AdapterError, make_adapter
+from harness.adapters.base import AdapterError
+from harness.adapters.registry import make_adapter
 from harness.run.result import ScenarioResult, StepResult, Verdict, judged, result_header
 from harness.run.steps import Recorder, refusal, run_steps
 from harness.scenario.model import Capability, Scenario

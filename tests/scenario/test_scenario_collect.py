@@ -1,4 +1,4 @@
-"""pytest collection of scenario files (the hooks of harness.scenario.collect), via pytester.
+"""pytest collection of scenario files (the hooks of harness.run.collect), via pytester.
 
 Inner runs are subprocesses: an in-process run re-imports ``cryptography`` after the
 outer run made the session's certificate factory, and mixing the two fails.
@@ -18,9 +18,7 @@ pytest_plugins = ["pytester"]
 EXAMPLES = Path(__file__).resolve().parents[2] / "scenarios" / "examples"
 # Once the harness plugin re-exports the hooks (entry point), loading them again clashes.
 PLUGIN = (
-    []
-    if hasattr(harness.pytest_plugin, "pytest_collect_file")
-    else ["-p", "harness.scenario.collect"]
+    [] if hasattr(harness.pytest_plugin, "pytest_collect_file") else ["-p", "harness.run.collect"]
 )
 
 GOOD = """
@@ -118,8 +116,8 @@ def test_bad_file_is_a_collection_error_naming_the_key(pytester: pytest.Pytester
 def test_public_api_is_pinned() -> None:
     import harness.adapters
     import harness.report
+    import harness.run.collect as collect
     import harness.scenario
-    import harness.scenario.collect as collect
 
     assert {"pytest_addoption", "pytest_collect_file", "pytest_configure"} <= set(collect.__all__)
     for module in (harness.scenario, harness.adapters, harness.report, collect):

@@ -3,11 +3,11 @@
 Theory of operation
 -------------------
 The hooks here are exported with ``__all__`` so the harness plugin can take them
-with ``from harness.scenario.collect import *``; until then ``-p
-harness.scenario.collect`` loads this module as a plugin by itself.
+with ``from harness.run.collect import *``; until then ``-p
+harness.run.collect`` loads this module as a plugin by itself.
 
 * :func:`pytest_addoption` adds ``--engine NAME``. Without it every scenario runs
-  the three ways of :data:`~harness.runner.DEFAULT_WAYS`: in process on asyncio
+  the three ways of :data:`~harness.run.single.DEFAULT_WAYS`: in process on asyncio
   (``inprocess``), in process on uvloop (``inprocess-uvloop``) and against
   ``sts-engine serve`` as a process on its default loop (``sts-engine``); with it,
   only that way (or that adapter, on asyncio).
@@ -35,7 +35,8 @@ from typing import Any
 import pytest
 
 from harness.errors import SpecError
-from harness.runner import DEFAULT_WAYS, ScenarioResult, Verdict, run_scenario, way
+from harness.run.result import ScenarioResult, Verdict
+from harness.run.single import DEFAULT_WAYS, run_scenario, way
 from harness.scenario.explain import explain
 from harness.scenario.loader import load_scenario
 from harness.scenario.model import Scenario
