@@ -3,7 +3,8 @@
 The contracts (``[tool.importlinter]``) say which package may import which: the
 engine's layers from ``engine.cli`` down to ``engine.core``, the core and the adapters
 importing nothing above them, and no engine, harness or benchmark code importing the
-tests. ``docs/architecture.md`` draws the same picture.
+tests; the harness's layers from its commands down to the world. ``docs/architecture.md``
+draws the same picture.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def _lint_imports(*args: str) -> subprocess.CompletedProcess[str]:
 def test_every_import_contract_is_kept() -> None:
     run = _lint_imports()
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "0 broken" in run.stdout and "6 kept" in run.stdout
+    assert "0 broken" in run.stdout and "7 kept" in run.stdout
 
 
 def test_a_broken_contract_fails_the_check(tmp_path: Path) -> None:
@@ -48,3 +49,22 @@ def test_a_broken_contract_fails_the_check(tmp_path: Path) -> None:
     assert run.returncode == 1
     assert "the delivery without the adapters BROKEN" in run.stdout
     assert "engine.delivery.session -> engine.io.smtp" in run.stdout
+
+
+def test_the_harness_layers_are_read_from_our_code(tmp_path: Path) -> None:
+    # Negative control for the harness contract: turned upside down, it breaks on a
+    # real import (a scenario reads its world spec).
+    config = tmp_path / "contracts.toml"
+    config.write_text(
+        "[tool.importlinter]\n"
+        'root_packages = ["harness"]\n'
+        "[[tool.importlinter.contracts]]\n"
+        'name = "the world above the scenarios"\n'
+        'type = "layers"\n'
+        'containers = ["harness"]\n'
+        'layers = ["world", "scenario"]\n'
+    )
+    run = _lint_imports(str(config))
+    assert run.returncode == 1
+    assert "the world above the scenarios BROKEN" in run.stdout
+    assert "harness.scenario.loader -> harness.world.spec" in run.stdout

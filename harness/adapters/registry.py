@@ -42,7 +42,7 @@ class _Lazy:
     def __call__(self) -> EngineUnderTest:
         module, _, name = self.target.partition(":")
         factory: AdapterFactory = getattr(import_module(module), name)
-        return factory(*self.args)  # type: ignore[call-arg]
+        return factory(*self.args)
 
 
 #: Engine name -> factory of a fresh adapter.

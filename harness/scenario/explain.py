@@ -8,18 +8,17 @@ item, the closest events actually seen, and everything that happened around it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import fields
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from engine.logs import format_ctime
+from harness.assertions import Mismatch
 from harness.scenario.model import Expect
 from harness.scenario.observation import StepObservation
 
-if TYPE_CHECKING:
-    from harness.runner import ScenarioResult
-
-__all__ = ["describe_expect", "explain", "interleave", "timeline_text"]
+__all__ = ["Explained", "describe_expect", "explain", "interleave", "timeline_text"]
 
 
 def describe_expect(x: Expect) -> str:
@@ -78,7 +77,39 @@ def timeline_text(observations: list[StepObservation]) -> str:
     return "\n".join(out)
 
 
-def explain(result: ScenarioResult) -> str:
+class _Step(Protocol):
+    @property
+    def index(self) -> int: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def mismatches(self) -> Sequence[Mismatch]: ...
+
+
+class Explained(Protocol):
+    """What :func:`explain` reads of a run's result
+    (:class:`harness.run.result.ScenarioResult` has it; the scenario layer does not
+    import the runner)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def verdict(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def steps(self) -> Sequence[_Step]: ...
+    @property
+    def final(self) -> Sequence[Mismatch]: ...
+    @property
+    def observations(self) -> list[StepObservation]: ...
+
+
+def explain(result: Explained) -> str:
     """A failure message for ``result``: what did not hold, then the timeline."""
     out = [f"scenario {result.id} {result.verdict.upper()} ({result.path})", result.title]
     for step in result.steps:
