@@ -107,8 +107,13 @@ def regression_document(doc: Mapping[str, Any], violations: Sequence[Violation])
     return out
 
 
-def regression_text(doc: Mapping[str, Any], violations: Sequence[Violation]) -> str:
-    """The TOML text of the regression file, with the comment that explains it."""
+def regression_text(
+    doc: Mapping[str, Any], violations: Sequence[Violation], engine: str | None = None
+) -> str:
+    """The TOML text of the regression file, with the comment that explains it.
+
+    ``engine``: the engine it was found against (the comment's replay command).
+    """
     data = regression_document(doc, violations)
     head = [
         "# Written by harness.fuzz from a world hypothesis shrank: it broke",
@@ -120,17 +125,26 @@ def regression_text(doc: Mapping[str, Any], violations: Sequence[Violation]) -> 
     silent = {v.invariant for v in violations} - {"sts-enforce-mx", "dane-tlsa-error"}
     if silent & {"smtp-conformance", "failure-explained", "run-completes"}:
         head.append("# Some of this has no [expect] key; tests/fuzz re-checks every invariant.")
-    head.append("# Replay: pytest scenarios/regressions -k " + data["scenario"]["id"])
+    sid = data["scenario"]["id"]
+    if engine is None:
+        head.append("# Replay: pytest scenarios/regressions -k " + sid)
+    else:
+        head.append(
+            f"# Found against {engine}. Replay: sts-harness run --engine {engine} {sid}.toml"
+        )
     return "\n".join(head) + "\n\n" + tomli_w.dumps(data)
 
 
 def write_regression(
-    doc: Mapping[str, Any], violations: Sequence[Violation], directory: str | Path = REGRESSIONS_DIR
+    doc: Mapping[str, Any],
+    violations: Sequence[Violation],
+    directory: str | Path = REGRESSIONS_DIR,
+    engine: str | None = None,
 ) -> Path:
     """Write the regression file for ``doc`` under ``directory``; returns its path."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    text = regression_text(doc, violations)
+    text = regression_text(doc, violations, engine)
     data = regression_document(doc, violations)
     path = directory / f"{data['scenario']['id']}.toml"
     path.write_text(text, encoding="utf-8")

@@ -1,0 +1,93 @@
+"""Divergences of real MTAs the conformance matrix already explains, recognised in
+fuzz findings so a campaign can say "known" instead of "new".
+
+Each rule names the engines it applies to, the invariant, and a test on the
+violation's text and the world; the label points at the entry of
+``docs/conformance.md`` ("Divergences found") that explains it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from harness.fuzz.invariants import Violation
+
+__all__ = ["KNOWN", "Known", "label"]
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """One known divergence: where it applies and how to recognise it."""
+
+    engines: tuple[str, ...]
+    invariant: str
+    matches: Callable[[Violation, Mapping[str, Any]], bool]
+    label: str
+
+
+def _hosts(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return list(doc.get("world", {}).get("hosts", {}).values())
+
+
+def _replies(doc: Mapping[str, Any], stage: str, first: str) -> bool:
+    return any(str(h.get("replies", {}).get(stage, "")).startswith(first) for h in _hosts(doc))
+
+
+def _policy(doc: Mapping[str, Any]) -> str:
+    return str(doc.get("world", {}).get("domains", {}).get("example.com", {}).get("policy", ""))
+
+
+_POSTFIX = ("postfix-sts", "postfix-dane")
+KNOWN = (
+    Known(
+        _POSTFIX,
+        "healthy-mx-reached",
+        lambda v, d: _replies(d, "ehlo", "5") or _replies(d, "helo", "5"),
+        "known: Postfix bounces on a 5yz to EHLO/HELO (conformance.md, postfix-sts 12, P-1)",
+    ),
+    Known(
+        _POSTFIX,
+        "healthy-mx-reached",
+        lambda v, d: _replies(d, "starttls", "5"),
+        "known: Postfix bounces on a 5yz to STARTTLS when TLS is required "
+        "(conformance.md, postfix-sts 13, P-2)",
+    ),
+    Known(
+        ("postfix-sts",),
+        "sts-enforce-mx",
+        lambda v, d: True,
+        "known: Postfix 3.7 never matches the MX name against the policy, only the "
+        "certificate (conformance.md, postfix-sts 1-3: MX-1, MX-3)",
+    ),
+    Known(
+        ("postfix-sts",),
+        "sts-enforce-tls",
+        lambda v, d: "cn-only" in v.detail or "wrong-name" in v.detail,
+        "known: OpenSSL's CN fallback / another policy MX's name accepted "
+        "(conformance.md, postfix-sts 3: CERT-6, CERT-7)",
+    ),
+    Known(
+        ("postfix-dane",),
+        "no-message-lost",
+        lambda v, d: "bounced" in v.detail,
+        "known: Postfix bounces where DANE expects a deferral "
+        "(conformance.md, postfix-dane 1: DANE-13)",
+    ),
+    Known(
+        ("chasquid",),
+        "clean-path-delivers",
+        lambda v, d: bool(_policy(d)),
+        "known: chasquid's lenient TXT/policy parsing applies a policy the RFC "
+        "rejects (conformance.md, chasquid 2-4: DISC-5, DISC-6, POL-*)",
+    ),
+)
+
+
+def label(engine: str, violation: Violation, doc: Mapping[str, Any]) -> str:
+    """The known divergence ``violation`` is for ``engine``, or ""."""
+    for k in KNOWN:
+        if engine in k.engines and k.invariant == violation.invariant and k.matches(violation, doc):
+            return k.label
+    return ""

@@ -1,0 +1,117 @@
+"""``sts-harness fuzz``: finds a planted violation, writes a file ``run`` fails on,
+validates its options in one line, and (root + Postfix) fuzzes a real MTA in batches."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.adapters.base import ADAPTERS, register_adapter
+from harness.adapters.inprocess import InProcessEngine
+from harness.cli import main
+from harness.fuzz.campaign import digest, draw_worlds
+from harness.world.world import World
+
+MUTANT = "fuzz-test-ignores-mta-sts"
+
+
+class _IgnoresMtaSts(InProcessEngine):
+    """A broken sender: MTA-STS switched off whatever the Destination Controls say."""
+
+    async def start(self, world: World, sender: Mapping[str, Any], workdir: Path) -> None:
+        off = copy.deepcopy(dict(sender))
+        for entry in off.get("destination_controls", {}).values():
+            entry["mta_sts"] = False
+        await super().start(world, off, workdir)
+
+
+@pytest.fixture
+def mutant() -> Iterator[str]:
+    register_adapter(MUTANT, _IgnoresMtaSts)
+    yield MUTANT
+    ADAPTERS.pop(MUTANT, None)
+
+
+def test_draw_worlds_is_deterministic_by_seed() -> None:
+    a, b, c = draw_worlds(8, 3), draw_worlds(8, 3), draw_worlds(8, 4)
+    assert [digest(d) for d in a] == [digest(d) for d in b]
+    assert [digest(d) for d in a] != [digest(d) for d in c]
+
+
+def test_draw_worlds_with_fixed_controls_and_no_waits() -> None:
+    controls = {"tls": "preferred", "mta_sts": True, "dane": "none"}
+    for doc in draw_worlds(40, 1, controls, waits=False):
+        assert doc["sender"]["destination_controls"]["example.com"] == controls
+        for host in doc["world"]["hosts"].values():
+            assert host.get("starttls") != "broken-stall"
+            assert "stall" not in host.get("replies", {}).values()
+
+
+def test_fuzz_finds_a_planted_violation_and_run_fails_on_the_file(
+    mutant: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    findings = tmp_path / "findings"
+    argv = ["fuzz", "--engine", mutant, "--worlds", "80", "--seed", "4", "-q"]
+    status = main([*argv, "--findings", str(findings), "--shrink-time", "15"])
+    out = capsys.readouterr().out
+    assert status == 1, out
+    assert "distinct findings" in out and "worlds/s" in out
+    files = sorted(findings.glob("fuzz-sts-enforce-*.toml"))
+    assert files, out
+    # The file is an ordinary scenario: the broken sender fails it in one run ...
+    assert main(["run", "--engine", mutant, "-q", str(files[0])]) == 1
+    # ... and our engine, which keeps the invariant, passes it.
+    capsys.readouterr()
+    assert main(["run", "--engine", "inprocess", "-q", str(files[0])]) == 0, capsys.readouterr()
+
+
+def test_fuzz_on_our_engine_finds_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fuzz", "--worlds", "10", "--seed", "5", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "10 worlds run (0 skipped, 10 drawn)" in out and "0 distinct findings" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--worlds", "0"], "--worlds must be more than 0, got '0'"),
+        (["--worlds", "many"], "--worlds must be a number, got 'many'"),
+        (["--seed", "-1"], "--seed must be 0 or more, got '-1'"),
+        (["--time-budget", "0"], "--time-budget must be more than 0, got '0'"),
+        (["--engine", "no-such-mta"], "no-such-mta"),
+    ],
+)
+def test_options_are_validated_in_one_line(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["fuzz", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_findings_must_be_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    file = tmp_path / "f"
+    file.write_text("")
+    assert main(["fuzz", "--worlds", "1", "--findings", str(file)]) == 2
+    assert (
+        capsys.readouterr().err.strip() == f"sts-harness fuzz: --findings {file}: not a directory"
+    )
+
+
+def test_a_real_mta_runs_many_worlds_in_one_batch() -> None:
+    from harness.fuzz.blackbox import run_worlds
+    from harness.run.batch.child import unavailable
+
+    reason = unavailable("postfix-sts")
+    if reason:
+        pytest.skip(f"postfix-sts cannot run here: {reason}")
+    controls = {"tls": "preferred", "mta_sts": True, "dane": "none"}
+    docs = draw_worlds(6, 11, controls, waits=False)
+    judged = run_worlds("postfix-sts", docs)
+    assert len(judged) == len(docs)
+    ran = [j for j in judged if not j.skipped]
+    assert ran, [j.skipped for j in judged]
