@@ -17,6 +17,11 @@ writes ``/etc/netns/NAME/resolv.conf``, which ``ip netns exec`` bind-mounts over
 the short timeout keeps DNS-fault scenarios fast. ``127.0.0.53:53`` is routed to
 the world's fake DNS by :mod:`harness.world.ports`.
 
+Without root, where unprivileged user namespaces work, the same class makes a user +
+network namespace instead (:mod:`harness.userns`: ``unshare``, the ``/etc`` files in
+a temporary directory, a pid namespace that ends everything inside with the run);
+:attr:`Probe.rootless` says which kind this machine gets.
+
 Python 3.11 has no ``os.setns``, so code runs inside by being *started* inside:
 :meth:`Namespace.argv` prefixes ``ip netns exec NAME``. The harness re-executes its
 own worker (:mod:`harness.run.batch.child`) that way; the world, the MTA
@@ -47,11 +52,13 @@ import signal
 import socket
 import struct
 import subprocess
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from harness import userns
 from harness.errors import HarnessError
 
 __all__ = [
@@ -72,6 +79,7 @@ NETNS_ENV = "STS_HARNESS_NETNS"
 RESOLV_CONF = "nameserver 127.0.0.53\noptions trust-ad timeout:1 attempts:2\n"
 _PREFIX = "sts-"
 _NAME = re.compile(r"^sts-(\d+)-[0-9a-f]{6}$")
+_USERNS_NAME = re.compile(r"^sts-userns-\d+$")
 _NETNS_ETC = Path("/etc/netns")
 _TIMEOUT = 10.0
 
@@ -96,6 +104,12 @@ class Namespace:
     The name is ``sts-<pid>-<6 hex>``: unique per run, and the pid lets
     :func:`sweep_stale` find namespaces whose creator died.
 
+    Args:
+        rootless: make a user + network namespace (:mod:`harness.userns`) instead of
+            an ``ip netns`` one; default: when not root.
+        user: rootless only: the user the caller is inside (a profile's
+            ``rootless_user``); default: the caller's own ids.
+
     Raises:
         NamespaceError: ``ip netns add`` failed (not root, no ``ip``).
 
@@ -105,20 +119,29 @@ class Namespace:
             subprocess.run(ns.argv(["ip", "addr"]), check=True)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, rootless: bool | None = None, user: str | None = None) -> None:
         self.name = f"{_PREFIX}{os.getpid()}-{secrets.token_hex(3)}"
+        self.rootless = os.geteuid() != 0 if rootless is None else rootless
+        self.user = user
         self._made = False
+        self._etc: Path | None = None
 
     @property
     def etc_dir(self) -> Path:
-        """``/etc/netns/NAME``: files bind-mounted over ``/etc`` inside."""
+        """Files bind-mounted over ``/etc`` inside: ``/etc/netns/NAME``, or (rootless)
+        a temporary directory of ours."""
+        if self.rootless:
+            if self._etc is None:
+                self._etc = Path(tempfile.mkdtemp(prefix=f"{self.name}-etc-"))
+            return self._etc
         return _NETNS_ETC / self.name
 
     def __enter__(self) -> Namespace:
         try:
-            _ip("netns", "add", self.name)
-            self._made = True
-            _ip("-n", self.name, "link", "set", "lo", "up")
+            if not self.rootless:  # a rootless one exists while its command runs
+                _ip("netns", "add", self.name)
+                self._made = True
+                _ip("-n", self.name, "link", "set", "lo", "up")
             self.etc_dir.mkdir(parents=True, exist_ok=True)
             (self.etc_dir / "resolv.conf").write_text(RESOLV_CONF, encoding="ascii")
             # Names the harness's own hosts by nothing: MTAs resolve through DNS only.
@@ -143,8 +166,14 @@ class Namespace:
 
         Every process inside was started by us (through :meth:`argv`), so the safety
         net may end them by pid: a child killed before its ``finally`` ran leaves its
-        MTA behind otherwise. Idempotent.
+        MTA behind otherwise. Idempotent. (Rootless, the kernel does this: the pid
+        namespace ends with the command; only the temporary ``/etc`` files are ours.)
         """
+        if self.rootless:
+            if self._etc is not None:
+                shutil.rmtree(self._etc, ignore_errors=True)
+                self._etc = None
+            return
         shutil.rmtree(self.etc_dir, ignore_errors=True)
         if self._made:
             self._made = False
@@ -170,7 +199,13 @@ class Namespace:
         return pids
 
     def argv(self, command: Sequence[str]) -> list[str]:
-        """``command`` prefixed so that it runs inside (``ip netns exec NAME ...``)."""
+        """``command`` prefixed so that it runs inside (``ip netns exec NAME ...``).
+
+        Rootless, each call makes a namespace of its own (``unshare``), which ends
+        with the command: start one command (the black-box child) per instance.
+        """
+        if self.rootless:
+            return userns.argv(self.etc_dir, command, self.user)
         return ["ip", "netns", "exec", self.name, *command]
 
     def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -188,10 +223,14 @@ def _remove(name: str) -> None:
 def current_namespace() -> str | None:
     """The name of the namespace of ours this process runs in, or None.
 
-    Trusts :data:`NETNS_ENV` only when ``ip netns identify`` agrees, so a stray
-    environment variable never makes code believe it is isolated when it is not.
+    Trusts :data:`NETNS_ENV` only when ``ip netns identify`` agrees (rootless: when it
+    names this process's own network namespace by inode, :func:`harness.userns.marker`),
+    so a stray environment variable never makes code believe it is isolated when it
+    is not.
     """
     name = os.environ.get(NETNS_ENV)
+    if name and _USERNS_NAME.match(name):
+        return name if name == userns.marker() else None
     if not name or not _NAME.match(name):
         return None
     try:
@@ -252,8 +291,10 @@ def sweep_stale(names: Iterable[str] | None = None) -> list[str]:
         names: the namespaces to consider (default: ``ip netns list``).
 
     Returns:
-        The names removed.
+        The names removed (none without root: rootless namespaces end with their run).
     """
+    if os.geteuid() != 0:
+        return []
     if names is None:
         try:
             out = subprocess.run(
@@ -283,11 +324,14 @@ class Probe:
         netns: namespaces can be made and entered here.
         nat: the namespace's standard-port DNAT works (``nft`` is installed).
         reason: why not, when ``netns`` or ``nat`` is False ("" otherwise).
+        rootless: the namespaces are unprivileged user namespaces (not root): only
+            profiles with ``rootless = true`` can run.
     """
 
     netns: bool
     nat: bool
     reason: str = ""
+    rootless: bool = False
 
     @property
     def ok(self) -> bool:
@@ -301,8 +345,9 @@ _PROBED: list[Probe] = []
 def probe(*, refresh: bool = False) -> Probe:
     """Can black-box runs happen here? (cached per process; ``refresh`` re-probes).
 
-    Checks, in order: root, ``ip`` installed, a namespace can be made and entered,
-    ``nft`` installed and accepted inside it. The first failure is the reason.
+    Checks, in order: root (else a rootless user namespace, :func:`harness.userns.probe`),
+    ``ip`` installed, a namespace can be made and entered, ``nft`` installed and
+    accepted inside it. The first failure is the reason.
     """
     if _PROBED and not refresh:
         return _PROBED[0]
@@ -312,7 +357,10 @@ def probe(*, refresh: bool = False) -> Probe:
 
 def _probe() -> Probe:
     if os.geteuid() != 0:
-        return Probe(False, False, "black-box runs need root (ip netns, nft)")
+        why = userns.probe()
+        if why:
+            return Probe(False, False, f"black-box runs need root, or {why}", rootless=True)
+        return Probe(True, True, rootless=True)
     if shutil.which("ip") is None:
         return Probe(False, False, "`ip` (iproute2) is not installed")
     if shutil.which("nft") is None:

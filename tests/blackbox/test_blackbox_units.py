@@ -310,5 +310,7 @@ def test_profile_timeouts_are_checked(tmp_path):
     assert load_profile("chasquid").smtp_timeout == 600
     bad = tmp_path / "bad.toml"
     bad.write_text(good.replace("smtp_timeout = 600", 'smtp_timeout = "long"'), encoding="utf-8")
-    with pytest.raises(ProfileError, match=r"engine\.smtp_timeout must be seconds"):
+    with pytest.raises(
+        ProfileError, match=r"engine\.smtp_timeout: invalid value; expected seconds"
+    ):
         load_profile(bad)

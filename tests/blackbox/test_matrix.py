@@ -52,6 +52,9 @@ def test_a_failed_black_box_child_errors_its_column_and_keeps_the_others(monkeyp
 
 def test_a_hung_black_box_child_is_stopped_and_reported(monkeypatch):
     class FakeNamespace:
+        def __init__(self, **options):
+            pass
+
         def __enter__(self):
             return self
 

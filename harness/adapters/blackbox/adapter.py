@@ -73,6 +73,7 @@ LOG_LINE = "mta.log"
 # The MTA's word for a session's trust -> ours (None: the profile's `verified`).
 _TRUST = {"verified": None, "trusted": "none", "untrusted": "none", "anonymous": "none"}
 _TRUST |= {"secure": None, "insecure": "none", "plain": "clear"}  # chasquid
+_TRUST |= {"dane": "dane", "yes": "pkix", "no": "none"}  # Exim's CV=
 
 
 class BlackBoxEngine:
@@ -161,7 +162,7 @@ class BlackBoxEngine:
             if done.returncode:
                 raise AdapterError(f"{self.profile.name}: {users[0]} failed: {err.decode()}")
         for spec in self.profile.helpers:
-            proc = self._process(spec.name, spec.argv, spec.env)
+            proc = self._process(spec.name, spec.argv, spec.env, spec.logs)
             self._helpers.append(proc)
             await proc.start()
             await proc.wait_for(spec.ready, READY_TIMEOUT)
@@ -169,11 +170,13 @@ class BlackBoxEngine:
 
     async def _start_mta(self) -> None:
         spec = self.profile.mta
-        self._mta = self._process(spec.name, spec.argv, spec.env)
+        self._mta = self._process(spec.name, spec.argv, spec.env, spec.logs)
         await self._mta.start()
         await self._mta.wait_for(spec.ready, READY_TIMEOUT)
 
-    def _process(self, name: str, argv: Sequence[str], env: Mapping[str, str]) -> ManagedProcess:
+    def _process(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str], logs: Sequence[str] = ()
+    ) -> ManagedProcess:
         full = self._env | {k: render(v, self._ctx) for k, v in env.items()}
         return ManagedProcess(
             name,
@@ -181,6 +184,7 @@ class BlackBoxEngine:
             env=full,
             cwd=self._ctx["dir"],
             on_line=functools.partial(self._line, name),
+            logs=[render(f, self._ctx) for f in logs],
         )
 
     def _line(self, program: str, stream: str, line: str) -> None:

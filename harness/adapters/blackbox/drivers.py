@@ -20,6 +20,7 @@ Our own gateway is not a black box here: :mod:`harness.adapters.process` runs
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import shutil
@@ -28,14 +29,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.adapters.base import AdapterError
 from harness.adapters.blackbox.profile import EngineProfile
 from harness.world.world import World
 
-__all__ = ["DRIVERS", "Driver", "Parsed", "driver_for"]
+__all__ = ["DRIVERS", "EXIM_USER", "Driver", "Parsed", "driver_for"]
+
+#: The user Exim delivers as when the harness runs as root (Debian's exim4-base makes it).
+EXIM_USER = "Debian-exim"
 
 _STATUS = {"sent": "delivered", "delivered": "delivered", "deferred": "deferred"}
 _STATUS |= {"bounced": "bounced", "failed": "bounced", "expired": "bounced"}
 _STATUS |= {"temporary": "deferred", "permanent": "bounced"}
+_STATUS |= {"=>": "delivered", "==": "deferred", "**": "bounced"}  # Exim's log flags
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +85,12 @@ class Driver:
                 fields["status"] = _STATUS.get(fields.get("status", ""), fields.get("status"))
                 fields["rcpt"] = fields.get("rcpt", "").lower()
             level = "warning" if rule.code.endswith(("warning", "failed")) else "info"
-            return [Parsed(rule.code, fields, level)]
+            out = [Parsed(rule.code, fields, level)]
+            if rule.code == "outcome" and "trust" in fields:
+                # One line says both (Exim's `=> ... CV=dane`): the session's trust too.
+                tls = {k: fields[k] for k in ("qid", "rcpt", "mx", "trust", "proc") if k in fields}
+                out.append(Parsed("tls.established", tls))
+            return out
         return []
 
 
@@ -120,9 +131,47 @@ class ChasquidDriver(Driver):
         return {}
 
 
+class EximDriver(Driver):
+    """Exim: its spool, its own path (it re-executes itself) and the user it delivers as."""
+
+    def prepare(self, instance: Path, world: World, sender: Mapping[str, Any]) -> dict[str, str]:
+        """Create ``spool/`` and the log files, owned by the user Exim delivers as.
+
+        Exim refuses to deliver as root (Debian builds it with FIXED_NEVER_USERS=root):
+        as root it delivers as ``Debian-exim``; unprivileged (a rootless run, where only
+        the caller's own id exists) it runs and delivers as the caller. ``exim_path``
+        is the binary found on PATH: Exim re-executes itself by that path, and the
+        compiled-in one may not be where it is (scripts/install-blackbox.sh).
+
+        Raises:
+            AdapterError: root, and no ``Debian-exim`` user.
+        """
+        if os.getuid() == 0:
+            try:
+                pw = pwd.getpwnam(EXIM_USER)
+            except KeyError:
+                raise AdapterError(
+                    f"{self.profile.name}: no user {EXIM_USER!r} (scripts/install-blackbox.sh)"
+                ) from None
+        else:
+            pw = pwd.getpwuid(os.getuid())
+        spool = instance / "spool"
+        spool.mkdir(mode=0o750, exist_ok=True)
+        for path in (spool, *(instance / f"{k}log" for k in ("main", "panic", "reject"))):
+            path.touch(mode=0o640)
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+        return {
+            "exim_path": shutil.which("exim4") or shutil.which("exim") or "exim4",
+            "exim_user": pw.pw_name,
+            "exim_group": grp.getgrgid(pw.pw_gid).gr_name,
+        }
+
+
 DRIVERS: dict[str, type[Driver]] = {
     "postfix": PostfixDriver,
     "chasquid": ChasquidDriver,
+    "exim": EximDriver,
+    "generic": Driver,
 }
 
 

@@ -44,6 +44,9 @@ class ManagedProcess:
         env: the full environment.
         cwd: the working directory.
         on_line: called for every line (stdout and stderr).
+        logs: files the program writes its log to (Exim): each is followed from its
+            current end by a ``tail -F`` of our own, and its lines count as the
+            program's (stream ``log``), readiness included.
     """
 
     def __init__(
@@ -54,8 +57,11 @@ class ManagedProcess:
         env: Mapping[str, str],
         cwd: str | None = None,
         on_line: LineCallback | None = None,
+        logs: Sequence[str] = (),
     ) -> None:
         self.name = name
+        self._logs = list(logs)
+        self._tails: list[asyncio.subprocess.Process] = []
         self.argv = list(argv)
         self._env = dict(env)
         self._cwd = cwd
@@ -98,6 +104,21 @@ class ManagedProcess:
             asyncio.create_task(self._read("stdout", self._proc.stdout)),
             asyncio.create_task(self._read("stderr", self._proc.stderr)),
         ]
+        for log in self._logs:
+            # From the file's end now: a restart must not re-read the last run's lines.
+            # tail, not a polling loop of ours: -F waits for the file and follows it
+            # (inotify), across a rotation too.
+            start = os.path.getsize(log) if os.path.exists(log) else 0
+            tail = await asyncio.create_subprocess_exec(
+                "tail", "-F", "-s", "0.1", "-c", f"+{start + 1}", log,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+            self._tails.append(tail)
+            assert tail.stdout is not None
+            self._readers.append(asyncio.create_task(self._read("log", tail.stdout)))
 
     async def _read(self, stream: str, reader: asyncio.StreamReader) -> None:
         while raw := await reader.readline():
@@ -131,7 +152,9 @@ class ManagedProcess:
                             return i
                     pos = len(self.lines)
                     if self._proc is None or (
-                        self._proc.returncode is not None and all(t.done() for t in self._readers)
+                        # Its own output read to the end (a log follower runs on).
+                        self._proc.returncode is not None
+                        and all(t.done() for t in self._readers[:2])
                     ):
                         code = None if self._proc is None else self._proc.returncode
                         raise AdapterError(
@@ -185,6 +208,11 @@ class ManagedProcess:
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
         finally:
+            for tail in self._tails:  # the log followers end with their program
+                with contextlib.suppress(ProcessLookupError):
+                    tail.kill()
+                await tail.wait()
+            self._tails = []
             async with asyncio.timeout(_GRACE):
                 await asyncio.gather(*self._readers, return_exceptions=True)
             self._readers = []

@@ -7,7 +7,7 @@ how each says it is ready (a regex on a log line, read as it arrives), how to st
 it, the files to write from templates, how a message is submitted, and a *log map*
 from the MTA's log lines to events (a regex per line kind; its named groups become
 the event's fields). What differs between MTAs beyond that lives in a small driver
-(``[engine] driver``: ``postfix`` or ``chasquid``) in
+(``[engine] driver``: ``postfix``, ``chasquid``, ``exim`` or ``generic``) in
 :mod:`harness.adapters.blackbox.drivers`. (Our own gateway runs as a process
 without a namespace: :mod:`harness.adapters.process`.)
 
@@ -19,9 +19,12 @@ Profile keys (all checked; an unknown key is a :class:`ProfileError` naming it):
 
     [engine]   title, driver, binaries, capabilities, features, verified, notes,
                smtp_timeout, fetch_timeout (seconds the MTA waits for one SMTP reply
-               and for one policy fetch; 0: within the adapter's outcome window)
-    [[helpers]] name, argv, ready, env       (started in order, before the MTA)
-    [mta]      argv, ready, stop, env
+               and for one policy fetch; 0: within the adapter's outcome window),
+               rootless (runs in an unprivileged user namespace, harness.userns),
+               rootless_needs (when not: why, and what to install or grant),
+               rootless_user (rootless: the user the MTA runs as inside; default yours)
+    [[helpers]] name, argv, ready, env, logs (started in order, before the MTA)
+    [mta]      argv, ready, stop, env, logs (logs: files it logs to, followed as output)
     [submit]   method ("smtp"), port, queued (regex with a `qid` group), auth, queued_log
     [[log]]    match, code
     [files."NAME"] template                   (written into the instance directory)
@@ -30,12 +33,12 @@ Profile keys (all checked; an unknown key is a :class:`ProfileError` naming it):
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from engine.core.errors import ConfigError
+from engine.core.tomlnode import TomlNode
 from harness.adapters.base import AdapterError
 from harness.scenario.model import Capability
 
@@ -89,6 +92,7 @@ class ProcessSpec:
         stop: a command that asks it to stop (else SIGTERM); the adapter then waits
             for the program itself to exit.
         env: extra environment (templates).
+        logs: log files the program writes (templates), read like its output.
     """
 
     name: str
@@ -96,6 +100,7 @@ class ProcessSpec:
     ready: str
     stop: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
+    logs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,37 +152,45 @@ class EngineProfile:
     path: Path
     smtp_timeout: float = 0.0
     fetch_timeout: float = 0.0
+    rootless: bool = False
+    rootless_needs: str = ""
+    rootless_user: str | None = None
 
 
-_DRIVERS = ("postfix", "chasquid")
-_ENGINE_KEYS = {"title", "driver", "binaries", "capabilities", "features", "verified", "notes"}
-_ENGINE_KEYS |= {"smtp_timeout", "fetch_timeout"}
+_DRIVERS = ("postfix", "chasquid", "exim", "generic")
+_ENGINE_KEYS = ("title", "driver", "binaries", "capabilities", "features", "verified", "notes")
+_ENGINE_KEYS += ("smtp_timeout", "fetch_timeout", "rootless", "rootless_needs", "rootless_user")
+_TABLES = ("engine", "helpers", "mta", "submit", "log", "files")
+_PROCESS_KEYS = ("name", "argv", "ready", "stop", "env", "logs")
+_VERIFIED = ("pkix", "dane", "none")
 #: ``[engine] features``: what a profile's fixed configuration does (see fit.needs).
 FEATURES = frozenset({"sts", "dane", "config"})
 
 
-def _table(data: Mapping[str, Any], key: str, allowed: set[str], where: str) -> dict[str, Any]:
-    value = data.get(key, {})
-    if not isinstance(value, Mapping):
-        raise ProfileError(f"{where}: {key!r} must be a table, got {value!r}")
-    unknown = set(value) - allowed
-    if unknown:
-        raise ProfileError(f"{where}: unknown keys {sorted(unknown)} in [{key}]")
-    return dict(value)
+def _strings(node: TomlNode, *, non_empty: bool = False) -> tuple[str, ...]:
+    return tuple(n.text(non_empty=True) for n in node.items(non_empty=non_empty))
 
 
-def _process(raw: Mapping[str, Any], where: str) -> ProcessSpec:
-    unknown = set(raw) - {"name", "argv", "ready", "stop", "env"}
-    if unknown:
-        raise ProfileError(f"{where}: unknown keys {sorted(unknown)}")
-    if not raw.get("argv") or not raw.get("ready"):
-        raise ProfileError(f"{where}: needs argv and ready")
+def _regex(node: TomlNode) -> re.Pattern[str]:
+    text = node.text(non_empty=True)
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise node.bad(f"a regular expression ({exc})") from None
+
+
+def _process(node: TomlNode) -> ProcessSpec:
+    t = node.table(_PROCESS_KEYS, required=("argv", "ready"))
+    argv = _strings(t["argv"], non_empty=True)
+    _regex(t["ready"])
+    env = t.get("env", node.child("env", {})).table()
     return ProcessSpec(
-        name=str(raw.get("name", raw["argv"][0])),
-        argv=tuple(str(a) for a in raw["argv"]),
-        ready=str(raw["ready"]),
-        stop=tuple(str(a) for a in raw.get("stop", ())),
-        env={str(k): str(v) for k, v in raw.get("env", {}).items()},
+        name=t["name"].text(non_empty=True) if "name" in t else argv[0],
+        argv=argv,
+        ready=t["ready"].text(),
+        stop=_strings(t["stop"]) if "stop" in t else (),
+        env={k: v.text() for k, v in env.items()},
+        logs=_strings(t["logs"]) if "logs" in t else (),
     )
 
 
@@ -185,77 +198,84 @@ def load_profile(name_or_path: str | Path) -> EngineProfile:
     """Load a profile by name (``postfix-sts``) or path.
 
     Raises:
-        ProfileError: no such profile, or a wrong key or value.
+        ProfileError: no such profile, or a wrong key or value (one line: the file,
+            the key path, the value and what is allowed).
     """
     path = Path(name_or_path)
     if path.suffix != ".toml":
         path = PROFILE_DIR / f"{name_or_path}.toml"
     if not path.is_file():
         raise ProfileError(f"no engine profile {str(name_or_path)!r}; known: {profile_names()}")
-    where = str(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"{where}: {exc}") from exc
-    unknown = set(data) - {"engine", "helpers", "mta", "submit", "log", "files"}
-    if unknown:
-        raise ProfileError(f"{where}: unknown tables {sorted(unknown)}")
-    eng = _table(data, "engine", _ENGINE_KEYS, where)
-    if eng.get("driver") not in _DRIVERS:
-        raise ProfileError(f"{where}: engine.driver must be one of {_DRIVERS}")
-    if not set(eng.get("features", ())) <= FEATURES:
-        raise ProfileError(f"{where}: engine.features must be among {sorted(FEATURES)}")
-    try:
-        caps = frozenset(Capability(c) for c in eng.get("capabilities", ()))
-    except ValueError as exc:
-        raise ProfileError(f"{where}: engine.capabilities: {exc}") from exc
-    waits: dict[str, float] = {}
-    for key in ("smtp_timeout", "fetch_timeout"):
-        value = eng.get(key, 0)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ProfileError(f"{where}: engine.{key} must be seconds (>= 0), got {value!r}")
-        waits[key] = float(value)
-    sub = _table(data, "submit", {"method", "port", "queued", "auth", "queued_log"}, where)
-    if sub.get("method") != "smtp" or "port" not in sub or "queued" not in sub:
-        raise ProfileError(f"{where}: [submit] needs method = 'smtp', port and queued")
+        return _read(TomlNode.parse(path.read_text(encoding="utf-8"), str(path)), path)
+    except ConfigError as exc:
+        raise ProfileError(str(exc)) from None
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"{path}: not UTF-8 text ({exc.reason})") from None
+
+
+def _read(root: TomlNode, path: Path) -> EngineProfile:
+    top = root.table(_TABLES, required=("engine", "mta", "submit"))
+    eng = top["engine"].table(_ENGINE_KEYS, required=("driver",))
+    driver = eng["driver"].choice(_DRIVERS)
+    default = top["engine"].child
+    features = _strings(eng.get("features", default("features", [])))
+    for i, f in enumerate(features):
+        eng["features"].child(i, f).choice(sorted(FEATURES))
+    caps = frozenset(
+        n.member(Capability) for n in eng.get("capabilities", default("capabilities", [])).items()
+    )
+    waits = {
+        key: eng[key].number(at_least=0, expected="seconds (a number >= 0)") if key in eng else 0.0
+        for key in ("smtp_timeout", "fetch_timeout")
+    }
+    rootless = eng["rootless"].boolean() if "rootless" in eng else False
+    needs = eng["rootless_needs"].text(non_empty=True) if "rootless_needs" in eng else ""
+    if not rootless and not needs:
+        raise top["engine"].error(
+            "a profile that cannot run rootless says why in rootless_needs "
+            "(what to install or grant), or sets rootless = true"
+        )
+    sub_node = top["submit"]
+    sub = sub_node.table(
+        ("method", "port", "queued", "auth", "queued_log"), required=("method", "port", "queued")
+    )
+    sub["method"].choice(["smtp"])
+    if _regex(sub["queued"]).groupindex.get("qid") is None and "queued_log" not in sub:
+        raise sub["queued"].bad("a regular expression with a (?P<qid>...) group")
     rules = []
-    for i, rule in enumerate(data.get("log", ())):
-        if set(rule) != {"match", "code"}:
-            raise ProfileError(f"{where}: log[{i}] needs exactly match and code")
-        try:
-            rules.append(LogRule(re.compile(rule["match"]), str(rule["code"])))
-        except re.error as exc:
-            raise ProfileError(f"{where}: log[{i}].match: {exc}") from exc
+    for node in top.get("log", root.child("log", [])).items():
+        rule = node.table(("match", "code"), required=("match", "code"))
+        rules.append(LogRule(_regex(rule["match"]), rule["code"].text(non_empty=True)))
     files = {}
-    for fname, spec in data.get("files", {}).items():
-        if set(spec) != {"template"}:
-            raise ProfileError(f"{where}: files.{fname!r} needs exactly template")
-        files[str(fname)] = str(spec["template"]).lstrip("\n")
+    for fname, spec in top.get("files", root.child("files", {})).table().items():
+        files[fname] = spec.table(("template",), required=("template",))["template"].text()
     return EngineProfile(
         name=path.stem,
-        title=str(eng.get("title", path.stem)),
-        driver=str(eng["driver"]),
-        binaries=tuple(str(b) for b in eng.get("binaries", ())),
+        title=eng["title"].text(non_empty=True) if "title" in eng else path.stem,
+        driver=driver,
+        binaries=_strings(eng.get("binaries", default("binaries", []))),
         capabilities=caps,
-        features=frozenset(str(f) for f in eng.get("features", ())),
-        verified=str(eng.get("verified", "pkix")),
-        notes=str(eng.get("notes", "")).strip(),
-        helpers=tuple(
-            _process(h, f"{where}: helpers[{i}]") for i, h in enumerate(data.get("helpers", ()))
-        ),
-        mta=_process(data.get("mta", {}), f"{where}: [mta]"),
+        features=frozenset(features),
+        verified=eng["verified"].choice(_VERIFIED) if "verified" in eng else "pkix",
+        notes=eng["notes"].text().strip() if "notes" in eng else "",
+        helpers=tuple(_process(h) for h in top.get("helpers", root.child("helpers", [])).items()),
+        mta=_process(top["mta"]),
         submit=SubmitSpec(
             "smtp",
-            str(sub["port"]),
-            str(sub["queued"]),
-            str(sub.get("auth", "")),
-            str(sub.get("queued_log", "")),
+            sub["port"].text(non_empty=True),
+            sub["queued"].text(),
+            sub["auth"].text() if "auth" in sub else "",
+            sub["queued_log"].text() if "queued_log" in sub else "",
         ),
         log=tuple(rules),
-        files=files,
+        files={k: v.lstrip("\n") for k, v in files.items()},
         path=path,
         smtp_timeout=waits["smtp_timeout"],
         fetch_timeout=waits["fetch_timeout"],
+        rootless=rootless,
+        rootless_needs=needs,
+        rootless_user=eng["rootless_user"].text(non_empty=True) if "rootless_user" in eng else None,
     )
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import pickle
+import pwd
 import shutil
 import signal
 import subprocess
@@ -57,6 +58,13 @@ def unavailable(engine: str) -> str:
     if not p.ok:
         return p.reason
     profile = load_profile(engine)
+    if p.rootless and not profile.rootless:
+        return f"{engine} cannot run rootless (not root here); it needs {profile.rootless_needs}"
+    if p.rootless and profile.rootless_user:
+        try:
+            pwd.getpwnam(profile.rootless_user)
+        except KeyError:
+            return f"no user {profile.rootless_user!r} (scripts/install-blackbox.sh)"
     venv_bin = str(Path(sys.executable).parent)
     for binary in profile.binaries:
         path = render(binary, {"venv_bin": venv_bin})
@@ -110,7 +118,7 @@ def run_engine(
             ),
             encoding="utf-8",
         )
-        with Namespace() as ns:
+        with Namespace(user=load_profile(engine).rootless_user) as ns:
             argv = ns.argv([sys.executable, "-m", "harness.run.batch.child", str(job)])
             child = subprocess.Popen(
                 argv, env=ns.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
