@@ -41,7 +41,7 @@ from engine.io.smtp import SmtpTimeouts
 from engine.io.store import SqlitePolicyStore
 from engine.logs import MailLogWriter
 from harness.adapters.base import AdapterError
-from harness.scenario.loader import sender_toml
+from harness.adapters.sender import sender_toml
 from harness.scenario.model import Capability
 from harness.scenario.observation import DeliveryRecord, EventRecord
 from harness.world.world import World

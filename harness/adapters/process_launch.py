@@ -37,7 +37,7 @@ from harness.adapters.gateway import (
 )
 from harness.adapters.inprocess import DNS_TIMEOUT, FETCH_TIMEOUT
 from harness.adapters.process_io import LINE_LIMIT, pipe_reader
-from harness.scenario.loader import sender_toml
+from harness.adapters.sender import sender_toml
 from harness.world.spec.model import RecordSpec
 from harness.world.world import World
 

@@ -10,6 +10,10 @@ adapters import only :mod:`harness.adapters.base`). Every engine profile of
 ``fixtures/engines/`` is a black-box adapter of its own name
 (:class:`~harness.adapters.blackbox.adapter.BlackBoxEngine`). Tests add adapters of
 their own with :func:`register_adapter`.
+
+It also registers our engine's check of a scenario's ``[sender]`` with the loader
+(:func:`harness.adapters.sender.check_sender`): the scenario model stays
+engine-neutral, and any program that can run a scenario has the check.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from importlib import import_module
 
 from harness.adapters.base import AdapterError, AdapterFactory, EngineUnderTest
 from harness.adapters.blackbox.profile import profile_names
+from harness.adapters.sender import check_sender
+from harness.scenario.loader import register_sender_check
 
 __all__ = ["ADAPTERS", "SHIPPED", "make_adapter", "register_adapter"]
 
@@ -48,6 +54,11 @@ class _Lazy:
 #: Engine name -> factory of a fresh adapter.
 ADAPTERS: dict[str, AdapterFactory] = {name: _Lazy(target) for name, target in SHIPPED.items()}
 ADAPTERS.update({name: _Lazy(_BLACKBOX, (name,)) for name in profile_names()})
+
+
+# Every shipped adapter but the black boxes runs our engine on [sender]: our engine's
+# parser checks it as scenarios load (a black box's fit reads the same layout).
+register_sender_check(check_sender)
 
 
 def register_adapter(name: str, factory: AdapterFactory) -> None:

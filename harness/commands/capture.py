@@ -24,8 +24,8 @@ from engine.config import parse_config
 from engine.core.events import ListSink
 from engine.delivery.agent import Engine, load_roots
 from engine.io.dialer import Dialer
+from harness.adapters.sender import sender_toml
 from harness.capture import Capture, FixedClock, capture_domain, capture_scenario
-from harness.scenario.loader import sender_toml
 
 __all__ = ["record_delivery", "register", "scenario_text"]
 

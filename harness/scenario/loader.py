@@ -10,8 +10,11 @@ value and what is allowed:
 * ``[scenario]``: id, title, covers, topic, requires, description;
 * ``[world]``: the world spec, loaded by :func:`~harness.world.spec.load_world_spec`
   with ``prefix="world"``;
-* ``[sender]``: the engine configuration in the engine's own layout. It is validated
-  by the engine's parser here (with the adapter-filled parts stubbed), so a typo in
+* ``[sender]``: the engine configuration in the engine's own layout. The scenario
+  model does not read it: the checks the engines register
+  (:func:`register_sender_check`; our engine's parser,
+  :func:`harness.adapters.sender.check_sender`, registered by
+  :mod:`harness.adapters.registry`) run on it here, so a typo in
   ``[sender.destination_controls."example.com"]`` fails at load time too;
 * ``[[steps]]`` (:mod:`harness.scenario.steps`) and ``[expect]``
   (:mod:`harness.scenario.expect`).
@@ -26,14 +29,10 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
-from engine.config import parse_config
-from engine.core.errors import ConfigError
 from engine.core.tomlnode import TomlNode, key_path
 from harness.errors import SpecError, spec_errors
 from harness.scenario.expect import parse_expect
@@ -45,12 +44,14 @@ from harness.world.spec.values import member_of, strings_of
 __all__ = [
     "CONFIG_ERROR_KEY",
     "PROXY_FROM_WORLD",
+    "SENDER_CHECKS",
+    "SenderCheck",
     "config_error_matches",
     "discover",
     "load_all",
     "load_scenario",
     "loads_scenario",
-    "sender_toml",
+    "register_sender_check",
 ]
 
 #: ``[sender.policy_fetch] proxy = "world"``: use the world's CONNECT proxy.
@@ -66,18 +67,17 @@ _TOPIC = re.compile(r"[a-z][a-z0-9_]*")
 _ADAPTER_FILLED = {("dns", "resolvers"), ("tls", "ca_file")}
 
 
-def sender_toml(sender: Mapping[str, Any], proxy: tuple[str, int] | None = None) -> str:
-    """The ``[sender]`` table as engine configuration TOML.
+#: A check of ``[sender]`` an engine registers: raises SpecError (file, key, value).
+SenderCheck = Callable[[TomlNode], None]
+#: The registered checks, run on every ``[sender]`` in order.
+SENDER_CHECKS: list[SenderCheck] = []
 
-    Args:
-        sender: the table.
-        proxy: the world's proxy, substituted for ``proxy = "world"``.
-    """
-    data = {k: dict(v) if isinstance(v, Mapping) else v for k, v in sender.items()}
-    fetch = data.get("policy_fetch")
-    if isinstance(fetch, dict) and fetch.get("proxy") == PROXY_FROM_WORLD:
-        fetch["proxy"] = f"{proxy[0]}:{proxy[1]}" if proxy else "127.0.0.1:3128"
-    return tomli_w.dumps(data)
+
+def register_sender_check(check: SenderCheck) -> None:
+    """Run ``check`` on every scenario's ``[sender]`` as it loads (once, however often
+    it is registered)."""
+    if check not in SENDER_CHECKS:
+        SENDER_CHECKS.append(check)
 
 
 def config_error_matches(pattern: str, message: str) -> bool:
@@ -117,15 +117,15 @@ def _check_sender(node: TomlNode, *, refusal_expected: bool = False) -> Mapping[
         if isinstance(value, Mapping) and key in value:
             where = key_path(key_path(node.path, section), key)
             raise SpecError("set by the adapter", file=node.file, key=where, value=value[key])
-    try:
-        parse_config(sender_toml(node.value), file=node.file)
-    except ConfigError as exc:
-        if refusal_expected:  # [expect] config_error: the runner judges the refusal
-            return node.value  # type: ignore[no-any-return]
-        where = f"{node.path}.{exc.key}" if exc.key else node.path
-        raise SpecError(exc.reason, file=node.file, key=where, value=exc.value) from None
-    except (TypeError, ValueError) as exc:  # tomli_w: a value TOML cannot hold
-        raise node.bad(f"engine configuration TOML can hold ({exc})") from None
+    for check in SENDER_CHECKS:
+        try:
+            check(node)
+        except SpecError:
+            if refusal_expected:  # [expect] config_error: the runner judges the refusal
+                return node.value  # type: ignore[no-any-return]
+            raise
+        except (TypeError, ValueError) as exc:  # tomli_w: a value TOML cannot hold
+            raise node.bad(f"engine configuration TOML can hold ({exc})") from None
     return node.value  # type: ignore[no-any-return]
 
 
