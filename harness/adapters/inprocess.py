@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 The engine runs as a library: one :class:`~engine.delivery.agent.Engine` per scenario (and
-a new one after ``restart_engine``), wired to the running world the way DESIGN.md
-§2 allows, through configuration only: the world's resolver, its trusted root, and
+a new one after ``restart_engine``), wired to the running world through its
+configuration only, as an operator would wire it (the engine has no test hooks): the
+world's resolver, its trusted root, and
 a :class:`~engine.io.dialer.Dialer` in loopback-only mode whose endpoint map is read
 live from the world (a mutation that adds an MX adds a server, and the engine must
 reach it). The clock is a :class:`~engine.core.clock.ManualClock` the ``advance``

@@ -76,8 +76,8 @@ def _key(domain: str) -> str:
 
 
 def _entry(sender: Mapping[str, Any], domain: str) -> dict[str, Any]:
-    """The Destination Controls entry that applies to ``domain`` (SEG §1: a key the
-    domain's entry lacks is inherited from ``default``)."""
+    """The Destination Controls entry that applies to ``domain`` (a key the domain's
+    entry lacks is inherited from ``default``: docs/gateway-behaviour.md §1)."""
     controls = _controls(sender)
     own = {_key(k): v for k, v in controls.items() if k != "default"}
     return {**controls.get("default", {}), **own.get(_key(domain), {})}

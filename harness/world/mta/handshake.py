@@ -35,7 +35,7 @@ which OpenSSL 3 clients require of a TLS 1.2 server.
 
 Whatever the client sends after our bytes (normally its own alert, or nothing) is
 kept, up to 1 KiB, so the session can tell a client that fell back to clear text on
-the same connection (seg-behaviour.md §1.1, the "220 boundary").
+the same connection (docs/gateway-behaviour.md §1.1, the "220 boundary").
 """
 
 from __future__ import annotations

@@ -346,7 +346,7 @@ class MtaProtocol(SMTP):
                 await break_handshake(self._reader, self._writer, mode, after=after)
             finally:  # also when the client's EOF cancels us
                 if after and not is_tls_record(after):
-                    # seg-behaviour §1.1, the "220 boundary": past the 220, a failed
+                    # docs/gateway-behaviour.md §1.1, the "220 boundary": past the 220, a failed
                     # handshake must not turn into cleartext on this connection.
                     self.log.cleartext_after_tls_failure(bytes(after))
             if mode is StartTls.BROKEN_RESET:
