@@ -64,12 +64,14 @@ from harness.errors import HarnessError
 __all__ = [
     "NETNS_ENV",
     "RESOLV_CONF",
+    "ROOTLESS_ENV",
     "Namespace",
     "NamespaceError",
     "Probe",
     "current_namespace",
     "flush_conntrack",
     "probe",
+    "rootless_mode",
     "sweep_stale",
 ]
 
@@ -106,7 +108,7 @@ class Namespace:
 
     Args:
         rootless: make a user + network namespace (:mod:`harness.userns`) instead of
-            an ``ip netns`` one; default: when not root.
+            an ``ip netns`` one; default: :func:`rootless_mode`.
         user: rootless only: the user the caller is inside (a profile's
             ``rootless_user``); default: the caller's own ids.
 
@@ -121,7 +123,7 @@ class Namespace:
 
     def __init__(self, *, rootless: bool | None = None, user: str | None = None) -> None:
         self.name = f"{_PREFIX}{os.getpid()}-{secrets.token_hex(3)}"
-        self.rootless = os.geteuid() != 0 if rootless is None else rootless
+        self.rootless = rootless_mode() if rootless is None else rootless
         self.user = user
         self._made = False
         self._etc: Path | None = None
@@ -230,7 +232,9 @@ def current_namespace() -> str | None:
     """
     name = os.environ.get(NETNS_ENV)
     if name and _USERNS_NAME.match(name):
-        return name if name == userns.marker() else None
+        # Ours, and isolated: nothing but a loopback (the host always has more).
+        alone = [n for _, n in socket.if_nameindex()] == ["lo"]
+        return name if alone and name == userns.marker() else None
     if not name or not _NAME.match(name):
         return None
     try:
@@ -293,7 +297,7 @@ def sweep_stale(names: Iterable[str] | None = None) -> list[str]:
     Returns:
         The names removed (none without root: rootless namespaces end with their run).
     """
-    if os.geteuid() != 0:
+    if rootless_mode():
         return []
     if names is None:
         try:
@@ -339,24 +343,32 @@ class Probe:
         return self.netns and self.nat
 
 
-_PROBED: list[Probe] = []
+_PROBED: dict[bool, Probe] = {}
+#: Set to 1 to make rootless namespaces even as root (to test that path, or by choice).
+ROOTLESS_ENV = "STS_HARNESS_ROOTLESS"
+
+
+def rootless_mode() -> bool:
+    """Black-box namespaces here are rootless ones: not root, or :data:`ROOTLESS_ENV` is 1."""
+    return os.geteuid() != 0 or os.environ.get(ROOTLESS_ENV) == "1"
 
 
 def probe(*, refresh: bool = False) -> Probe:
     """Can black-box runs happen here? (cached per process; ``refresh`` re-probes).
 
-    Checks, in order: root (else a rootless user namespace, :func:`harness.userns.probe`),
+    Checks, in order: root (else, or with :data:`ROOTLESS_ENV`, a rootless user
+    namespace: :func:`harness.userns.probe`),
     ``ip`` installed, a namespace can be made and entered, ``nft`` installed and
     accepted inside it. The first failure is the reason.
     """
-    if _PROBED and not refresh:
-        return _PROBED[0]
-    _PROBED[:] = [_probe()]
-    return _PROBED[0]
+    mode = rootless_mode()
+    if mode not in _PROBED or refresh:
+        _PROBED[mode] = _probe(mode)
+    return _PROBED[mode]
 
 
-def _probe() -> Probe:
-    if os.geteuid() != 0:
+def _probe(rootless: bool) -> Probe:
+    if rootless:
         why = userns.probe()
         if why:
             return Probe(False, False, f"black-box runs need root, or {why}", rootless=True)
