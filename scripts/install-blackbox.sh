@@ -4,7 +4,13 @@
 #   apt:  postfix (preseeded "No configuration": the system instance is never configured
 #         or started; the harness runs private instances with `postfix -c DIR`),
 #         chasquid, nftables (the namespace's standard-port DNAT, harness/world/ports.py),
-#         iproute2 (`ip netns`).
+#         iproute2 (`ip netns`), util-linux (`unshare`, rootless runs).
+#   exim: Exim 4.96 (exim4-daemon-heavy: GnuTLS with DANE) for the exim-dane profile.
+#         Debian's exim4 packages conflict with postfix (each is *the* system MTA), so
+#         the package's libraries are installed with apt and its binary is unpacked from
+#         the .deb as /usr/local/sbin/exim4, and the Debian-exim user is created; no
+#         system Exim is configured or started. (On a machine without Postfix,
+#         `apt-get install exim4-daemon-heavy` and stopping its service does as well.)
 #   pip:  postfix-mta-sts-resolver into the project's virtualenv (default .venv).
 #
 # Idempotent; safe to run twice. Usage: scripts/install-blackbox.sh [VENV]
@@ -19,7 +25,10 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 need=()
-for pkg in postfix chasquid nftables iproute2; do
+# The libraries exim4-daemon-heavy links against (apt-cache depends exim4-daemon-heavy).
+exim_libs=(libgnutls-dane0 libgnutls30 libidn12 libidn2-0 libldap-2.5-0 libmariadb3 libnsl2
+    libpam0g libpcre2-8-0 libperl5.36 libpq5 libsasl2-2 libspf2-2 libsqlite3-0 libdb5.3 libcrypt1)
+for pkg in postfix chasquid nftables iproute2 util-linux "${exim_libs[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 
@@ -41,6 +50,17 @@ if [ "${#need[@]}" -gt 0 ]; then
     fi
 fi
 
+if ! command -v exim4 >/dev/null; then
+    tmp="$(mktemp -d)"
+    (cd "$tmp" && apt-get download -q exim4-daemon-heavy && dpkg-deb -x exim4-daemon-heavy_*.deb x)
+    install -m 0755 "$tmp/x/usr/sbin/exim4" /usr/local/sbin/exim4
+    rm -rf "$tmp"
+fi
+if ! getent passwd Debian-exim >/dev/null; then
+    adduser --system --group --quiet --allow-bad-names --no-create-home \
+        --home /var/spool/exim4 Debian-exim
+fi
+
 "$venv/bin/pip" install -q 'postfix-mta-sts-resolver>=1.4'
 
-echo "install-blackbox: postfix $(postconf -d -h mail_version 2>/dev/null), chasquid $(dpkg-query -W -f='${Version}' chasquid), $("$venv/bin/pip" show postfix-mta-sts-resolver | sed -n 's/^Version: /postfix-mta-sts-resolver /p')"
+echo "install-blackbox: postfix $(postconf -d -h mail_version 2>/dev/null), chasquid $(dpkg-query -W -f='${Version}' chasquid), $(exim4 -bV 2>/dev/null | sed -n '1s/ #.*//p'), $("$venv/bin/pip" show postfix-mta-sts-resolver | sed -n 's/^Version: /postfix-mta-sts-resolver /p')"
