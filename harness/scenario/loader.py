@@ -133,10 +133,23 @@ def _meta(node: TomlNode, path: Path) -> dict[str, Any]:
     e = node.table(_META)
     sid = e["id"].text() if "id" in e else path.stem
     if not _ID.fullmatch(sid):
-        raise e.get("id", sid).bad("a scenario id: letters, digits, '.', '_' and '-'")
-    topic = e["topic"].text() if "topic" in e else path.parent.name.replace("-", "_")
+        if "id" in e:
+            raise e["id"].bad("a scenario id: letters, digits, '.', '_' and '-'")
+        raise SpecError(  # the file's name stands for the id: no TomlNode to blame
+            "the file name is the id when [scenario] id is absent: letters, digits, '.', "
+            "'_' and '-'",
+            file=str(path), key="scenario.id", value=sid,
+        )  # fmt: skip
+    folder = path.parent.name or path.resolve().parent.name  # "x.toml": the working dir
+    topic = e["topic"].text() if "topic" in e else folder.replace("-", "_")
     if not _TOPIC.fullmatch(topic):
-        raise e.get("topic", topic).bad("a lower-case identifier (it is a pytest marker)")
+        if "topic" in e:
+            raise e["topic"].bad("a lower-case identifier (it is a pytest marker)")
+        raise SpecError(
+            "the directory's name is the topic when [scenario] topic is absent: a "
+            "lower-case identifier (it is a pytest marker)",
+            file=str(path), key="scenario.topic", value=topic,
+        )  # fmt: skip
     covers = strings_of(e["covers"]) if "covers" in e else ()
     for i, tag in enumerate(covers):
         if not _COVER.fullmatch(tag):
