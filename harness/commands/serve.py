@@ -5,7 +5,9 @@ port, the endpoint map) and commands to poke at it with dig, curl, swaks and
 ``sts-engine send`` (with a configuration written for the world, :func:`engine_config`,
 so the send applies MTA-STS and DANE), then waits. Stopping tears the world down
 cleanly. The output is for people; the one line meant for programs is
-``dns: ADDRESS:PORT`` (and ``ready`` at the end).
+``dns: ADDRESS:PORT`` (and ``ready`` at the end); ``--env FILE`` writes the same
+addresses as shell variables for a second terminal (``. ./world.env``), which the
+README's "First five minutes" uses.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import argparse
 import asyncio
 import contextlib
 import json
+import re
+import shlex
 import signal
 import sys
 from datetime import UTC, datetime
@@ -23,11 +27,13 @@ from typing import Any, TextIO
 from harness.errors import HarnessError
 from harness.world import HostRole, World, read_world_spec
 
-__all__ = ["describe", "engine_config", "register", "serve"]
+__all__ = ["describe", "engine_config", "env_text", "register", "serve"]
 
 _EXAMPLE = """example:
   sts-harness serve fixtures/worlds/w-sts.toml
   sts-harness serve fixtures/worlds/w-dane.toml --now 2026-01-01T00:00:00Z
+  sts-harness serve fixtures/worlds/w-sts.toml --env world.env
+      (then, in another shell:  . ./world.env; dig @$DNS_HOST -p $DNS_PORT ...)
 
 The world runs on 127.0.0.0/8 addresses only; stop it with Ctrl-C (SIGINT) or SIGTERM.
 """
@@ -49,6 +55,12 @@ def register(subparsers: Any) -> None:
         metavar="ISO",
         help="issue certificates relative to this time (ISO 8601; default: now)",
     )
+    parser.add_argument(
+        "--env",
+        type=Path,
+        metavar="FILE",
+        help="also write the world's addresses as shell variables to FILE (removed at exit)",
+    )
     parser.set_defaults(handler=_handle)
 
 
@@ -67,7 +79,7 @@ def _handle(args: argparse.Namespace) -> int:
             f"sts-harness serve: error: --now {args.now!r} is not an ISO 8601 time", file=sys.stderr
         )
         return 2
-    return asyncio.run(serve(args.world, now=now, signals=True))
+    return asyncio.run(serve(args.world, now=now, signals=True, env=args.env))
 
 
 async def serve(
@@ -79,6 +91,7 @@ async def serve(
     out: TextIO | None = None,
     err: TextIO | None = None,
     signals: bool = False,
+    env: Path | None = None,
 ) -> int:
     """Serve the world in ``path`` until ``stop`` is set (or SIGINT/SIGTERM with ``signals``).
 
@@ -90,6 +103,7 @@ async def serve(
         out: where the description goes (default stdout).
         err: where errors go (default stderr).
         signals: stop on SIGINT and SIGTERM (main thread only).
+        env: write :func:`env_text` there once the world is up; removed at the end.
 
     Returns:
         0 after a clean stop, 2 for a bad world file, 1 when the world cannot start.
@@ -100,12 +114,14 @@ async def serve(
         spec = read_world_spec(path)
         world = World(spec, now=now.timestamp() if now else None)
         async with world:
-            out.write(describe(world, path))
-            out.flush()
-            if ready is not None and not ready.done():
-                ready.set_result(world)
-            with _on_signals(stop, signals):
-                await stop.wait()
+            text = describe(world, path)
+            with _env_file(env, world, path):
+                out.write(text)  # "ready" comes last: the env file exists by then
+                out.flush()
+                if ready is not None and not ready.done():
+                    ready.set_result(world)
+                with _on_signals(stop, signals):
+                    await stop.wait()
     except HarnessError as exc:
         print(f"sts-harness serve: error: {exc}", file=err)
         return 2
@@ -115,6 +131,41 @@ async def serve(
         print(f"sts-harness serve: cannot start the world: {exc}", file=err)
         return 1
     return 0
+
+
+@contextlib.contextmanager
+def _env_file(env: Path | None, world: World, path: Path) -> Any:
+    if env is None:
+        yield
+        return
+    try:
+        env.write_text(env_text(world, path), encoding="utf-8")
+    except OSError as exc:
+        raise HarnessError(f"--env {env}: cannot write: {exc.strerror or exc}") from None
+    try:
+        yield
+    finally:
+        env.unlink(missing_ok=True)
+
+
+def env_text(world: World, path: Path) -> str:
+    """The world's addresses as ``export NAME=value`` lines for a POSIX shell: ``DNS_HOST``,
+    ``DNS_PORT``, ``CA``, ``ENDPOINTS``, ``CONFIG`` (the engine configuration
+    :func:`describe` wrote) and, per host, its name in capitals with ``_`` for every other
+    character (``MX1_EXAMPLE_COM=127.10.0.2:40645``), as ``curl --connect-to`` takes it."""
+    host, port = world.resolver
+    folder = Path(world.ca_file).parent
+    values = {
+        "DNS_HOST": host,
+        "DNS_PORT": str(port),
+        "CA": str(world.ca_file),
+        "ENDPOINTS": str(folder / "endpoints.json"),
+        "CONFIG": str(folder / "engine.toml"),
+    }
+    for info in world.hosts.values():
+        values[re.sub(r"[^A-Z0-9]", "_", info.name.upper())] = f"{info.address}:{info.port}"
+    head = f"# sts-harness serve {path}: the running world's addresses; . ./FILE in a shell\n"
+    return head + "".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items())
 
 
 @contextlib.contextmanager
