@@ -158,7 +158,10 @@ def _session_checks(f: DestinationFacts, h: HostFacts, s: MtaSession) -> Iterato
     p, where = f.profile, f"session {s.session_id} at {h.name}"
     if p.tls == "no" and s.starttls_attempted:
         yield Violation("tls-setting", f"TLS No, but STARTTLS was sent ({where})", h.name)
-    if s.tls_completed and (f.enforce or h.dane == "usable") and s.sni != h.name:
+    dane_binds = p.dane_on and not (p.dane == "opportunistic" and p.dane_falls_back)
+    # SNI is owed under a policy (CERT-10) or usable DANE the sender applies (RFC 7672
+    # §8.1); a sender with DANE off owes nothing to TLSA records (postfix-sts at `may`).
+    if s.tls_completed and (f.enforce or (h.dane == "usable" and dane_binds)) and s.sni != h.name:
         inv = "sts-enforce-tls" if f.enforce else "dane-usable"
         yield Violation(inv, f"SNI {s.sni!r}, not the MX host ({where})", h.name)
     if not _mailed(s):
@@ -176,7 +179,7 @@ def _session_checks(f: DestinationFacts, h: HostFacts, s: MtaSession) -> Iterato
                 f"{h.name} ({where})",
                 h.name,
             )
-    if p.dane_on and not (p.dane == "opportunistic" and p.dane_falls_back):
+    if dane_binds:
         if h.dane == "usable" and (clear or not h.dane_match):
             how = "in clear" if clear else "over a certificate no TLSA record matches"
             yield Violation("dane-usable", f"MAIL FROM {how} ({where})", h.name)

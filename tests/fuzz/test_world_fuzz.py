@@ -257,6 +257,19 @@ def test_control_dane_usable_but_the_certificate_matches_nothing() -> None:
     assert _invariants(run) == {"dane-usable"}
 
 
+def test_control_sni_is_owed_to_usable_dane_only_when_the_sender_applies_dane() -> None:
+    doc = _doc(
+        {"tls": "preferred", "dane": "none", "mta_sts": False},
+        {"mx1.example.com": {"tlsa": [[3, 1, 1]]}},
+    )
+    doc["world"]["domains"]["example.com"]["dnssec"] = "secure"
+    no_sni = replace(_session("mx1.example.com"), sni=None)
+    assert _invariants(_run(doc, [no_sni], "delivered", "mx1.example.com")) == set()
+    # Control: with DANE on, the same session breaks dane-usable.
+    doc["sender"]["destination_controls"]["example.com"]["dane"] = "opportunistic"
+    assert _invariants(_run(doc, [no_sni], "delivered", "mx1.example.com")) == {"dane-usable"}
+
+
 def test_control_lost_and_duplicated_messages() -> None:
     doc = _doc({"tls": "preferred"})
     assert "no-message-lost" in _invariants(_run(doc, [], "delivered", "mx1.example.com"))
