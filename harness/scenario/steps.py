@@ -18,7 +18,7 @@ from engine.core.tomlnode import TomlNode
 from harness.errors import SpecError
 from harness.scenario.expect import parse_expect
 from harness.scenario.model import SendSpec, Step, StepKind
-from harness.world.dns.answer import Behaviour as DnsBehaviour
+from harness.world.dns.answer import DnsBehaviour
 from harness.world.dns.zones import DnssecStatus
 from harness.world.spec import WorldSpec, domain_from, name_of
 from harness.world.spec.values import strings_of

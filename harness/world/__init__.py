@@ -18,8 +18,7 @@ from harness.world.addresses import (
     is_loopback_v4,
     process_slot,
 )
-from harness.world.dns.answer import Answer, LoggedQuery, Rule, Transport, answer
-from harness.world.dns.answer import Behaviour as DnsBehaviour
+from harness.world.dns.answer import Answer, DnsBehaviour, LoggedQuery, Rule, Transport, answer
 from harness.world.dns.records import (
     AAAA,
     CNAME,
@@ -37,8 +36,7 @@ from harness.world.dns.records import (
 from harness.world.dns.server import FakeDns
 from harness.world.dns.zones import DnssecStatus, Lookup, Zone
 from harness.world.mta.handshake import ALERTS, server_hello_flight
-from harness.world.mta.log import Answer as SessionAnswer
-from harness.world.mta.log import SessionConfig, SessionLog, describe_action
+from harness.world.mta.log import SessionAnswer, SessionConfig, SessionLog, describe_action
 from harness.world.mta.records import Message, MtaSession, RcptResult, SessionEnd, Transaction
 from harness.world.mta.script import (
     HELO_ONLY,
@@ -102,8 +100,7 @@ from harness.world.timeline import (
     merge,
     monotonic_clock,
 )
-from harness.world.web.behaviour import Behaviour as PolicyBehaviour
-from harness.world.web.behaviour import PolicyResponse, ProxyFault
+from harness.world.web.behaviour import PolicyBehaviour, PolicyResponse, ProxyFault
 from harness.world.web.policy_host import (
     DEFAULT_CERT_NAME,
     POLICY_PATH,

@@ -25,7 +25,7 @@ import dns.resolver
 import dnslib
 import pytest
 
-from harness.world.dns.answer import Behaviour, LoggedQuery, Transport
+from harness.world.dns.answer import DnsBehaviour, LoggedQuery, Transport
 from harness.world.dns.records import MX, TLSA, TXT, A, ZoneError
 from harness.world.dns.server import FakeDns
 from harness.world.dns.zones import DnssecStatus, Zone
@@ -285,15 +285,15 @@ async def test_resolver_sees_nxdomain_and_noanswer(server: FakeDns) -> None:
 @pytest.mark.parametrize(
     ("behaviour", "rcode", "answered"),
     [
-        (Behaviour.NXDOMAIN, dns.rcode.NXDOMAIN, False),
-        (Behaviour.NODATA, dns.rcode.NOERROR, False),
-        (Behaviour.SERVFAIL, dns.rcode.SERVFAIL, False),
-        (Behaviour.REFUSED, dns.rcode.REFUSED, False),
-        (Behaviour.ANSWER, dns.rcode.NOERROR, True),
+        (DnsBehaviour.NXDOMAIN, dns.rcode.NXDOMAIN, False),
+        (DnsBehaviour.NODATA, dns.rcode.NOERROR, False),
+        (DnsBehaviour.SERVFAIL, dns.rcode.SERVFAIL, False),
+        (DnsBehaviour.REFUSED, dns.rcode.REFUSED, False),
+        (DnsBehaviour.ANSWER, dns.rcode.NOERROR, True),
     ],
 )
 async def test_rcode_behaviours(
-    server: FakeDns, behaviour: Behaviour, rcode: int, answered: bool
+    server: FakeDns, behaviour: DnsBehaviour, rcode: int, answered: bool
 ) -> None:
     server.set_behaviour("_mta-sts.example.com", behaviour, "TXT")
     for tcp in (False, True):
@@ -320,7 +320,7 @@ async def test_truncate_sends_the_resolver_to_tcp(server: FakeDns) -> None:
     assert answer[0].cert == DIGEST
     log = server.queries()
     assert [(q.transport, q.tc, q.behaviour) for q in log] == [
-        (Transport.UDP, True, Behaviour.TRUNCATE),
+        (Transport.UDP, True, DnsBehaviour.TRUNCATE),
         (Transport.TCP, False, None),
     ]
     assert is_ad(answer.response)
@@ -340,7 +340,7 @@ async def test_garbage_is_not_a_dns_message(server: FakeDns, tcp: bool) -> None:
     server.set_behaviour("mx1.example.com", "garbage")
     with pytest.raises(dns.exception.DNSException):
         await ask(server, "mx1.example.com", "A", tcp=tcp, timeout=1.0)
-    assert server.queries()[-1].behaviour is Behaviour.GARBAGE
+    assert server.queries()[-1].behaviour is DnsBehaviour.GARBAGE
 
 
 async def test_delay_holds_the_reply_back(server: FakeDns) -> None:
@@ -607,7 +607,7 @@ def test_public_api_is_pinned() -> None:
     assert dns_module.__all__ == ["FakeDns"]
     assert sorted(answer_module.__all__) == [
         "Answer",
-        "Behaviour",
+        "DnsBehaviour",
         "LoggedQuery",
         "Rule",
         "Transport",

@@ -13,7 +13,7 @@ import trustme
 from cryptography import x509
 
 from harness.world.web._server import NotLoopbackError
-from harness.world.web.behaviour import Behaviour, PolicyResponse
+from harness.world.web.behaviour import PolicyBehaviour, PolicyResponse
 from harness.world.web.policy_host import DEFAULT_CERT_NAME, POLICY_PATH, PolicyHost
 
 HOST = "mta-sts.example.com"
@@ -134,9 +134,9 @@ async def test_redirect_is_not_followed_by_a_client_configured_not_to(policy_hos
 
 def test_redirect_needs_3xx_and_location():
     with pytest.raises(ValueError, match="redirect"):
-        PolicyResponse(Behaviour.REDIRECT, status=200, location="https://x/")
+        PolicyResponse(PolicyBehaviour.REDIRECT, status=200, location="https://x/")
     with pytest.raises(ValueError, match="redirect"):
-        PolicyResponse(Behaviour.REDIRECT, status=301)
+        PolicyResponse(PolicyBehaviour.REDIRECT, status=301)
     with pytest.raises(ValueError, match="99"):
         PolicyResponse(status=99)
 
@@ -243,21 +243,21 @@ async def test_mutation_between_requests_is_seen_and_logged(policy_host, client)
 
 
 async def test_hang_never_answers_before_the_client_times_out(policy_host, client):
-    policy_host.update(HOST, behaviour=Behaviour.HANG)
+    policy_host.update(HOST, behaviour=PolicyBehaviour.HANG)
     with pytest.raises(httpx.ReadTimeout):
         await fetch(client, policy_host, timeout=httpx.Timeout(5.0, read=0.1))
     assert policy_host.count() == 1
 
 
 async def test_slow_body_outlasts_a_short_client_timeout(policy_host, client):
-    policy_host.update(HOST, behaviour=Behaviour.SLOW_BODY, trickle_interval=0.5)
+    policy_host.update(HOST, behaviour=PolicyBehaviour.SLOW_BODY, trickle_interval=0.5)
     with pytest.raises(httpx.ReadTimeout):
         await fetch(client, policy_host, timeout=httpx.Timeout(5.0, read=0.05))
 
 
 async def test_slow_body_arrives_whole_with_a_patient_client(policy_host, client):
     policy_host.update(
-        HOST, behaviour=Behaviour.SLOW_BODY, trickle_interval=0.001, trickle_bytes=16
+        HOST, behaviour=PolicyBehaviour.SLOW_BODY, trickle_interval=0.001, trickle_bytes=16
     )
     response = await fetch(client, policy_host)
     assert response.content == POLICY
@@ -279,14 +279,14 @@ async def _read_streamed(client, ph, limit: int) -> tuple[httpx.Headers, int]:
 
 
 async def test_oversize_with_content_length_declares_the_full_size(policy_host, client):
-    policy_host.update(HOST, behaviour=Behaviour.OVERSIZE)
+    policy_host.update(HOST, behaviour=PolicyBehaviour.OVERSIZE)
     headers, got = await _read_streamed(client, policy_host, 64 * 1024)
     assert headers["content-length"] == str(10 * 1024 * 1024)
     assert got > 64 * 1024
 
 
 async def test_oversize_chunked_has_no_content_length_and_the_exact_size(policy_host, client):
-    policy_host.update(HOST, behaviour=Behaviour.OVERSIZE_CHUNKED, oversize_bytes=100_000)
+    policy_host.update(HOST, behaviour=PolicyBehaviour.OVERSIZE_CHUNKED, oversize_bytes=100_000)
     headers, got = await _read_streamed(client, policy_host, 10**9)
     assert "content-length" not in headers
     assert headers["transfer-encoding"] == "chunked"
@@ -294,20 +294,20 @@ async def test_oversize_chunked_has_no_content_length_and_the_exact_size(policy_
 
 
 async def test_endless_chunked_body_keeps_coming(policy_host, client):
-    policy_host.update(HOST, behaviour=Behaviour.ENDLESS)
+    policy_host.update(HOST, behaviour=PolicyBehaviour.ENDLESS)
     headers, got = await _read_streamed(client, policy_host, 1024 * 1024)
     assert headers["transfer-encoding"] == "chunked" and got > 1024 * 1024
 
 
 async def test_reset_aborts_the_connection_after_the_request(policy_host, client):
-    policy_host.update(HOST, behaviour=Behaviour.RESET)
+    policy_host.update(HOST, behaviour=PolicyBehaviour.RESET)
     with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
         await fetch(client, policy_host)
     assert policy_host.count() == 1
 
 
 async def test_reset_is_a_tcp_rst(policy_host, trusting):
-    policy_host.update(HOST, behaviour=Behaviour.RESET)
+    policy_host.update(HOST, behaviour=PolicyBehaviour.RESET)
     address, port = policy_host.endpoint(HOST)
     reader, writer = await asyncio.open_connection(
         address, port, ssl=trusting, server_hostname=HOST
@@ -349,8 +349,8 @@ async def test_shutdown_leaks_no_tasks_or_fds_with_requests_in_flight(ca, trusti
     async with httpx.AsyncClient(verify=trusting) as c, PolicyHost() as ph:
         await ph.add_host(HOST, address="127.0.0.2", cert=cert_pair(ca, HOST))
         await ph.add_host(OTHER, address="127.0.0.3", cert=cert_pair(ca, OTHER))
-        ph.update(HOST, behaviour=Behaviour.HANG)
-        ph.update(OTHER, behaviour=Behaviour.ENDLESS)
+        ph.update(HOST, behaviour=PolicyBehaviour.HANG)
+        ph.update(OTHER, behaviour=PolicyBehaviour.ENDLESS)
         hanging = asyncio.ensure_future(fetch(c, ph, HOST))
         endless = asyncio.ensure_future(
             c.send(

@@ -13,7 +13,7 @@ import pytest
 import trustme
 
 from harness.world.web._server import NotLoopbackError
-from harness.world.web.behaviour import Behaviour, PolicyResponse, ProxyFault
+from harness.world.web.behaviour import PolicyBehaviour, PolicyResponse, ProxyFault
 from harness.world.web.policy_host import POLICY_PATH, PolicyHost
 from harness.world.web.proxy import Proxy, ProxyEvent, ProxyOutcome
 
@@ -152,7 +152,7 @@ async def test_untrusted_certificate_through_the_tunnel_fails(proxy):
 async def test_policy_host_reset_reaches_the_client_through_the_tunnel(
     proxy, policy_host, trusting
 ):
-    policy_host.update(HOST, behaviour=Behaviour.RESET)
+    policy_host.update(HOST, behaviour=PolicyBehaviour.RESET)
     async with via(proxy, trusting) as client:
         with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
             await client.get(URL)

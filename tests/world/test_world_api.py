@@ -42,12 +42,7 @@ def test_every_name_resolves() -> None:
         assert getattr(harness.world, name) is not None, name
 
 
-# Names two modules share are exported under a qualified alias.
-ALIASES = {
-    ("dns.answer", "Behaviour"): "DnsBehaviour",
-    ("web.behaviour", "Behaviour"): "PolicyBehaviour",
-    ("mta.log", "Answer"): "SessionAnswer",
-}
+# No two modules of the world share a public name (issue 14): each is exported as it is.
 
 
 def test_every_public_name_of_every_module_is_re_exported() -> None:
@@ -58,7 +53,6 @@ def test_every_public_name_of_every_module_is_re_exported() -> None:
             continue
         module = importlib.import_module(info.name)
         for name in module.__all__:
-            exported = ALIASES.get((short, name), name)
-            if getattr(harness.world, exported, None) is not getattr(module, name):
+            if getattr(harness.world, name, None) is not getattr(module, name):
                 missing.append(f"{short}.{name}")
     assert missing == []

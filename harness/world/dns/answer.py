@@ -37,10 +37,10 @@ import dnslib
 from harness.world.dns.records import AAAA, CNAME, MX, TLSA, TXT, A, RData, Record
 from harness.world.dns.zones import DnssecStatus, Zone
 
-__all__ = ["Answer", "Behaviour", "LoggedQuery", "Rule", "Transport", "answer"]
+__all__ = ["Answer", "DnsBehaviour", "LoggedQuery", "Rule", "Transport", "answer"]
 
 
-class Behaviour(StrEnum):
+class DnsBehaviour(StrEnum):
     """How FakeDns misbehaves for a (name, type), or for every type at a name."""
 
     ANSWER = "answer"  # answer normally (useful with delay_ms)
@@ -64,7 +64,7 @@ class Transport(StrEnum):
 class Rule:
     """A behaviour and an optional delay before the (mis)behaving reply is sent."""
 
-    behaviour: Behaviour
+    behaviour: DnsBehaviour
     delay_ms: int = 0
 
 
@@ -95,7 +95,7 @@ class LoggedQuery:
     ad: bool
     tc: bool
     answers: tuple[str, ...]
-    behaviour: Behaviour | None
+    behaviour: DnsBehaviour | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +113,7 @@ class _Outcome:
     chain: list[tuple[dnslib.DNSLabel, Record]] = field(default_factory=list)
     statuses: list[tuple[DnssecStatus, Zone | None]] = field(default_factory=list)
     soa: Zone | None = None  # zone whose SOA goes in the authority section
-    behaviour: Behaviour | None = None
+    behaviour: DnsBehaviour | None = None
     delay_ms: int = 0
 
 
@@ -172,15 +172,15 @@ def answer(
         )
         return LoggedQuery(seq, qname, qtype, transport, do, rcode, ad, tc, texts, out.behaviour)
 
-    if out.behaviour is Behaviour.DROP:
+    if out.behaviour is DnsBehaviour.DROP:
         return Answer(None, out.delay_ms, entry(None))
-    if out.behaviour is Behaviour.GARBAGE:
+    if out.behaviour is DnsBehaviour.GARBAGE:
         return Answer(struct.pack("!H", query.header.id) + _GARBAGE, out.delay_ms, entry(None))
     reply = _reply(query, opt, out, ad_requires_do)
     wire_out = reply.pack()
     limit = max(512, min(opt.edns_len, _MAX_UDP)) if opt is not None else 512
     if transport is Transport.UDP and (
-        out.behaviour is Behaviour.TRUNCATE or len(wire_out) > limit
+        out.behaviour is DnsBehaviour.TRUNCATE or len(wire_out) > limit
     ):
         # RFC 2181 §9, RFC 7766 §5: TC=1 with no records sends the client to TCP.
         reply.rr, reply.auth, reply.header.tc, reply.header.ad = [], [], 1, 0
@@ -209,19 +209,19 @@ def _walk(
     rule_for: RuleFor,
 ) -> None:
     for _ in range(_MAX_CHAIN):
-        act = Behaviour.ANSWER
+        act = DnsBehaviour.ANSWER
         rule = rule_for(name, qtype)
         # Truncation is a UDP matter: over TCP the full answer is given.
         if rule is not None and not (
-            rule.behaviour is Behaviour.TRUNCATE and transport is Transport.TCP
+            rule.behaviour is DnsBehaviour.TRUNCATE and transport is Transport.TCP
         ):
             out.delay_ms = max(out.delay_ms, rule.delay_ms)
             act = rule.behaviour
-            if out.behaviour in (None, Behaviour.ANSWER):
+            if out.behaviour in (None, DnsBehaviour.ANSWER):
                 out.behaviour = act
-        if act in (Behaviour.DROP, Behaviour.GARBAGE, Behaviour.TRUNCATE):
+        if act in (DnsBehaviour.DROP, DnsBehaviour.GARBAGE, DnsBehaviour.TRUNCATE):
             return
-        if act in (Behaviour.SERVFAIL, Behaviour.REFUSED):
+        if act in (DnsBehaviour.SERVFAIL, DnsBehaviour.REFUSED):
             out.rcode = getattr(dnslib.RCODE, act.upper())
             return
         zone = zone_for(name)
@@ -230,7 +230,7 @@ def _walk(
             out.statuses.append((DnssecStatus.INSECURE, None))
             return
         found = zone.lookup(name, qtype)
-        if act in (Behaviour.NXDOMAIN, Behaviour.NODATA):
+        if act in (DnsBehaviour.NXDOMAIN, DnsBehaviour.NODATA):
             kind, status = act.value, zone.status_of(name, qtype)
         else:
             kind, status = found.kind, found.status

@@ -25,7 +25,7 @@ from dataclasses import replace
 from types import MappingProxyType, TracebackType
 from typing import Any, cast
 
-from harness.world.dns.answer import Behaviour, LoggedQuery, Rule, Transport, answer
+from harness.world.dns.answer import DnsBehaviour, LoggedQuery, Rule, Transport, answer
 from harness.world.dns.records import RData, ZoneError, canonical_name, check_loopback
 from harness.world.dns.zones import DnssecStatus, Zone
 
@@ -205,7 +205,7 @@ class FakeDns:
     def set_behaviour(
         self,
         name: str,
-        behaviour: Behaviour | str,
+        behaviour: DnsBehaviour | str,
         rrtype: str | None = None,
         *,
         delay_ms: int = 0,
@@ -221,7 +221,7 @@ class FakeDns:
         if delay_ms < 0:
             raise ValueError(f"delay_ms must be >= 0, got {delay_ms!r}")
         key = (canonical_name(name), "*" if rrtype is None else rrtype.upper())
-        self._rules[key] = Rule(Behaviour(behaviour), delay_ms)
+        self._rules[key] = Rule(DnsBehaviour(behaviour), delay_ms)
         self._replies.clear()
 
     def clear_behaviour(self, name: str, rrtype: str | None = None) -> None:

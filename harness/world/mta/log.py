@@ -5,7 +5,7 @@ Theory of operation
 ``SessionLog`` is the sans-IO half of a session (h11 style). The aiosmtpd
 protocol (``session.py``) tells it what arrived -- a command verb, an
 EHLO name, a recipient, a message, a handshake result -- and gets back an
-``Answer``: the reply lines to send, whether the stage succeeded, whether the
+``SessionAnswer``: the reply lines to send, whether the stage succeeded, whether the
 reply was scripted, or that the connection must be dropped. The log keeps the
 mutable record and turns it into a frozen ``MtaSession`` at the end.
 
@@ -32,7 +32,7 @@ from harness.world.mta.script import (
 )
 from harness.world.mta.tls import TlsSetup
 
-__all__ = ["Answer", "SessionConfig", "SessionLog", "describe_action"]
+__all__ = ["SessionAnswer", "SessionConfig", "SessionLog", "describe_action"]
 
 _ENVELOPE_VERBS = frozenset({"MAIL", "RCPT", "DATA"})
 _RESET_VERBS = frozenset({"EHLO", "HELO", "RSET", "STARTTLS"})
@@ -52,7 +52,7 @@ class SessionConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class Answer:
+class SessionAnswer:
     """What the server does at one stage.
 
     Attributes:
@@ -72,18 +72,18 @@ class Answer:
     code: int = 250
 
 
-_HANGUP = Answer((), accepted=False, scripted=True, hangup=True)
+_HANGUP = SessionAnswer((), accepted=False, scripted=True, hangup=True)
 
 
-def _answer(action: Action | None, default: str, stage: str = "") -> Answer:
+def _answer(action: Action | None, default: str, stage: str = "") -> SessionAnswer:
     if action is None:
-        return Answer((default,))
+        return SessionAnswer((default,))
     if isinstance(action, Disconnect):
         return _HANGUP
     if isinstance(action, Fault):
         code = POSITIVE_CODES.get(stage, 250)
-        return Answer((), accepted=False, scripted=True, fault=action.kind, code=code)
-    return Answer((action.line,), accepted=action.positive, scripted=True)
+        return SessionAnswer((), accepted=False, scripted=True, fault=action.kind, code=code)
+    return SessionAnswer((action.line,), accepted=action.positive, scripted=True)
 
 
 def describe_action(action: Action) -> str:
@@ -146,7 +146,7 @@ class SessionLog:
 
     # -- recording ---------------------------------------------------------------
 
-    def _scripted(self, stage: str, action: Action | None, default: str) -> Answer:
+    def _scripted(self, stage: str, action: Action | None, default: str) -> SessionAnswer:
         """The answer for ``action`` at ``stage``, noting it when it refuses or breaks."""
         if is_fault(action):
             assert action is not None
@@ -208,15 +208,15 @@ class SessionLog:
 
     # -- stages ------------------------------------------------------------------
 
-    def greet(self, default: str) -> Answer:
+    def greet(self, default: str) -> SessionAnswer:
         """The banner."""
         answer = self._scripted("banner", self.script.banner, default)
         if answer.scripted and answer.lines:
             self._refusing = not answer.lines[0].startswith("220")
         return answer
 
-    def command(self, verb: str, arg: str | None, *, tls_active: bool) -> Answer | None:
-        """A command arrived; an ``Answer`` pre-empts it, None lets it run."""
+    def command(self, verb: str, arg: str | None, *, tls_active: bool) -> SessionAnswer | None:
+        """A command arrived; an ``SessionAnswer`` pre-empts it, None lets it run."""
         self._current = f"{verb} {arg}" if arg else verb
         self.commands.append(verb)
         if verb in _ENVELOPE_VERBS and not tls_active:
@@ -236,7 +236,7 @@ class SessionLog:
             return answer
         return None
 
-    def ehlo(self, name: str, keywords: list[str], *, tls_possible: bool) -> Answer:
+    def ehlo(self, name: str, keywords: list[str], *, tls_possible: bool) -> SessionAnswer:
         """EHLO: the script, else aiosmtpd's keywords with STARTTLS per the mode."""
         if self.script.ehlo is not None:
             answer = self._scripted("ehlo", self.script.ehlo, "")
@@ -250,16 +250,16 @@ class SessionLog:
             kept.insert(1, "STARTTLS")
             self.starttls_offered = True
         lines = [f"250-{k}" for k in kept[:-1]] + [f"250 {kept[-1]}"]
-        return Answer(tuple(lines))
+        return SessionAnswer(tuple(lines))
 
-    def helo(self, name: str) -> Answer:
+    def helo(self, name: str) -> SessionAnswer:
         """HELO."""
         answer = self._scripted("helo", self.script.helo, f"250 {self.identity}")
         if answer.accepted:
             self.helo_verb, self.helo_name = "HELO", name
         return answer
 
-    def mail(self, address: str, *, tls_active: bool) -> Answer:
+    def mail(self, address: str, *, tls_active: bool) -> SessionAnswer:
         """MAIL FROM: starts a transaction record whatever the reply."""
         self._txn = _Txn(address, over_tls=tls_active)
         self._txns.append(self._txn)
@@ -267,7 +267,7 @@ class SessionLog:
         self._txn.mail_reply = answer.lines[0] if answer.lines else None
         return answer
 
-    def rcpt(self, address: str) -> Answer:
+    def rcpt(self, address: str) -> SessionAnswer:
         """RCPT TO: by address, else by index in the transaction."""
         assert self._txn is not None, "aiosmtpd passed RCPT before MAIL"
         action = self.script.rcpt_action(address, len(self._txn.rcpts))
@@ -277,7 +277,7 @@ class SessionLog:
             self._accepted_rcpts.append(address)
         return answer
 
-    def data(self, message: bytes) -> tuple[Answer, Message | None]:
+    def data(self, message: bytes) -> tuple[SessionAnswer, Message | None]:
         """The message after DATA arrived; returns the answer and, if accepted, the mail."""
         assert self._txn is not None, "aiosmtpd passed DATA before MAIL"
         txn, rcpts = self._txn, tuple(self._accepted_rcpts)
@@ -292,13 +292,13 @@ class SessionLog:
         )
         return answer, delivered
 
-    def starttls(self, arg: str | None, *, tls_started: bool) -> Answer | None:
-        """STARTTLS: an ``Answer`` refuses it; None means say 220 and go on."""
+    def starttls(self, arg: str | None, *, tls_started: bool) -> SessionAnswer | None:
+        """STARTTLS: an ``SessionAnswer`` refuses it; None means say 220 and go on."""
         self.starttls_attempted = True
         if arg or tls_started:
             # RFC 3207 §4: no parameters, and once per session. Unscripted, so
             # it counts as a protocol error.
-            return Answer(("501 5.5.4 Syntax: STARTTLS (once per session)",), accepted=False)
+            return SessionAnswer(("501 5.5.4 Syntax: STARTTLS (once per session)",), accepted=False)
         if self.starttls_mode is StartTls.ABSENT:
             self.errors.append("client sent STARTTLS although it was not advertised")
             return _answer(Reply(500, '5.5.1 Error: command "STARTTLS" unknown'), "")

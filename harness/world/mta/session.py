@@ -11,7 +11,7 @@ decide every reply:
   ``SessionLog.command`` first (recording, ``in_clear``, 503 after a refused
   banner, a scripted reply to DATA);
 * handler hooks (``handle_EHLO``/``HELO``/``MAIL``/``RCPT``/``DATA`` and the
-  post-handshake ``handle_STARTTLS``) ask the log and apply its ``Answer`` to
+  post-handshake ``handle_STARTTLS``) ask the log and apply its ``SessionAnswer`` to
   aiosmtpd's session and envelope;
 * ``smtp_STARTTLS`` is overridden for the absent / refused / broken modes;
 * ``push`` swaps in the banner, hangs up after a 421 (RFC 5321 §3.8), and
@@ -44,7 +44,7 @@ from typing import Any, AnyStr, Protocol, cast
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from harness.world.mta.handshake import break_handshake, is_tls_record
-from harness.world.mta.log import Answer, SessionConfig, SessionLog
+from harness.world.mta.log import SessionAnswer, SessionConfig, SessionLog
 from harness.world.mta.records import Message, MtaSession, SessionEnd
 from harness.world.mta.script import FaultKind, StartTls
 
@@ -228,7 +228,7 @@ class MtaProtocol(SMTP):
         if text.startswith("421"):
             self.hangup(SessionEnd.SERVER_DISCONNECT)  # RFC 5321 §3.8
 
-    def _apply(self, answer: Answer) -> str:
+    def _apply(self, answer: SessionAnswer) -> str:
         """The first reply line to push (aiosmtpd pushes it); hang up if told to."""
         if answer.hangup:
             self.hangup(SessionEnd.SERVER_DISCONNECT)

@@ -14,13 +14,12 @@ from typing import Any
 from certs import CertProfile
 from engine.core.tomlnode import TomlNode, key_path
 from harness.errors import SpecError, spec_errors
-from harness.world.dns.answer import Behaviour
+from harness.world.dns.answer import DnsBehaviour
 from harness.world.dns.records import ZoneError, canonical_name
 from harness.world.dns.zones import DnssecStatus
 from harness.world.spec.model import DnsRule, DomainSpec, PolicyHostSpec, WorldSpec
 from harness.world.spec.tables import domain_from
-from harness.world.web.behaviour import Behaviour as PolicyBehaviour
-from harness.world.web.behaviour import PolicyResponse
+from harness.world.web.behaviour import PolicyBehaviour, PolicyResponse
 
 __all__ = ["changed_dns", "changed_domain", "changed_policy"]
 
@@ -104,7 +103,7 @@ def changed_dns(
     if behaviour is None:
         return replace(spec, dns=kept)
     statuses = {s.value for s in DnssecStatus}
-    allowed = sorted(statuses | {b.value for b in Behaviour})
+    allowed = sorted(statuses | {b.value for b in DnsBehaviour})
     if behaviour not in allowed:
         what = f"a DNS behaviour or DNSSEC status: one of {', '.join(allowed)}"
         raise SpecError.of(TomlNode(behaviour, source, where).bad(what, allowed))
@@ -115,5 +114,5 @@ def changed_dns(
             key=f"{where}.delay_ms",
             value=delay_ms,
         )
-    action = DnssecStatus(behaviour) if behaviour in statuses else Behaviour(behaviour)
+    action = DnssecStatus(behaviour) if behaviour in statuses else DnsBehaviour(behaviour)
     return replace(spec, dns=(*kept, DnsRule(canon, rtype, action, delay_ms)))

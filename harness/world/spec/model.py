@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from certs import CertProfile, KeyType
-from harness.world.dns.answer import Behaviour as DnsBehaviour
+from harness.world.dns.answer import DnsBehaviour
 from harness.world.dns.records import RData
 from harness.world.dns.zones import DnssecStatus
 from harness.world.mta.script import Script, StartTls

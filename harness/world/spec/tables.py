@@ -14,7 +14,7 @@ from typing import Any
 
 from certs import CertProfile, KeyType
 from engine.core.tomlnode import TomlNode
-from harness.world.dns.answer import Behaviour as DnsBehaviour
+from harness.world.dns.answer import DnsBehaviour
 from harness.world.dns.zones import DnssecStatus
 from harness.world.mta.script import Script, StartTls
 from harness.world.spec.model import (
@@ -28,8 +28,7 @@ from harness.world.spec.model import (
 )
 from harness.world.spec.records import parse_replies, parse_tlsa
 from harness.world.spec.values import address_of, member_of, name_of, strings_of
-from harness.world.web.behaviour import Behaviour as PolicyBehaviour
-from harness.world.web.behaviour import PolicyResponse, ProxyFault
+from harness.world.web.behaviour import PolicyBehaviour, PolicyResponse, ProxyFault
 
 __all__ = [
     "dns_rules_from",

@@ -1,6 +1,6 @@
 """How the web side of a world behaves: plain values a world spec holds and the servers act on.
 
-:class:`PolicyResponse` (with its :class:`Behaviour`) is how one policy host answers
+:class:`PolicyResponse` (with its :class:`PolicyBehaviour`) is how one policy host answers
 ``GET /.well-known/mta-sts.txt``; :class:`ProxyFault` is a deliberate misbehaviour of
 the CONNECT proxy. They live apart from the servers (:mod:`harness.world.web.policy_host`,
 :mod:`harness.world.web.proxy`) so that the world spec can hold them without importing
@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["Behaviour", "PolicyResponse", "ProxyFault"]
+__all__ = ["PolicyBehaviour", "PolicyResponse", "ProxyFault"]
 
 
-class Behaviour(StrEnum):
+class PolicyBehaviour(StrEnum):
     """What a policy host does with a request for the policy path."""
 
     SERVE = "serve"  # status, headers and body as configured
@@ -33,7 +33,7 @@ class PolicyResponse:
     """How one policy host answers ``GET /.well-known/mta-sts.txt``.
 
     Attributes:
-        behaviour: the :class:`Behaviour`.
+        behaviour: the :class:`PolicyBehaviour`.
         status: HTTP status (3xx for REDIRECT).
         body: the body, or the prefix of an oversize/endless body.
         content_type: Content-Type value, or None to send no Content-Type at all.
@@ -44,7 +44,7 @@ class PolicyResponse:
         oversize_bytes: total body size for OVERSIZE and OVERSIZE_CHUNKED.
     """
 
-    behaviour: Behaviour = Behaviour.SERVE
+    behaviour: PolicyBehaviour = PolicyBehaviour.SERVE
     status: int = 200
     body: bytes = b""
     content_type: str | None = "text/plain"
@@ -57,7 +57,7 @@ class PolicyResponse:
     def __post_init__(self) -> None:
         if not 100 <= self.status <= 599:
             raise ValueError(f"PolicyResponse.status: {self.status!r} is not an HTTP status")
-        if self.behaviour is Behaviour.REDIRECT and (
+        if self.behaviour is PolicyBehaviour.REDIRECT and (
             self.location is None or not 300 <= self.status <= 399
         ):
             raise ValueError(
@@ -73,7 +73,7 @@ class PolicyResponse:
     @classmethod
     def redirect(cls, location: str, status: int = 301) -> PolicyResponse:
         """A redirect to ``location`` with ``status`` (FETCH-9)."""
-        return cls(Behaviour.REDIRECT, status=status, location=location, content_type=None)
+        return cls(PolicyBehaviour.REDIRECT, status=status, location=location, content_type=None)
 
 
 class ProxyFault(StrEnum):

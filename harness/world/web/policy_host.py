@@ -55,7 +55,7 @@ from harness.world.web._server import (
     require_loopback,
     server_context,
 )
-from harness.world.web.behaviour import Behaviour, PolicyResponse
+from harness.world.web.behaviour import PolicyBehaviour, PolicyResponse
 
 __all__ = [
     "DEFAULT_CERT_NAME",
@@ -385,14 +385,14 @@ async def _perform(
     r: PolicyResponse, conn: Connection | None, receive: Receive, send: Send
 ) -> None:
     b = r.behaviour
-    if b in (Behaviour.HANG, Behaviour.RESET):
-        if b is Behaviour.RESET and conn is not None:
+    if b in (PolicyBehaviour.HANG, PolicyBehaviour.RESET):
+        if b is PolicyBehaviour.RESET and conn is not None:
             conn.reset()  # hypercorn then reports http.disconnect
         return await _until_disconnect(receive)
-    if b in (Behaviour.SERVE, Behaviour.REDIRECT):
+    if b in (PolicyBehaviour.SERVE, PolicyBehaviour.REDIRECT):
         await _start(send, r.status, _headers(r, len(r.body)))
         return await _body(send, r.body)
-    if b is Behaviour.SLOW_BODY:
+    if b is PolicyBehaviour.SLOW_BODY:
         await _start(send, r.status, _headers(r, len(r.body)))
         for i in range(0, len(r.body), r.trickle_bytes):
             await _body(send, r.body[i : i + r.trickle_bytes], more=True)
@@ -402,8 +402,8 @@ async def _perform(
             except TimeoutError:
                 pass
         return await _body(send, b"")
-    total = None if b is Behaviour.ENDLESS else r.oversize_bytes
-    await _start(send, r.status, _headers(r, total if b is Behaviour.OVERSIZE else None))
+    total = None if b is PolicyBehaviour.ENDLESS else r.oversize_bytes
+    await _start(send, r.status, _headers(r, total if b is PolicyBehaviour.OVERSIZE else None))
     sent, chunk = 0, r.body or _BLOCK
     while total is None or sent < total:
         if conn is None or conn.closing:  # the client left; stop producing
