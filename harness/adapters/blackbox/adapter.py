@@ -45,7 +45,13 @@ import aiosmtplib
 from harness.adapters.base import AdapterError, register_adapter
 from harness.adapters.blackbox.drivers import Driver, Parsed, driver_for
 from harness.adapters.blackbox.proc import ManagedProcess
-from harness.adapters.blackbox.profile import EngineProfile, load_profile, profile_names, render
+from harness.adapters.blackbox.profile import (
+    BASE_PLACEHOLDERS,
+    EngineProfile,
+    load_profile,
+    profile_names,
+    render,
+)
 from harness.netns import current_namespace
 from harness.scenario.model import Capability
 from harness.scenario.observation import DeliveryRecord, EventRecord
@@ -138,6 +144,7 @@ class BlackBoxEngine:
             "hostname": HOSTNAME,
             "connection_cache": "no",
         }
+        assert set(self._ctx) == set(BASE_PLACEHOLDERS)  # what `profile check` accepts
         self._ctx |= self._driver.prepare(inst, world, sender)
         self._ctx |= self._overrides
         for binary in self.profile.binaries:

@@ -27,7 +27,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from harness.adapters.base import AdapterError
 from harness.adapters.blackbox.profile import EngineProfile
@@ -59,6 +59,8 @@ class Driver:
 
     profile: EngineProfile
     state: dict[str, Any] = field(default_factory=dict)
+    #: The template values :meth:`prepare` adds (``sts-harness profile check`` knows them).
+    placeholders: ClassVar[tuple[str, ...]] = ()
 
     def prepare(self, instance: Path, world: World, sender: Mapping[str, Any]) -> dict[str, str]:
         """Make what the templates need; returns extra template values."""
@@ -88,7 +90,8 @@ class Driver:
             out = [Parsed(rule.code, fields, level)]
             if rule.code == "outcome" and "trust" in fields:
                 # One line says both (Exim's `=> ... CV=dane`): the session's trust too.
-                tls = {k: fields[k] for k in ("qid", "rcpt", "mx", "trust", "proc") if k in fields}
+                keys = ("qid", "rcpt", "mx", "trust", "proc")
+                tls: dict[str, Any] = {k: fields[k] for k in keys if k in fields}
                 out.append(Parsed("tls.established", tls))
             return out
         return []
@@ -133,6 +136,8 @@ class ChasquidDriver(Driver):
 
 class EximDriver(Driver):
     """Exim: its spool, its own path (it re-executes itself) and the user it delivers as."""
+
+    placeholders = ("exim_path", "exim_user", "exim_group")
 
     def prepare(self, instance: Path, world: World, sender: Mapping[str, Any]) -> dict[str, str]:
         """Create ``spool/`` and the log files, owned by the user Exim delivers as.

@@ -43,7 +43,9 @@ from harness.adapters.base import AdapterError
 from harness.scenario.model import Capability
 
 __all__ = [
+    "BASE_PLACEHOLDERS",
     "FEATURES",
+    "PLACEHOLDER",
     "PROFILE_DIR",
     "EngineProfile",
     "LogRule",
@@ -55,9 +57,21 @@ __all__ = [
     "render",
 ]
 
+#: The placeholders every template may use (the adapter's values; drivers add theirs:
+#: :attr:`harness.adapters.blackbox.drivers.Driver.placeholders`).
+BASE_PLACEHOLDERS = (
+    "dir",
+    "ca_file",
+    "no_certs",
+    "venv_bin",
+    "submit_port",
+    "helper_port",
+    "hostname",
+    "connection_cache",
+)
 #: Where the shipped profiles live.
 PROFILE_DIR = Path(__file__).resolve().parents[3] / "fixtures" / "engines"
-_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
 
 class ProfileError(AdapterError):
@@ -78,7 +92,7 @@ def render(template: str, context: Mapping[str, str]) -> str:
             )
         return context[m.group(1)]
 
-    return _PLACEHOLDER.sub(one, template)
+    return PLACEHOLDER.sub(one, template)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,8 +172,9 @@ class EngineProfile:
 
 
 _DRIVERS = ("postfix", "chasquid", "exim", "generic")
-_ENGINE_KEYS = ("title", "driver", "binaries", "capabilities", "features", "verified", "notes")
-_ENGINE_KEYS += ("smtp_timeout", "fetch_timeout", "rootless", "rootless_needs", "rootless_user")
+_ENGINE_KEYS: tuple[str, ...] = ("title", "driver", "binaries", "capabilities", "features")
+_ENGINE_KEYS += ("verified", "notes", "smtp_timeout", "fetch_timeout")
+_ENGINE_KEYS += ("rootless", "rootless_needs", "rootless_user")
 _TABLES = ("engine", "helpers", "mta", "submit", "log", "files")
 _PROCESS_KEYS = ("name", "argv", "ready", "stop", "env", "logs")
 _VERIFIED = ("pkix", "dane", "none")
@@ -205,6 +220,8 @@ def load_profile(name_or_path: str | Path) -> EngineProfile:
     if path.suffix != ".toml":
         path = PROFILE_DIR / f"{name_or_path}.toml"
     if not path.is_file():
+        if Path(name_or_path).suffix == ".toml":
+            raise ProfileError(f"{path}: no such profile file")
         raise ProfileError(f"no engine profile {str(name_or_path)!r}; known: {profile_names()}")
     try:
         return _read(TomlNode.parse(path.read_text(encoding="utf-8"), str(path)), path)
@@ -232,7 +249,7 @@ def _read(root: TomlNode, path: Path) -> EngineProfile:
     rootless = eng["rootless"].boolean() if "rootless" in eng else False
     needs = eng["rootless_needs"].text(non_empty=True) if "rootless_needs" in eng else ""
     if not rootless and not needs:
-        raise top["engine"].error(
+        raise eng.get("rootless", default("rootless", False)).error(
             "a profile that cannot run rootless says why in rootless_needs "
             "(what to install or grant), or sets rootless = true"
         )
