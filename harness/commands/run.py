@@ -24,13 +24,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from harness.adapters.base import ADAPTERS, AdapterError, make_adapter
-from harness.adapters.blackbox_child import run_engine
-from harness.adapters.blackbox_profile import profile_names
+from harness.adapters.base import AdapterError
+from harness.adapters.blackbox.profile import profile_names
+from harness.adapters.registry import ADAPTERS, make_adapter
 from harness.commands import console as console_for
 from harness.commands.catalog import did_you_mean, scenario_names
 from harness.errors import HarnessError
 from harness.report import write_html, write_json, write_junit
+from harness.run.batch.child import run_engine
 from harness.runner import ScenarioResult, Verdict, run_file, run_scenario, way
 from harness.scenario.explain import explain
 from harness.scenario.loader import discover, load_all
@@ -90,7 +91,7 @@ def run_paths(
     scenarios = load_all(paths)
     if engine in profile_names():
         # A real MTA: the world runs in a network namespace of its own, with compatible
-        # scenarios batched into shared worlds (harness.adapters.blackbox_child).
+        # scenarios batched into shared worlds (harness.run.batch.child).
         return run_engine(engine, [s.path for s in scenarios])
     engine, loop = way(engine)
     make_adapter(engine)  # fail fast on an unknown engine name

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from engine import eventloop
-from harness.adapters.base import ADAPTERS, AdapterError, register_adapter
+from harness.adapters.base import AdapterError
 from harness.adapters.forkserver import shared_server
 from harness.adapters.process import ProcessEngine
 from harness.adapters.process_io import ProcessLog
+from harness.adapters.registry import ADAPTERS, register_adapter
 from harness.runner import Verdict, run_scenario
 from harness.scenario.loader import load_scenario, loads_scenario
 from harness.world.world import shared_cert_factory
