@@ -277,6 +277,9 @@ def test_control_lost_and_duplicated_messages() -> None:
     assert "no-message-lost" in _invariants(held)
     bounced = _run(doc, [], "bounced", None)
     assert "no-message-lost" in _invariants(bounced)
+    # An engine that does not say where it delivered (mx None) is judged by the mailboxes.
+    assert _invariants(_run(doc, [_session("mx1.example.com")], "delivered", None)) == set()
+    assert "no-message-lost" in _invariants(_run(doc, [], "delivered", None))
 
 
 def test_control_failures_need_exactly_one_line() -> None:
