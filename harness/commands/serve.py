@@ -115,13 +115,13 @@ async def serve(
         world = World(spec, now=now.timestamp() if now else None)
         async with world:
             text = describe(world, path)
-            with _env_file(env, world, path):
+            # Signals first: a Ctrl-C right after "ready" is a clean stop (status 0).
+            with _on_signals(stop, signals), _env_file(env, world, path):
                 out.write(text)  # "ready" comes last: the env file exists by then
                 out.flush()
                 if ready is not None and not ready.done():
                     ready.set_result(world)
-                with _on_signals(stop, signals):
-                    await stop.wait()
+                await stop.wait()
     except HarnessError as exc:
         print(f"sts-harness serve: error: {exc}", file=err)
         return 2

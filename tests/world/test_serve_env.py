@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -41,3 +43,22 @@ async def test_an_env_file_that_cannot_be_written_is_one_line(tmp_path: Path) ->
     env = tmp_path / "no-such-dir" / "world.env"
     assert await serve(W_STS, out=io.StringIO(), err=err, env=env) == 2
     assert err.getvalue().count("\n") == 1 and "--env" in err.getvalue(), err.getvalue()
+
+
+class _CtrlCOnReady(io.StringIO):
+    """An ``out`` that gets Ctrl-C (SIGINT to this process) as the text is written, as a
+    user pressing it the moment "ready" shows."""
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        if "ready" in text:
+            os.kill(os.getpid(), signal.SIGINT)
+        return written
+
+
+async def test_ctrl_c_at_ready_is_a_clean_stop() -> None:
+    # The signal handlers came after the text: a Ctrl-C right at "ready" was a
+    # KeyboardInterrupt (status 130 from the command) instead of a stop.
+    out = _CtrlCOnReady()
+    assert await asyncio.wait_for(serve(W_STS, out=out, signals=True), timeout=60) == 0
+    assert "ready" in out.getvalue()
