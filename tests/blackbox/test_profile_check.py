@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.adapters.blackbox.check import check_profile
-from harness.adapters.blackbox.profile import PROFILE_DIR, profile_names
+from harness.adapters.blackbox.profile import ENGINES_ENV, PROFILE_DIR, load_profile, profile_names
 from harness.cli import main
 
 GOOD = (PROFILE_DIR / "exim-dane.toml").read_text(encoding="utf-8")
@@ -14,12 +14,12 @@ GOOD = (PROFILE_DIR / "exim-dane.toml").read_text(encoding="utf-8")
 def test_every_shipped_profile_passes():
     assert profile_names()
     for name in profile_names():
-        report = check_profile(PROFILE_DIR / f"{name}.toml", binaries=False)
+        report = check_profile(load_profile(name).path, binaries=False)
         assert report.ok, report.problems
 
 
 def test_the_command_accepts_good_profiles(capsys):
-    files = [str(PROFILE_DIR / f"{n}.toml") for n in profile_names()]
+    files = [str(load_profile(n).path) for n in profile_names()]
     assert main(["profile", "check", "--no-binaries", *files]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == len(files) and all(": ok (" in line for line in out)
@@ -75,3 +75,14 @@ def test_each_mistake_is_one_line_naming_file_key_and_rule(tmp_path, capsys, old
 def test_a_missing_file_is_one_line(tmp_path):
     (line,) = check_profile(tmp_path / "none.toml").problems
     assert line == f"{tmp_path / 'none.toml'}: no such profile file"
+
+
+def test_your_own_profiles_are_found_by_name_before_the_shipped_ones(tmp_path, monkeypatch):
+    (tmp_path / "my-mta.toml").write_text(GOOD.replace("Exim 4.96 DANE", "My MTA"), "utf-8")
+    (tmp_path / "chasquid.toml").write_text(GOOD, encoding="utf-8")  # shadows the shipped one
+    monkeypatch.setenv(ENGINES_ENV, str(tmp_path))
+    assert {"my-mta", "chasquid", "postfix-sts"} <= set(profile_names())
+    assert load_profile("my-mta").title.startswith("My MTA")
+    assert load_profile("chasquid").path == tmp_path / "chasquid.toml"
+    monkeypatch.delenv(ENGINES_ENV)
+    assert load_profile("chasquid").path == PROFILE_DIR / "chasquid.toml"

@@ -32,6 +32,7 @@ Profile keys (all checked; an unknown key is a :class:`ProfileError` naming it):
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from harness.scenario.model import Capability
 
 __all__ = [
     "BASE_PLACEHOLDERS",
+    "ENGINES_ENV",
     "FEATURES",
     "PLACEHOLDER",
     "PROFILE_DIR",
@@ -53,6 +55,7 @@ __all__ = [
     "ProfileError",
     "SubmitSpec",
     "load_profile",
+    "profile_dirs",
     "profile_names",
     "render",
 ]
@@ -69,6 +72,9 @@ BASE_PLACEHOLDERS = (
     "hostname",
     "connection_cache",
 )
+#: Directories of your own profiles (``os.pathsep``-separated), searched by name
+#: before the shipped ones: ``STS_HARNESS_ENGINES=ci/engines sts-harness run --engine my-mta``.
+ENGINES_ENV = "STS_HARNESS_ENGINES"
 #: Where the shipped profiles live.
 PROFILE_DIR = Path(__file__).resolve().parents[3] / "fixtures" / "engines"
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
@@ -218,7 +224,8 @@ def load_profile(name_or_path: str | Path) -> EngineProfile:
     """
     path = Path(name_or_path)
     if path.suffix != ".toml":
-        path = PROFILE_DIR / f"{name_or_path}.toml"
+        found = [d / f"{name_or_path}.toml" for d in profile_dirs()]
+        path = next((f for f in found if f.is_file()), found[-1])
     if not path.is_file():
         if Path(name_or_path).suffix == ".toml":
             raise ProfileError(f"{path}: no such profile file")
@@ -296,6 +303,13 @@ def _read(root: TomlNode, path: Path) -> EngineProfile:
     )
 
 
+def profile_dirs() -> list[Path]:
+    """Where profiles are looked up by name: :data:`ENGINES_ENV`'s directories, in order,
+    then the shipped ones (:data:`PROFILE_DIR`)."""
+    extra = os.environ.get(ENGINES_ENV, "").split(os.pathsep)
+    return [*(Path(d) for d in extra if d), PROFILE_DIR]
+
+
 def profile_names() -> list[str]:
-    """The shipped profiles' names."""
-    return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
+    """The names of every profile found (``--engine NAME``, the matrix's columns)."""
+    return sorted({p.stem for d in profile_dirs() for p in d.glob("*.toml")})
