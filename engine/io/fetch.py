@@ -6,8 +6,8 @@ The connection is :func:`engine.io.https.open_https`: ``mta-sts.<domain>`` is
 resolved through the engine's own resolver and dialled through the :class:`Dialer`,
 or reached through the configured HTTP CONNECT proxy (the seed's "via the proxy");
 the certificate is judged at the engine's clock before any request is sent
-(FETCH-2..6). The request and response are HTTP/1.1 on that connection, read by
-h11 with bounds (:mod:`engine.io.http11`): one request per connection,
+(FETCH-2..6). The request and response are HTTP/1.1 on that connection, read
+strictly and with bounds by :mod:`engine.io.http11`: one request per connection,
 closed afterwards with a TLS close_notify (RFC 8446 §6.1).
 
 The rules of §3.3 live at the lines below: redirects never followed, 200 only, a

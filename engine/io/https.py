@@ -15,7 +15,7 @@ Both HTTPS users of the engine reach their host the same way:
   any request is sent.
 
 The MTA-STS policy fetch (RFC 8461 §3.3, :mod:`engine.io.fetch`) makes its one GET
-on :func:`open_https` with h11 on an asyncio protocol (:mod:`engine.io.http11`). The
+on :func:`open_https` with :mod:`engine.io.http11` (on an asyncio protocol). The
 TLS-RPT report POST (RFC 8460 §5.4) uses httpx over this same network
 (:mod:`engine.io.httpxnet`).
 

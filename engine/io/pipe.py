@@ -96,8 +96,8 @@ class Pipe(asyncio.Protocol):
         """The bytes up to and including the first ``separator``.
 
         Returns:
-            Those bytes, or None if the stream ended first or more than ``limit``
-            bytes came without one.
+            Those bytes, or None if the stream ended first or the separator does not
+            start within the first ``limit`` bytes.
         """
         while True:
             end = self._buffer.find(separator)
@@ -105,7 +105,8 @@ class Pipe(asyncio.Protocol):
                 data = bytes(self._buffer[: end + len(separator)])
                 del self._buffer[: end + len(separator)]
                 return data
-            if self._eof or len(self._buffer) > limit:
+            # A separator starting within ``limit`` would be whole in the buffer by now.
+            if self._eof or len(self._buffer) >= limit + len(separator):
                 return None
             await self._wait()
 

@@ -99,7 +99,7 @@ def test_a_proxy_that_forges_the_tunnels_first_bytes_gets_no_policy_through(loop
             await proxy.stop()
         assert isinstance(outcome, FetchFailed)
         assert outcome.kind is FetchErrorKind.CONNECT
-        assert "after its CONNECT answer" in outcome.detail
+        assert "before the TLS handshake" in outcome.detail
 
     run(loop, main)
 
