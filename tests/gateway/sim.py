@@ -1,4 +1,8 @@
-"""A small simulated world for gateway tests, built from the harness pieces.
+"""A small simulated world for gateway tests: one :class:`~harness.world.World` spec.
+
+The world is built the one way every test builds a world, ``World(spec)``; this module
+only names its parts for the gateway tests and adds :class:`HangingMx`, an MX that
+hangs after DATA on demand (the crash tests), beside it.
 
 Domains:
 
@@ -17,18 +21,14 @@ import json
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from certs import CertFactory
 from engine.core.clock import ManualClock
 from engine.io.dialer import Dialer
-from harness.world.addresses import DEFAULT_ALLOCATOR
-from harness.world.dns.server import FakeDns
-from harness.world.dns.zones import DnssecStatus, Zone
+from harness.world import World
 from harness.world.mta.script import Script, StartTls
-from harness.world.mta.server import ReceivingMta, ServerCert
-from harness.world.web.behaviour import PolicyResponse
-from harness.world.web.policy_host import PolicyHost
-from harness.world.web.report_sink import ReportSink
+from harness.world.timeline import TimedDns, TimedMta, TimedPolicyHost, TimedReportSink
 
 START = 1_767_225_600.0 + 3600.0  # 2026-01-01T01:00:00Z
 POLICY = "version: STSv1\nmode: enforce\nmx: mx1.example.com\nmax_age: 604800\n"
@@ -115,11 +115,12 @@ class HangingMx:
 class Sim:
     """The running world and what the gateway needs to reach it."""
 
-    dns: FakeDns
-    policy: PolicyHost
-    mx1: ReceivingMta
-    sender_mx: ReceivingMta
-    sink: ReportSink
+    world: World
+    dns: TimedDns
+    policy: TimedPolicyHost
+    mx1: TimedMta
+    sender_mx: TimedMta
+    sink: TimedReportSink
     slow: HangingMx | None
     endpoints: dict[tuple[str, int], tuple[str, int]]
     ca_file: Path
@@ -147,9 +148,26 @@ class Sim:
         return path
 
 
-def _server_cert(name: str) -> ServerCert:
-    cert = factory().issue(name)
-    return ServerCert(cert.chain_pem, cert.private_key_pem)
+RUA = "https://rpt.example/tlsrpt,mailto:tlsrpt@sender.example"
+
+
+def world_spec(*, slow: bool = False) -> dict[str, Any]:
+    """The world described above, as a world spec (``slow``: with ``slow.example``)."""
+    spec: dict[str, Any] = {
+        "domains": {
+            "example.com": {
+                "mx": [[10, "mx1.example.com"]],
+                "mta_sts_txt": ["v=STSv1; id=20260101"],
+                "policy": POLICY,
+                "tlsrpt_txt": [f"v=TLSRPTv1; rua={RUA}"],
+            },
+            "sender.example": {"mx": [[10, "mx.sender.example"]]},
+        },
+        "report_sink": {"name": "rpt.example"},
+    }
+    if slow:  # its MX in the world only for the address; HangingMx answers there
+        spec["domains"]["slow.example"] = {"mx": [[10, "mx.slow.example"]]}
+    return spec
 
 
 class SimWorld:
@@ -161,63 +179,29 @@ class SimWorld:
 
     async def __aenter__(self) -> Sim:
         stack = self._stack
-        block = DEFAULT_ALLOCATOR.block()
-        stack.callback(block.release)
-        a_mx1, a_sender, a_sts, a_sink, a_slow = (block.take() for _ in range(5))
-        endpoints: dict[tuple[str, int], tuple[str, int]] = {}
-        mx1 = await stack.enter_async_context(
-            ReceivingMta(
-                a_mx1,
-                "mx1.example.com",
-                cert=_server_cert("mx1.example.com"),
-                script=self.mx1_script,
-            )
+        clock = ManualClock(START)
+        spec = world_spec(slow=self.slow)
+        w = await stack.enter_async_context(
+            World(spec, now=clock.now, certs=factory(), source="<gateway sim>")
         )
-        sender_mx = await stack.enter_async_context(
-            ReceivingMta(a_sender, "mx.sender.example", cert=_server_cert("mx.sender.example"))
-        )
-        policy = await stack.enter_async_context(PolicyHost())
-        cert = factory().issue("mta-sts.example.com")
-        endpoints[(a_sts, 443)] = await policy.add_host(
-            "mta-sts.example.com",
-            address=a_sts,
-            cert=(cert.chain_pem, cert.private_key_pem),
-            response=PolicyResponse(body=POLICY.encode()),
-        )
-        scert = factory().issue("rpt.example")
-        sink = await stack.enter_async_context(
-            ReportSink("rpt.example", address=a_sink, cert=(scert.chain_pem, scert.private_key_pem))
-        )
-        endpoints[(a_sink, 443)] = sink.endpoint
-        endpoints[(a_mx1, 25)] = mx1.address
-        endpoints[(a_sender, 25)] = sender_mx.address
+        mx1 = w.mta("mx1.example.com")
+        if self.mx1_script is not None:
+            mx1.script = self.mx1_script
+        endpoints = dict(w.endpoint_map)
         slow = None
         if self.slow:
-            slow = await stack.enter_async_context(HangingMx(a_slow))
-            endpoints[(a_slow, 25)] = (a_slow, slow.port)
-        rua = "https://rpt.example/tlsrpt,mailto:tlsrpt@sender.example"
-        zones = [
-            Zone("example.com", DnssecStatus.INSECURE)
-            .mx(10, "mx1.example.com")
-            .a("mx1.example.com", a_mx1)
-            .txt("_mta-sts.example.com", "v=STSv1; id=20260101")
-            .a("mta-sts.example.com", a_sts)
-            .txt("_smtp._tls.example.com", f"v=TLSRPTv1; rua={rua}"),
-            Zone("sender.example", DnssecStatus.INSECURE)
-            .mx(10, "mx.sender.example")
-            .a("mx.sender.example", a_sender),
-            Zone("rpt.example", DnssecStatus.INSECURE).a("rpt.example", a_sink),
-            Zone("slow.example", DnssecStatus.INSECURE)
-            .mx(10, "mx.slow.example")
-            .a("mx.slow.example", a_slow),
-        ]
-        dns = await stack.enter_async_context(FakeDns(zones, address=block.dns))
+            address = w.address_of("mx.slow.example")
+            slow = await stack.enter_async_context(HangingMx(address))
+            endpoints[(address, 25)] = (address, slow.port)
+        sink = w.report_sink
+        assert sink is not None
         ca_file = self.tmp / "ca.pem"
-        ca_file.write_bytes(factory().ca_bundle_pem)
-        return Sim(dns, policy, mx1, sender_mx, sink, slow, endpoints, ca_file)
+        ca_file.write_bytes(w.ca_pem)
+        sender_mx = w.mta("mx.sender.example")
+        return Sim(w, w.dns, w.policy_host, mx1, sender_mx, sink, slow, endpoints, ca_file, clock)
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
 
 
-__all__ = ["POLICY", "START", "HangingMx", "Sim", "SimWorld", "StartTls"]
+__all__ = ["POLICY", "RUA", "START", "HangingMx", "Sim", "SimWorld", "StartTls", "world_spec"]
