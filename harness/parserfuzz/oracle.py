@@ -166,7 +166,7 @@ def _policy_features(text: str, policy: Policy) -> list[tuple[str, str]]:
             "an mx pattern in upper case",
         ),
         (
-            any(v != v.strip(" \t") or v[:1] != " " or v[1:2] in (" ", "\t") for _, v in fields),
+            any(v != " " + v.strip(" \t") for _, v in fields),
             "POL-11",
             "spaces or tabs around a value other than one space",
         ),
@@ -204,7 +204,11 @@ def _txt_features(text: str, record: StsRecord) -> list[tuple[str, str]]:
         (text[7:8] in (" ", "\t"), "AMB-2", "whitespace before the first ';'"),
         (bool(names) and "v" not in names, "DISC-10", "an unknown field"),
         (bool(re.search(r";[ \t]*$", text)), "DISC-10", "a trailing ';'"),
-        (bool(re.search(r"[ \t];|;[ \t]", inner)), "DISC-10", "spaces or tabs around ';'"),
+        (
+            any(d not in (";", "; ") for d in re.findall(r"[ \t]*;[ \t]*", inner)),
+            "DISC-10",
+            "spaces or tabs around ';' other than one space after it",
+        ),
         (len(record.id) == 32, "DISC-7", "an id of 32 characters"),
     ]
     return [(rule, reason) for present, rule, reason in found if present] or [

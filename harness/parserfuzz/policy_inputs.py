@@ -22,24 +22,30 @@ in the corpus. Everything is built from ``draw`` calls, so hypothesis shrinks it
 
 from __future__ import annotations
 
+import string
 from collections.abc import Callable
 
 from hypothesis import strategies as st
 
+from harness.parserfuzz._pieces import ALNUM, pick_from, word
+
 __all__ = ["MUTATIONS", "RAW", "policy_inputs", "render"]
 
+_VCHAR = "".join(map(chr, range(0x21, 0x7F)))
 Lines = list[list[str]]
 # The name of a line written as its value alone (no colon): an empty line, a broken one.
 RAW = "\x00raw"
-_LABEL = st.from_regex(r"[a-z0-9](?:[a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
+_LOWER = string.ascii_lowercase + string.digits
+_LABEL = word(_LOWER, _LOWER + "-", 10, last=_LOWER)
 _DOMAIN = st.lists(_LABEL, min_size=1, max_size=3).map(".".join)
-_WSP = st.sampled_from(["", " ", "\t", "  "])
-_EXT_NAME = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,31}", fullmatch=True)
+_WSP = pick_from(["", " ", "\t", "  "])
+_EXT_NAME = word(ALNUM, ALNUM + "_.-", 31)
 _EXT_VALUE = st.one_of(
-    st.from_regex(r"[\x21-\x7e](?:[\x21-\x7e ]{0,10}[\x21-\x7e])?", fullmatch=True),
-    st.sampled_from(["é", "v\u00e9rsion 2", "\u2603", "a:b", "https://x.example/"]),
+    word(_VCHAR, _VCHAR + " ", 10, last=_VCHAR),
+    pick_from(["é", "v\u00e9rsion 2", "\u2603", "a:b", "https://x.example/"]),
 )
 _KNOWN = ("version", "mode", "max_age", "mx")
+_EXT_NAME_NEW = _EXT_NAME.filter(lambda n: n not in _KNOWN)
 
 
 @st.composite
@@ -52,18 +58,15 @@ def _mx_value(draw: st.DrawFn) -> str:
 
 @st.composite
 def _valid_lines(draw: st.DrawFn) -> Lines:
-    mode = draw(st.sampled_from(["enforce", "testing", "none"]))
+    mode = draw(pick_from(["enforce", "testing", "none"]))
     n_mx = draw(st.integers(1 if mode != "none" else 0, 4))
-    age = draw(st.sampled_from(["86400", "604800", "31557600", "1209600", "0604800"]))
+    age = draw(pick_from(["86400", "604800", "31557600", "1209600", "0604800"]))
     fields = [("version", "STSv1"), ("mode", mode), ("max_age", age)]
     fields += [("mx", draw(_mx_value())) for _ in range(n_mx)]
-    fields += [
-        (draw(_EXT_NAME.filter(lambda n: n not in _KNOWN)), draw(_EXT_VALUE))
-        for _ in range(draw(st.integers(0, 2)))
-    ]
+    fields += [(draw(_EXT_NAME_NEW), draw(_EXT_VALUE)) for _ in range(draw(st.integers(0, 2)))]
     if draw(st.booleans()):
         fields = draw(st.permutations(fields))  # POL-13: any order
-    ws = draw(st.sampled_from([(" ", ""), (" ", ""), None]))
+    ws = draw(pick_from([(" ", ""), (" ", ""), None]))
     lines = []
     for name, value in fields:
         pre, post = ws if ws is not None else (draw(_WSP), draw(_WSP))
@@ -89,19 +92,19 @@ def _pick(draw: st.DrawFn, lines: Lines, name: str | None = None) -> list[str]:
         line = [name or "mx", " ", "mail.example.com", "", "\n"]
         lines.insert(0, line)
         return line
-    return draw(st.sampled_from(choices))
+    return choices[draw(st.integers(0, len(choices) - 1))]
 
 
 def _m_case(draw: st.DrawFn, lines: Lines) -> None:
     line = _pick(draw, lines)
-    part = draw(st.sampled_from([0, 2]))
-    line[part] = draw(st.sampled_from([str.upper, str.capitalize, str.swapcase]))(line[part])
+    part = draw(pick_from([0, 2]))
+    line[part] = draw(pick_from([str.upper, str.capitalize, str.swapcase]))(line[part])
 
 
 def _m_whitespace(draw: st.DrawFn, lines: Lines) -> None:
     line = _pick(draw, lines)
-    where = draw(st.sampled_from(["before-name", "before-colon", "inside-value", "after", "none"]))
-    ws = draw(st.sampled_from([" ", "\t", "\u00a0", "\x0b", "\x0c"]))
+    where = draw(pick_from(["before-name", "before-colon", "inside-value", "after", "none"]))
+    ws = draw(pick_from([" ", "\t", "\u00a0", "\x0b", "\x0c"]))
     if where == "before-name":
         line[0] = ws + line[0]
     elif where == "before-colon":
@@ -117,16 +120,16 @@ def _m_whitespace(draw: st.DrawFn, lines: Lines) -> None:
 
 def _m_line_end(draw: st.DrawFn, lines: Lines) -> None:
     i = draw(st.integers(0, len(lines) - 1))
-    end = draw(st.sampled_from(["\r", "\r\r\n", "\n\n", "\r\n", "\n", "\n\r\n", "\x85", "\u2028"]))
+    end = draw(pick_from(["\r", "\r\r\n", "\n\n", "\r\n", "\n", "\n\r\n", "\x85", "\u2028"]))
     lines[i][4] = end
     if draw(st.booleans()):
-        lines.insert(0, [RAW, "", "", "", draw(st.sampled_from(["\n", "\r\n", " \n"]))])
+        lines.insert(0, [RAW, "", "", "", draw(pick_from(["\n", "\r\n", " \n"]))])
 
 
 def _m_duplicate(draw: st.DrawFn, lines: Lines) -> None:
-    name = draw(st.sampled_from(["version", "mode", "max_age", "mx"]))
+    name = draw(pick_from(["version", "mode", "max_age", "mx"]))
     value = draw(
-        st.sampled_from(
+        pick_from(
             [
                 "STSv1",
                 "enforce",
@@ -151,7 +154,7 @@ _AGES = ["0", "1", "86399", "86400", "31557600", "31557601", "2147483647", "2147
 
 
 def _m_max_age(draw: st.DrawFn, lines: Lines) -> None:
-    _pick(draw, lines, "max_age")[2] = draw(st.sampled_from(_AGES))
+    _pick(draw, lines, "max_age")[2] = draw(pick_from(_AGES))
 
 
 _MX_FORMS = [
@@ -168,7 +171,7 @@ def _m_mx_form(draw: st.DrawFn, lines: Lines) -> None:
     if draw(st.integers(0, 5)) == 0:
         lines[:] = [ln for ln in lines if ln[0] != "mx"] or lines  # POL-2
         return
-    _pick(draw, lines, "mx")[2] = draw(st.sampled_from(_MX_FORMS))
+    _pick(draw, lines, "mx")[2] = draw(pick_from(_MX_FORMS))
 
 
 def _m_version(draw: st.DrawFn, lines: Lines) -> None:
@@ -176,7 +179,7 @@ def _m_version(draw: st.DrawFn, lines: Lines) -> None:
     if draw(st.integers(0, 4)) == 0:
         lines[:] = [ln for ln in lines if ln[0] != "version"]
         return
-    _pick(draw, lines, "version")[2] = draw(st.sampled_from(values))
+    _pick(draw, lines, "version")[2] = draw(pick_from(values))
 
 
 def _m_mode(draw: st.DrawFn, lines: Lines) -> None:
@@ -185,7 +188,7 @@ def _m_mode(draw: st.DrawFn, lines: Lines) -> None:
     if draw(st.integers(0, 4)) == 0:
         lines[:] = [ln for ln in lines if ln[0] != "mode"]
         return
-    _pick(draw, lines, "mode")[2] = draw(st.sampled_from(values))
+    _pick(draw, lines, "mode")[2] = draw(pick_from(values))
 
 
 # A lone surrogate is written as its byte by surrogateescape: 0xE9, not UTF-8.
@@ -205,16 +208,15 @@ _EXT_VALUES = [
 
 def _m_extension(draw: st.DrawFn, lines: Lines) -> None:
     name = draw(
-        st.sampled_from(["x y", "x@y", "_x", "-x", "a" * 32, "a" * 33, "x", "ext.v-1_b", ""])
-        | _EXT_NAME
+        pick_from(["x y", "x@y", "_x", "-x", "a" * 32, "a" * 33, "x", "ext.v-1_b", ""]) | _EXT_NAME
     )
-    value = draw(st.sampled_from(_EXT_VALUES))
+    value = draw(pick_from(_EXT_VALUES))
     lines.insert(draw(st.integers(0, len(lines))), [name, " ", value, "", "\n"])
 
 
 def _m_size(draw: st.DrawFn, lines: Lines) -> None:
-    n = draw(st.sampled_from([100, 1000, 3000]))
-    what = draw(st.sampled_from(["mx", "ext", "long-value"]))
+    n = draw(pick_from([100, 1000, 3000]))
+    what = draw(pick_from(["mx", "ext", "long-value"]))
     if what == "mx":
         lines.extend(["mx", " ", f"mx{i}.example.com", "", "\n"] for i in range(n))
     elif what == "ext":
@@ -229,7 +231,7 @@ def _m_no_colon(draw: st.DrawFn, lines: Lines) -> None:
         RAW,
         "",
         draw(
-            st.sampled_from(
+            pick_from(
                 [
                     line[0] + " " + line[2],
                     line[0],
@@ -264,30 +266,26 @@ def _line(name: str, value: str, end: str = "\n") -> list[str]:
 
 def _amb(draw: st.DrawFn, lines: Lines) -> str:
     """Turn a valid body into one on an AMB class; returns its label."""
-    amb = draw(st.sampled_from(["1", "3", "4", "5", "6", "7", "13", "35"]))
+    amb = draw(pick_from(["1", "3", "4", "5", "6", "7", "13", "35"]))
     age = _pick(draw, lines, "max_age")
     mx = [ln for ln in lines if ln[0] == "mx"] or [_pick(draw, lines, "mx")]
     if amb == "1":
         age[2] = draw(st.integers(31_557_601, 9_999_999_999).map(str))
     elif amb == "3":
-        lines[draw(st.integers(0, len(lines) - 1))][4] = draw(st.sampled_from(["\r\n", "\r"]))
+        lines[draw(st.integers(0, len(lines) - 1))][4] = draw(pick_from(["\r\n", "\r"]))
     elif amb == "4":
         lines.insert(draw(st.integers(0, len(lines))), [RAW, "", "", "", "\n"])
     elif amb == "5":
-        lines.insert(
-            draw(st.integers(0, len(lines))), _line("mx", draw(st.sampled_from(_MX_FORMS)))
-        )
+        lines.insert(draw(st.integers(0, len(lines))), _line("mx", draw(pick_from(_MX_FORMS))))
     elif amb == "6":
-        name = draw(st.sampled_from(["version", "mode", "max_age"]))
-        bad = draw(st.sampled_from(["abc", "STSv2", "report", "-1", "Enforce", "\u2603"]))
+        name = draw(pick_from(["version", "mode", "max_age"]))
+        bad = draw(pick_from(["abc", "STSv2", "report", "-1", "Enforce", "\u2603"]))
         if draw(st.booleans()):
             lines.append(_line(name, bad))
         else:
             lines.append(_line(name.capitalize(), bad))  # POL-12: an extension
     elif amb == "7":
-        mx[0][2] = draw(
-            st.sampled_from(["mail.example.com.", "b\u00fccher.de", "MAIL.Example.COM"])
-        )
+        mx[0][2] = draw(pick_from(["mail.example.com.", "b\u00fccher.de", "MAIL.Example.COM"]))
     elif amb == "13":
         age[2] = "0"
     else:
@@ -298,12 +296,12 @@ def _amb(draw: st.DrawFn, lines: Lines) -> str:
 @st.composite
 def _policy_case(draw: st.DrawFn) -> tuple[str, bytes]:
     lines = draw(_valid_lines())
-    family = draw(st.sampled_from(["valid", "mutation", "mutation", "amb"]))
+    family = draw(pick_from(["valid", "mutation", "mutation", "amb"]))
     if family == "valid":
         return "valid", render(lines)
     if family == "amb":
         return _amb(draw, lines), render(lines)
-    name = draw(st.sampled_from(sorted(MUTATIONS)))
+    name = draw(pick_from(sorted(MUTATIONS)))
     MUTATIONS[name](draw, lines)
     return name, render(lines)
 
