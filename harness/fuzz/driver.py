@@ -30,7 +30,7 @@ from harness.adapters.base import make_adapter
 from harness.scenario.loader import loads_scenario
 from harness.scenario.model import Scenario, StepKind
 from harness.scenario.observation import DeliveryRecord, EventRecord
-from harness.world.mta.records import Message, MtaSession
+from harness.world.mta.records import MtaSession, ReceivedMessage
 from harness.world.world import World, shared_cert_factory
 
 __all__ = ["FuzzRun", "load_document", "run_document", "run_scenario_records"]
@@ -51,7 +51,7 @@ class FuzzRun:
 
     scenario: Scenario
     sessions: tuple[MtaSession, ...] = ()
-    messages: tuple[Message, ...] = ()
+    messages: tuple[ReceivedMessage, ...] = ()
     events: tuple[EventRecord, ...] = ()
     deliveries: tuple[DeliveryRecord, ...] = ()
     error: str | None = None

@@ -37,7 +37,13 @@ from harness.world.dns.server import FakeDns
 from harness.world.dns.zones import DnssecStatus, Lookup, Zone
 from harness.world.mta.handshake import ALERTS, server_hello_flight
 from harness.world.mta.log import SessionAnswer, SessionConfig, SessionLog, describe_action
-from harness.world.mta.records import Message, MtaSession, RcptResult, SessionEnd, Transaction
+from harness.world.mta.records import (
+    MtaSession,
+    RcptResult,
+    ReceivedMessage,
+    SessionEnd,
+    Transaction,
+)
 from harness.world.mta.script import (
     HELO_ONLY,
     POSITIVE_CODES,
@@ -155,7 +161,6 @@ __all__ = [
     "LoggedQuery",
     "Lookup",
     "LoopbackAllocator",
-    "Message",
     "MtaProtocol",
     "MtaSession",
     "Now",
@@ -172,6 +177,7 @@ __all__ = [
     "ProxySpec",
     "RData",
     "RcptResult",
+    "ReceivedMessage",
     "ReceivedReport",
     "ReceivingMta",
     "Record",

@@ -15,7 +15,7 @@ from enum import StrEnum
 
 from certs import IssuedCert
 from harness.errors import SpecError, WorldError
-from harness.world.mta.records import Message, MtaSession
+from harness.world.mta.records import MtaSession, ReceivedMessage
 from harness.world.timeline import (
     Exchange,
     TimedDns,
@@ -125,7 +125,7 @@ class Servers:
         spans = [(m.spans.get(s.session_id, (0.0, None))[0], s) for m in mtas for s in m.sessions]
         return [s for _, s in sorted(spans, key=lambda pair: pair[0])]
 
-    def messages(self, host: str | None = None) -> list[Message]:
+    def messages(self, host: str | None = None) -> list[ReceivedMessage]:
         """Messages accepted at one MX host or all."""
         mtas = [self.mta(host)] if host else list(self.mtas.values())
         return [msg for m in mtas for msg in m.messages]

@@ -29,7 +29,7 @@ from typing import Any, SupportsIndex
 
 from harness.world.dns.answer import LoggedQuery, Transport
 from harness.world.dns.server import FakeDns
-from harness.world.mta.records import Message, MtaSession
+from harness.world.mta.records import MtaSession, ReceivedMessage
 from harness.world.mta.server import ReceivingMta
 from harness.world.mta.session import MtaProtocol
 from harness.world.web.policy_host import PolicyHost, PolicyRequest
@@ -102,7 +102,7 @@ class WorldSnapshot:
     dns_queries: tuple[LoggedQuery, ...]
     policy_requests: tuple[PolicyRequest, ...]
     sessions: tuple[MtaSession, ...]
-    messages: tuple[Message, ...]
+    messages: tuple[ReceivedMessage, ...]
     proxy_log: tuple[ProxyEvent, ...]
     reports: tuple[ReceivedReport, ...]
     timeline: tuple[Exchange, ...]

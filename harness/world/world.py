@@ -52,7 +52,7 @@ from engine.core.tomlnode import key_path
 from harness.errors import SpecError, WorldError
 from harness.world.addresses import DEFAULT_ALLOCATOR, AddressBlock, LoopbackAllocator
 from harness.world.dns.records import TXT, ZoneError, canonical_name
-from harness.world.mta.records import Message, MtaSession
+from harness.world.mta.records import MtaSession, ReceivedMessage
 from harness.world.mta.server import ServerCert
 from harness.world.servers import HostInfo, HostRole, Servers
 from harness.world.spec import DomainSpec, HostSpec, PolicyHostSpec, WorldSpec, load_world_spec
@@ -295,7 +295,7 @@ class World:
         """Finished SMTP sessions at MX host ``host`` or at all of them, by start time."""
         return self.servers.sessions(host)
 
-    def messages(self, host: str | None = None) -> list[Message]:
+    def messages(self, host: str | None = None) -> list[ReceivedMessage]:
         """Messages accepted at MX host ``host`` or at all of them (the mailboxes)."""
         return self.servers.messages(host)
 

@@ -50,7 +50,13 @@ from harness.fuzz import (
 )
 from harness.scenario.loader import load_scenario
 from harness.scenario.observation import DeliveryRecord, EventRecord
-from harness.world.mta.records import Message, MtaSession, RcptResult, SessionEnd, Transaction
+from harness.world.mta.records import (
+    MtaSession,
+    RcptResult,
+    ReceivedMessage,
+    SessionEnd,
+    Transaction,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 REGRESSIONS = ROOT / "scenarios" / "regressions"
@@ -208,7 +214,7 @@ def _run(
     doc: dict[str, Any], sessions: list[MtaSession], status: str, mx: str | None, lines: int = 0
 ) -> FuzzRun:
     messages = [
-        Message(1, s.mx_host, "a@sender.example", (RCPT,), b"x", s.tls_version)
+        ReceivedMessage(1, s.mx_host, "a@sender.example", (RCPT,), b"x", s.tls_version)
         for s in sessions
         if s.transactions and s.transactions[0].delivered
     ]

@@ -703,7 +703,7 @@ def test_public_api_is_pinned() -> None:
         [
             "HELO_ONLY",
             "Disconnect",
-            "Message",
+            "ReceivedMessage",
             "MtaSession",
             "RcptResult",
             "ReceivingMta",

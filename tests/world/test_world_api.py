@@ -12,7 +12,7 @@ EXPECTED = {
     "HELO_ONLY", "JSON_TYPE", "MX", "POLICY_PATH", "RDATA_TYPES", "TLSA", "TXT", "A", "Action",
     "AddressBlock", "Answer", "ClientHello", "Disconnect", "DnsBehaviour", "DnsRule",
     "DnssecStatus", "DomainSpec", "Exchange", "ExchangeKind", "FakeDns", "HostInfo", "HostRole",
-    "HostSpec", "LoggedQuery", "Lookup", "LoopbackAllocator", "Message", "MtaSession",
+    "HostSpec", "LoggedQuery", "Lookup", "LoopbackAllocator", "ReceivedMessage", "MtaSession",
     "Now", "PolicyBehaviour", "PolicyHost", "PolicyHostSpec", "PolicyRequest", "PolicyResponse",
     "Proxy", "ProxyEvent", "ProxyFault", "ProxyOutcome", "ProxyResolver", "ProxySpec", "RData",
     "RcptResult", "ReceivedReport", "ReceivingMta", "Record", "RecordSpec", "Reply", "ReportSink",

@@ -18,7 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness.world.mta.records import Message, MtaSession, RcptResult, SessionEnd, Transaction
+from harness.world.mta.records import (
+    MtaSession,
+    RcptResult,
+    ReceivedMessage,
+    SessionEnd,
+    Transaction,
+)
 from harness.world.mta.script import (
     POSITIVE_CODES,
     Action,
@@ -277,7 +283,7 @@ class SessionLog:
             self._accepted_rcpts.append(address)
         return answer
 
-    def data(self, message: bytes) -> tuple[SessionAnswer, Message | None]:
+    def data(self, message: bytes) -> tuple[SessionAnswer, ReceivedMessage | None]:
         """The message after DATA arrived; returns the answer and, if accepted, the mail."""
         assert self._txn is not None, "aiosmtpd passed DATA before MAIL"
         txn, rcpts = self._txn, tuple(self._accepted_rcpts)
@@ -287,7 +293,7 @@ class SessionLog:
         txn.data_reply = answer.lines[0] if answer.lines else None
         if not answer.accepted:
             return answer, None
-        delivered = Message(
+        delivered = ReceivedMessage(
             self.session_id, self.identity, txn.mail_from, rcpts, message, self.tls_version
         )
         return answer, delivered

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["Message", "MtaSession", "RcptResult", "SessionEnd", "Transaction"]
+__all__ = ["MtaSession", "RcptResult", "ReceivedMessage", "SessionEnd", "Transaction"]
 
 
 class SessionEnd(StrEnum):
@@ -139,7 +139,7 @@ class MtaSession:
 
 
 @dataclass(frozen=True, slots=True)
-class Message:
+class ReceivedMessage:
     """A message the MTA accepted (the mailbox view).
 
     Attributes:

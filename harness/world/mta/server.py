@@ -35,7 +35,13 @@ from collections.abc import Mapping
 from types import TracebackType
 
 from harness.world.mta.log import SessionConfig
-from harness.world.mta.records import Message, MtaSession, RcptResult, SessionEnd, Transaction
+from harness.world.mta.records import (
+    MtaSession,
+    RcptResult,
+    ReceivedMessage,
+    SessionEnd,
+    Transaction,
+)
 from harness.world.mta.script import HELO_ONLY, Disconnect, Reply, Script, StartTls, parse_action
 from harness.world.mta.session import MtaProtocol
 from harness.world.mta.tls import ServerCert, TlsSetup, describe_cert
@@ -43,9 +49,9 @@ from harness.world.mta.tls import ServerCert, TlsSetup, describe_cert
 __all__ = [
     "HELO_ONLY",
     "Disconnect",
-    "Message",
     "MtaSession",
     "RcptResult",
+    "ReceivedMessage",
     "ReceivingMta",
     "Reply",
     "Script",
@@ -131,7 +137,7 @@ class ReceivingMta:
         self._idle = asyncio.Event()
         self._idle.set()
         self._sessions: list[MtaSession] = []
-        self._messages: list[Message] = []
+        self._messages: list[ReceivedMessage] = []
 
     # -- configuration -------------------------------------------------------------
 
@@ -239,7 +245,7 @@ class ReceivingMta:
         if not self._live:
             self._idle.set()
 
-    def message_delivered(self, message: Message) -> None:
+    def message_delivered(self, message: ReceivedMessage) -> None:
         """Called by a session when a message was accepted."""
         self._messages.append(message)
 
@@ -262,7 +268,7 @@ class ReceivingMta:
         return tuple(sorted(self._sessions, key=lambda s: s.session_id))
 
     @property
-    def messages(self) -> tuple[Message, ...]:
+    def messages(self) -> tuple[ReceivedMessage, ...]:
         """Messages accepted, in arrival order (the mailbox)."""
         return tuple(self._messages)
 

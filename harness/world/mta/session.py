@@ -45,7 +45,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from harness.world.mta.handshake import break_handshake, is_tls_record
 from harness.world.mta.log import SessionAnswer, SessionConfig, SessionLog
-from harness.world.mta.records import Message, MtaSession, SessionEnd
+from harness.world.mta.records import MtaSession, ReceivedMessage, SessionEnd
 from harness.world.mta.script import FaultKind, StartTls
 
 __all__ = ["MALFORMED_LINE", "MtaProtocol", "SessionOwner"]
@@ -70,7 +70,7 @@ class SessionOwner(Protocol):
     def session_finished(self, protocol: MtaProtocol, record: MtaSession) -> None:
         """The session is over; ``record`` is final."""
 
-    def message_delivered(self, message: Message) -> None:
+    def message_delivered(self, message: ReceivedMessage) -> None:
         """A message was accepted."""
 
 
