@@ -12,7 +12,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from harness.errors import HarnessError
+from harness.fuzz.driver import load_document
 from harness.fuzz.invariants import Violation
+from harness.fuzz.oracle import destination_facts
 
 __all__ = ["KNOWN", "Known", "label"]
 
@@ -78,11 +81,45 @@ KNOWN = (
     Known(
         ("chasquid",),
         "clean-path-delivers",
-        lambda v, d: bool(_policy(d)),
-        "known: chasquid's lenient TXT/policy parsing applies a policy the RFC "
+        lambda v, d: _enforce_not_in_force(d),
+        "known: chasquid's lenient TXT/policy parsing applies an enforce policy the RFC "
         "rejects (conformance.md, chasquid 2-4: DISC-5, DISC-6, POL-*)",
     ),
+    Known(
+        ("chasquid",),
+        "healthy-mx-reached",
+        lambda v, d: _enforce_not_in_force(d),
+        "known: chasquid's lenient TXT/policy parsing applies an enforce policy the RFC "
+        "rejects, so a permitted MX is refused (conformance.md, chasquid 2-4: DISC-6, POL-*)",
+    ),
+    Known(
+        ("postfix-sts",),
+        "clean-path-delivers",
+        lambda v, d: _enforce_not_in_force(d),
+        "known: the resolver's lenient TXT/policy parsing applies an enforce policy the RFC "
+        "rejects (conformance.md, postfix-sts 4-6: DISC-6, POL-5, POL-10, POL-17)",
+    ),
+    Known(
+        ("postfix-sts",),
+        "healthy-mx-reached",
+        lambda v, d: _enforce_not_in_force(d),
+        "known: the resolver's lenient TXT/policy parsing applies an enforce policy the RFC "
+        "rejects (conformance.md, postfix-sts 4-6: DISC-6, POL-5, POL-10, POL-17)",
+    ),
 )
+
+
+def _enforce_not_in_force(doc: Mapping[str, Any]) -> bool:
+    """The world serves a body saying ``mode: enforce`` that the RFC does not apply
+    (a malformed or doubled TXT record, a malformed body, a failed fetch)."""
+    if "mode: enforce" not in _policy(doc):
+        return False
+    try:
+        scenario = load_document(doc)
+    except HarnessError:
+        return False
+    facts = destination_facts(scenario.world, scenario.sender, "example.com")
+    return facts is not None and not facts.enforce
 
 
 def label(engine: str, violation: Violation, doc: Mapping[str, Any]) -> str:

@@ -115,3 +115,37 @@ def test_a_real_mta_runs_many_worlds_in_one_batch() -> None:
     assert len(judged) == len(docs)
     ran = [j for j in judged if not j.skipped]
     assert ran, [j.skipped for j in judged]
+
+
+ENFORCE_MX1 = "version: STSv1\nmode: enforce\nmx: mx1.example.com\nmax_age: 86400\n"
+
+
+def _lenient_world(txt: str) -> dict[str, Any]:
+    return {
+        "scenario": {"id": "w", "topic": "fuzz"},
+        "world": {
+            "domains": {
+                "example.com": {
+                    "mx": ["0 mx1.example.com", "0 mx2.example.com"],
+                    "mta_sts_txt": [txt],
+                    "policy": ENFORCE_MX1,
+                }
+            },
+            "hosts": {"mx1.example.com": {"replies": {"data": "reset"}}, "mx2.example.com": {}},
+        },
+        "sender": {"destination_controls": {"example.com": {"tls": "preferred", "mta_sts": True}}},
+        "steps": [{"send": {"from": "a@sender.example", "to": ["rcpt@example.com"]}}],
+    }
+
+
+def test_known_divergences_are_labelled_only_where_they_apply() -> None:
+    from harness.fuzz.invariants import Violation
+    from harness.fuzz.known import label
+
+    # chasquid fuzzed world: an empty TXT id (no policy by the RFC), yet mx2 refused.
+    v = Violation("healthy-mx-reached", "rcpt@example.com deferred ...", "mx2.example.com")
+    assert "DISC-6" in label("chasquid", v, _lenient_world("v=STSv1; id="))
+    # Control: with a valid record the policy is in force, so nothing is explained ...
+    assert label("chasquid", v, _lenient_world("v=STSv1; id=F1")) == ""
+    # ... and the label is chasquid's, not every engine's.
+    assert label("inprocess", v, _lenient_world("v=STSv1; id=")) == ""
