@@ -39,8 +39,8 @@ fake DNS), 1.5 to 2.8 ms on the machine these figures come from, and the last ta
 shows how busy the world's process was during each phase. While PMSR resolves cold it
 is 89 to 98% busy on its one core, so the world, not the resolver, sets that pace:
 twice PMSR's cold rate is not reachable in this set-up whatever the resolver does.
-Ours also spends more client CPU than PMSR's per cold resolution (httpx and httpcore
-around the same OpenSSL handshake, and our own chain check at the engine clock).
+Per cold resolution our client now spends less CPU than PMSR's (below); until issue 17
+item 2 it spent more (httpx, httpcore and anyio around the same OpenSSL handshake).
 
 Making the comparison fair
 --------------------------
@@ -74,10 +74,36 @@ a repeated reply is read once; dnspython still decodes every other reply). Debug
 events are no longer built for a sink that drops them (``EventSink.debug_enabled``),
 as PMSR's ``logger.debug`` calls cost nothing with debug logging off.
 
+The cold path (issue 17 item 2). Before: 3.07 ms of client CPU per cold resolution on
+asyncio and 2.16 ms on uvloop, against PMSR's 1.77 and 1.60 ms; httpx, httpcore and
+anyio cost more than the TLS handshake. The policy fetch now makes its one GET on an
+asyncio protocol (``engine/io/pipe.py``: TLS upgraded in place, in C on uvloop) with
+the reader of ``engine/io/http11.py``; h11 driven directly on the same pipe was
+measured too and cost about 75 µs more per cold resolution (its module comment has
+the figures), so it is the test oracle instead. Three runs on 2026-12-07, on a machine
+whose two cores were shared with other work (load average 5 to 6), client CPU ms per
+cold resolution, ours against PMSR: asyncio 1.36/1.50, 1.58/1.83, 1.63/1.77 (0.86 to
+0.92x); uvloop 1.17/1.27, 1.30/1.39, 1.17/1.18 (0.92 to 0.99x). Warm, in the same runs:
+1.19 to 1.55x PMSR's rate on asyncio, 1.50 to 1.55x on uvloop (client CPU 0.038-0.041
+against 0.063-0.078 ms, 0.028-0.031 against 0.051-0.055 ms): the 2x warm target was
+not reached in these runs; the warm path is one TXT query, and on uvloop half of its
+profiled time is the UDP send (``engine/io/dnsudp.py`` ``exchange``).
+
+Where a cold resolution's CPU goes now (cProfile of 199 cold resolutions through the
+proxy, ours only; shares of profiled time): uvloop: the TLS handshake
+(``do_handshake``) 29 %, the TLS transport's writes and close_notify with their
+system calls (uvloop's C, seen under ``Pipe.write``/``Pipe.close``) about 25 %, the
+chain judged at the engine clock (cryptography's verifier and the SAN read for
+RFC 6125) 14 %, DNS (send, ``read_txt_reply``) 9 %, the HTTP reader and the
+fetch's own lines under 3 %. asyncio: the handshake 28 %, socket sends 19 %, the
+event loop itself 17 %, the chain 12 %, DNS 4 %, the HTTP code 3 %. What is left is
+OpenSSL, the kernel and the engine-clock chain check, which the harness needs
+(certificates are judged at the simulated time, not the wall clock's).
+
 Differences that remain (they are the designs being compared, not the set-up): PMSR
-opens a new ``aiohttp.ClientSession`` per resolution; ours keeps an httpx client
-with a connection pool (no reuse across distinct domains through a proxy, since each
-CONNECT tunnel is per host). aiohttp (its default ``ssl_shutdown_timeout=0``) aborts
+opens a new ``aiohttp.ClientSession`` per resolution; ours opens one connection per
+fetch and keeps nothing between fetches (no pool: through a proxy each CONNECT tunnel
+is per host). aiohttp (its default ``ssl_shutdown_timeout=0``) aborts
 the TLS connection after the response, without a close_notify alert; ours sends one,
 as RFC 8446 §6.1 requires, and the fetch does not wait for the server's (an A/B run
 that aborted instead showed no difference above the noise). Ours also applies the
