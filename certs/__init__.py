@@ -30,6 +30,7 @@ from certs.profiles import (
 )
 from certs.tls import (
     LEGACY_CIPHERS,
+    MODERN_CIPHERS,
     TlsProbe,
     Trust,
     client_context,
@@ -41,6 +42,7 @@ from certs.tls import (
 __all__ = [
     "LEGACY_CIPHERS",
     "LONG_CHAIN_CAS",
+    "MODERN_CIPHERS",
     "PROFILE_SPECS",
     "WRONG_NAME",
     "BundlePaths",

@@ -15,6 +15,13 @@ below TLS 1.2 therefore gets ``DEFAULT:@SECLEVEL=0`` on both ends. Whether the
 local OpenSSL can still do a version at all is a fact about the machine, so it
 is probed, not assumed (STYLE habit 20): :func:`probe_tls_versions` runs one
 in-memory handshake per version and keeps the exact error of those that fail.
+
+Every other context gets the same baseline whatever the interpreter's defaults: a TLS
+1.2 floor and :data:`MODERN_CIPHERS`, CPython's own default cipher string. Upstream
+CPython sets both on every new context; Debian 12's stock ``python3`` (3.11.2) is built
+to leave them to OpenSSL (no floor, OpenSSL's DEFAULT list), so there a "strict" test
+client offered TLS 1.0 and a "modern" server listed the legacy suites, and the tests
+that compare them failed.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from certs.errors import CertError
 
 __all__ = [
     "LEGACY_CIPHERS",
+    "MODERN_CIPHERS",
     "TlsProbe",
     "Trust",
     "client_context",
@@ -42,6 +50,9 @@ __all__ = [
 ]
 
 LEGACY_CIPHERS = "DEFAULT:@SECLEVEL=0"
+MODERN_CIPHERS = (
+    "@SECLEVEL=2:ECDH+AESGCM:ECDH+CHACHA20:ECDH+AES:DHE+AES:!aNULL:!eNULL:!aDSS:!SHA1:!AESCCM"
+)
 _TLS_VERSIONS = (
     ssl.TLSVersion.TLSv1,
     ssl.TLSVersion.TLSv1_1,
@@ -73,9 +84,13 @@ def _limit_versions(
             value=(min_version, max_version),
         )
     if _is_legacy(max_version) and min_version is None:
-        min_version = ssl.TLSVersion.MINIMUM_SUPPORTED  # else the default 1.2 floor empties it
+        min_version = ssl.TLSVersion.MINIMUM_SUPPORTED  # else the 1.2 floor empties it
     if _is_legacy(min_version) or _is_legacy(max_version):
         ctx.set_ciphers(LEGACY_CIPHERS)
+    else:  # the baseline, not the interpreter's defaults (see the module docstring)
+        ctx.set_ciphers(MODERN_CIPHERS)
+        if min_version is None:
+            min_version = ssl.TLSVersion.TLSv1_2
     # Python warns (DeprecationWarning) on setting TLSv1/TLSv1_1; asking for them is the point.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

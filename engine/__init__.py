@@ -2,4 +2,6 @@
 
 from __future__ import annotations
 
+from engine import _cpython  # noqa: F401  (interpreter bug work-arounds, applied on import)
+
 __version__ = "0.1.0"

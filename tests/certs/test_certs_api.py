@@ -23,6 +23,7 @@ def test_package_exports() -> None:
             "KeyType",
             "LEGACY_CIPHERS",
             "LONG_CHAIN_CAS",
+            "MODERN_CIPHERS",
             "NameRule",
             "PROFILE_SPECS",
             "ProfileSpec",
