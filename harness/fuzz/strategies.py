@@ -15,7 +15,7 @@ The world space, by part (each drawn by one ``@st.composite``):
   in the domain or at a hoster (its own zone, signed or not);
 * each host (:func:`receiving_hosts`): a certificate profile (every one the factory
   has, long-chain included, or none with STARTTLS absent), key type, STARTTLS and
-  handshake behaviour (every ``StartTls`` mode: offered, absent, refused,
+  handshake behaviour (every ``MxStartTls`` mode: offered, absent, refused,
   no-shared-cipher and each ``broken-*`` way of failing after the 220), a TLS version
   window (1.0 only, 1.1 only, 1.2, 1.3), TLSA records (DANE-EE that match the
   certificate served in three selector/matching-type forms, a wrong digest, an
@@ -48,7 +48,7 @@ from hypothesis.errors import InvalidArgument
 
 from certs import CertProfile
 from engine.core.controls import TlsSetting
-from harness.world.mta.script import StartTls
+from harness.world.mta.script import MxStartTls
 
 __all__ = [
     "CERT_PROFILES",
@@ -75,8 +75,8 @@ UNUSABLE_TLSA = "1 1 1 " + "a5" * 32
 _TLS_SETTINGS = tuple(t.value for t in TlsSetting)
 #: Every STARTTLS mode but ``offered``, so a new mode is fuzzed as soon as it exists;
 #: the stall (a 2 s handshake timeout) is left to ``_STARTTLS_SLOW``, drawn rarely.
-STARTTLS_MODES = tuple(m.value for m in StartTls if m is not StartTls.OFFERED)
-_STARTTLS_SLOW = (StartTls.BROKEN_STALL.value,)
+STARTTLS_MODES = tuple(m.value for m in MxStartTls if m is not MxStartTls.OFFERED)
+_STARTTLS_SLOW = (MxStartTls.BROKEN_STALL.value,)
 _STARTTLS = tuple(m for m in STARTTLS_MODES if m not in _STARTTLS_SLOW)
 #: Per SMTP stage (a ``replies`` key), its temporary and permanent refusals.
 STAGE_ACTIONS = {

@@ -27,7 +27,7 @@ from certs import CertFactory
 from engine.core.clock import ManualClock
 from engine.io.dialer import Dialer
 from harness.world import World
-from harness.world.mta.script import Script, StartTls
+from harness.world.mta.script import MxStartTls, Script
 from harness.world.timeline import TimedDns, TimedMta, TimedPolicyHost, TimedReportSink
 
 START = 1_767_225_600.0 + 3600.0  # 2026-01-01T01:00:00Z
@@ -204,4 +204,4 @@ class SimWorld:
         await self._stack.aclose()
 
 
-__all__ = ["POLICY", "RUA", "START", "HangingMx", "Sim", "SimWorld", "StartTls", "world_spec"]
+__all__ = ["POLICY", "RUA", "START", "HangingMx", "MxStartTls", "Sim", "SimWorld", "world_spec"]

@@ -20,12 +20,12 @@ from harness.world.mta.log import SessionConfig, SessionLog
 from harness.world.mta.server import (
     HELO_ONLY,
     Disconnect,
+    MxStartTls,
     ReceivingMta,
     Reply,
     Script,
     ServerCert,
     SessionEnd,
-    StartTls,
     parse_action,
 )
 
@@ -123,7 +123,7 @@ def only_session(mx: ReceivingMta) -> mta_module.MtaSession:
 
 
 async def test_plain_delivery_records_session_and_mailbox() -> None:
-    async with ReceivingMta(ADDR, MX, starttls=StartTls.ABSENT) as mx:
+    async with ReceivingMta(ADDR, MX, starttls=MxStartTls.ABSENT) as mx:
         refused = await asyncio.to_thread(deliver, mx.address, ["x@example.com", "y@example.com"])
         await mx.settle()
     assert refused == [{}]
@@ -147,7 +147,7 @@ async def test_plain_delivery_records_session_and_mailbox() -> None:
 
 
 async def test_connection_reuse_records_each_transaction() -> None:
-    async with ReceivingMta(ADDR, MX, starttls=StartTls.ABSENT) as mx:
+    async with ReceivingMta(ADDR, MX, starttls=MxStartTls.ABSENT) as mx:
         await asyncio.to_thread(deliver, mx.address, transactions=2)
         await mx.settle()
     assert len(only_session(mx).transactions) == 2
@@ -284,7 +284,7 @@ async def test_rotate_cert_applies_to_next_session(ca: trustme.CA) -> None:
 
 
 async def test_starttls_absent_is_not_advertised_and_refused_if_sent() -> None:
-    async with ReceivingMta(ADDR, MX, starttls=StartTls.ABSENT) as mx:
+    async with ReceivingMta(ADDR, MX, starttls=MxStartTls.ABSENT) as mx:
         client = await esmtp(mx)
         await client.ehlo()
         assert not client.supports_extension("starttls")
@@ -300,7 +300,7 @@ async def test_starttls_absent_is_not_advertised_and_refused_if_sent() -> None:
 
 
 async def test_starttls_refused_454_then_clear_fallback_is_recorded() -> None:
-    async with ReceivingMta(ADDR, MX, starttls=StartTls.REFUSED) as mx:
+    async with ReceivingMta(ADDR, MX, starttls=MxStartTls.REFUSED) as mx:
 
         def refused_then_clear() -> int:
             with smtplib.SMTP(*mx.address, timeout=TIMEOUT, local_hostname="c.test") as client:
@@ -317,8 +317,8 @@ async def test_starttls_refused_454_then_clear_fallback_is_recorded() -> None:
     mx.check()
 
 
-@pytest.mark.parametrize("mode", [StartTls.BROKEN_CLOSE, StartTls.BROKEN_GARBAGE])
-async def test_broken_starttls_fails_the_handshake(mode: StartTls) -> None:
+@pytest.mark.parametrize("mode", [MxStartTls.BROKEN_CLOSE, MxStartTls.BROKEN_GARBAGE])
+async def test_broken_starttls_fails_the_handshake(mode: MxStartTls) -> None:
     async with ReceivingMta(ADDR, MX, starttls=mode) as mx:
         client = await esmtp(mx)
         await client.ehlo()
@@ -341,7 +341,7 @@ async def read_reply(reader: asyncio.StreamReader) -> bytes:
 
 
 async def test_cleartext_after_broken_handshake_is_a_protocol_error() -> None:
-    async with ReceivingMta(ADDR, MX, starttls=StartTls.BROKEN_GARBAGE) as mx:
+    async with ReceivingMta(ADDR, MX, starttls=MxStartTls.BROKEN_GARBAGE) as mx:
         reader, writer = await asyncio.open_connection(*mx.address)
         await read_reply(reader)
         writer.write(b"EHLO c.test\r\nSTARTTLS\r\n")
@@ -437,7 +437,7 @@ async def test_rcpt_replies_by_address_and_index() -> None:
         rcpt_by_index={2: Reply(452, "4.5.3 too many recipients")},
     )
     rcpts = ["good@example.com", "bad@example.com", "third@example.com"]
-    async with ReceivingMta(ADDR, MX, starttls=StartTls.ABSENT, script=script) as mx:
+    async with ReceivingMta(ADDR, MX, starttls=MxStartTls.ABSENT, script=script) as mx:
         (refused,) = await asyncio.to_thread(deliver, mx.address, rcpts)
         await mx.settle()
     assert {k: v[0] for k, v in refused.items()} == {
@@ -457,7 +457,7 @@ async def test_rcpt_replies_by_address_and_index() -> None:
 @pytest.mark.parametrize("code", [451, 550])
 async def test_mail_reply_refuses_sender(code: int) -> None:
     script = Script(mail=Reply(code, "x.7.1 go away"))
-    async with ReceivingMta(ADDR, MX, starttls=StartTls.ABSENT, script=script) as mx:
+    async with ReceivingMta(ADDR, MX, starttls=MxStartTls.ABSENT, script=script) as mx:
         with pytest.raises(smtplib.SMTPSenderRefused) as raised:
             await asyncio.to_thread(deliver, mx.address)
         await mx.settle()
@@ -469,7 +469,7 @@ async def test_mail_reply_refuses_sender(code: int) -> None:
 @pytest.mark.parametrize(("stage", "code"), [("data", 451), ("data", 554), ("data_start", 554)])
 async def test_data_replies_refuse_message(stage: str, code: int) -> None:
     script = Script(**{stage: Reply(code, "x.6.0 refused")})  # type: ignore[arg-type]
-    async with ReceivingMta(ADDR, MX, starttls=StartTls.ABSENT, script=script) as mx:
+    async with ReceivingMta(ADDR, MX, starttls=MxStartTls.ABSENT, script=script) as mx:
         with pytest.raises(smtplib.SMTPDataError) as raised:
             await asyncio.to_thread(deliver, mx.address)
         await mx.settle()
@@ -485,7 +485,7 @@ async def test_disconnect_at_stage(stage: str) -> None:
         script = Script(rcpt_by_index={0: Disconnect()})
     else:
         script = Script(**{stage: Disconnect()})  # type: ignore[arg-type]
-    async with ReceivingMta(ADDR, MX, starttls=StartTls.ABSENT, script=script) as mx:
+    async with ReceivingMta(ADDR, MX, starttls=MxStartTls.ABSENT, script=script) as mx:
         with pytest.raises(smtplib.SMTPServerDisconnected):
             await asyncio.to_thread(deliver, mx.address)
         await mx.settle()
@@ -498,7 +498,7 @@ async def test_disconnect_at_stage(stage: str) -> None:
 
 async def test_refused_banner_answers_503_until_quit() -> None:
     script = Script(banner=Reply(554, "5.3.2 not accepting mail"))
-    async with ReceivingMta(ADDR, MX, starttls=StartTls.ABSENT, script=script) as mx:
+    async with ReceivingMta(ADDR, MX, starttls=MxStartTls.ABSENT, script=script) as mx:
         reader, writer = await asyncio.open_connection(*mx.address)
         replies = [await reader.readline()]
         for line in (b"EHLO c.test\r\n", b"QUIT\r\n"):
@@ -515,7 +515,7 @@ async def test_refused_banner_answers_503_until_quit() -> None:
 
 async def test_421_reply_closes_the_connection() -> None:
     script = Script(mail=Reply(421, "4.3.2 shutting down"))
-    async with ReceivingMta(ADDR, MX, starttls=StartTls.ABSENT, script=script) as mx:
+    async with ReceivingMta(ADDR, MX, starttls=MxStartTls.ABSENT, script=script) as mx:
         with pytest.raises((smtplib.SMTPSenderRefused, smtplib.SMTPServerDisconnected)):
             await asyncio.to_thread(deliver, mx.address)
         await mx.settle()
@@ -524,7 +524,7 @@ async def test_421_reply_closes_the_connection() -> None:
 
 async def test_helo_fallback_when_ehlo_is_502() -> None:
     script = Script(ehlo=HELO_ONLY)
-    async with ReceivingMta(ADDR, MX, starttls=StartTls.REFUSED, script=script) as mx:
+    async with ReceivingMta(ADDR, MX, starttls=MxStartTls.REFUSED, script=script) as mx:
         await asyncio.to_thread(deliver, mx.address)
         await mx.settle()
     session = only_session(mx)
@@ -535,7 +535,7 @@ async def test_helo_fallback_when_ehlo_is_502() -> None:
 
 
 async def test_unknown_command_is_a_protocol_error() -> None:
-    async with ReceivingMta(ADDR, MX, starttls=StartTls.ABSENT) as mx:
+    async with ReceivingMta(ADDR, MX, starttls=MxStartTls.ABSENT) as mx:
         client = await esmtp(mx)
         reply = await client.execute_command(b"XYZZY")
         await client.quit()
@@ -547,7 +547,7 @@ async def test_unknown_command_is_a_protocol_error() -> None:
 
 
 async def test_idle_client_times_out() -> None:
-    async with ReceivingMta(ADDR, MX, starttls=StartTls.ABSENT, idle_timeout=0.05) as mx:
+    async with ReceivingMta(ADDR, MX, starttls=MxStartTls.ABSENT, idle_timeout=0.05) as mx:
         reader, writer = await asyncio.open_connection(*mx.address)
         await reader.readline()
         assert await reader.read() == b""  # the server hangs up on us
@@ -585,7 +585,7 @@ async def test_shutdown_leaves_no_tasks_or_fds(ca: trustme.CA, mx_cert: ServerCe
 
 
 async def test_address_reports_bound_port_and_is_ready() -> None:
-    mx = ReceivingMta("127.0.0.3", MX, starttls=StartTls.ABSENT)
+    mx = ReceivingMta("127.0.0.3", MX, starttls=MxStartTls.ABSENT)
     with pytest.raises(RuntimeError, match="not running"):
         _ = mx.address
     async with mx:
@@ -599,15 +599,15 @@ async def test_address_reports_bound_port_and_is_ready() -> None:
 @pytest.mark.parametrize("host", ["0.0.0.0", "10.0.0.1", "192.0.2.1", "::1", "localhost", ""])
 def test_refuses_non_loopback_addresses(host: str) -> None:
     with pytest.raises(ValueError, match=r"127\.0\.0\.0/8"):
-        ReceivingMta(host, MX, starttls=StartTls.ABSENT)
+        ReceivingMta(host, MX, starttls=MxStartTls.ABSENT)
 
 
 def test_offered_starttls_needs_a_certificate() -> None:
     with pytest.raises(ValueError, match="needs a certificate"):
         ReceivingMta(ADDR, MX)
-    mx = ReceivingMta(ADDR, MX, starttls=StartTls.REFUSED)
+    mx = ReceivingMta(ADDR, MX, starttls=MxStartTls.REFUSED)
     with pytest.raises(ValueError, match="needs a certificate"):
-        mx.starttls = StartTls.OFFERED
+        mx.starttls = MxStartTls.OFFERED
 
 
 # -- script values --------------------------------------------------------------------------
@@ -631,7 +631,7 @@ def test_script_validates_eagerly() -> None:
     assert HELO_ONLY.code == 502
 
 
-def _log(script: Script | None = None, starttls: StartTls = StartTls.OFFERED) -> SessionLog:
+def _log(script: Script | None = None, starttls: MxStartTls = MxStartTls.OFFERED) -> SessionLog:
     return SessionLog(SessionConfig(7, MX, starttls, script or Script(), None, 1.0))
 
 
@@ -639,7 +639,7 @@ def test_log_ehlo_drops_auth_and_places_starttls() -> None:
     keywords = [MX, "SIZE 100", "8BITMIME", "AUTH LOGIN", "STARTTLS", "HELP"]
     answer = _log().ehlo("c.test", keywords, tls_possible=True)
     assert answer.lines == (f"250-{MX}", "250-STARTTLS", "250-SIZE 100", "250-8BITMIME", "250 HELP")
-    absent = _log(starttls=StartTls.ABSENT).ehlo("c.test", keywords, tls_possible=True)
+    absent = _log(starttls=MxStartTls.ABSENT).ehlo("c.test", keywords, tls_possible=True)
     assert not any("STARTTLS" in line or "AUTH" in line for line in absent.lines)
     after_tls = _log().ehlo("c.test", keywords, tls_possible=False)
     assert "250-STARTTLS" not in after_tls.lines
@@ -672,7 +672,7 @@ def test_log_counts_only_unscripted_5yz_and_ends_once() -> None:
 
 
 async def test_settle_times_out_while_a_client_stays() -> None:
-    async with ReceivingMta(ADDR, MX, starttls=StartTls.ABSENT) as mx:
+    async with ReceivingMta(ADDR, MX, starttls=MxStartTls.ABSENT) as mx:
         reader, writer = await asyncio.open_connection(*mx.address)
         await reader.readline()
         assert mx.live_sessions == 1
@@ -690,7 +690,7 @@ def test_rotate_cert_validates(mx_cert: ServerCert) -> None:
     mx = ReceivingMta(ADDR, MX, cert=mx_cert)
     with pytest.raises(ValueError, match="needs a certificate"):
         mx.rotate_cert(None)
-    mx.starttls = StartTls.ABSENT
+    mx.starttls = MxStartTls.ABSENT
     with pytest.raises(ValueError, match="default cert"):
         mx.rotate_cert(None, sni_certs={MX: mx_cert})
     with pytest.raises(ValueError, match="cannot load"):
@@ -711,7 +711,7 @@ def test_public_api_is_pinned() -> None:
             "Script",
             "ServerCert",
             "SessionEnd",
-            "StartTls",
+            "MxStartTls",
             "Transaction",
             "describe_cert",
             "parse_action",

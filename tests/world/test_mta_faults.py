@@ -18,12 +18,12 @@ from harness.world.mta.handshake import ALERTS, server_hello_flight
 from harness.world.mta.script import POSITIVE_CODES, Fault, FaultKind
 from harness.world.mta.server import (
     Disconnect,
+    MxStartTls,
     ReceivingMta,
     Reply,
     Script,
     ServerCert,
     SessionEnd,
-    StartTls,
     parse_action,
 )
 from harness.world.mta.session import MALFORMED_LINE
@@ -222,11 +222,11 @@ async def starttls(
     return writer
 
 
-BROKEN = [m for m in StartTls if m.breaks_handshake and m is not StartTls.BROKEN_STALL]
+BROKEN = [m for m in MxStartTls if m.breaks_handshake and m is not MxStartTls.BROKEN_STALL]
 
 
 @pytest.mark.parametrize("mode", BROKEN, ids=str)
-async def test_every_broken_mode_fails_a_real_client(mode: StartTls, cert: ServerCert) -> None:
+async def test_every_broken_mode_fails_a_real_client(mode: MxStartTls, cert: ServerCert) -> None:
     async with ReceivingMta(ADDR, MX, cert=cert, starttls=mode) as mx:
         with pytest.raises((ssl.SSLError, ConnectionError, OSError)) as failure:
             await starttls(mx, unverified())
@@ -240,7 +240,7 @@ async def test_every_broken_mode_fails_a_real_client(mode: StartTls, cert: Serve
 
 
 async def test_broken_reset_aborts_with_an_rst(cert: ServerCert) -> None:
-    async with ReceivingMta(ADDR, MX, cert=cert, starttls=StartTls.BROKEN_RESET) as mx:
+    async with ReceivingMta(ADDR, MX, cert=cert, starttls=MxStartTls.BROKEN_RESET) as mx:
         with pytest.raises(ConnectionResetError):
             await starttls(mx, unverified())
         await mx.settle()
@@ -248,7 +248,7 @@ async def test_broken_reset_aborts_with_an_rst(cert: ServerCert) -> None:
 
 
 async def test_broken_stall_is_ended_by_the_clients_handshake_timeout(cert: ServerCert) -> None:
-    async with ReceivingMta(ADDR, MX, cert=cert, starttls=StartTls.BROKEN_STALL) as mx:
+    async with ReceivingMta(ADDR, MX, cert=cert, starttls=MxStartTls.BROKEN_STALL) as mx:
         with pytest.raises(ConnectionAbortedError, match="taking longer than"):
             await starttls(mx, unverified(), timeout=QUIET)
         await mx.settle()
@@ -257,7 +257,7 @@ async def test_broken_stall_is_ended_by_the_clients_handshake_timeout(cert: Serv
 
 
 @pytest.mark.parametrize("mode", list(ALERTS), ids=str)
-async def test_alert_modes_send_one_real_alert_record(mode: StartTls, cert: ServerCert) -> None:
+async def test_alert_modes_send_one_real_alert_record(mode: MxStartTls, cert: ServerCert) -> None:
     async with ReceivingMta(ADDR, MX, cert=cert, starttls=mode) as mx:
         reader, writer = await walk_to("starttls", mx)
         assert (await reply(reader)).startswith(b"220")
@@ -272,7 +272,7 @@ async def test_alert_modes_send_one_real_alert_record(mode: StartTls, cert: Serv
 async def test_no_shared_cipher_fails_and_a_null_cipher_client_gets_through(
     cert: ServerCert,
 ) -> None:
-    async with ReceivingMta(ADDR, MX, cert=cert, starttls=StartTls.NO_SHARED_CIPHER) as mx:
+    async with ReceivingMta(ADDR, MX, cert=cert, starttls=MxStartTls.NO_SHARED_CIPHER) as mx:
         # asyncio's server side aborts the transport on a failed handshake, so the client
         # sees the handshake_failure alert or the reset that cuts it off.
         with pytest.raises((ssl.SSLError, ConnectionResetError)):

@@ -17,7 +17,7 @@ EXPECTED = {
     "Proxy", "ProxyEvent", "ProxyFault", "ProxyOutcome", "ProxyResolver", "ProxySpec", "RData",
     "RcptResult", "ReceivedReport", "ReceivingMta", "Record", "RecordSpec", "Reply", "ReportSink",
     "ReportSinkSpec", "Rule", "Script", "ServerCert", "Servers", "SessionEnd", "StampedLog",
-    "StartTls", "TimedDns", "TimedMta", "TimedPolicyHost", "TimedProxy", "TimedReportSink",
+    "MxStartTls", "TimedDns", "TimedMta", "TimedPolicyHost", "TimedProxy", "TimedReportSink",
     "TlsSetup", "Transaction", "Transport", "World", "WorldSnapshot", "WorldSpec", "Zone",
     "ZoneError", "answer", "build_zones", "canonical_name", "changed_dns", "changed_domain",
     "changed_policy", "check_loopback", "describe_cert", "is_loopback_v4", "member_of",

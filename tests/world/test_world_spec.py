@@ -17,8 +17,8 @@ from harness.world import (
     DnssecStatus,
     Fault,
     FaultKind,
+    MxStartTls,
     Reply,
-    StartTls,
     load_world_spec,
     read_world_spec,
 )
@@ -41,7 +41,7 @@ def test_mx_targets_get_default_hosts_and_null_mx_none() -> None:
     spec = load_world_spec({"domains": {"Example.COM.": {"mx": ["10 MX1.example.com", [0, "."]]}}})
     assert spec.domains["example.com"].mx == ((10, "mx1.example.com"), (0, ""))
     assert list(spec.hosts) == ["mx1.example.com"]
-    assert spec.hosts["mx1.example.com"].starttls is StartTls.OFFERED
+    assert spec.hosts["mx1.example.com"].starttls is MxStartTls.OFFERED
 
 
 def test_policy_host_response_and_presence() -> None:
@@ -115,7 +115,11 @@ def test_replies_dns_rules_and_records() -> None:
             "world.hosts.mx.replies.rcpt",
             "disconnect",
         ),
-        ({"hosts": {"mx": {"tlsa": [[3, 1]]}}}, "world.hosts.mx.tlsa[0]", "expected 3 fields (value [3, 1])"),
+        (
+            {"hosts": {"mx": {"tlsa": [[3, 1]]}}},
+            "world.hosts.mx.tlsa[0]",
+            "expected 3 fields (value [3, 1])",
+        ),
         (
             {"domains": {"e.x": {"mx": [[70000, "m.e.x"]]}}},
             'world.domains."e.x".mx[0][0]',
@@ -186,8 +190,8 @@ def test_transport_faults_per_stage_and_per_handshake() -> None:
     assert script.starttls == Reply(454, "4.7.0 later") and script.data_start == Disconnect()
     assert script.mail == Fault(FaultKind.MALFORMED)
     assert script.rcpt_action("a@x.example", 7) == Fault(FaultKind.MULTILINE_BROKEN)
-    assert spec.hosts["mx2.x.example"].starttls is StartTls.BROKEN_ALERT_PROTOCOL_VERSION
-    assert spec.hosts["mx3.x.example"].starttls is StartTls.NO_SHARED_CIPHER
+    assert spec.hosts["mx2.x.example"].starttls is MxStartTls.BROKEN_ALERT_PROTOCOL_VERSION
+    assert spec.hosts["mx3.x.example"].starttls is MxStartTls.NO_SHARED_CIPHER
     assert spec.hosts["mx3.x.example"].cert is CertProfile.LONG_CHAIN
 
 

@@ -43,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from harness.world.mta.script import StartTls
+from harness.world.mta.script import MxStartTls
 
 __all__ = ["ALERTS", "break_handshake", "is_tls_record", "server_hello_flight"]
 
@@ -55,9 +55,9 @@ _TLS12 = b"\x03\x03"
 _FATAL = 2
 #: The alert each ``broken-alert-*`` mode sends (RFC 8446 §6: AlertDescription).
 ALERTS = {
-    StartTls.BROKEN_ALERT_PROTOCOL_VERSION: 70,
-    StartTls.BROKEN_ALERT_HANDSHAKE_FAILURE: 40,
-    StartTls.BROKEN_ALERT_INTERNAL_ERROR: 80,
+    MxStartTls.BROKEN_ALERT_PROTOCOL_VERSION: 70,
+    MxStartTls.BROKEN_ALERT_HANDSHAKE_FAILURE: 40,
+    MxStartTls.BROKEN_ALERT_INTERNAL_ERROR: 80,
 }
 #: What the Certificate message carries instead of a DER certificate.
 NOT_A_CERTIFICATE = b"this is not a certificate, it is plain text"
@@ -135,7 +135,7 @@ async def _drain_client(reader: asyncio.StreamReader, after: bytearray) -> None:
 async def break_handshake(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    mode: StartTls,
+    mode: MxStartTls,
     *,
     after: bytearray,
 ) -> None:
@@ -158,21 +158,21 @@ async def break_handshake(
     """
     if not mode.breaks_handshake:
         raise ValueError(f"break_handshake plays broken-* modes only, got {mode.value!r}")
-    if mode is StartTls.BROKEN_CLOSE_AFTER_220:
+    if mode is MxStartTls.BROKEN_CLOSE_AFTER_220:
         return
     try:
         header = await reader.readexactly(5)
         record = header + await reader.readexactly(int.from_bytes(header[3:5], "big"))
     except asyncio.IncompleteReadError:
         return
-    if mode in (StartTls.BROKEN_CLOSE, StartTls.BROKEN_RESET):
+    if mode in (MxStartTls.BROKEN_CLOSE, MxStartTls.BROKEN_RESET):
         return
-    if mode is StartTls.BROKEN_GARBAGE:
+    if mode is MxStartTls.BROKEN_GARBAGE:
         writer.write(_GARBAGE)
     elif mode in ALERTS:
         writer.write(_record(_ALERT, bytes([_FATAL, ALERTS[mode]])))
         return
-    elif mode is StartTls.BROKEN_CHAIN_MALFORMED:
+    elif mode is MxStartTls.BROKEN_CHAIN_MALFORMED:
         try:
             writer.write(server_hello_flight(record))
         except ValueError:

@@ -31,9 +31,9 @@ from harness.world.mta.script import (
     Disconnect,
     Fault,
     FaultKind,
+    MxStartTls,
     Reply,
     Script,
-    StartTls,
     is_fault,
 )
 from harness.world.mta.tls import TlsSetup
@@ -51,7 +51,7 @@ class SessionConfig:
 
     session_id: int
     identity: str
-    starttls: StartTls
+    starttls: MxStartTls
     script: Script
     tls: TlsSetup | None
     idle_timeout: float
@@ -252,7 +252,7 @@ class SessionLog:
         self.helo_verb, self.helo_name = "EHLO", name
         # An MX offers no AUTH; whether it offers STARTTLS is ours to decide.
         kept = [k for k in keywords if not k.upper().startswith(("STARTTLS", "AUTH"))]
-        if self.starttls_mode is not StartTls.ABSENT and tls_possible:
+        if self.starttls_mode is not MxStartTls.ABSENT and tls_possible:
             kept.insert(1, "STARTTLS")
             self.starttls_offered = True
         lines = [f"250-{k}" for k in kept[:-1]] + [f"250 {kept[-1]}"]
@@ -305,11 +305,11 @@ class SessionLog:
             # RFC 3207 §4: no parameters, and once per session. Unscripted, so
             # it counts as a protocol error.
             return SessionAnswer(("501 5.5.4 Syntax: STARTTLS (once per session)",), accepted=False)
-        if self.starttls_mode is StartTls.ABSENT:
+        if self.starttls_mode is MxStartTls.ABSENT:
             self.errors.append("client sent STARTTLS although it was not advertised")
             return _answer(Reply(500, '5.5.1 Error: command "STARTTLS" unknown'), "")
         if self.script.starttls is not None:
             return self._scripted("starttls", self.script.starttls, "")
-        if self.starttls_mode is StartTls.REFUSED:
+        if self.starttls_mode is MxStartTls.REFUSED:
             return _answer(Reply(454, "4.7.0 TLS not available"), "")
         return None

@@ -59,15 +59,15 @@ __all__ = [
     "Disconnect",
     "Fault",
     "FaultKind",
+    "MxStartTls",
     "Reply",
     "Script",
-    "StartTls",
     "is_fault",
     "parse_action",
 ]
 
 
-class StartTls(StrEnum):
+class MxStartTls(StrEnum):
     """How the MX handles STARTTLS (RFC 3207) and the TLS handshake after its 220.
 
     Attributes:
@@ -121,7 +121,7 @@ class StartTls(StrEnum):
     @property
     def needs_cert(self) -> bool:
         """True when the server runs a real handshake and so needs a certificate."""
-        return self in (StartTls.OFFERED, StartTls.NO_SHARED_CIPHER)
+        return self in (MxStartTls.OFFERED, MxStartTls.NO_SHARED_CIPHER)
 
 
 @dataclass(frozen=True, slots=True)

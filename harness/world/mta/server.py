@@ -42,7 +42,7 @@ from harness.world.mta.records import (
     SessionEnd,
     Transaction,
 )
-from harness.world.mta.script import HELO_ONLY, Disconnect, Reply, Script, StartTls, parse_action
+from harness.world.mta.script import HELO_ONLY, Disconnect, MxStartTls, Reply, Script, parse_action
 from harness.world.mta.session import MtaProtocol
 from harness.world.mta.tls import ServerCert, TlsSetup, describe_cert
 
@@ -50,6 +50,7 @@ __all__ = [
     "HELO_ONLY",
     "Disconnect",
     "MtaSession",
+    "MxStartTls",
     "RcptResult",
     "ReceivedMessage",
     "ReceivingMta",
@@ -57,7 +58,6 @@ __all__ = [
     "Script",
     "ServerCert",
     "SessionEnd",
-    "StartTls",
     "Transaction",
     "describe_cert",
     "parse_action",
@@ -112,7 +112,7 @@ class ReceivingMta:
         *,
         cert: ServerCert | None = None,
         sni_certs: Mapping[str, ServerCert] | None = None,
-        starttls: StartTls = StartTls.OFFERED,
+        starttls: MxStartTls = MxStartTls.OFFERED,
         tls_min: ssl.TLSVersion | None = None,
         tls_max: ssl.TLSVersion | None = None,
         script: Script | None = None,
@@ -124,7 +124,7 @@ class ReceivingMta:
         self.identity = identity
         self._tls_min, self._tls_max = tls_min, tls_max
         self._tls: TlsSetup | None = None
-        self._starttls = StartTls(starttls)
+        self._starttls = MxStartTls(starttls)
         self.script = script or Script()
         self.idle_timeout = idle_timeout
         self.rotate_cert(cert, sni_certs=sni_certs)
@@ -142,13 +142,13 @@ class ReceivingMta:
     # -- configuration -------------------------------------------------------------
 
     @property
-    def starttls(self) -> StartTls:
+    def starttls(self) -> MxStartTls:
         """How STARTTLS is handled; settable between steps."""
         return self._starttls
 
     @starttls.setter
-    def starttls(self, mode: StartTls) -> None:
-        mode = StartTls(mode)
+    def starttls(self, mode: MxStartTls) -> None:
+        mode = MxStartTls(mode)
         if mode.needs_cert and self._tls is None:
             raise ValueError(f"{self.identity}: starttls={mode.value!r} needs a certificate")
         self._starttls = mode

@@ -46,7 +46,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 from harness.world.mta.handshake import break_handshake, is_tls_record
 from harness.world.mta.log import SessionAnswer, SessionConfig, SessionLog
 from harness.world.mta.records import MtaSession, ReceivedMessage, SessionEnd
-from harness.world.mta.script import FaultKind, StartTls
+from harness.world.mta.script import FaultKind, MxStartTls
 
 __all__ = ["MALFORMED_LINE", "MtaProtocol", "SessionOwner"]
 
@@ -349,11 +349,11 @@ class MtaProtocol(SMTP):
                     # docs/gateway-behaviour.md §1.1, the "220 boundary": past the 220, a failed
                     # handshake must not turn into cleartext on this connection.
                     self.log.cleartext_after_tls_failure(bytes(after))
-            if mode is StartTls.BROKEN_RESET:
+            if mode is MxStartTls.BROKEN_RESET:
                 return self.reset(SessionEnd.TLS_FAILED)
             return self.hangup(SessionEnd.TLS_FAILED)
         assert self._tls is not None, f"starttls={mode.value!r} without a certificate"
-        if mode is StartTls.NO_SHARED_CIPHER:
+        if mode is MxStartTls.NO_SHARED_CIPHER:
             self.log.fault("handshake", mode.value)
             self.tls_context = self._tls.null_cipher_context()
         else:

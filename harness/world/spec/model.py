@@ -10,7 +10,7 @@ from certs import CertProfile, KeyType
 from harness.world.dns.answer import DnsBehaviour
 from harness.world.dns.records import RData
 from harness.world.dns.zones import DnssecStatus
-from harness.world.mta.script import Script, StartTls
+from harness.world.mta.script import MxStartTls, Script
 from harness.world.web.behaviour import PolicyResponse, ProxyFault
 
 __all__ = [
@@ -99,7 +99,7 @@ class HostSpec:
     key_type: KeyType | None = None
     address: str | None = None
     port: int = 25  # the service port the engine dials; TLSA at _<port>._tcp.<name>
-    starttls: StartTls = StartTls.OFFERED
+    starttls: MxStartTls = MxStartTls.OFFERED
     tls_min: ssl.TLSVersion | None = None
     tls_max: ssl.TLSVersion | None = None
     tlsa: tuple[tuple[int, int, int], ...] = ()

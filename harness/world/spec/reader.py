@@ -38,7 +38,7 @@ The format (every key optional unless noted)::
                                         # broken-alert-protocol-version |
                                         # broken-alert-handshake-failure |
                                         # broken-alert-internal-error |
-                                        # broken-chain-malformed (mta/script.py StartTls)
+                                        # broken-chain-malformed (mta/script.py MxStartTls)
     cert = "long-chain"                 # 101 CAs below the root: beyond verify depth
     tls_min = "1.2"; tls_max = "1.3"
     tlsa = [[3, 1, 1]]                  # at _<port>._tcp.<host>, from this host's cert;

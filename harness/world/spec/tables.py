@@ -16,7 +16,7 @@ from certs import CertProfile, KeyType
 from engine.core.tomlnode import TomlNode
 from harness.world.dns.answer import DnsBehaviour
 from harness.world.dns.zones import DnssecStatus
-from harness.world.mta.script import Script, StartTls
+from harness.world.mta.script import MxStartTls, Script
 from harness.world.spec.model import (
     DerivedTlsa,
     DnsRule,
@@ -204,7 +204,7 @@ def host_from(node: TomlNode, name: str) -> HostSpec:
         key_type=member_of(e["key_type"], KeyType) if "key_type" in e else None,
         address=address_of(e["address"]) if "address" in e else None,
         port=e["port"].integer(1, 65535) if "port" in e else 25,
-        starttls=member_of(e["starttls"], StartTls) if "starttls" in e else StartTls.OFFERED,
+        starttls=member_of(e["starttls"], MxStartTls) if "starttls" in e else MxStartTls.OFFERED,
         tls_min=tls_min,
         tls_max=tls_max,
         tlsa=tlsa,
