@@ -112,6 +112,8 @@ class Response:
     chunk_ext: bool
     trailers: list[tuple[str, str]]
     informational: int  # a 1xx head sent first (0: none)
+    reason: str = "OK"  # RFC 9112 §4: reason-phrase, possibly empty
+    version: str = "1.1"
 
     @property
     def body(self) -> bytes:
@@ -121,7 +123,7 @@ class Response:
         out = bytearray()
         if self.informational:
             out += b"HTTP/1.1 %d Continue\r\n\r\n" % self.informational
-        out += b"HTTP/1.1 %d Reason phrase\r\n" % self.status
+        out += f"HTTP/{self.version} {self.status} {self.reason}\r\n".encode("latin-1")
         for name, value, fold in self.fields:
             out += f"{name}: {value}\r\n".encode()
             if fold:
@@ -168,6 +170,11 @@ def responses(draw: st.DrawFn) -> Response:
         chunk_ext=draw(st.booleans()),
         trailers=draw(st.lists(st.tuples(names, VALUE), max_size=3)),
         informational=draw(st.sampled_from([0, 0, 100, 103])),
+        # RFC 9112 §4: HTAB, SP, VCHAR and obs-text.
+        reason=draw(
+            st.text(st.characters(codec="latin-1", exclude_categories=["Cc"]), max_size=12)
+        ),
+        version=draw(st.sampled_from(["1.1", "1.0"])),
     )
 
 
