@@ -16,7 +16,7 @@ from harness.scenario.model import (
     DsnPattern,
     EventPattern,
     Expect,
-    Outcome,
+    ExpectedOutcome,
     ReportPattern,
     Verification,
 )
@@ -92,13 +92,13 @@ def _event(node: TomlNode) -> EventPattern:
     return EventPattern(code=_matcher(code), fields={k: _matcher(n) for k, n in entries.items()})
 
 
-def _outcome(node: TomlNode) -> Outcome | dict[str, Outcome]:
+def _outcome(node: TomlNode) -> ExpectedOutcome | dict[str, ExpectedOutcome]:
     if isinstance(node.value, str):
-        return member_of(node, Outcome)
+        return member_of(node, ExpectedOutcome)
     per = node.table()
     if not per:
         raise node.bad("an outcome or a table of recipient = outcome")
-    return {rcpt.lower(): member_of(n, Outcome) for rcpt, n in per.items()}
+    return {rcpt.lower(): member_of(n, ExpectedOutcome) for rcpt, n in per.items()}
 
 
 def _count(node: TomlNode) -> int:

@@ -26,7 +26,7 @@ __all__ = [
     "DsnPattern",
     "EventPattern",
     "Expect",
-    "Outcome",
+    "ExpectedOutcome",
     "ReportPattern",
     "Scenario",
     "SendSpec",
@@ -60,7 +60,7 @@ class StepKind(StrEnum):
     RESTART_ENGINE = "restart_engine"
 
 
-class Outcome(StrEnum):
+class ExpectedOutcome(StrEnum):
     """A recipient's outcome after one attempt (docs/requirements.md §0.3: DLV/DEFER/BOUNCE)."""
 
     DELIVERED = "delivered"
@@ -217,7 +217,7 @@ class Expect:
             proves its fault was met.
     """
 
-    outcome: Outcome | Mapping[str, Outcome] | None = None
+    outcome: ExpectedOutcome | Mapping[str, ExpectedOutcome] | None = None
     via: str | None = None
     tls: str | None = None
     verified: Verification | None = None

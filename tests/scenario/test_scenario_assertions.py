@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from harness.assertions import check, closest_events, field_matches, lookup
-from harness.scenario.model import EventPattern, Expect, Outcome, Verification
+from harness.scenario.model import EventPattern, Expect, ExpectedOutcome, Verification
 from harness.scenario.observation import (
     DeliveryRecord,
     DnsRecord,
@@ -125,7 +125,10 @@ def test_outcome_via_tls_verified_sni() -> None:
         ),
     )
     good = Expect(
-        outcome={"a@example.com": Outcome.DELIVERED, "b@example.com": Outcome.DEFERRED},
+        outcome={
+            "a@example.com": ExpectedOutcome.DELIVERED,
+            "b@example.com": ExpectedOutcome.DEFERRED,
+        },
         via="mx2.example.com",
         tls="TLSv1.3",
         verified=Verification.PKIX,
@@ -135,7 +138,7 @@ def test_outcome_via_tls_verified_sni() -> None:
     )
     assert check(good, [o]) == []
     bad = Expect(
-        outcome=Outcome.DELIVERED,
+        outcome=ExpectedOutcome.DELIVERED,
         via="mx1.example.com",
         tls="none",
         verified=Verification.DANE,
@@ -156,7 +159,7 @@ def test_outcome_via_tls_verified_sni() -> None:
 
 
 def test_outcome_without_a_send_is_a_mismatch() -> None:
-    [m] = check(Expect(outcome=Outcome.DELIVERED), [obs()])
+    [m] = check(Expect(outcome=ExpectedOutcome.DELIVERED), [obs()])
     assert m.seen == "no message was sent"
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from engine.core.tomlnode import TomlNode
 from harness.errors import SpecError
-from harness.scenario import Capability, Outcome, StepKind, load_all, loads_scenario
+from harness.scenario import Capability, ExpectedOutcome, StepKind, load_all, loads_scenario
 from harness.scenario.steps import parse_duration
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "scenarios" / "examples"
@@ -206,7 +206,7 @@ events = [{ code = "sts.fetch.failed", detail = "~timeout", "failures.0.x" = 1 }
 """
     )
     x = s.steps[0].expect
-    assert x.outcome == {"rcpt@example.com": Outcome.DEFERRED}
+    assert x.outcome == {"rcpt@example.com": ExpectedOutcome.DEFERRED}
     assert x.fetches == {"mta-sts.example.com": 2}
     assert x.queries == {"_mta-sts.example.com TXT": 1, "example.com": 2}
     assert x.no_transaction == ("mx1.example.com",)
