@@ -87,6 +87,10 @@ class ManagedProcess:
         Raises:
             AdapterError: it cannot be executed.
         """
+        # Where each log file ends *before* the program starts: it may write its first
+        # lines (readiness) before a follower is running; a restart must not re-read the
+        # last run's lines.
+        ends = [os.path.getsize(log) if os.path.exists(log) else 0 for log in self._logs]
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *self.argv,
@@ -104,13 +108,11 @@ class ManagedProcess:
             asyncio.create_task(self._read("stdout", self._proc.stdout)),
             asyncio.create_task(self._read("stderr", self._proc.stderr)),
         ]
-        for log in self._logs:
-            # From the file's end now: a restart must not re-read the last run's lines.
+        for log, end in zip(self._logs, ends, strict=True):
             # tail, not a polling loop of ours: -F waits for the file and follows it
             # (inotify), across a rotation too.
-            start = os.path.getsize(log) if os.path.exists(log) else 0
             tail = await asyncio.create_subprocess_exec(
-                "tail", "-F", "-s", "0.1", "-c", f"+{start + 1}", log,
+                "tail", "-F", "-s", "0.1", "-c", f"+{end + 1}", log,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.DEVNULL,
