@@ -116,6 +116,13 @@ def register(subparsers: Any) -> None:
         help="distinct disagreements to shrink; later ones are only counted (default: 25)",
     )
     p.add_argument(
+        "--shrink-time",
+        type=_positive(float, "--shrink-time"),
+        default=30.0,
+        metavar="SECONDS",
+        help="time each disagreement may spend shrinking (default: 30)",
+    )
+    p.add_argument(
         "--timeout",
         type=_positive(float, "--timeout"),
         default=10.0,
@@ -155,6 +162,7 @@ def _handle(args: argparse.Namespace) -> int:
         seed=args.seed,
         time_budget=args.time_budget,
         max_findings=args.max_findings,
+        shrink_seconds=args.shrink_time,
     )
     try:
         with contextlib.ExitStack() as stack:

@@ -62,6 +62,8 @@ class FuzzOptions:
         seed: the first round's seed; round ``n`` uses ``seed + n``.
         time_budget: seconds after which no new input is started, or None.
         max_findings: distinct disagreements to shrink; later ones are only counted.
+        shrink_seconds: time one finding may spend shrinking; then its smallest input
+            so far is kept (``shrunk=False``).
     """
 
     kind: Kind
@@ -69,6 +71,7 @@ class FuzzOptions:
     seed: int = 0
     time_budget: float | None = None
     max_findings: int = 25
+    shrink_seconds: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,10 @@ class FuzzResult:
     findings: list[Finding] = field(default_factory=list)
     stopped: str = "inputs"  # "inputs", "time" or "exhausted"
     elapsed: float = 0.0
+
+
+class _ShrinkDone(BaseException):
+    """Ends one finding's shrinking when its time is up (the run goes on)."""
 
 
 class _Stop(BaseException):
@@ -134,6 +141,7 @@ class _Run:
     scope: frozenset[str] | None = None  # an accepted input's features, when hunting one
     best: tuple[str, Disagreement] | None = None  # its smallest input so far
     blamed: set[str] = field(default_factory=set)  # features found to upset the target
+    hunt_start: float = 0.0  # when the current finding's shrinking began
 
     def over_budget(self) -> bool:
         budget = self.options.time_budget
@@ -160,6 +168,8 @@ class _Run:
         if self.hunting is not None:  # shrinking: the same finding, smaller; nothing counted
             if self.over_budget():
                 raise _Stop
+            if self.clock() - self.hunt_start >= self.options.shrink_seconds:
+                raise _ShrinkDone
             found = self.judged(data)
             if found is None or not self._same(found):
                 return False
@@ -188,6 +198,7 @@ class _Run:
         elif found.key in self.findings:
             return False
         self.hunting, self.best = found.key, (label, found)
+        self.hunt_start = self.clock()
         return True
 
     def round(self, seed: int) -> str | None:
@@ -217,6 +228,8 @@ class _Run:
             finished = True
         except NoSuchExample:
             stop = "exhausted" if self.tally.inputs == before else None
+        except _ShrinkDone:
+            pass
         except _Stop:
             stop = "time" if self.over_budget() else "inputs"
         except _Abort as abort:

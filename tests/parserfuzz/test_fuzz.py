@@ -91,6 +91,16 @@ def test_time_budget_stops_the_run() -> None:
     assert 0 < result.tally.inputs < 50
 
 
+def test_shrinking_is_cut_at_its_time_and_the_run_goes_on() -> None:
+    ticks = itertools.count()
+    options = FuzzOptions(Kind.POLICY, inputs=150, seed=3, shrink_seconds=3)
+    result = fuzz(CallableTarget(planted.any_mode), options, clock=lambda: next(ticks))
+    assert result.tally.inputs == 150 and result.stopped == "inputs"
+    [finding] = result.findings
+    assert not finding.shrunk
+    assert finding.disagreement.ours.rule == "POL-4"
+
+
 def test_no_verdict_is_its_own_class() -> None:
     result = fuzz(
         lambda data: TargetVerdict(None, "crashed"),
