@@ -128,6 +128,17 @@ HARNESS: dict[tuple[str, ...], Case] = {
     ("show",): Case(("show", "dane-ee-delivery", "--root", "scenarios/examples"), "open:dane-ee"),
     ("coverage",): Case(("coverage", "scenarios/examples"), "open:examples"),
     ("profiles",): Case(("profiles",), "import"),
+    ("profile", "check"): Case(
+        ("profile", "check", "fixtures/engines/postfix-sts.toml", "--no-binaries"),
+        "open:postfix-sts",
+    ),
+    ("fuzz",): Case(
+        ("fuzz", "--engine", "inprocess", "--worlds", "2", "--seed", "1", "-q"), "socket.__new__"
+    ),
+    ("fuzz-parser",): Case(
+        ("fuzz-parser", "--command", "true", "--kind", "txt", "--inputs", "5", "--seed", "1"),
+        "subprocess.Popen",
+    ),
     ("matrix",): Case(("matrix", _SCENARIO, "--engines", "inprocess"), "socket.__new__"),
     ("run",): Case(("run", _SCENARIO), "socket.__new__"),
     ("serve",): Case(("serve", "fixtures/worlds/w-sts.toml"), "socket.bind"),
