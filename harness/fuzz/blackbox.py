@@ -80,7 +80,7 @@ def run_worlds(engine: str, docs: Sequence[dict[str, Any]]) -> list[Judged]:
         out = Path(tmp) / "judged.pickle"
         job = Path(tmp) / "job.json"
         job.write_text(json.dumps({"engine": engine, "paths": paths, "out": str(out)}))
-        with Namespace() as ns:
+        with Namespace(user=load_profile(engine).rootless_user) as ns:
             argv = ns.argv([sys.executable, "-m", "harness.fuzz.blackbox", str(job)])
             child = subprocess.Popen(
                 argv, env=ns.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
