@@ -9,8 +9,8 @@ from __future__ import annotations
 from harness.run.single import (
     DEFAULT_WAYS,
     ScenarioResult,
+    ScenarioVerdict,
     StepResult,
-    Verdict,
     lacks,
     required_capabilities,
     run_file,
@@ -23,8 +23,8 @@ from harness.run.single import (
 __all__ = [
     "DEFAULT_WAYS",
     "ScenarioResult",
+    "ScenarioVerdict",
     "StepResult",
-    "Verdict",
     "lacks",
     "required_capabilities",
     "run_file",
@@ -33,3 +33,8 @@ __all__ = [
     "select_engine",
     "way",
 ]
+
+#: The old name of :class:`ScenarioVerdict`, kept only until
+#: tests/blackbox/test_blackbox_engines.py (uncommitted work) imports the new one; not
+#: in ``__all__``.
+Verdict = ScenarioVerdict

@@ -32,7 +32,7 @@ from harness.adapters.blackbox.fit import PARTIAL
 from harness.adapters.blackbox.profile import load_profile, profile_names
 from harness.report.html import html_report
 from harness.report.json import report_dict
-from harness.runner import ScenarioResult, Verdict, run_scenario
+from harness.runner import ScenarioResult, ScenarioVerdict, run_scenario
 from harness.scenario.loader import discover, load_scenario
 
 __all__ = [
@@ -149,7 +149,7 @@ def run_matrix(engines: Sequence[str], paths: Sequence[Path], progress: Any = No
             except RuntimeError as exc:  # the child died or hung: this column only
                 out[engine] = [_errored(p, engine, str(exc)) for p in paths]
         if progress is not None:
-            counts = {v: sum(r.verdict is v for r in out[engine]) for v in Verdict}
+            counts = {v: sum(r.verdict is v for r in out[engine]) for v in ScenarioVerdict}
             shown = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
             progress(f"{engine}: {shown} ({time.monotonic() - t0:.1f} s)")
     return out
@@ -164,7 +164,7 @@ def _errored(path: Path, engine: str, why: str) -> ScenarioResult:
         topic=s.topic,
         covers=s.covers,
         engine=engine,
-        verdict=Verdict.ERROR,
+        verdict=ScenarioVerdict.ERROR,
         reason=why,
         description=s.description,
     )
@@ -188,11 +188,11 @@ def part(r: ScenarioResult) -> str:
 
 def cell(r: ScenarioResult) -> tuple[str, str]:
     """(short cell text, detail) for one result."""
-    if r.verdict is Verdict.PASSED:
+    if r.verdict is ScenarioVerdict.PASSED:
         return "pass", r.reason
-    if r.verdict is Verdict.SKIPPED:
+    if r.verdict is ScenarioVerdict.SKIPPED:
         return "skip", r.reason
-    if r.verdict is Verdict.FAILED:
+    if r.verdict is ScenarioVerdict.FAILED:
         return "FAIL", _first_mismatch(r)
     last = [ln for ln in r.reason.strip().splitlines() if ln.strip()]
     return "error", last[-1] if last else ""
@@ -249,7 +249,7 @@ def render_details(matrix: Matrix) -> str:
         replace(r, id=f"{r.id} on {e}")
         for e, results in matrix.items()
         for r in results
-        if r.verdict in (Verdict.FAILED, Verdict.ERROR)
+        if r.verdict in (ScenarioVerdict.FAILED, ScenarioVerdict.ERROR)
     ]
     return html_report(bad, title="Conformance matrix: failures and errors")
 

@@ -32,7 +32,7 @@ from harness.commands.catalog import did_you_mean, scenario_names
 from harness.errors import HarnessError
 from harness.report import write_html, write_json, write_junit
 from harness.run.batch.child import run_engine
-from harness.runner import ScenarioResult, Verdict, run_file, run_scenario, way
+from harness.runner import ScenarioResult, ScenarioVerdict, run_file, run_scenario, way
 from harness.scenario.explain import explain
 from harness.scenario.loader import discover, load_all
 
@@ -190,7 +190,7 @@ def _handle(args: argparse.Namespace) -> int:
     except HarnessError as exc:
         print(f"sts-harness run: {exc}", file=sys.stderr)  # one line: no rich wrapping
         return 2
-    bad = [r for r in results if r.verdict in (Verdict.FAILED, Verdict.ERROR)]
+    bad = [r for r in results if r.verdict in (ScenarioVerdict.FAILED, ScenarioVerdict.ERROR)]
     if args.quiet:
         if bad:  # -q: what failed, one row each, and the counts
             out.print(_summary(bad, title="failed"))
@@ -199,7 +199,7 @@ def _handle(args: argparse.Namespace) -> int:
             out.print(explain(r), markup=False, highlight=False)
             out.print()
         out.print(_summary(results))
-    counts = {v.value: sum(r.verdict is v for r in results) for v in Verdict}
+    counts = {v.value: sum(r.verdict is v for r in results) for v in ScenarioVerdict}
     out.print(", ".join(f"{n} {v}" for v, n in counts.items() if n) or "no scenarios")
     for path, write in (
         (args.junit, write_junit),

@@ -19,7 +19,7 @@ from typing import Any
 
 from harness.report.sequence import sequence_svg
 from harness.report.tomltext import toml_text
-from harness.runner import ScenarioResult, Verdict
+from harness.runner import ScenarioResult, ScenarioVerdict
 from harness.scenario.explain import describe_expect
 
 __all__ = ["html_report", "write_html"]
@@ -102,7 +102,12 @@ def _steps(r: ScenarioResult) -> str:
 
 
 # The order of the sections: what needs reading first.
-_ORDER = {Verdict.FAILED: 0, Verdict.ERROR: 1, Verdict.SKIPPED: 2, Verdict.PASSED: 3}
+_ORDER = {
+    ScenarioVerdict.FAILED: 0,
+    ScenarioVerdict.ERROR: 1,
+    ScenarioVerdict.SKIPPED: 2,
+    ScenarioVerdict.PASSED: 3,
+}
 
 
 def _section(r: ScenarioResult, full: bool) -> str:
@@ -113,25 +118,25 @@ def _section(r: ScenarioResult, full: bool) -> str:
         f"covers {escape(', '.join(r.covers) or '—')}</span></summary>"
     )
     parts: list[str] = []
-    if r.verdict is Verdict.PASSED and not full:
+    if r.verdict is ScenarioVerdict.PASSED and not full:
         return f'<section class="sc" data-verdict="{v}"><details>{head}</details></section>'
     if r.description:
         parts.append(f"<p>{escape(r.description)}</p>")
     if r.reason:
-        parts.append(f"<h3>{'skipped' if r.verdict is Verdict.SKIPPED else 'error'}</h3>")
+        parts.append(f"<h3>{'skipped' if r.verdict is ScenarioVerdict.SKIPPED else 'error'}</h3>")
         parts.append(f'<pre class="bad">{escape(r.reason)}</pre>')
     parts.append(
         '<div class="cols"><div><h3>world</h3><pre>' + escape(_toml(r.world)) + "</pre></div>"
         "<div><h3>sender</h3><pre>" + escape(_toml(r.sender)) + "</pre></div></div>"
     )
     parts.append("<h3>steps</h3>" + _steps(r))
-    if r.verdict is not Verdict.SKIPPED:
+    if r.verdict is not ScenarioVerdict.SKIPPED:
         parts.append('<h3>sequence</h3><div class="diagram">')
         parts.append(sequence_svg(r.observations) + "</div>")
         lines = "\n".join(e.line for o in r.observations for e in o.events if e.line)
         parts.append(f"<details><summary>mail_logs ({lines.count(chr(10)) + 1 if lines else 0} "
                      f"lines)</summary><pre>{escape(lines)}</pre></details>")  # fmt: skip
-    opened = " open" if r.verdict in (Verdict.FAILED, Verdict.ERROR) else ""
+    opened = " open" if r.verdict in (ScenarioVerdict.FAILED, ScenarioVerdict.ERROR) else ""
     return (
         f'<section class="sc" data-verdict="{v}"><details{opened}>{head}'
         f'<div class="inner">{"".join(parts)}</div></details></section>'
@@ -149,7 +154,7 @@ def html_report(
         full: also the world, steps, diagram and logs of every passing scenario.
     """
     ordered = sorted(results, key=lambda r: _ORDER[r.verdict])  # stable: catalog order kept
-    counts = {v: sum(r.verdict is v for r in results) for v in Verdict}
+    counts = {v: sum(r.verdict is v for r in results) for v in ScenarioVerdict}
     summary = " · ".join(f"{n} {v.value}" for v, n in counts.items() if n)
     buttons = ['<button data-show="all">all</button>'] + [
         f'<button class="{v.value}" data-show="{v.value}">{v.value} ({n})</button>'

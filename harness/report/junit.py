@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.runner import ScenarioResult, Verdict
+from harness.runner import ScenarioResult, ScenarioVerdict
 from harness.scenario.explain import explain
 
 __all__ = ["junit_xml", "write_junit"]
@@ -14,14 +14,14 @@ __all__ = ["junit_xml", "write_junit"]
 
 def junit_xml(results: Sequence[ScenarioResult], name: str = "sts-harness") -> str:
     """The JUnit XML document for ``results``."""
-    count = {v: sum(r.verdict is v for r in results) for v in Verdict}
+    count = {v: sum(r.verdict is v for r in results) for v in ScenarioVerdict}
     suite = ET.Element(
         "testsuite",
         name=name,
         tests=str(len(results)),
-        failures=str(count[Verdict.FAILED]),
-        errors=str(count[Verdict.ERROR]),
-        skipped=str(count[Verdict.SKIPPED]),
+        failures=str(count[ScenarioVerdict.FAILED]),
+        errors=str(count[ScenarioVerdict.ERROR]),
+        skipped=str(count[ScenarioVerdict.SKIPPED]),
         time=f"{sum(r.seconds for r in results):.3f}",
     )
     for r in results:
@@ -32,10 +32,10 @@ def junit_xml(results: Sequence[ScenarioResult], name: str = "sts-harness") -> s
         props = ET.SubElement(case, "properties")
         ET.SubElement(props, "property", name="covers", value=" ".join(r.covers))
         ET.SubElement(props, "property", name="engine", value=r.engine)
-        if r.verdict is Verdict.SKIPPED:
+        if r.verdict is ScenarioVerdict.SKIPPED:
             ET.SubElement(case, "skipped", message=r.reason)
-        elif r.verdict is not Verdict.PASSED:
-            tag = "failure" if r.verdict is Verdict.FAILED else "error"
+        elif r.verdict is not ScenarioVerdict.PASSED:
+            tag = "failure" if r.verdict is ScenarioVerdict.FAILED else "error"
             keys = [m.key for s in r.steps for m in s.mismatches] + [m.key for m in r.final]
             first = keys[0] if keys else (r.reason.strip().splitlines() or ["error"])[-1]
             el = ET.SubElement(case, tag, message=f"{r.title}: {first}")

@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 
 from harness.errors import SpecError
-from harness.run.result import ScenarioResult, Verdict
+from harness.run.result import ScenarioResult, ScenarioVerdict
 from harness.run.single import DEFAULT_WAYS, run_scenario, way
 from harness.scenario.explain import explain
 from harness.scenario.loader import load_scenario
@@ -120,9 +120,9 @@ class ScenarioItem(pytest.Item):
         """Run the scenario; skip or fail according to its verdict."""
         engine, loop = way(self.way)
         self.result = run_scenario(self.scenario, engine, loop=loop)
-        if self.result.verdict is Verdict.SKIPPED:
+        if self.result.verdict is ScenarioVerdict.SKIPPED:
             pytest.skip(self.result.reason)
-        if self.result.verdict is not Verdict.PASSED:
+        if self.result.verdict is not ScenarioVerdict.PASSED:
             raise ScenarioFailure(self.result)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:

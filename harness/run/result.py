@@ -18,10 +18,10 @@ from harness.assertions import Mismatch, check
 from harness.scenario.model import Expect, Scenario
 from harness.scenario.observation import StepObservation
 
-__all__ = ["ScenarioResult", "StepResult", "Verdict", "judged", "result_header"]
+__all__ = ["ScenarioResult", "ScenarioVerdict", "StepResult", "judged", "result_header"]
 
 
-class Verdict(StrEnum):
+class ScenarioVerdict(StrEnum):
     """How a scenario ended."""
 
     PASSED = "passed"
@@ -67,7 +67,7 @@ class ScenarioResult:
     topic: str
     covers: tuple[str, ...]
     engine: str
-    verdict: Verdict
+    verdict: ScenarioVerdict
     reason: str = ""
     loop: str = "asyncio"
     description: str = ""
@@ -82,7 +82,7 @@ class ScenarioResult:
     @property
     def ok(self) -> bool:
         """Passed or skipped."""
-        return self.verdict in (Verdict.PASSED, Verdict.SKIPPED)
+        return self.verdict in (ScenarioVerdict.PASSED, ScenarioVerdict.SKIPPED)
 
     @property
     def observations(self) -> list[StepObservation]:
@@ -124,7 +124,13 @@ def judged(
     error = next((s.observation.error for s in steps if s.observation.error), None)
     final = tuple(check(scenario.expect, [setup, *(s.observation for s in steps)]))
     failed = any(s.mismatches for s in steps) or final
-    verdict = Verdict.ERROR if error else Verdict.FAILED if failed else Verdict.PASSED
+    verdict = (
+        ScenarioVerdict.ERROR
+        if error
+        else ScenarioVerdict.FAILED
+        if failed
+        else ScenarioVerdict.PASSED
+    )
     return ScenarioResult(
         **header,
         verdict=verdict,

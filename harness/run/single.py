@@ -51,7 +51,7 @@ from pathlib import Path
 from engine import eventloop
 from harness.adapters.base import AdapterError
 from harness.adapters.registry import make_adapter
-from harness.run.result import ScenarioResult, StepResult, Verdict, judged, result_header
+from harness.run.result import ScenarioResult, ScenarioVerdict, StepResult, judged, result_header
 from harness.run.steps import Recorder, refusal, run_steps
 from harness.scenario.model import Capability, Scenario
 from harness.scenario.needs import required_capabilities
@@ -61,8 +61,8 @@ from harness.world.world import World, shared_cert_factory
 __all__ = [
     "DEFAULT_WAYS",
     "ScenarioResult",
+    "ScenarioVerdict",
     "StepResult",
-    "Verdict",
     "lacks",
     "required_capabilities",
     "run_file",
@@ -133,7 +133,9 @@ async def run_scenario_async(
     need = required_capabilities(scenario)
     missing = need - adapter.capabilities
     if missing:
-        return ScenarioResult(**header, verdict=Verdict.SKIPPED, reason=lacks(engine, missing))
+        return ScenarioResult(
+            **header, verdict=ScenarioVerdict.SKIPPED, reason=lacks(engine, missing)
+        )
     plan = getattr(adapter, "plan", None)
     if plan is not None:
         plan(need)
@@ -146,7 +148,7 @@ async def run_scenario_async(
                     refused = await refusal(scenario, w, adapter, workdir or Path(tmp))
                     return ScenarioResult(
                         **header,
-                        verdict=Verdict.FAILED if refused else Verdict.PASSED,
+                        verdict=ScenarioVerdict.FAILED if refused else ScenarioVerdict.PASSED,
                         final=refused,
                         seconds=time.monotonic() - began,
                     )
@@ -160,7 +162,7 @@ async def run_scenario_async(
         except Exception:
             return ScenarioResult(
                 **header,
-                verdict=Verdict.ERROR,
+                verdict=ScenarioVerdict.ERROR,
                 reason=traceback.format_exc(),
                 setup=setup,
                 steps=tuple(steps),

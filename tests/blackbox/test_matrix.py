@@ -12,14 +12,16 @@ from harness.adapters.blackbox.adapter import LOG_LINE
 from harness.adapters.blackbox.fit import PARTIAL
 from harness.commands import matrix as matrix_cmd
 from harness.run.batch import child as blackbox_child
-from harness.runner import ScenarioResult, StepResult, Verdict
+from harness.runner import ScenarioResult, ScenarioVerdict, StepResult
 from harness.scenario.model import Expect
 from harness.scenario.observation import EventRecord, StepObservation
 
 SCENARIO = Path(__file__).parent / "scenarios" / "bb-sts-mx-case.toml"
 
 
-def _result(verdict: Verdict, reason: str = "", lines: tuple[str, ...] = ()) -> ScenarioResult:
+def _result(
+    verdict: ScenarioVerdict, reason: str = "", lines: tuple[str, ...] = ()
+) -> ScenarioResult:
     events = tuple(EventRecord(LOG_LINE, {}, "debug", 0.0, 0.0, ln) for ln in lines)
     obs = StepObservation(0, "send", events=events, lines=lines)
     return ScenarioResult(
@@ -41,9 +43,9 @@ def test_a_failed_black_box_child_errors_its_column_and_keeps_the_others(monkeyp
 
     monkeypatch.setattr(blackbox_child, "run_engine", broken)
     got = matrix_cmd.run_matrix(["inprocess", "postfix-sts"], [SCENARIO])
-    assert got["inprocess"][0].verdict is Verdict.PASSED
+    assert got["inprocess"][0].verdict is ScenarioVerdict.PASSED
     [r] = got["postfix-sts"]
-    assert r.verdict is Verdict.ERROR
+    assert r.verdict is ScenarioVerdict.ERROR
     assert r.id == "bb-sts-mx-case"
     assert "boom" in r.reason
     md = matrix_cmd.render_markdown(got, [SCENARIO])
@@ -78,9 +80,9 @@ def test_a_hung_black_box_child_is_stopped_and_reported(monkeypatch):
 
 def test_cells_say_which_steps_of_a_partial_run_ran():
     note = f"{PARTIAL}ran step 0, 1, 2, 4 of 5; not run: step 3: needs dane (the profile has sts)"
-    r = _result(Verdict.PASSED, note)
+    r = _result(ScenarioVerdict.PASSED, note)
     assert matrix_cmd.part(r) == "step 0, 1, 2, 4 of 5"
-    assert matrix_cmd.part(_result(Verdict.PASSED)) == ""
+    assert matrix_cmd.part(_result(ScenarioVerdict.PASSED)) == ""
     md = matrix_cmd.render_markdown({"postfix-sts": [r]}, [SCENARIO])
     assert "| pass (step 0, 1, 2, 4 of 5) |" in md
     page = matrix_cmd.render_html({"postfix-sts": [r]}, [SCENARIO])
@@ -89,8 +91,8 @@ def test_cells_say_which_steps_of_a_partial_run_ran():
 
 def test_the_details_page_shows_every_failure_with_the_mta_log_lines():
     line = "postfix/smtp[77]: 4F1: host mx1.s3.example[127.0.0.5] said: 450 4.2.1 busy"
-    failed = _result(Verdict.FAILED, lines=(line,))
-    passed = _result(Verdict.PASSED, lines=("postfix/smtp[78]: status=sent",))
+    failed = _result(ScenarioVerdict.FAILED, lines=(line,))
+    passed = _result(ScenarioVerdict.PASSED, lines=("postfix/smtp[78]: status=sent",))
     page = matrix_cmd.render_details({"postfix-sts": [failed], "chasquid": [passed]})
     assert "bb-sts-mx-case on postfix-sts" in page
     assert "said: 450 4.2.1 busy" in page

@@ -20,7 +20,7 @@ import pytest
 from harness import netns, userns
 from harness.adapters.blackbox.profile import load_profile, profile_names
 from harness.run.batch import child
-from harness.runner import Verdict
+from harness.runner import ScenarioVerdict
 
 pytestmark = pytest.mark.netns
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -100,7 +100,7 @@ def test_every_shipped_profile_says_whether_it_runs_rootless_and_postfix_says_wh
 
 def test_postfix_is_skipped_rootless_with_the_reason(rootless):
     (r,) = child.run_engine("postfix-sts", [SCENARIOS / "bb-sts-enforce-mx1-bad.toml"])
-    assert r.verdict is Verdict.SKIPPED
+    assert r.verdict is ScenarioVerdict.SKIPPED
     assert "cannot run rootless" in r.reason and "mail_owner" in r.reason
 
 
@@ -120,13 +120,13 @@ def test_chasquid_runs_rootless_and_enforces_mta_sts(rootless):
     got = _rootless_run("chasquid", "bb-sts-enforce-mx1-bad", "bb-sts-enforce-all-bad")
     assert len(got) == 2
     for r in got.values():
-        assert r.verdict is Verdict.PASSED, _explain(r)
+        assert r.verdict is ScenarioVerdict.PASSED, _explain(r)
 
 
 def test_exim_runs_rootless_with_dane_a_match_delivers_a_mismatch_defers(rootless):
     got = _rootless_run("exim-dane", "bb-dane-ee", "bb-dane-ee-mismatch", "bb-dane-insecure")
     assert len(got) == 3
     for r in got.values():
-        assert r.verdict is Verdict.PASSED, _explain(r)
+        assert r.verdict is ScenarioVerdict.PASSED, _explain(r)
     delivered = got["bb-dane-ee"].steps[0].observation.deliveries[0]  # type: ignore[attr-defined]
     assert (delivered.status, delivered.verified) == ("delivered", "dane")

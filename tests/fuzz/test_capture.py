@@ -28,7 +28,7 @@ from harness.cli import main
 from harness.commands.capture import record_delivery, scenario_text
 from harness.fuzz.driver import load_document
 from harness.fuzz.strategies import CERT_PROFILES
-from harness.runner import ScenarioResult, Verdict, run_scenario_async
+from harness.runner import ScenarioResult, ScenarioVerdict, run_scenario_async
 from harness.scenario.explain import explain
 from harness.scenario.loader import loads_scenario
 from harness.world.world import World, shared_cert_factory
@@ -115,7 +115,7 @@ async def test_capture_replays_with_the_original_outcome(case: str, tmp_path: Pa
         "steps": [{"send": send}],
     }
     original = await run_scenario_async(load_document(original_doc))
-    assert original.verdict is Verdict.PASSED, explain(original)
+    assert original.verdict is ScenarioVerdict.PASSED, explain(original)
 
     at = InProcessEngine().now()  # the runner's clock, so "expired" means the same
     async with World(world, now=at, certs=shared_cert_factory()) as w:
@@ -142,7 +142,7 @@ async def test_capture_replays_with_the_original_outcome(case: str, tmp_path: Pa
     path.write_text(scenario_text(doc, capture, recorded=True))
 
     replay = await run_scenario_async(loads_scenario(path.read_text(), path))
-    assert replay.verdict is Verdict.PASSED, explain(replay) + "\n" + path.read_text()
+    assert replay.verdict is ScenarioVerdict.PASSED, explain(replay) + "\n" + path.read_text()
     assert _summary(replay) == _summary(original)
     assert expect["outcome"] == original.steps[0].observation.deliveries[0].status
 

@@ -6,7 +6,7 @@ import pytest
 
 from harness.adapters import ADAPTERS, GatewayEngine, InProcessEngine, register_adapter
 from harness.errors import SpecError
-from harness.runner import Verdict, required_capabilities, run_scenario, select_engine
+from harness.runner import ScenarioVerdict, required_capabilities, run_scenario, select_engine
 from harness.scenario import Capability, loads_scenario
 
 W_RPT = """
@@ -95,7 +95,7 @@ def test_other_engines_are_not_swapped_and_skip_with_the_reason() -> None:
         result = run_scenario(s, "test-engine-only")
     finally:
         del ADAPTERS["test-engine-only"]
-    assert result.verdict is Verdict.SKIPPED
+    assert result.verdict is ScenarioVerdict.SKIPPED
     assert result.reason == "engine 'test-engine-only' lacks tlsrpt"
 
 
@@ -112,7 +112,7 @@ def test_gateway_sends_the_daily_report_by_post_and_mail() -> None:
     )
     result = run_scenario(_scenario(text))
     assert result.engine == "gateway"
-    assert result.verdict is Verdict.PASSED, [
+    assert result.verdict is ScenarioVerdict.PASSED, [
         m.render() for s in result.steps for m in s.mismatches
     ]
 
@@ -120,7 +120,7 @@ def test_gateway_sends_the_daily_report_by_post_and_mail() -> None:
 def test_a_report_mismatch_names_the_nearest_entry() -> None:
     text = W_RPT + SEND + ADVANCE + 'reports = [{ via = "https", success = 7 }]\n'
     result = run_scenario(_scenario(text))
-    assert result.verdict is Verdict.FAILED
+    assert result.verdict is ScenarioVerdict.FAILED
     [m] = result.steps[1].mismatches
     assert m.key == "reports[0]" and "success=1" in m.seen
     assert any("sts example.com 1/0" in c for c in m.closest)
@@ -136,17 +136,17 @@ def test_a_bounce_sends_a_dsn_to_the_sender_domain() -> None:
         'rcpt = "a@example.com" }\n'
     )
     result = run_scenario(_scenario(text))
-    assert result.verdict is Verdict.PASSED, [
+    assert result.verdict is ScenarioVerdict.PASSED, [
         m.render() for s in result.steps for m in s.mismatches
     ]
     wrong = text.replace('action = "failed"', 'action = "delayed"')
     failed = run_scenario(_scenario(wrong))
-    assert failed.verdict is Verdict.FAILED
+    assert failed.verdict is ScenarioVerdict.FAILED
     assert "failed 5.1.1 a@example.com" in failed.steps[0].mismatches[0].closest[0]
 
 
 def _passed(result) -> None:
-    assert result.verdict is Verdict.PASSED, [
+    assert result.verdict is ScenarioVerdict.PASSED, [
         m.render() for s in (*result.steps,) for m in s.mismatches
     ] + [m.render() for m in result.final]
 

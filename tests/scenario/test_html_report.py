@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.report import html_report
-from harness.runner import ScenarioResult, Verdict, run_scenario
+from harness.runner import ScenarioResult, ScenarioVerdict, run_scenario
 from harness.scenario import loads_scenario
 
 EXAMPLE = (
@@ -31,7 +31,11 @@ def results() -> list[ScenarioResult]:
         run_scenario(loads_scenario(bad_text, "/x/t/broken.toml")),
         run_scenario(loads_scenario(text, "/x/t/last-good.toml")),
     ]
-    assert [r.verdict for r in out] == [Verdict.PASSED, Verdict.FAILED, Verdict.PASSED]
+    assert [r.verdict for r in out] == [
+        ScenarioVerdict.PASSED,
+        ScenarioVerdict.FAILED,
+        ScenarioVerdict.PASSED,
+    ]
     return out
 
 

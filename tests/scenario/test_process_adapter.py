@@ -15,7 +15,7 @@ from harness.adapters.forkserver import shared_server
 from harness.adapters.process import ProcessEngine
 from harness.adapters.process_io import ProcessLog
 from harness.adapters.registry import ADAPTERS, register_adapter
-from harness.runner import Verdict, run_scenario
+from harness.runner import ScenarioVerdict, run_scenario
 from harness.scenario.loader import load_scenario, loads_scenario
 from harness.world.world import shared_cert_factory
 
@@ -39,7 +39,7 @@ def _run(name: str):
         result = run_scenario(scenario, "sts-engine-recorded")
     finally:
         ADAPTERS.pop("sts-engine-recorded", None)
-    assert result.verdict is Verdict.PASSED, result.reason or [
+    assert result.verdict is ScenarioVerdict.PASSED, result.reason or [
         m for s in result.steps for m in s.mismatches
     ]
     return result, (_MADE[-1] if _MADE else None)
@@ -115,7 +115,7 @@ def test_a_dsn_is_in_the_world_when_send_returns():
 def test_the_black_box_scenarios_pass_against_the_process_without_a_namespace(name):
     path = ROOT.parent / "tests" / "blackbox" / "scenarios" / f"{name}.toml"
     result = run_scenario(load_scenario(path), "sts-engine")
-    assert result.verdict is Verdict.PASSED, result.reason
+    assert result.verdict is ScenarioVerdict.PASSED, result.reason
 
 
 def test_nine_in_ten_of_the_catalog_run_as_a_process_and_coverage_lists_the_rest(capsys):
@@ -147,7 +147,7 @@ def test_final_is_skipped_with_the_reason():
     result = run_scenario(
         load_scenario(ROOT / "apply/recheck-txt-before-bounce.toml"), "sts-engine"
     )
-    assert result.verdict is Verdict.SKIPPED
+    assert result.verdict is ScenarioVerdict.SKIPPED
     assert result.reason == (
         "engine 'sts-engine' lacks final "
         "(no operator command makes an attempt the last before a bounce)"
@@ -156,7 +156,7 @@ def test_final_is_skipped_with_the_reason():
 
 def test_a_refused_configuration_is_the_processes_own_error():
     result = run_scenario(load_scenario(ROOT / "seed/seed-sts-needs-tls.toml"), "sts-engine")
-    assert result.verdict is Verdict.PASSED
+    assert result.verdict is ScenarioVerdict.PASSED
 
 
 @pytest.mark.parametrize(
@@ -170,7 +170,7 @@ def test_a_refused_configuration_is_the_processes_own_error():
 def test_the_console_script_as_a_fresh_process_passes_too(name):
     # The fork server's children run engine.cli.main; this proves the exec path.
     result = run_scenario(load_scenario(ROOT / name), "sts-engine-exec")
-    assert result.verdict is Verdict.PASSED, result.reason
+    assert result.verdict is ScenarioVerdict.PASSED, result.reason
 
 
 def _log(stdout: bytes, stderr: bytes) -> ProcessLog:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.report import html_report, junit_xml, report_dict, sequence_svg
-from harness.runner import ScenarioResult, Verdict, run_scenario
+from harness.runner import ScenarioResult, ScenarioVerdict, run_scenario
 from harness.scenario import loads_scenario
 
 EXAMPLE = (
@@ -27,7 +27,7 @@ def results() -> list[ScenarioResult]:
     bad_text = EXAMPLE.read_text().replace('via = "mx2.example.com"', 'via = "mx1.example.com"')
     bad_text = bad_text.replace('title = "W-STS', 'title = "<script>alert(1)</script> W-STS')
     bad = run_scenario(loads_scenario(bad_text, "/x/t/broken.toml"))
-    assert (good.verdict, bad.verdict) == (Verdict.PASSED, Verdict.FAILED)
+    assert (good.verdict, bad.verdict) == (ScenarioVerdict.PASSED, ScenarioVerdict.FAILED)
     return [good, bad]
 
 

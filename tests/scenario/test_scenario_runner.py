@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness.adapters import ADAPTERS, InProcessEngine, register_adapter
-from harness.runner import Verdict, required_capabilities, run_scenario
+from harness.runner import ScenarioVerdict, required_capabilities, run_scenario
 from harness.scenario import Capability, load_all, loads_scenario
 from harness.scenario.explain import explain
 
@@ -39,7 +39,7 @@ send = { from = "a@sender.example", to = ["rcpt@example.com"] }
 @pytest.mark.parametrize("scenario", load_all([EXAMPLES]), ids=lambda s: s.id)
 def test_example_scenario_passes(scenario) -> None:
     result = run_scenario(scenario)
-    assert result.verdict is Verdict.PASSED, explain(result)
+    assert result.verdict is ScenarioVerdict.PASSED, explain(result)
     assert result.steps and all(s.observation.error is None for s in result.steps)
 
 
@@ -55,7 +55,7 @@ events = [
 """
     )
     result = run_scenario(loads_scenario(text, "/x/t/fail.toml"))
-    assert result.verdict is Verdict.FAILED
+    assert result.verdict is ScenarioVerdict.FAILED
     [via, events] = result.steps[0].mismatches
     assert via.seen == "delivered at mx2.example.com"
     assert events.closest[0].endswith(
@@ -80,10 +80,10 @@ def test_final_expect_covers_the_whole_run() -> None:
         W_STS
         + '[[steps]]\nadvance = "1h"\n[expect]\nfetches = 1\nqueries = { "example.com MX" = 1 }\n'
     )
-    assert run_scenario(loads_scenario(text, "/x/t/final.toml")).verdict is Verdict.PASSED
+    assert run_scenario(loads_scenario(text, "/x/t/final.toml")).verdict is ScenarioVerdict.PASSED
     bad = text.replace("fetches = 1", "fetches = 2")
     result = run_scenario(loads_scenario(bad, "/x/t/final.toml"))
-    assert result.verdict is Verdict.FAILED and [m.key for m in result.final] == ["fetches"]
+    assert result.verdict is ScenarioVerdict.FAILED and [m.key for m in result.final] == ["fetches"]
 
 
 class _NoClock(InProcessEngine):
@@ -98,7 +98,7 @@ def test_missing_capabilities_skip_with_the_reason() -> None:
         result = run_scenario(s, "test-no-clock")
     finally:
         del ADAPTERS["test-no-clock"]
-    assert result.verdict is Verdict.SKIPPED
+    assert result.verdict is ScenarioVerdict.SKIPPED
     assert result.reason == "engine 'test-no-clock' lacks clock"
 
 
@@ -128,7 +128,7 @@ def test_the_runner_and_the_in_process_engine_run_on_the_chosen_loop(loop: str) 
         result = run_scenario(loads_scenario(W_STS, "/x/t/loop.toml"), "test-loop-spy", loop=loop)
     finally:
         del ADAPTERS["test-loop-spy"]
-    assert result.verdict is Verdict.PASSED, result.reason
+    assert result.verdict is ScenarioVerdict.PASSED, result.reason
     assert result.loop == loop and _LoopSpy.loops == [loop]
 
 
@@ -142,7 +142,7 @@ def test_a_loop_this_machine_lacks_is_an_error() -> None:
 def test_a_step_that_raises_is_an_error_with_the_traceback() -> None:
     text = W_STS + '[[steps]]\nupdate_policy = { domain = "nowhere.example", status = 500 }\n'
     result = run_scenario(loads_scenario(text, "/x/t/err.toml"))
-    assert result.verdict is Verdict.ERROR
+    assert result.verdict is ScenarioVerdict.ERROR
     assert 'update_policy: domains."nowhere.example": no such domain' in result.reason
     assert len(result.steps) == 2 and result.steps[1].observation.error
 
@@ -158,14 +158,14 @@ REFUSED = W_STS.replace('tls = "required-verify-hosted"', 'tls = "no"')
 @pytest.mark.parametrize(
     ("text", "pattern", "verdict", "seen"),
     [
-        (REFUSED, "~mta_sts.*MTA-STS needs TLS", Verdict.PASSED, None),
-        (REFUSED, "MTA-STS needs TLS", Verdict.PASSED, None),
-        (REFUSED, "~unknown key", Verdict.FAILED, "refused otherwise: cannot configure"),
-        (W_STS, "~MTA-STS", Verdict.FAILED, "the engine accepted the configuration"),
+        (REFUSED, "~mta_sts.*MTA-STS needs TLS", ScenarioVerdict.PASSED, None),
+        (REFUSED, "MTA-STS needs TLS", ScenarioVerdict.PASSED, None),
+        (REFUSED, "~unknown key", ScenarioVerdict.FAILED, "refused otherwise: cannot configure"),
+        (W_STS, "~MTA-STS", ScenarioVerdict.FAILED, "the engine accepted the configuration"),
     ],
 )
 def test_config_error_judges_the_engine_refusal(
-    text: str, pattern: str, verdict: Verdict, seen: str | None
+    text: str, pattern: str, verdict: ScenarioVerdict, seen: str | None
 ) -> None:
     scenario = loads_scenario(text + f'[expect]\nconfig_error = "{pattern}"\n', "/x/t/c.toml")
     result = run_scenario(scenario)

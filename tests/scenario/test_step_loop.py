@@ -17,7 +17,7 @@ import pytest
 from harness.adapters import ADAPTERS, InProcessEngine, register_adapter
 from harness.run.batch.plan import Batch
 from harness.run.batch.runner import run_batch
-from harness.run.result import ScenarioResult, Verdict
+from harness.run.result import ScenarioResult, ScenarioVerdict
 from harness.run.single import run_scenario_async
 from harness.scenario import loads_scenario
 from harness.scenario.observation import DeliveryRecord
@@ -88,7 +88,7 @@ async def test_both_runners_pass_final_and_read_the_clock_before_the_step(
     [batched] = await run_batch(batch, "test-step-spy", make, tmp_path / "batch")
 
     for result, spy in ((single, spies[0]), (batched, spies[1])):
-        assert result.verdict is Verdict.PASSED, result.reason
+        assert result.verdict is ScenarioVerdict.PASSED, result.reason
         # ``final`` reaches the engine on the send that asks for it, and only there.
         assert [final for final, _ in spy.asked] == [True, False]
         # Each step's clock is the engine's at the step's start: the first send sees

@@ -43,7 +43,7 @@ from harness.adapters.blackbox.profile import load_profile, render
 from harness.netns import Namespace, flush_conntrack, probe, sweep_stale
 from harness.run.batch.plan import plan, relabel, world_view
 from harness.run.batch.runner import run_batch
-from harness.run.result import ScenarioResult, Verdict
+from harness.run.result import ScenarioResult, ScenarioVerdict
 from harness.scenario.loader import load_scenario
 
 __all__ = ["main", "run_engine", "unavailable"]
@@ -82,7 +82,7 @@ def _skipped(path: Path, engine: str, reason: str) -> ScenarioResult:
         topic=s.topic,
         covers=s.covers,
         engine=engine,
-        verdict=Verdict.SKIPPED,
+        verdict=ScenarioVerdict.SKIPPED,
         reason=reason,
         description=s.description,
     )

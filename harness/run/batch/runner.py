@@ -21,7 +21,7 @@ from pathlib import Path
 
 from harness.adapters.base import EngineUnderTest
 from harness.run.batch.plan import Batch
-from harness.run.result import ScenarioResult, Verdict, judged, result_header
+from harness.run.result import ScenarioResult, ScenarioVerdict, judged, result_header
 from harness.run.steps import Recorder, refusal, run_steps
 from harness.scenario.model import Scenario
 from harness.scenario.observation import StepObservation, WorldSlice, WorldWatcher
@@ -83,7 +83,7 @@ async def run_batch(
         results += [
             ScenarioResult(
                 **result_header(s, engine_name),
-                verdict=Verdict.ERROR,
+                verdict=ScenarioVerdict.ERROR,
                 reason=tb,
                 seconds=time.monotonic() - began,
             )
@@ -149,7 +149,7 @@ async def _refusal(
     began = time.monotonic()
     async with World(s.world_table, now=engine.now, certs=shared_cert_factory()) as w:
         final = await refusal(s, w, engine, workdir)
-    verdict = Verdict.FAILED if final else Verdict.PASSED
+    verdict = ScenarioVerdict.FAILED if final else ScenarioVerdict.PASSED
     return ScenarioResult(
         **result_header(s, engine_name),
         verdict=verdict,
