@@ -11,9 +11,7 @@ is compared with a scenario's ``requires`` and the scenario is skipped, with the
 missing capabilities named, when they do not fit.
 
 Adapters are found by name in :mod:`harness.adapters.registry` (``--engine NAME``),
-as factories, so the runner makes one fresh adapter per scenario. ``ADAPTERS``,
-``make_adapter`` and ``register_adapter`` are still found here by their old import
-path (:func:`__getattr__`), without this module importing the registry.
+as factories, so the runner makes one fresh adapter per scenario.
 
 Two optional members, looked up with ``getattr`` so the real-MTA adapters need not
 have them: ``plan(needs)``, called with everything the scenario needs before its world
@@ -25,7 +23,6 @@ time, and ``now`` must say which before certificates are issued); and
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from importlib import import_module
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -89,13 +86,3 @@ class EngineUnderTest(Protocol):
 
 
 AdapterFactory = Callable[[], EngineUnderTest]
-_REGISTRY_NAMES = ("ADAPTERS", "make_adapter", "register_adapter")
-
-
-def __getattr__(name: str) -> Any:
-    """The registry's names by their old import path (``from harness.adapters.base
-    import make_adapter``), looked up when asked for: the registry imports this module,
-    so this module must not import the registry."""
-    if name in _REGISTRY_NAMES:
-        return getattr(import_module("harness.adapters.registry"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

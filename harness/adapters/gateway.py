@@ -259,4 +259,3 @@ class GatewayEngine:
     async def stop(self) -> None:
         """Close the gateway and its files."""
         await self._close()
-

@@ -204,4 +204,3 @@ class InProcessEngine:
     async def stop(self) -> None:
         """Close the engine and its cache."""
         await self._close()
-

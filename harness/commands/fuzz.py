@@ -18,7 +18,8 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from harness.adapters.base import ADAPTERS, AdapterError
+from harness.adapters.base import AdapterError
+from harness.adapters.registry import ADAPTERS
 from harness.commands import console as console_for
 from harness.fuzz.campaign import Summary, run_campaign
 from harness.fuzz.engines import runners

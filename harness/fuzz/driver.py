@@ -26,7 +26,7 @@ from typing import Any
 
 import tomli_w
 
-from harness.adapters.base import make_adapter
+from harness.adapters.registry import make_adapter
 from harness.scenario.loader import loads_scenario
 from harness.scenario.model import Scenario, StepKind
 from harness.scenario.observation import DeliveryRecord, EventRecord

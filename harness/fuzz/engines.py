@@ -16,9 +16,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from engine import eventloop
-from harness.adapters.base import AdapterError, make_adapter
+from harness.adapters.base import AdapterError
 from harness.adapters.blackbox.adapter import SETTLE_TIMEOUT
 from harness.adapters.blackbox.profile import load_profile, profile_names
+from harness.adapters.registry import make_adapter
 from harness.fuzz.campaign import Judged
 from harness.fuzz.driver import run_document
 from harness.fuzz.invariants import check_run

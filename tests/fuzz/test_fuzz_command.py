@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from harness.adapters.base import ADAPTERS, register_adapter
 from harness.adapters.inprocess import InProcessEngine
+from harness.adapters.registry import ADAPTERS, register_adapter
 from harness.cli import main
 from harness.fuzz.campaign import digest, draw_worlds
 from harness.world.world import World

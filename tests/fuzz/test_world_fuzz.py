@@ -33,7 +33,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, note, seed, settings
 from hypothesis import strategies as st
 
-from harness.adapters.base import AdapterError, make_adapter
+from harness.adapters.base import AdapterError
+from harness.adapters.registry import make_adapter
 from harness.fuzz import (
     INVARIANTS,
     FuzzRun,

@@ -42,14 +42,13 @@ from typing import Any
 
 import aiosmtplib
 
-from harness.adapters.base import AdapterError, register_adapter
+from harness.adapters.base import AdapterError
 from harness.adapters.blackbox.drivers import Driver, Parsed, driver_for
 from harness.adapters.blackbox.proc import ManagedProcess
 from harness.adapters.blackbox.profile import (
     BASE_PLACEHOLDERS,
     EngineProfile,
     load_profile,
-    profile_names,
     render,
 )
 from harness.netns import current_namespace
@@ -65,7 +64,6 @@ __all__ = [
     "READY_TIMEOUT",
     "SETTLE_TIMEOUT",
     "BlackBoxEngine",
-    "register_profiles",
     "settle_except",
 ]
 
@@ -374,14 +372,3 @@ async def settle_except(mtas: Mapping[str, TimedMta], busy: set[str]) -> None:
     for host, mta in mtas.items():
         if host not in busy:
             await mta.settle()
-
-
-def register_profiles() -> list[str]:
-    """Register every shipped profile as an adapter (``--engine postfix-sts``)."""
-    names = profile_names()
-    for name in names:
-        register_adapter(name, lambda name=name: BlackBoxEngine(name))  # type: ignore[misc]
-    return names
-
-
-register_profiles()
