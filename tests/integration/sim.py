@@ -36,7 +36,7 @@ from engine.delivery.agent import DeliveryReport, Engine
 from engine.io.dialer import Dialer
 from engine.io.smtp import SmtpTimeouts
 from engine.logs import render_text
-from harness.world import World
+from harness.world import World, shared_cert_factory
 
 SMTP_TIMEOUT = 2.0
 FETCH_TIMEOUT = 1.0
@@ -48,16 +48,10 @@ MESSAGE = b"From: sender@sender.example\r\nTo: rcpt@example.com\r\nSubject: hi\r
 
 P_ENF = "version: STSv1\nmode: enforce\nmx: mx1.example.com\nmx: mx2.example.com\nmax_age: 86400\n"
 
-# One certificate factory for the whole process (its CAs are made once): every world
-# of these tests issues from it, and the engine trusts its root.
-_FACTORY: list[CertFactory] = []
-
-
 def cert_factory() -> CertFactory:
-    """The process-wide certificate factory of the integration tests."""
-    if not _FACTORY:
-        _FACTORY.append(CertFactory())
-    return _FACTORY[0]
+    """The process-wide certificate factory (the worlds' own: its CAs are made once);
+    every world of these tests issues from it, and the engine trusts its root."""
+    return shared_cert_factory()
 
 
 def roots_of(pem: bytes) -> list[bytes]:
