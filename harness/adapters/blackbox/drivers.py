@@ -41,7 +41,8 @@ EXIM_USER = "Debian-exim"
 _STATUS = {"sent": "delivered", "delivered": "delivered", "deferred": "deferred"}
 _STATUS |= {"bounced": "bounced", "failed": "bounced", "expired": "bounced"}
 _STATUS |= {"temporary": "deferred", "permanent": "bounced"}
-_STATUS |= {"=>": "delivered", "==": "deferred", "**": "bounced"}  # Exim's log flags
+# Exim's log flags; `->` is a further recipient delivered in the same transaction.
+_STATUS |= {"=>": "delivered", "->": "delivered", "==": "deferred", "**": "bounced"}
 
 
 @dataclass(frozen=True, slots=True)
