@@ -100,3 +100,29 @@ def test_chasquid_transport_faults_and_what_it_cannot_be_judged_on():
     # Its 10-minute SMTP timeout outlasts the adapter's window: skipped, with why.
     assert got["ehlo-stall"].verdict is Verdict.SKIPPED
     assert "an MX stalls" in got["ehlo-stall"].reason  # type: ignore[attr-defined]
+
+
+CATALOG = Path(__file__).resolve().parents[2] / "scenarios"
+
+
+def test_exim_dane_passes_the_basics_and_shows_its_documented_divergences():
+    if not CATALOG.is_dir():
+        pytest.skip("the catalog is not in this checkout")
+    reason = unavailable("exim-dane")
+    if reason:
+        pytest.skip(f"exim-dane: {reason}")
+    names = ["bb-dane-ee", "bb-dane-ee-mismatch", "bb-dane-no-starttls", "bb-dane-tlsa-servfail"]
+    paths = [SCENARIOS / f"{n}.toml" for n in names]
+    paths += [CATALOG / "dane" / f"{n}.toml" for n in ("dane-13-no-address-records",)]
+    paths += [CATALOG / "transport" / "handshake-tls-1.0-only.toml"]
+    got = {r.id: r for r in run_engine("exim-dane", paths)}
+    for name in names:
+        assert got[name].verdict is Verdict.PASSED, _explain(got[name])
+    # docs/conformance.md, E-1: NODATA for the only MX's address bounces (as Postfix).
+    r = got["dane-13-no-address-records"]
+    assert r.verdict is Verdict.FAILED, _explain(r)
+    assert r.steps[0].observation.deliveries[0].status == "bounced"  # type: ignore[attr-defined]
+    # E-4: a DANE-authenticated MX offering only TLS 1.0 gets the message (GnuTLS NORMAL).
+    r = got["transport-handshake-tls-1.0-only"]
+    assert r.verdict is Verdict.FAILED, _explain(r)
+    assert r.steps[-1].observation.deliveries[0].tls == "TLSv1"  # type: ignore[attr-defined]
