@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Literal, cast
 
 from harness.errors import HarnessError
 from harness.parserfuzz.compare import TargetVerdict
@@ -60,7 +60,7 @@ def load_callable(spec: str) -> Callable[[bytes], object]:
         obj = getattr(obj, part)
     if not callable(obj):
         raise TargetError(f"target {spec!r}: {attr!r} is not callable")
-    return obj  # type: ignore[return-value]
+    return cast("Callable[[bytes], object]", obj)
 
 
 class CallableTarget:
