@@ -21,6 +21,7 @@ _EXAMPLE = """example:
 
 A world uses them as  [hosts."mx1.example.com"] cert = "expired"  and a step as
 rotate_cert = { host = "mx1.example.com", profile = "self-signed" }.
+(Engine profiles, the real MTAs a run can drive, are another thing: sts-harness profile check.)
 """
 
 _ISSUER = {
@@ -77,7 +78,7 @@ def register(subparsers: Any) -> None:
     """Add the ``profiles`` command."""
     p = subparsers.add_parser(
         "profiles",
-        help="list the certificate profiles a world's hosts can serve",
+        help="list the certificate profiles a world's hosts can serve (not engine profiles)",
         description="List the certificate profiles (cert = NAME in a world, profile = NAME "
         "in rotate_cert): what each one is and what a strict sender refuses it for.",
         epilog=_EXAMPLE,
