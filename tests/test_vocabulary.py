@@ -327,13 +327,23 @@ def test_relative_links_and_paths_in_the_documents_exist() -> None:
     assert not broken, "links or paths to files that do not exist: " + "; ".join(broken)
 
 
+#: A file a command line writes (``--out m.md``) is not a citation.
+_WRITTEN = re.compile(r"--(?:out|html|json|junit)[= ]\S+")
+#: Files that name the outside documents on purpose, and why.
+CITATION_EXEMPT = {
+    "tests/test_docs_links.py": "the outside documents are the broken links it must catch",
+}
+
+
 def test_documents_cite_only_files_of_the_repository() -> None:
     outside = []
     for f in _files(CITATION_SCOPE):
+        if str(f.relative_to(ROOT)) in CITATION_EXEMPT:
+            continue
         # Some fixtures are deliberately not UTF-8 (policy bodies with Latin-1 bytes).
         text = f.read_text(encoding="utf-8", errors="replace")
         for n, line in enumerate(text.splitlines(), 1):
-            line = _URL.sub("", line)
+            line = _WRITTEN.sub("", _URL.sub("", line))
             where = f"{f.relative_to(ROOT)}:{n}"
             if f.suffix == ".md":
                 for name in _CITED_MD.findall(line):
