@@ -33,8 +33,3 @@ __all__ = [
     "select_engine",
     "way",
 ]
-
-#: The old name of :class:`ScenarioVerdict`, kept only until
-#: tests/blackbox/test_blackbox_engines.py (uncommitted work) imports the new one; not
-#: in ``__all__``.
-Verdict = ScenarioVerdict
