@@ -9,7 +9,7 @@ and what each step recorded.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -60,7 +60,7 @@ class _Spy(InProcessEngine):
 
 
 @pytest.fixture
-def spies():
+def spies() -> Iterator[list[_Spy]]:
     made: list[_Spy] = []
 
     def make() -> _Spy:
