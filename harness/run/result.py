@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from harness.assertions import Mismatch, check
+from harness.scenario.assertions import Mismatch, check
 from harness.scenario.model import Expect, Scenario
 from harness.scenario.observation import StepObservation
 

@@ -33,8 +33,8 @@ from typing import Any
 from engine.core.errors import MxPatternError
 from engine.core.mx import normalize_host
 from harness.adapters.base import AdapterError, EngineUnderTest
-from harness.assertions import Mismatch, check
 from harness.run.result import StepResult
+from harness.scenario.assertions import Mismatch, check
 from harness.scenario.loader import config_error_matches
 from harness.scenario.model import Scenario, SendSpec, Step, StepKind
 from harness.scenario.observation import DeliveryRecord, StepObservation, WorldSlice

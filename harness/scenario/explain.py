@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from engine.logs import format_ctime
-from harness.assertions import Mismatch
+from harness.scenario.assertions import Mismatch
 from harness.scenario.model import Expect
 from harness.scenario.observation import StepObservation
 

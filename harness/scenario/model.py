@@ -8,7 +8,7 @@ render it its own way), and a list of :class:`Step` s. Each step does exactly on
 thing (:class:`StepKind`) and may carry an :class:`Expect`; the scenario may carry
 one more :class:`Expect` judged over the whole run. Nothing here runs anything:
 :mod:`harness.scenario.loader` builds these values from TOML, :mod:`harness.runner`
-executes them and :mod:`harness.assertions` judges them.
+executes them and :mod:`harness.scenario.assertions` judges them.
 """
 
 from __future__ import annotations

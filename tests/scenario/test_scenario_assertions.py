@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from harness.assertions import check, closest_events, field_matches, lookup
+from harness.scenario.assertions import check, closest_events, field_matches, lookup
 from harness.scenario.model import EventPattern, Expect, ExpectedOutcome, Verification
 from harness.scenario.observation import (
     DeliveryRecord,
