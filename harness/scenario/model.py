@@ -7,7 +7,7 @@ configuration (the engine's own TOML layout, kept as a dict so every adapter can
 render it its own way), and a list of :class:`Step` s. Each step does exactly one
 thing (:class:`StepKind`) and may carry an :class:`Expect`; the scenario may carry
 one more :class:`Expect` judged over the whole run. Nothing here runs anything:
-:mod:`harness.scenario.loader` builds these values from TOML, :mod:`harness.runner`
+:mod:`harness.scenario.loader` builds these values from TOML, :mod:`harness.run`
 executes them and :mod:`harness.scenario.assertions` judges them.
 """
 

@@ -12,7 +12,7 @@ batches the scenarios (:mod:`harness.run.batch.plan`), brings up each
 batch's world on the standard ports (after flushing the namespace's connection
 tracking, so no NAT mapping of the previous world survives), starts the engine
 once per batch, runs the steps and writes the
-:class:`~harness.runner.ScenarioResult` s (plain data) to the job's ``out`` file as a
+:class:`~harness.run.result.ScenarioResult` s (plain data) to the job's ``out`` file as a
 pickle. The parent waits for the child to exit -- the
 child stops every process it started in its own ``finally`` blocks -- and only
 then deletes the namespace. A job file, not argv, carries the request, so the
