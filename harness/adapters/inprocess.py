@@ -34,8 +34,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from engine.config import EngineConfig, parse_config
-from engine.core.clock import ManualClock
-from engine.core.events import LogEvent
+from engine.core.cache import PolicyStore
+from engine.core.clock import Clock, ManualClock
+from engine.core.events import EventSink, LogEvent
 from engine.delivery.agent import Engine
 from engine.io.dialer import Dialer
 from engine.io.smtp import SmtpTimeouts
@@ -47,7 +48,14 @@ from harness.scenario.model import Capability
 from harness.scenario.observation import DeliveryRecord, EventRecord
 from harness.world.world import World
 
-__all__ = ["DNS_TIMEOUT", "FETCH_TIMEOUT", "SMTP_TIMEOUT", "InProcessEngine"]
+__all__ = [
+    "DNS_TIMEOUT",
+    "FETCH_TIMEOUT",
+    "SMTP_TIMEOUT",
+    "InProcessEngine",
+    "engine_for",
+    "world_roots",
+]
 
 SMTP_TIMEOUT = 2.0
 FETCH_TIMEOUT = 1.0
@@ -83,6 +91,40 @@ class _StampingSink:
         line = self._render.line(event) or ""
         at = self._world.dns.clock()
         self.events.append(EventRecord(event.code, fields, event.level, event.at, at, line))
+
+
+def world_roots(world: World) -> list[bytes]:
+    """The world's CA certificates (DER): the engine's trust store for this world."""
+    return [c.public_bytes(Encoding.DER) for c in x509.load_pem_x509_certificates(world.ca_pem)]
+
+
+def engine_for(
+    world: World,
+    config: EngineConfig,
+    *,
+    clock: Clock,
+    sink: EventSink,
+    store: PolicyStore,
+    seed: int = 0,
+) -> Engine:
+    """Our engine aimed at a running ``world``, wired as an operator would wire it.
+
+    The world's roots are its trust store, a loopback-only dialer reads the world's
+    endpoint map at each connection (a mutation that adds an MX adds a server the
+    engine must reach), SMTP stages time out after :data:`SMTP_TIMEOUT`; ``config``
+    names the world's resolver (:func:`_config` does for a scenario's ``[sender]``).
+    The adapters and the integration tests build their engines here.
+    """
+    return Engine(
+        config,
+        clock=clock,
+        sink=sink,
+        store=store,
+        dialer=Dialer(_LiveEndpoints(world), loopback_only=True),
+        roots=world_roots(world),
+        smtp_timeouts=SmtpTimeouts.uniform(SMTP_TIMEOUT),
+        rng=random.Random(seed),
+    )
 
 
 def _config(sender: Mapping[str, Any], world: World) -> EngineConfig:
@@ -143,20 +185,9 @@ class InProcessEngine:
     def _open(self) -> None:
         assert self._world is not None and self._config is not None and self._sink is not None
         assert self._store_path is not None
-        roots = [
-            c.public_bytes(Encoding.DER)
-            for c in x509.load_pem_x509_certificates(self._world.ca_pem)
-        ]
         self._store = SqlitePolicyStore(self._store_path, durable=False)
-        self._engine = Engine(
-            self._config,
-            clock=self.clock,
-            sink=self._sink,
-            store=self._store,
-            dialer=Dialer(_LiveEndpoints(self._world), loopback_only=True),
-            roots=roots,
-            smtp_timeouts=SmtpTimeouts.uniform(SMTP_TIMEOUT),
-            rng=random.Random(0),
+        self._engine = engine_for(
+            self._world, self._config, clock=self.clock, sink=self._sink, store=self._store
         )
 
     async def send(

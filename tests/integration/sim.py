@@ -3,7 +3,8 @@
 Strategy: a test writes the world as a spec dict (the TOML format of
 ``harness/world/spec/reader.py``) and the Destination Controls of the one domain it sends to,
 then ``async with simulation(world, tls=..., dane=..., mta_sts=...) as sim`` brings the
-world up on loopback and builds an :class:`~engine.delivery.agent.Engine` aimed at it: the
+world up on loopback and builds an :class:`~engine.delivery.agent.Engine` aimed at it the
+way the in-process adapter does (:func:`harness.adapters.inprocess.engine_for`): the
 world's resolver, its endpoint map (loopback-only dialer) and its root CA, a
 :class:`~engine.core.clock.ManualClock` the world issues certificates at, and short
 configured timeouts (SMTP 2 s per stage, policy fetch 1 s, DNS 0.5 s) so timeout
@@ -33,20 +34,17 @@ from engine.core.cache import MemoryPolicyStore, PolicyStore
 from engine.core.clock import ManualClock
 from engine.core.events import ListSink, LogEvent
 from engine.delivery.agent import DeliveryReport, Engine
-from engine.io.dialer import Dialer
-from engine.io.smtp import SmtpTimeouts
 from engine.logs import render_text
+from harness.adapters.inprocess import DNS_TIMEOUT, FETCH_TIMEOUT, SMTP_TIMEOUT, engine_for
 from harness.world import World, shared_cert_factory
 
-SMTP_TIMEOUT = 2.0
-FETCH_TIMEOUT = 1.0
-DNS_TIMEOUT = 0.5
 DOMAIN = "example.com"
 RCPT = f"rcpt@{DOMAIN}"
 SENDER = "sender@sender.example"
 MESSAGE = b"From: sender@sender.example\r\nTo: rcpt@example.com\r\nSubject: hi\r\n\r\nhello\r\n"
 
 P_ENF = "version: STSv1\nmode: enforce\nmx: mx1.example.com\nmx: mx2.example.com\nmax_age: 86400\n"
+
 
 def cert_factory() -> CertFactory:
     """The process-wide certificate factory (the worlds' own: its CAs are made once);
@@ -214,15 +212,14 @@ async def simulation(
         host, port = w.resolver
         text += f'[dns]\nresolvers = ["{host}:{port}"]\ntimeout = {DNS_TIMEOUT}\n'
         sink = ListSink()
-        engine = Engine(
+        # Wired to the world as the in-process adapter wires a scenario's engine.
+        engine = engine_for(
+            w,
             parse_config(text),
             clock=clock,
             sink=sink,
             store=store if store is not None else MemoryPolicyStore(),
-            dialer=Dialer(endpoint_map=w.endpoint_map, loopback_only=True),
-            roots=roots_of(w.ca_pem),
-            smtp_timeouts=SmtpTimeouts.uniform(SMTP_TIMEOUT),
-            rng=random.Random(7),
+            seed=7,
         )
         sim = Simulation(w, engine, clock, sink)
         try:
