@@ -29,7 +29,7 @@ from typing import Any
 from harness.dkim_check import TxtLookup, dkim_verdict
 from harness.world.dns.answer import LoggedQuery
 from harness.world.mta.records import MtaSession
-from harness.world.timeline import Exchange
+from harness.world.timeline import WorldExchange
 from harness.world.web.policy_host import PolicyRequest
 from harness.world.web.report_sink import ReceivedReport
 from harness.world.world import World
@@ -344,7 +344,7 @@ class WorldWatcher:
 
     def take(self, world: World) -> WorldSlice:
         """The DNS queries, fetches, SMTP sessions and exchanges not handed out yet."""
-        timeline: list[Exchange] = world.timeline()
+        timeline: list[WorldExchange] = world.timeline()
         dns, fetches, sessions, entries = [], [], [], []
         reports: list[ReportRecord] = []
         dsns: list[DsnRecord] = []

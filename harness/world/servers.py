@@ -17,12 +17,12 @@ from certs import IssuedCert
 from harness.errors import SpecError, WorldError
 from harness.world.mta.records import MtaSession, ReceivedMessage
 from harness.world.timeline import (
-    Exchange,
     TimedDns,
     TimedMta,
     TimedPolicyHost,
     TimedProxy,
     TimedReportSink,
+    WorldExchange,
     WorldSnapshot,
     merge,
 )
@@ -130,7 +130,7 @@ class Servers:
         mtas = [self.mta(host)] if host else list(self.mtas.values())
         return [msg for m in mtas for msg in m.messages]
 
-    def timeline(self) -> list[Exchange]:
+    def timeline(self) -> list[WorldExchange]:
         """Every exchange with every server, by time."""
         return merge(self.dns, self.policy, self.mtas.values(), self.proxy, self.sink)
 

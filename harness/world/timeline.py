@@ -15,7 +15,7 @@ servers:
   That reaches into a private attribute (``_log``); the world's tests pin it, and
   a public timestamp on the records would make it unnecessary.
 
-:func:`merge` turns the stamped logs into one list of :class:`Exchange`, sorted by
+:func:`merge` turns the stamped logs into one list of :class:`WorldExchange`, sorted by
 time, which is what a report draws.
 """
 
@@ -37,7 +37,6 @@ from harness.world.web.proxy import Proxy, ProxyEvent
 from harness.world.web.report_sink import ReceivedReport, ReportSink
 
 __all__ = [
-    "Exchange",
     "ExchangeKind",
     "StampedLog",
     "TimedDns",
@@ -45,6 +44,7 @@ __all__ = [
     "TimedPolicyHost",
     "TimedProxy",
     "TimedReportSink",
+    "WorldExchange",
     "WorldSnapshot",
     "merge",
     "monotonic_clock",
@@ -54,7 +54,7 @@ Clock = Callable[[], float]
 
 
 class ExchangeKind(StrEnum):
-    """Which server an :class:`Exchange` happened at."""
+    """Which server an :class:`WorldExchange` happened at."""
 
     DNS = "dns"
     POLICY = "policy"
@@ -64,7 +64,7 @@ class ExchangeKind(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Exchange:
+class WorldExchange:
     """One exchange with the world, for a timeline.
 
     Attributes:
@@ -96,7 +96,7 @@ class WorldSnapshot:
         messages: every message accepted, at every MX.
         proxy_log: every proxy request.
         reports: every request to the report sink.
-        timeline: all of the above as :class:`Exchange` s, by time.
+        timeline: all of the above as :class:`WorldExchange` s, by time.
     """
 
     dns_queries: tuple[LoggedQuery, ...]
@@ -105,7 +105,7 @@ class WorldSnapshot:
     messages: tuple[ReceivedMessage, ...]
     proxy_log: tuple[ProxyEvent, ...]
     reports: tuple[ReceivedReport, ...]
-    timeline: tuple[Exchange, ...]
+    timeline: tuple[WorldExchange, ...]
 
 
 class StampedLog(list[Any]):
@@ -241,27 +241,29 @@ def merge(
     mtas: Iterable[TimedMta],
     proxy: TimedProxy | None = None,
     sink: TimedReportSink | None = None,
-) -> list[Exchange]:
+) -> list[WorldExchange]:
     """All exchanges of a world's servers, oldest first.
 
     SMTP sessions appear once they have ended (their record is made then).
     """
     out = [
-        Exchange(dns.stamps.get(q.seq, 0.0), None, ExchangeKind.DNS, q.qname, _dns(q), q)
+        WorldExchange(dns.stamps.get(q.seq, 0.0), None, ExchangeKind.DNS, q.qname, _dns(q), q)
         for q in dns.queries()
     ]
     for at, r in policy.stamped() if policy else ():
-        out.append(Exchange(at, None, ExchangeKind.POLICY, r.host or r.sni or "", _policy(r), r))
+        out.append(
+            WorldExchange(at, None, ExchangeKind.POLICY, r.host or r.sni or "", _policy(r), r)
+        )
     for mta in mtas:
         for s in mta.sessions:
             start, end = mta.spans.get(s.session_id, (0.0, None))
-            out.append(Exchange(start, end, ExchangeKind.SMTP, s.mx_host, _smtp(s), s))
+            out.append(WorldExchange(start, end, ExchangeKind.SMTP, s.mx_host, _smtp(s), s))
     for at, e in proxy.stamped() if proxy else ():
         summary = f"CONNECT {e.target} -> {e.outcome}"
-        out.append(Exchange(at, None, ExchangeKind.PROXY, e.target, summary, e))
+        out.append(WorldExchange(at, None, ExchangeKind.PROXY, e.target, summary, e))
     for at, rep in sink.stamped() if sink else ():
         summary = f"{rep.method} {rep.content_type} {rep.raw_size} B -> {rep.status}"
-        out.append(Exchange(at, None, ExchangeKind.REPORT, rep.path, summary, rep))
+        out.append(WorldExchange(at, None, ExchangeKind.REPORT, rep.path, summary, rep))
     out.sort(key=lambda x: x.at)
     return out
 

@@ -60,12 +60,12 @@ from harness.world.spec.changes import changed_dns, changed_domain, changed_poli
 from harness.world.spec.model import RecordSpec
 from harness.world.spec.zones import build_zones
 from harness.world.timeline import (
-    Exchange,
     TimedDns,
     TimedMta,
     TimedPolicyHost,
     TimedProxy,
     TimedReportSink,
+    WorldExchange,
     WorldSnapshot,
     monotonic_clock,
 )
@@ -299,7 +299,7 @@ class World:
         """Messages accepted at MX host ``host`` or at all of them (the mailboxes)."""
         return self.servers.messages(host)
 
-    def timeline(self) -> list[Exchange]:
+    def timeline(self) -> list[WorldExchange]:
         """Every DNS query, policy fetch, SMTP session, proxy request and report, by time."""
         return self.servers.timeline()
 

@@ -15,7 +15,7 @@ from engine.config import load_config
 from engine.delivery.agent import SystemClock
 from engine.gateway.control import ControlBusy, ControlServer, control_path
 from engine.gateway.queue import RcptState
-from harness.world.mta.script import Reply, Script
+from harness.world.mta.script import Script, ScriptedReply
 from tests.gateway.conftest import inject, make_gateway, texts, write_config
 from tests.gateway.sim import SimWorld
 
@@ -34,7 +34,8 @@ async def _ask(path, *requests):
 
 async def test_run_due_delivers_the_bounce_and_the_dsn_it_caused_in_one_call(tmp_path):
     async with SimWorld(
-        tmp_path, mx1_script=Script(rcpt={"bob@example.com": Reply(550, "5.1.1 no such user")})
+        tmp_path,
+        mx1_script=Script(rcpt={"bob@example.com": ScriptedReply(550, "5.1.1 no such user")}),
     ) as sim:
         gw, sink = make_gateway(sim, write_config(sim, tmp_path))
         async with gw:
@@ -58,7 +59,7 @@ async def test_run_due_delivers_the_bounce_and_the_dsn_it_caused_in_one_call(tmp
 
 
 async def test_advance_walks_every_due_time_with_a_round_at_each(tmp_path):
-    async with SimWorld(tmp_path, mx1_script=Script(data=Reply(451, "4.3.2 later"))) as sim:
+    async with SimWorld(tmp_path, mx1_script=Script(data=ScriptedReply(451, "4.3.2 later"))) as sim:
         gw, _ = make_gateway(sim, write_config(sim, tmp_path))
         async with gw:
             await inject(gw, "alice@sender.example", ["bob@example.com"])
@@ -82,7 +83,7 @@ async def test_advance_refuses_the_wall_clock(tmp_path):
 
 
 async def test_control_socket_answers_status_settle_message_and_advance(tmp_path):
-    async with SimWorld(tmp_path, mx1_script=Script(data=Reply(451, "4.3.2 later"))) as sim:
+    async with SimWorld(tmp_path, mx1_script=Script(data=ScriptedReply(451, "4.3.2 later"))) as sim:
         config = write_config(sim, tmp_path)
         gw, _ = make_gateway(sim, config)
         path = control_path(load_config(config))

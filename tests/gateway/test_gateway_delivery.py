@@ -6,7 +6,7 @@ import email
 import re
 
 from engine.gateway.queue import RcptState
-from harness.world.mta.script import Reply, Script
+from harness.world.mta.script import Script, ScriptedReply
 from harness.world.mta.server import ServerCert
 from tests.gateway.conftest import inject, make_gateway, texts, write_config
 from tests.gateway.sim import SimWorld, factory
@@ -58,7 +58,7 @@ async def test_relaying_is_denied_outside_the_client_networks(sim, tmp_path):
 
 
 async def test_4xx_defers_then_retries_on_the_bounce_profile_schedule(tmp_path):
-    script = Script(data=Reply(451, "4.3.2 try again later"))
+    script = Script(data=ScriptedReply(451, "4.3.2 try again later"))
     async with SimWorld(tmp_path, mx1_script=script) as sim:
         gw, sink = make_gateway(sim, write_config(sim, tmp_path))
         async with gw:
@@ -87,7 +87,7 @@ async def test_4xx_defers_then_retries_on_the_bounce_profile_schedule(tmp_path):
 
 
 async def test_bounce_at_expiry_sends_a_dsn_to_the_sender_domain(tmp_path):
-    script = Script(data=Reply(451, "4.3.2 try again later"))
+    script = Script(data=ScriptedReply(451, "4.3.2 try again later"))
     async with SimWorld(tmp_path, mx1_script=script) as sim:
         extra = "[bounce_profiles.short]\nmax_queue_seconds = 300\n"
         path = write_config(sim, tmp_path, extra)
@@ -124,7 +124,7 @@ async def test_bounce_at_expiry_sends_a_dsn_to_the_sender_domain(tmp_path):
 
 
 async def test_5xx_bounces_at_once_and_a_dsn_is_never_answered_by_a_dsn(tmp_path):
-    script = Script(data=Reply(550, "5.1.1 no such user"))
+    script = Script(data=ScriptedReply(550, "5.1.1 no such user"))
     async with SimWorld(tmp_path, mx1_script=script) as sim:
         gw, sink = make_gateway(sim, write_config(sim, tmp_path))
         async with gw:

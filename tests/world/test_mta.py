@@ -22,8 +22,8 @@ from harness.world.mta.server import (
     Disconnect,
     MxStartTls,
     ReceivingMta,
-    Reply,
     Script,
+    ScriptedReply,
     ServerCert,
     SessionEnd,
     parse_action,
@@ -433,8 +433,8 @@ async def test_tls13_only_server_against_tls12_client(ca: trustme.CA, mx_cert: S
 
 async def test_rcpt_replies_by_address_and_index() -> None:
     script = Script(
-        rcpt={"Bad@Example.com": Reply(550, "5.1.1 no such user")},
-        rcpt_by_index={2: Reply(452, "4.5.3 too many recipients")},
+        rcpt={"Bad@Example.com": ScriptedReply(550, "5.1.1 no such user")},
+        rcpt_by_index={2: ScriptedReply(452, "4.5.3 too many recipients")},
     )
     rcpts = ["good@example.com", "bad@example.com", "third@example.com"]
     async with ReceivingMta(ADDR, MX, starttls=MxStartTls.ABSENT, script=script) as mx:
@@ -456,7 +456,7 @@ async def test_rcpt_replies_by_address_and_index() -> None:
 
 @pytest.mark.parametrize("code", [451, 550])
 async def test_mail_reply_refuses_sender(code: int) -> None:
-    script = Script(mail=Reply(code, "x.7.1 go away"))
+    script = Script(mail=ScriptedReply(code, "x.7.1 go away"))
     async with ReceivingMta(ADDR, MX, starttls=MxStartTls.ABSENT, script=script) as mx:
         with pytest.raises(smtplib.SMTPSenderRefused) as raised:
             await asyncio.to_thread(deliver, mx.address)
@@ -468,7 +468,7 @@ async def test_mail_reply_refuses_sender(code: int) -> None:
 
 @pytest.mark.parametrize(("stage", "code"), [("data", 451), ("data", 554), ("data_start", 554)])
 async def test_data_replies_refuse_message(stage: str, code: int) -> None:
-    script = Script(**{stage: Reply(code, "x.6.0 refused")})  # type: ignore[arg-type]
+    script = Script(**{stage: ScriptedReply(code, "x.6.0 refused")})  # type: ignore[arg-type]
     async with ReceivingMta(ADDR, MX, starttls=MxStartTls.ABSENT, script=script) as mx:
         with pytest.raises(smtplib.SMTPDataError) as raised:
             await asyncio.to_thread(deliver, mx.address)
@@ -497,7 +497,7 @@ async def test_disconnect_at_stage(stage: str) -> None:
 
 
 async def test_refused_banner_answers_503_until_quit() -> None:
-    script = Script(banner=Reply(554, "5.3.2 not accepting mail"))
+    script = Script(banner=ScriptedReply(554, "5.3.2 not accepting mail"))
     async with ReceivingMta(ADDR, MX, starttls=MxStartTls.ABSENT, script=script) as mx:
         reader, writer = await asyncio.open_connection(*mx.address)
         replies = [await reader.readline()]
@@ -514,7 +514,7 @@ async def test_refused_banner_answers_503_until_quit() -> None:
 
 
 async def test_421_reply_closes_the_connection() -> None:
-    script = Script(mail=Reply(421, "4.3.2 shutting down"))
+    script = Script(mail=ScriptedReply(421, "4.3.2 shutting down"))
     async with ReceivingMta(ADDR, MX, starttls=MxStartTls.ABSENT, script=script) as mx:
         with pytest.raises((smtplib.SMTPSenderRefused, smtplib.SMTPServerDisconnected)):
             await asyncio.to_thread(deliver, mx.address)
@@ -615,7 +615,7 @@ def test_offered_starttls_needs_a_certificate() -> None:
 
 def test_parse_action() -> None:
     assert parse_action(" Disconnect ") == Disconnect()
-    assert parse_action("450 4.2.0 try later") == Reply(450, "4.2.0 try later")
+    assert parse_action("450 4.2.0 try later") == ScriptedReply(450, "4.2.0 try later")
     for bad in ["", "45 x", "abc def", "700 x"]:
         with pytest.raises(ValueError):
             parse_action(bad)
@@ -623,11 +623,11 @@ def test_parse_action() -> None:
 
 def test_script_validates_eagerly() -> None:
     with pytest.raises(ValueError, match="positive banner"):
-        Script(banner=Reply(250, "hello"))
-    with pytest.raises(TypeError, match="Reply, Disconnect or Fault"):
+        Script(banner=ScriptedReply(250, "hello"))
+    with pytest.raises(TypeError, match="ScriptedReply, Disconnect or Fault"):
         Script(mail="550 no")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="one line"):
-        Reply(550, "a\r\nb")
+        ScriptedReply(550, "a\r\nb")
     assert HELO_ONLY.code == 502
 
 
@@ -646,7 +646,12 @@ def test_log_ehlo_drops_auth_and_places_starttls() -> None:
 
 
 def test_log_data_start_applies_only_after_an_accepted_recipient() -> None:
-    log = _log(Script(data_start=Reply(451, "4.3.0 later"), rcpt_by_index={0: Reply(550, "no")}))
+    log = _log(
+        Script(
+            data_start=ScriptedReply(451, "4.3.0 later"),
+            rcpt_by_index={0: ScriptedReply(550, "no")},
+        )
+    )
     assert log.command("MAIL", "FROM:<a@b.test>", tls_active=True) is None
     log.mail("a@b.test", tls_active=True)
     log.rcpt("x@example.com")  # refused: DATA is aiosmtpd's to refuse (503)
@@ -707,7 +712,7 @@ def test_public_api_is_pinned() -> None:
             "MtaSession",
             "RcptResult",
             "ReceivingMta",
-            "Reply",
+            "ScriptedReply",
             "Script",
             "ServerCert",
             "SessionEnd",

@@ -20,8 +20,8 @@ from harness.world.mta.server import (
     Disconnect,
     MxStartTls,
     ReceivingMta,
-    Reply,
     Script,
+    ScriptedReply,
     ServerCert,
     SessionEnd,
     parse_action,
@@ -88,7 +88,7 @@ async def close(writer: asyncio.StreamWriter) -> None:
         await writer.wait_closed()
 
 
-def script_for(stage: str, action: Fault | Reply | Disconnect) -> Script:
+def script_for(stage: str, action: Fault | ScriptedReply | Disconnect) -> Script:
     if stage == "rcpt":
         return Script(rcpt_by_index={0: action})
     return Script(**{stage: action})
@@ -112,8 +112,10 @@ def test_parse_action_names_the_words_it_knows() -> None:
 
 def test_a_scripted_starttls_reply_must_refuse() -> None:
     with pytest.raises(ValueError, match="must refuse"):
-        Script(starttls=Reply(220, "go ahead"))
-    assert Script(starttls=Reply(454, "4.7.0 later")).starttls == Reply(454, "4.7.0 later")
+        Script(starttls=ScriptedReply(220, "go ahead"))
+    assert Script(starttls=ScriptedReply(454, "4.7.0 later")).starttls == ScriptedReply(
+        454, "4.7.0 later"
+    )
 
 
 # -- per SMTP stage ------------------------------------------------------------------------
@@ -185,7 +187,9 @@ async def test_multiline_broken_changes_code_and_never_ends(stage: str, cert: Se
 async def test_scripted_starttls_refusal_keeps_the_session_in_clear(
     code: int, cert: ServerCert
 ) -> None:
-    script = Script(starttls=Reply(code, "5.7.0 no TLS today" if code > 499 else "4.7.0 later"))
+    script = Script(
+        starttls=ScriptedReply(code, "5.7.0 no TLS today" if code > 499 else "4.7.0 later")
+    )
     async with ReceivingMta(ADDR, MX, cert=cert, script=script) as mx:
         reader, writer = await walk_to("starttls", mx)
         assert (await reply(reader)).startswith(str(code).encode())

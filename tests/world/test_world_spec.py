@@ -18,7 +18,7 @@ from harness.world import (
     Fault,
     FaultKind,
     MxStartTls,
-    Reply,
+    ScriptedReply,
     load_world_spec,
     read_world_spec,
 )
@@ -86,7 +86,9 @@ def test_replies_dns_rules_and_records() -> None:
         "world",
     )
     host = spec.hosts["mx1.example.com"]
-    assert host.script.rcpt_action("any@example.com", ALL_RCPTS - 1) == Reply(450, "4.2.0 later")
+    assert host.script.rcpt_action("any@example.com", ALL_RCPTS - 1) == ScriptedReply(
+        450, "4.2.0 later"
+    )
     assert host.script.data == Disconnect()
     assert host.tlsa_raw == ((3, 1, 1, b"\xab\xcd"), (2, 0, 1, b"\xef"))
     rules = {(r.rrtype, r.action, r.delay_ms) for r in spec.dns}
@@ -187,7 +189,9 @@ def test_transport_faults_per_stage_and_per_handshake() -> None:
     )
     script = spec.hosts["mx1.x.example"].script
     assert (script.banner, script.ehlo) == (Fault(FaultKind.RESET), Fault(FaultKind.STALL))
-    assert script.starttls == Reply(454, "4.7.0 later") and script.data_start == Disconnect()
+    assert (
+        script.starttls == ScriptedReply(454, "4.7.0 later") and script.data_start == Disconnect()
+    )
     assert script.mail == Fault(FaultKind.MALFORMED)
     assert script.rcpt_action("a@x.example", 7) == Fault(FaultKind.MULTILINE_BROKEN)
     assert spec.hosts["mx2.x.example"].starttls is MxStartTls.BROKEN_ALERT_PROTOCOL_VERSION

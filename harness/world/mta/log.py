@@ -32,8 +32,8 @@ from harness.world.mta.script import (
     Fault,
     FaultKind,
     MxStartTls,
-    Reply,
     Script,
+    ScriptedReply,
     is_fault,
 )
 from harness.world.mta.tls import TlsSetup
@@ -42,7 +42,7 @@ __all__ = ["SessionAnswer", "SessionConfig", "SessionLog", "describe_action"]
 
 _ENVELOPE_VERBS = frozenset({"MAIL", "RCPT", "DATA"})
 _RESET_VERBS = frozenset({"EHLO", "HELO", "RSET", "STARTTLS"})
-_BAD_SEQUENCE = Reply(503, "5.5.1 Error: bad sequence of commands")
+_BAD_SEQUENCE = ScriptedReply(503, "5.5.1 Error: bad sequence of commands")
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,9 +307,9 @@ class SessionLog:
             return SessionAnswer(("501 5.5.4 Syntax: STARTTLS (once per session)",), accepted=False)
         if self.starttls_mode is MxStartTls.ABSENT:
             self.errors.append("client sent STARTTLS although it was not advertised")
-            return _answer(Reply(500, '5.5.1 Error: command "STARTTLS" unknown'), "")
+            return _answer(ScriptedReply(500, '5.5.1 Error: command "STARTTLS" unknown'), "")
         if self.script.starttls is not None:
             return self._scripted("starttls", self.script.starttls, "")
         if self.starttls_mode is MxStartTls.REFUSED:
-            return _answer(Reply(454, "4.7.0 TLS not available"), "")
+            return _answer(ScriptedReply(454, "4.7.0 TLS not available"), "")
         return None

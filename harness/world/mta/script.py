@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 A ``Script`` is a frozen table from SMTP stage to *action*. An action is a
-``Reply`` (sent verbatim, one line), ``Disconnect`` (the server closes the
+``ScriptedReply`` (sent verbatim, one line), ``Disconnect`` (the server closes the
 connection instead of answering) or a ``Fault`` (it breaks the transport the
 way servers and middleboxes on the Internet do: a reset, a stall, a line that
 is no reply, a multi-line reply cut short). A stage with no action behaves like
@@ -60,8 +60,8 @@ __all__ = [
     "Fault",
     "FaultKind",
     "MxStartTls",
-    "Reply",
     "Script",
+    "ScriptedReply",
     "is_fault",
     "parse_action",
 ]
@@ -125,7 +125,7 @@ class MxStartTls(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Reply:
+class ScriptedReply:
     """One SMTP reply line, sent verbatim.
 
     Attributes:
@@ -178,7 +178,7 @@ class Fault:
     kind: FaultKind
 
 
-Action = Reply | Disconnect | Fault
+Action = ScriptedReply | Disconnect | Fault
 """What the server does at one stage."""
 
 #: The reply each stage gives when all is well: the code a ``multiline-broken``
@@ -196,7 +196,7 @@ POSITIVE_CODES = MappingProxyType(
     }
 )
 
-HELO_ONLY = Reply(502, '5.5.1 Error: command "EHLO" not recognized')
+HELO_ONLY = ScriptedReply(502, '5.5.1 Error: command "EHLO" not recognized')
 """An EHLO reply that makes RFC 5321 §4.1.4 clients fall back to HELO."""
 
 
@@ -208,7 +208,7 @@ def parse_action(text: str) -> Action:
             ``"multiline-broken"``), or a reply such as ``"450 4.2.0 Try later"``.
 
     Returns:
-        The ``Disconnect``, ``Fault`` or ``Reply`` it names.
+        The ``Disconnect``, ``Fault`` or ``ScriptedReply`` it names.
 
     Raises:
         ValueError: ``text`` is none of these.
@@ -223,7 +223,7 @@ def parse_action(text: str) -> Action:
     if len(code) != 3 or not code.isdigit():
         words = ", ".join(repr(w) for w in ("disconnect", *_FAULTS))
         raise ValueError(f"expected {words} or '<code> <text>', got {text!r}")
-    return Reply(int(code), rest.strip())
+    return ScriptedReply(int(code), rest.strip())
 
 
 _FAULTS = tuple(k.value for k in FaultKind)
@@ -277,9 +277,13 @@ class Script:
             if not isinstance(index, int) or index < 0:
                 raise ValueError(f"rcpt_by_index keys are indexes >= 0, got {index!r}")
             _check_action(f"rcpt_by_index[{index}]", action, optional=False)
-        if isinstance(self.banner, Reply) and self.banner.positive and self.banner.code != 220:
+        if (
+            isinstance(self.banner, ScriptedReply)
+            and self.banner.positive
+            and self.banner.code != 220
+        ):
             raise ValueError(f"a positive banner must be 220, got {self.banner.line!r}")
-        if isinstance(self.starttls, Reply) and self.starttls.positive:
+        if isinstance(self.starttls, ScriptedReply) and self.starttls.positive:
             # RFC 3207 §4: a 220 starts the handshake; the STARTTLS mode says how that goes.
             raise ValueError(
                 f"a scripted STARTTLS reply must refuse (4yz/5yz), got {self.starttls.line!r}; "
@@ -308,10 +312,12 @@ class Script:
 def _check_action(name: str, action: object, *, optional: bool) -> None:
     if action is None and optional:
         return
-    if not isinstance(action, Reply | Disconnect | Fault):
-        raise TypeError(f"Script.{name} must be a Reply, Disconnect or Fault, got {action!r}")
+    if not isinstance(action, ScriptedReply | Disconnect | Fault):
+        raise TypeError(
+            f"Script.{name} must be a ScriptedReply, Disconnect or Fault, got {action!r}"
+        )
 
 
 def is_fault(action: Action | None) -> bool:
     """True for an action that refuses or breaks the stage (not a 2yz reply, not None)."""
-    return action is not None and not (isinstance(action, Reply) and action.positive)
+    return action is not None and not (isinstance(action, ScriptedReply) and action.positive)

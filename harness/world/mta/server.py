@@ -42,7 +42,14 @@ from harness.world.mta.records import (
     SessionEnd,
     Transaction,
 )
-from harness.world.mta.script import HELO_ONLY, Disconnect, MxStartTls, Reply, Script, parse_action
+from harness.world.mta.script import (
+    HELO_ONLY,
+    Disconnect,
+    MxStartTls,
+    Script,
+    ScriptedReply,
+    parse_action,
+)
 from harness.world.mta.session import MtaProtocol
 from harness.world.mta.tls import ServerCert, TlsSetup, describe_cert
 
@@ -54,8 +61,8 @@ __all__ = [
     "RcptResult",
     "ReceivedMessage",
     "ReceivingMta",
-    "Reply",
     "Script",
+    "ScriptedReply",
     "ServerCert",
     "SessionEnd",
     "Transaction",
