@@ -1,6 +1,7 @@
 """Every relative link of the README, the catalog's README and docs/*.md leads to a file
-of the repository (issue 16 item 2: the README linked spec/requirements.md, DESIGN.md and
-seg-behaviour.md, none of them in the tree), and an anchor to a heading that exists.
+of the repository (issue 16 item 2: the README linked the requirements, the design notes
+and the seed's behaviour at paths outside the tree), and an anchor to a heading that
+exists.
 
 Links are read with markdown-it-py (rich's Markdown parser, already installed), so a
 path in a code span or block is not taken for a link."""
@@ -66,9 +67,9 @@ def test_the_check_sees_links_and_not_code(tmp_path: Path) -> None:
     doc = tmp_path / "doc.md"
     doc.write_text(
         "[ok](there.md) [ok](there.md#a-heading-here) [web](https://example.com)\n"
-        "[gone](spec/requirements.md) [no heading](there.md#nope) `[code](nowhere.md)`\n"
+        "[gone](gone/away.txt) [no heading](there.md#nope) `[code](nowhere.txt)`\n"
     )
     assert _broken(doc, tmp_path) == [
-        "spec/requirements.md: no such file",
+        "gone/away.txt: no such file",
         "there.md#nope: no heading #nope in there.md",
     ]
