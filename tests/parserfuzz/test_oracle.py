@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from harness.parserfuzz import BOTH_DEFENSIBLE, Kind, judge
+from harness.parserfuzz import BOTH_DEFENSIBLE, Kind, inputs_for, judge
 
 BASE = "version: STSv1\nmode: enforce\nmx: mail.example.com\nmax_age: 86400\n"
 
@@ -72,3 +74,20 @@ def test_both_defensible_cases_are_documented_decisions() -> None:
     text = Path("docs/decisions.md").read_text(encoding="utf-8")
     for amb in BOTH_DEFENSIBLE:
         assert f"## {amb}:" in text
+
+
+@settings(max_examples=300, deadline=None)
+@given(kind=st.sampled_from(Kind), data=st.binary(max_size=200))
+def test_the_oracle_never_raises_on_any_bytes(kind: Kind, data: bytes) -> None:
+    verdict = judge(kind, data)
+    assert verdict.rule and verdict.reason
+    assert bool(verdict.features) == verdict.accept
+
+
+@pytest.mark.parametrize("kind", list(Kind))
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_generated_inputs_get_a_verdict_with_a_rule(kind: Kind, data: st.DataObject) -> None:
+    label, body = data.draw(inputs_for(kind))
+    verdict = judge(kind, body)
+    assert label and verdict.rule.startswith(("POL-", "DISC-", "AMB-")), verdict
