@@ -135,7 +135,7 @@ async def _one(s: Scenario, k: int, world: World, engine: BlackBoxEngine) -> Fuz
             deliveries += await engine.send(a.mail_from, a.rcpts, data)
         await world.settle()
     except Exception as exc:  # no outcome in the window, a refused submission ...
-        error = f"{type(exc).__name__}: {exc}"
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     return FuzzRun(
         scenario=s,
         # World k's hosts are its own (sK.): everything they saw is this world's.

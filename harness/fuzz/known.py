@@ -58,6 +58,26 @@ KNOWN = (
         "(conformance.md, postfix-sts 13, P-2)",
     ),
     Known(
+        _POSTFIX,
+        "no-message-lost",
+        lambda v, d: "refused to start TLS: 5" in v.detail,
+        "known: Postfix bounces on a 5yz to STARTTLS when TLS is required "
+        "(conformance.md, postfix-sts 13, P-2)",
+    ),
+    Known(
+        _POSTFIX,
+        "no-message-lost",
+        lambda v, d: "refused to talk to me: 5" in v.detail,
+        "known: Postfix bounces on a 5yz to EHLO/HELO (conformance.md, postfix-sts 12, P-1)",
+    ),
+    Known(
+        ("postfix-sts", "postfix-dane", "chasquid", "exim-dane"),
+        "run-completes",
+        lambda v, d: "no outcome for" in v.detail or "Cannot start TLS" in v.detail,
+        "harness limit: the MTA settled no outcome within the adapter's 8 s window "
+        "(its own timeouts, one MX after another, add up to more)",
+    ),
+    Known(
         ("postfix-sts",),
         "sts-enforce-mx",
         lambda v, d: True,
