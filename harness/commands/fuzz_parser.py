@@ -95,7 +95,9 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="generated inputs to judge (default: 1000)",
     )
-    p.add_argument("--seed", type=_seed, default=0, metavar="S", help="hypothesis seed")
+    p.add_argument(
+        "--seed", type=_seed, default=0, metavar="S", help="hypothesis seed (default: 0)"
+    )
     p.add_argument(
         "--time-budget",
         type=_positive(float, "--time-budget"),
