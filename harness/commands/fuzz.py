@@ -115,17 +115,18 @@ def register(subparsers: Any) -> None:
 
 def _table(s: Summary) -> Table:
     t = Table(title=f"fuzz {s.engine}: seed {s.seed}")
-    for col in ("invariant", "worlds", "finding", "file"):
+    for col in ("invariant", "worlds", "unlabelled", "first finding", "file"):
         t.add_column(col, overflow="fold")
     for name in INVARIANTS:
         n = s.violations.get(name, 0)
         f = next((f for f in s.findings if f.invariant == name), None)
         if f is None:
-            t.add_row(name, "[green]0[/]", "", "")
+            t.add_row(name, "[green]0[/]", "", "", "")
             continue
         what = f.label or f"[red]new[/]: {f.violations[0].detail}"
         small = "shrunk" if f.shrunk else "not shrunk"
-        t.add_row(name, f"[red]{n}[/]", what, f"{f.path or '-'} ({small})")
+        other = s.unlabelled.get(name, 0)
+        t.add_row(name, f"[red]{n}[/]", str(other), what, f"{f.path or '-'} ({small})")
     return t
 
 
@@ -171,11 +172,12 @@ def _handle(args: argparse.Namespace) -> int:
     for reason, n in sorted(summary.skip_reasons.items(), key=lambda kv: -kv[1]):
         out.print(f"skipped {n}: {reason}", markup=False, highlight=False)
     new = [f for f in summary.findings if not f.label]
+    unlabelled = sum(summary.unlabelled.values())
     out.print(
         f"{summary.run} worlds run ({summary.skipped} skipped, {summary.drawn} drawn) in "
         f"{summary.seconds:.1f} s: {summary.rate:.2f} worlds/s; "
         f"{sum(summary.violations.values())} violations, {len(summary.findings)} distinct "
-        f"findings ({len(new)} new)",
+        f"findings ({len(new)} new); {unlabelled} violations no known divergence explains",
         markup=False,
         highlight=False,
     )

@@ -39,6 +39,7 @@ from harness.fuzz.regressions import write_regression
 from harness.fuzz.strategies import fuzz_scenarios
 
 __all__ = [
+    "VIOLATIONS_LOG",
     "Drawn",
     "Finding",
     "Judged",
@@ -69,7 +70,7 @@ class Judged:
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """One invariant broken in the campaign.
+    """One invariant broken in the campaign (the first world that broke it, shrunk).
 
     Attributes:
         invariant: the invariant id.
@@ -101,6 +102,7 @@ class Summary:
     skipped: int
     seconds: float
     violations: Mapping[str, int] = field(default_factory=dict)
+    unlabelled: Mapping[str, int] = field(default_factory=dict)
     findings: tuple[Finding, ...] = ()
     skip_reasons: Mapping[str, int] = field(default_factory=dict)
 
@@ -222,6 +224,24 @@ def shrink(
     return best[-1] if best else None
 
 
+#: With ``findings``, every violating world is listed in this file (JSON lines).
+VIOLATIONS_LOG = "violations.jsonl"
+
+
+def _log(findings: Path, doc: Mapping[str, Any], found: Sequence[Violation], tag: str) -> None:
+    """Append one violating world (its violations of one invariant, its label) to the log."""
+    findings.mkdir(parents=True, exist_ok=True)
+    line = {
+        "digest": digest(doc)[:10],
+        "invariant": found[0].invariant,
+        "label": tag,
+        "details": [v.detail for v in found],
+        "world": {k: doc.get(k) for k in ("world", "sender", "steps")},
+    }
+    with (findings / VIOLATIONS_LOG).open("a", encoding="utf-8") as f:
+        f.write(json.dumps(line, sort_keys=True) + "\n")
+
+
 def run_campaign(
     engine: str,
     runner: Runner,
@@ -248,7 +268,8 @@ def run_campaign(
         at_seed: hypothesis's seed.
         budget: seconds for drawing and running (None: no limit); shrinking comes after.
         chunk: worlds per runner call.
-        findings: where to write each finding's scenario file (None: nowhere).
+        findings: where to write each finding's scenario file, and every violating
+            world to :data:`VIOLATIONS_LOG` (None: nowhere).
         controls, waits: passed to :func:`~harness.fuzz.strategies.fuzz_scenarios`.
         label: (engine, violation, world) -> the known divergence it is, or "".
         shrink_seconds: the time each finding may spend shrinking.
@@ -262,6 +283,7 @@ def run_campaign(
     first: dict[str, tuple[dict[str, Any], tuple[Violation, ...]]] = {}
     per_invariant: Counter[str] = Counter()
     skips: Counter[str] = Counter()
+    unlabelled: Counter[str] = Counter()
     done = run = bad = 0
     for start in range(0, len(docs), chunk):
         if budget is not None and time.monotonic() - began > budget:
@@ -279,6 +301,11 @@ def run_campaign(
             for name in names:
                 per_invariant[name] += 1
                 first.setdefault(name, (doc, judged.violations))
+                mine = [v for v in judged.violations if v.invariant == name]
+                tag = label(engine, mine[0], doc) if label is not None else ""
+                unlabelled[name] += not tag
+                if findings is not None:
+                    _log(findings, doc, mine, tag)
         if progress is not None:
             progress(done, len(docs), bad)
     seconds = time.monotonic() - began
@@ -309,6 +336,7 @@ def run_campaign(
         skipped=sum(skips.values()),
         seconds=seconds,
         violations=dict(per_invariant),
+        unlabelled=dict(unlabelled),
         findings=tuple(out),
         skip_reasons=dict(skips),
     )

@@ -4,6 +4,7 @@ validates its options in one line, and (root + Postfix) fuzzes a real MTA in bat
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,13 @@ def test_fuzz_finds_a_planted_violation_and_run_fails_on_the_file(
     assert "distinct findings" in out and "worlds/s" in out
     files = sorted(findings.glob("fuzz-sts-enforce-*.toml"))
     assert files, out
+    # Every violating world is listed, not only the first of each invariant.
+    log = (findings / "violations.jsonl").read_text().splitlines()
+    logged = [json.loads(line) for line in log]
+    assert len(logged) >= len(files)
+    assert {e["invariant"] for e in logged} >= {"sts-enforce-tls"}
+    assert all(e["label"] == "" and e["details"] for e in logged)
+    assert f"{len(logged)} violations no known divergence explains" in " ".join(out.split())
     # The file is an ordinary scenario: the broken sender fails it in one run ...
     assert main(["run", "--engine", mutant, "-q", str(files[0])]) == 1
     # ... and our engine, which keeps the invariant, passes it.
