@@ -18,11 +18,10 @@ known, so shrinking keeps only the direction and lets features go (a candidate's
 features must be a subset of the first input's); the smallest input's first feature
 names the finding, and later inputs with an already blamed feature are not hunted.
 
-A round that the input count or the time budget ends while shrinking keeps the
-smallest input found so far
-(``shrunk=False`` then). The target is any callable from bytes to
-:class:`~harness.parserfuzz.compare.TargetVerdict` (:mod:`harness.parserfuzz.adapters`);
-time comes from the injected ``clock``.
+A round that the input count, the time budget or ``shrink_seconds`` ends while
+shrinking keeps the smallest input found so far (``shrunk=False`` then). The target
+is any callable from bytes to :class:`~harness.parserfuzz.compare.TargetVerdict`
+(:mod:`harness.parserfuzz.adapters`); time comes from the injected ``clock``.
 """
 
 from __future__ import annotations
@@ -183,8 +182,11 @@ class _Run:
             self.on_input(self.tally)
         if found is None:
             return False
-        for feature in found.ours.features or (found.ours.reason,):
-            self.instances[(found.direction.name, found.ours.rule, feature)] += 1
+        if found.ours.accept:  # every feature of a valid input may be the cause
+            for feature in found.ours.features:
+                self.instances[(found.direction.name, "", feature)] += 1
+        else:
+            self.instances[found.key] += 1
         if len(self.findings) >= self.options.max_findings:
             return False
         if found.ours.accept:
@@ -243,11 +245,10 @@ class _Run:
         return stop
 
     def instances_of(self, found: Disagreement) -> int:
-        """Generated inputs that share the finding's direction and (first) feature."""
-        name = found.ours.features[0] if found.ours.features else found.ours.reason
-        return sum(
-            n for (d, _, f), n in self.instances.items() if d == found.direction.name and f == name
-        )
+        """Generated inputs of the finding: its key, or (valid input) its first feature."""
+        if found.ours.accept:
+            return self.instances[(found.direction.name, "", found.ours.features[0])]
+        return self.instances[found.key]
 
 
 def fuzz(
