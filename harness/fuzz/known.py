@@ -105,6 +105,13 @@ KNOWN = (
     ),
     Known(
         ("chasquid",),
+        "no-message-lost",
+        lambda v, d: "Could not find mail server" in v.detail,
+        "found by world fuzzing: chasquid bounces when the MX query is answered REFUSED "
+        "(conformance.md, World fuzzing; regressions/fuzz-mx-lookup-failure-defers)",
+    ),
+    Known(
+        ("chasquid",),
         "clean-path-delivers",
         lambda v, d: _enforce_not_in_force(d),
         "known: chasquid's lenient TXT/policy parsing applies an enforce policy the RFC "
