@@ -89,8 +89,11 @@ async def _send(port: int, rcpt: str, seq: int) -> None:
 
 async def test_delete_while_the_dns_lookup_is_in_flight_keeps_delivering(tmp_path):
     async with World(_world("slow.example", "ok.example")) as world:
-        config = _files(world, tmp_path, dns="timeout = 1.0\nretransmit = 0.25")
-        world.dns.set_behaviour("slow.example", "drop", "MX")  # the lookup hangs, then fails
+        # The lookup hangs until the test lets it fail (a 30 s timeout never ends it
+        # first: before, a 1 s timeout could fire before `queue delete` had even
+        # started on a loaded machine, and the delete then found nothing in flight).
+        config = _files(world, tmp_path, dns="timeout = 30.0\nretransmit = 0.25")
+        world.dns.set_behaviour("slow.example", "drop", "MX")
         asked = asyncio.Event()
         respond = world.dns.respond
 
@@ -116,6 +119,8 @@ async def test_delete_while_the_dns_lookup_is_in_flight_keeps_delivering(tmp_pat
         )  # fmt: skip
         said, _ = await cli.communicate()
         assert (cli.returncode, said) == (0, b"MID 1 deleted\n")
+        # Now the lookup fails: its next retransmission gets SERVFAIL (a soft error).
+        world.dns.set_behaviour("slow.example", "servfail", "MX")
         await _send(port, "carol@ok.example", 2)
         await asyncio.wait_for(got.wait(), TIMEOUT)  # before: never attempted
         running.signal(signal.SIGTERM)
