@@ -21,15 +21,14 @@ HOST = "mx1.example.com"
 async def test_abort_after_a_second_close_is_quiet() -> None:
     factory = CertFactory()
     server_ctx = factory.issue(HOST).server_context()
-    server = await asyncio.start_server(
-        lambda r, w: None, "127.0.0.1", 0, ssl=server_ctx
-    )  # the handler does nothing: the client closes first
+    loop = asyncio.get_running_loop()
+    # Plain protocols on both ends: no StreamWriter left to warn at garbage collection.
+    server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0, ssl=server_ctx)
     port = server.sockets[0].getsockname()[1]
     try:
-        _reader, writer = await asyncio.open_connection(
-            "127.0.0.1", port, ssl=factory.client_context(), server_hostname=HOST
+        transport, _ = await loop.create_connection(
+            asyncio.Protocol, "127.0.0.1", port, ssl=factory.client_context(), server_hostname=HOST
         )
-        transport = writer.transport
         transport.close()
         transport.close()  # early 3.11: the second close() drops the protocol
         transport.abort()  # raised AttributeError there
