@@ -1,7 +1,8 @@
 """``sts-harness fuzz-parser``: differential fuzzing of another MTA-STS parser.
 
-:mod:`harness.parserfuzz` is imported when the command runs, not when the CLI starts:
-it needs hypothesis, which the base install does not have.
+:mod:`harness.parserfuzz` is imported when the command runs, not when the CLI starts
+(hypothesis and the strategies are not needed by the other commands); a missing
+hypothesis is still a one-line error.
 
 Generates policy bodies or TXT records (:mod:`harness.parserfuzz`), asks the target
 and our strict reader (the oracle) about each, shrinks every distinct disagreement
