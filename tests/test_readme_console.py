@@ -212,12 +212,18 @@ def _run_block(block: Block, cwd: Path) -> list[tuple[int, str]]:
     """Run the commands in one bash; (status, output) per command."""
     token = secrets.token_hex(8)
     script = "".join(f"{c.text}\nprintf '\\n@@{token} %d@@\\n' $?\n" for c in block.commands)
-    done = subprocess.run(
-        ["bash", "-c", script], cwd=cwd, env=_environ(), text=True,
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600,
+    process = subprocess.Popen(
+        ["bash", "-c", script], cwd=cwd, env=_environ(), text=True, start_new_session=True,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip  # one stream, as a terminal shows it
-    parts = re.split(rf"\n@@{token} (\d+)@@\n", done.stdout)
-    assert len(parts) == 2 * len(block.commands) + 1, done.stdout
+    try:
+        out, _ = process.communicate(timeout=600)
+    finally:  # a command that never ends (a serve without its directive) goes with its group
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+    parts = re.split(rf"\n@@{token} (\d+)@@\n", out)
+    assert len(parts) == 2 * len(block.commands) + 1, out
     return [(int(parts[2 * n + 1]), parts[2 * n]) for n in range(len(block.commands))]
 
 
