@@ -11,11 +11,13 @@ exits with status 1 instead).
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
 
-__all__ = ["console"]
+__all__ = ["console", "positive", "seed"]
 
 
 class _Console(Console):
@@ -27,3 +29,30 @@ class _Console(Console):
 def console(**kwargs: Any) -> Console:
     """A :class:`rich.console.Console` (same arguments) for a command's output."""
     return _Console(**kwargs)
+
+
+def positive(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+    """An argparse ``type=``: ``kind(text)`` when it is a number above 0, else a one-line
+    usage error naming the option ``what``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{what} must be more than 0, got {text!r}")
+        return value
+
+    return parse
+
+
+def seed(text: str) -> int:
+    """An argparse ``type=`` for ``--seed``: an integer, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seed must be an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"--seed must be 0 or more, got {text!r}")
+    return value

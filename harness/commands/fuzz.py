@@ -21,6 +21,7 @@ from rich.table import Table
 from harness.adapters.base import AdapterError
 from harness.adapters.registry import ADAPTERS
 from harness.commands import console as console_for
+from harness.commands import positive, seed
 from harness.fuzz.campaign import Summary, run_campaign
 from harness.fuzz.engines import runners
 from harness.fuzz.invariants import INVARIANTS
@@ -34,29 +35,6 @@ _EXAMPLE = """example:
 
 exit status: 0 no invariant broken, 1 a finding (written under --findings), 2 usage error
 """
-
-
-def _positive(kind: type, what: str) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{what} must be more than 0, got {text!r}")
-        return value
-
-    return parse
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seed must be an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"--seed must be 0 or more, got {text!r}")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -78,15 +56,15 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--worlds",
-        type=_positive(int, "--worlds"),
+        type=positive(int, "--worlds"),
         default=200,
         metavar="N",
         help="worlds to draw (default: 200)",
     )
-    p.add_argument("--seed", type=_seed, default=0, metavar="S", help="hypothesis seed")
+    p.add_argument("--seed", type=seed, default=0, metavar="S", help="hypothesis seed")
     p.add_argument(
         "--time-budget",
-        type=_positive(float, "--time-budget"),
+        type=positive(float, "--time-budget"),
         metavar="SECONDS",
         help="stop drawing new worlds after this long (shrinking comes after)",
     )
@@ -98,13 +76,13 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--chunk",
-        type=_positive(int, "--chunk"),
+        type=positive(int, "--chunk"),
         metavar="N",
         help="worlds per batch (default: 25 in process, 150 for a real MTA)",
     )
     p.add_argument(
         "--shrink-time",
-        type=_positive(float, "--shrink-time"),
+        type=positive(float, "--shrink-time"),
         default=60.0,
         metavar="SECONDS",
         help="time each finding may spend shrinking (default: 60)",

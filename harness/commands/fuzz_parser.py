@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.commands import console as console_for
+from harness.commands import positive, seed
 
 __all__ = ["register"]
 
@@ -43,29 +44,6 @@ example:
 
 exit status: 0 no disagreement, 1 disagreements (written under --corpus), 2 usage error
 """
-
-
-def _positive(kind: type, what: str) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{what} must be more than 0, got {text!r}")
-        return value
-
-    return parse
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seed must be an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"--seed must be 0 or more, got {text!r}")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -91,17 +69,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--kind", choices=("policy", "txt"), default="policy", help="default: policy")
     p.add_argument(
         "--inputs",
-        type=_positive(int, "--inputs"),
+        type=positive(int, "--inputs"),
         default=1000,
         metavar="N",
         help="generated inputs to judge (default: 1000)",
     )
-    p.add_argument(
-        "--seed", type=_seed, default=0, metavar="S", help="hypothesis seed (default: 0)"
-    )
+    p.add_argument("--seed", type=seed, default=0, metavar="S", help="hypothesis seed (default: 0)")
     p.add_argument(
         "--time-budget",
-        type=_positive(float, "--time-budget"),
+        type=positive(float, "--time-budget"),
         metavar="SECONDS",
         help="start no new input after this long",
     )
@@ -113,21 +89,21 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--max-findings",
-        type=_positive(int, "--max-findings"),
+        type=positive(int, "--max-findings"),
         default=25,
         metavar="N",
         help="distinct disagreements to shrink; later ones are only counted (default: 25)",
     )
     p.add_argument(
         "--shrink-time",
-        type=_positive(float, "--shrink-time"),
+        type=positive(float, "--shrink-time"),
         default=30.0,
         metavar="SECONDS",
         help="time each disagreement may spend shrinking (default: 30)",
     )
     p.add_argument(
         "--timeout",
-        type=_positive(float, "--timeout"),
+        type=positive(float, "--timeout"),
         default=10.0,
         metavar="SECONDS",
         help="per input, for a --command (default: 10)",
