@@ -76,7 +76,7 @@ __all__ = [
 ]
 
 #: Set in the environment of processes started by :meth:`Namespace.argv`: the name.
-NETNS_ENV = "STS_HARNESS_NETNS"
+NETNS_ENV = userns.NETNS_ENV
 #: What the namespace's resolv.conf says (the world's DNS answers 127.0.0.53:53).
 RESOLV_CONF = "nameserver 127.0.0.53\noptions trust-ad timeout:1 attempts:2\n"
 _PREFIX = "sts-"

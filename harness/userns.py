@@ -23,7 +23,7 @@ kernel allows unprivileged user namespaces, it starts the black-box child with::
   or the ``unshare`` above it is killed, the kernel ends every process inside. No
   MTA outlives a rootless run, and there is nothing to sweep.
 
-:func:`main` marks the environment with :data:`~harness.netns.NETNS_ENV` =
+:func:`main` marks the environment with :data:`NETNS_ENV` =
 ``sts-userns-<inode of the network namespace>``, which
 :func:`~harness.netns.current_namespace` believes only when the inode is the
 caller's own network namespace's.
@@ -41,7 +41,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["UNSHARE", "argv", "main", "mapping", "marker", "probe"]
+__all__ = ["NETNS_ENV", "UNSHARE", "argv", "main", "mapping", "marker", "probe"]
+
+#: The environment variable naming the network namespace a process runs in (set here
+#: for a rootless namespace, by :mod:`harness.netns` for a named one).
+NETNS_ENV = "STS_HARNESS_NETNS"
 
 #: The ``unshare`` command line before the bootstrap (see the module docstring).
 UNSHARE = (
@@ -59,7 +63,7 @@ _PROBE_TABLE = "table ip probe { chain o { type nat hook output priority -100; p
 
 
 def marker() -> str:
-    """The :data:`~harness.netns.NETNS_ENV` value naming this process's network namespace."""
+    """The :data:`NETNS_ENV` value naming this process's network namespace."""
     return f"sts-userns-{os.stat('/proc/self/ns/net').st_ino}"
 
 
@@ -149,8 +153,6 @@ def main(args: Sequence[str] | None = None) -> int:
         print(f"harness.userns: set-up failed: {exc} {err.decode(errors='replace')}".strip(),
               file=sys.stderr)  # fmt: skip
         return 125
-    from harness.netns import NETNS_ENV  # here: harness.netns imports this module
-
     env = dict(os.environ)
     env[NETNS_ENV] = marker()
     os.execvpe(command[0], command, env)
