@@ -41,9 +41,9 @@ from harness.fuzz.strategies import fuzz_scenarios
 __all__ = [
     "VIOLATIONS_LOG",
     "Drawn",
-    "Finding",
     "Judged",
     "Summary",
+    "WorldFinding",
     "digest",
     "draw",
     "draw_worlds",
@@ -69,7 +69,7 @@ class Judged:
 
 
 @dataclass(frozen=True, slots=True)
-class Finding:
+class WorldFinding:
     """One invariant broken in the campaign (the first world that broke it, shrunk).
 
     Attributes:
@@ -103,7 +103,7 @@ class Summary:
     seconds: float
     violations: Mapping[str, int] = field(default_factory=dict)
     unlabelled: Mapping[str, int] = field(default_factory=dict)
-    findings: tuple[Finding, ...] = ()
+    findings: tuple[WorldFinding, ...] = ()
     skip_reasons: Mapping[str, int] = field(default_factory=dict)
 
     @property
@@ -309,7 +309,7 @@ def run_campaign(
         if progress is not None:
             progress(done, len(docs), bad)
     seconds = time.monotonic() - began
-    out: list[Finding] = []
+    out: list[WorldFinding] = []
     for name, (doc, found) in first.items():
         where = origin[digest(doc)]
         small = shrink(
@@ -327,7 +327,7 @@ def run_campaign(
         mine = tuple(v for v in found if v.invariant == name) or found
         tag = label(engine, mine[0], doc) if label is not None else ""
         path = None if findings is None else write_regression(doc, list(mine), findings, engine)
-        out.append(Finding(name, per_invariant[name], doc, mine, shrunk, tag, path))
+        out.append(WorldFinding(name, per_invariant[name], doc, mine, shrunk, tag, path))
     return Summary(
         engine=engine,
         seed=at_seed,

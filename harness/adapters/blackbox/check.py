@@ -39,13 +39,13 @@ from harness.adapters.blackbox.profile import (
     render,
 )
 
-__all__ = ["CheckReport", "check_profile"]
+__all__ = ["ProfileCheckReport", "check_profile"]
 
 _OUTCOME_GROUPS = ("qid", "rcpt", "status")
 
 
 @dataclass(frozen=True, slots=True)
-class CheckReport:
+class ProfileCheckReport:
     """What :func:`check_profile` found.
 
     Attributes:
@@ -85,7 +85,7 @@ def _templates(p: EngineProfile) -> Iterator[tuple[str, str]]:
         yield f'files."{name}".template', template
 
 
-def check_profile(path: str | Path, *, binaries: bool = True) -> CheckReport:
+def check_profile(path: str | Path, *, binaries: bool = True) -> ProfileCheckReport:
     """Check the profile file ``path`` (see the module docstring).
 
     Args:
@@ -96,7 +96,7 @@ def check_profile(path: str | Path, *, binaries: bool = True) -> CheckReport:
     try:
         p = load_profile(path)
     except ProfileError as exc:
-        return CheckReport(path, (str(exc),))
+        return ProfileCheckReport(path, (str(exc),))
     where = str(p.path)
     known = {*BASE_PLACEHOLDERS, *DRIVERS[p.driver].placeholders}
     problems: list[str] = []
@@ -140,4 +140,4 @@ def check_profile(path: str | Path, *, binaries: bool = True) -> CheckReport:
                     f"{where}: engine.binaries[{i}]: {binary!r} is not installed here "
                     "(not on PATH; scripts/install-blackbox.sh, or --no-binaries to skip)"
                 )
-    return CheckReport(path, tuple(problems), p)
+    return ProfileCheckReport(path, tuple(problems), p)
