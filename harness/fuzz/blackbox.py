@@ -30,7 +30,6 @@ import json
 import pickle
 import re
 import signal
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -46,8 +45,8 @@ from harness.adapters.blackbox.profile import EngineProfile, load_profile
 from harness.fuzz.campaign import Judged
 from harness.fuzz.driver import FuzzRun
 from harness.fuzz.invariants import Violation, check_run
-from harness.netns import Namespace, flush_conntrack, sweep_stale
-from harness.run.batch.child import unavailable
+from harness.netns import flush_conntrack, sweep_stale
+from harness.run.batch.child import run_child, unavailable
 from harness.run.batch.plan import plan, relabel
 from harness.scenario.model import Scenario
 from harness.world.world import World, shared_cert_factory
@@ -80,29 +79,10 @@ def run_worlds(engine: str, docs: Sequence[dict[str, Any]]) -> list[Judged]:
         out = Path(tmp) / "judged.pickle"
         job = Path(tmp) / "job.json"
         job.write_text(json.dumps({"engine": engine, "paths": paths, "out": str(out)}))
-        with Namespace(user=load_profile(engine).rootless_user) as ns:
-            argv = ns.argv([sys.executable, "-m", "harness.fuzz.blackbox", str(job)])
-            child = subprocess.Popen(
-                argv, env=ns.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
-            limit = _TIMEOUT_BASE + _TIMEOUT_PER_WORLD * len(docs)
-            try:
-                _, err = child.communicate(timeout=limit)
-            except subprocess.TimeoutExpired:
-                err = f"no result within {limit:g} s: stopped"
-            finally:
-                if child.poll() is None:
-                    child.terminate()  # the child stops its MTA in its finally blocks
-                    try:
-                        child.communicate(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        child.kill()
-                        child.communicate()
-        if child.returncode != 0 or not out.exists():
-            raise RuntimeError(
-                f"fuzz child for {engine!r} failed (status {child.returncode}):\n{err[-4000:]}"
-            )
-        judged: list[Judged] = pickle.loads(out.read_bytes())
+        limit = _TIMEOUT_BASE + _TIMEOUT_PER_WORLD * len(docs)
+        judged: list[Judged] = pickle.loads(
+            run_child(engine, "harness.fuzz.blackbox", job, out, limit)
+        )
         return judged
 
 

@@ -46,7 +46,7 @@ from harness.run.batch.runner import run_batch
 from harness.run.result import ScenarioResult, ScenarioVerdict
 from harness.scenario.loader import load_scenario
 
-__all__ = ["main", "run_engine", "unavailable"]
+__all__ = ["main", "run_child", "run_engine", "unavailable"]
 
 #: A guard against a hung child, not a budget: a minute per scenario file, and more.
 _CHILD_TIMEOUT_BASE, _CHILD_TIMEOUT_PER_FILE = 300.0, 60.0
@@ -118,31 +118,44 @@ def run_engine(
             ),
             encoding="utf-8",
         )
-        with Namespace(user=load_profile(engine).rootless_user) as ns:
-            argv = ns.argv([sys.executable, "-m", "harness.run.batch.child", str(job)])
-            child = subprocess.Popen(
-                argv, env=ns.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
-            limit = _CHILD_TIMEOUT_BASE + _CHILD_TIMEOUT_PER_FILE * len(paths)
-            err = ""
-            try:
-                _, err = child.communicate(timeout=limit)
-            except subprocess.TimeoutExpired:
-                err = f"no result within {limit:g} s: stopped"
-            finally:
-                if child.poll() is None:  # a timeout, or we were interrupted
-                    child.terminate()  # the child cancels its run and stops its MTA
-                    try:
-                        child.communicate(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        child.kill()
-                        child.communicate()
-        if child.returncode != 0 or not out.exists():
-            raise RuntimeError(
-                f"black-box child for {engine!r} failed (status {child.returncode}):\n{err[-4000:]}"
-            )
-        results: list[ScenarioResult] = pickle.loads(out.read_bytes())
+        limit = _CHILD_TIMEOUT_BASE + _CHILD_TIMEOUT_PER_FILE * len(paths)
+        data = run_child(engine, "harness.run.batch.child", job, out, limit)
+        results: list[ScenarioResult] = pickle.loads(data)
         return results
+
+
+def run_child(engine: str, module: str, job: Path, out: Path, limit: float) -> bytes:
+    """Run ``python -m module job`` in a namespace for ``engine``; what it wrote to ``out``.
+
+    The child gets ``limit`` seconds; on a timeout, or when we are interrupted, it is
+    asked to stop (it stops its MTA in its own ``finally`` blocks), then killed.
+
+    Raises:
+        RuntimeError: the child failed or hung (its stderr's tail, or the timeout, says).
+    """
+    with Namespace(user=load_profile(engine).rootless_user) as ns:
+        argv = ns.argv([sys.executable, "-m", module, str(job)])
+        child = subprocess.Popen(
+            argv, env=ns.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        err = ""
+        try:
+            _, err = child.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            err = f"no result within {limit:g} s: stopped"
+        finally:
+            if child.poll() is None:  # a timeout, or we were interrupted
+                child.terminate()
+                try:
+                    child.communicate(timeout=30)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.communicate()
+    if child.returncode != 0 or not out.exists():
+        raise RuntimeError(
+            f"{module} for {engine!r} failed (status {child.returncode}):\n{err[-4000:]}"
+        )
+    return out.read_bytes()
 
 
 async def _run(engine: str, paths: list[Path], overrides: dict[str, str]) -> list[ScenarioResult]:
