@@ -5,7 +5,9 @@ datagram endpoint for every query, which costs more than encoding and
 decoding the message. A sender asks its trusted local resolver a handful of
 questions per delivery, thousands of times a minute, so the socket is kept and
 replies are matched to waiting queries by message ID and question (dnspython
-stays the codec).
+stays the codec). The socket is watched with the loop's ``add_reader`` and read
+until it is empty; asyncio's datagram transport read one datagram per wake-up,
+which was a sixth of a warm policy check's CPU (bench/bench_resolve.py).
 
 Kept only for *trusted* resolvers (loopback by default, DANE-1): a fixed source
 port gives an off-path attacker less to guess than a fresh port per query, which
@@ -16,7 +18,9 @@ dnspython's per-query sockets.
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
+import socket
 
 import dns.exception
 import dns.message
@@ -33,18 +37,18 @@ class _Wait:
     timer at a time: the next copy, or the end of the wait, whichever comes first.
     """
 
-    __slots__ = ("_datagram", "_deadline", "_future", "_handle", "_loop", "_timeout", "_transport")
+    __slots__ = ("_channel", "_datagram", "_deadline", "_future", "_handle", "_loop", "_timeout")
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        transport: asyncio.DatagramTransport,
+        channel: UdpChannel,
         datagram: bytes,
         future: asyncio.Future[bytes],
         timeout: float,
         retransmit: float,
     ) -> None:
-        self._loop, self._transport, self._datagram = loop, transport, datagram
+        self._loop, self._channel, self._datagram = loop, channel, datagram
         self._future, self._timeout = future, timeout
         self._deadline = loop.time() + timeout
         self._handle: asyncio.TimerHandle
@@ -56,8 +60,7 @@ class _Wait:
     def _resend(self, interval: float) -> None:
         if self._future.done():
             return
-        if not self._transport.is_closing():
-            self._transport.sendto(self._datagram)
+        self._channel.send(self._datagram)
         interval *= 2
         when = self._loop.time() + interval
         if when < self._deadline:
@@ -87,58 +90,116 @@ def check_reply(q: dns.message.Message, wire: bytes) -> dns.message.Message:
     return reply
 
 
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, channel: UdpChannel) -> None:
-        self._channel = channel
-
-    def datagram_received(self, data: bytes, addr: object) -> None:
-        if len(data) < 2:
-            return
-        future = self._channel.pending.pop(int.from_bytes(data[:2], "big"), None)
-        if future is not None and not future.done():
-            future.set_result(data)
-
-    def error_received(self, exc: Exception) -> None:  # e.g. ICMP port unreachable
-        self._channel.fail(exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._channel.fail(exc or ConnectionError("resolver socket closed"))
-        self._channel.transport = None
-        closed = self._channel.closed
-        if closed is not None and not closed.done():
-            closed.set_result(None)
+#: Datagrams read per readiness event at most, so that a flood cannot hold the loop.
+_DRAIN = 64
+#: Datagrams kept while the kernel's send buffer is full; beyond, a datagram is dropped
+#: (as the network may drop it): its query is sent again or times out.
+_BACKLOG = 1024
 
 
 class UdpChannel:
     """Queries to one ``host:port`` over one connected UDP socket.
 
+    The socket is driven with the loop's ``add_reader`` rather than a datagram
+    transport: asyncio's transport reads one datagram per readiness event (one
+    ``epoll_wait`` per reply), and when concurrent queries' replies arrive together
+    this reads them all at once, up to ``_DRAIN``. A connected UDP socket only
+    receives from its peer (the kernel drops the rest), as the transport did.
+
     Args:
-        host: resolver address.
+        host: resolver address (an IP address).
         port: resolver port.
     """
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
-        self.transport: asyncio.DatagramTransport | None = None
         self.pending: dict[int, asyncio.Future[bytes]] = {}
+        self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.closed: asyncio.Future[None] | None = None
-        self._lock: asyncio.Lock | None = None
-        self._lock_loop: asyncio.AbstractEventLoop | None = None
+        self._backlog: collections.deque[bytes] = collections.deque()
         self._id_pool, self._id_at = b"", 0
 
-    async def _ensure(self) -> asyncio.DatagramTransport:
-        loop = asyncio.get_running_loop()
-        if self._lock is None or self._lock_loop is not loop:
-            self._lock, self._lock_loop = asyncio.Lock(), loop
-        async with self._lock:  # concurrent first queries must share one socket
-            if self.transport is None or self._loop is not loop or self.transport.is_closing():
-                self.closed = loop.create_future()
-                transport, _ = await loop.create_datagram_endpoint(
-                    lambda: _Protocol(self), remote_addr=(self.host, self.port)
-                )
-                self.transport, self._loop = transport, loop
-            return self.transport
+    def _open(self, loop: asyncio.AbstractEventLoop) -> socket.socket:
+        # The resolver is an IP address (parse_resolver); AI_NUMERICHOST never looks up.
+        family, kind, proto, _, address = socket.getaddrinfo(
+            self.host, self.port, type=socket.SOCK_DGRAM, flags=socket.AI_NUMERICHOST
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.connect(address)
+            self.attach(sock, loop)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def attach(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        """Use the connected datagram socket ``sock`` on ``loop`` (the channel owns it now)."""
+        self._close()
+        sock.setblocking(False)
+        loop.add_reader(sock.fileno(), self._readable)
+        self._sock, self._loop = sock, loop
+
+    def _close(self) -> None:
+        sock, loop = self._sock, self._loop
+        self._sock = None
+        self._backlog.clear()
+        if sock is None:
+            return
+        if loop is not None and not loop.is_closed():
+            loop.remove_reader(sock.fileno())
+            loop.remove_writer(sock.fileno())
+        sock.close()
+
+    def _readable(self) -> None:
+        sock, pending = self._sock, self.pending
+        if sock is None:
+            return
+        for _ in range(_DRAIN):
+            try:
+                data = sock.recv(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. ICMP port unreachable on the connected socket
+                self.fail(exc)
+                return
+            if len(data) >= 2:
+                future = pending.pop(int.from_bytes(data[:2], "big"), None)
+                if future is not None and not future.done():
+                    future.set_result(data)
+
+    def send(self, datagram: bytes) -> None:
+        """Send ``datagram``, or keep it until the socket can take it."""
+        sock = self._sock
+        if sock is None:
+            return
+        if self._backlog:
+            if len(self._backlog) < _BACKLOG:
+                self._backlog.append(datagram)
+            return
+        try:
+            sock.send(datagram)
+        except (BlockingIOError, InterruptedError):
+            self._backlog.append(datagram)
+            assert self._loop is not None
+            self._loop.add_writer(sock.fileno(), self._writable)
+        except OSError as exc:
+            self.fail(exc)
+
+    def _writable(self) -> None:
+        sock, backlog = self._sock, self._backlog
+        while sock is not None and backlog:
+            try:
+                sock.send(backlog[0])
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                backlog.clear()
+                self.fail(exc)
+                break
+            backlog.popleft()
+        if sock is not None and self._loop is not None:
+            self._loop.remove_writer(sock.fileno())
 
     def _next_id(self) -> int:
         """An unpredictable message ID (RFC 5452 §9.2), from a pool of OS randomness.
@@ -172,21 +233,21 @@ class UdpChannel:
             dns.exception.Timeout: no matching reply within ``timeout``.
             OSError: the socket failed.
         """
-        transport = self.transport
         loop = asyncio.get_running_loop()
-        if transport is None or self._loop is not loop or transport.is_closing():
-            transport = await self._ensure()
+        if self._sock is None or self._loop is not loop:
+            self._open(loop)
         qid = self._next_id()
-        while qid in self.pending:
+        pending = self.pending
+        while qid in pending:
             qid = self._next_id()
         future: asyncio.Future[bytes] = loop.create_future()
-        self.pending[qid] = future
+        pending[qid] = future
         datagram = qid.to_bytes(2, "big") + wire[2:]
         # Timer handles rather than asyncio.timeout(): the same effect for a single
         # await, at a fraction of the cost on the path every warm delivery takes.
-        wait = _Wait(loop, transport, datagram, future, timeout, retransmit)
+        wait = _Wait(loop, self, datagram, future, timeout, retransmit)
         try:
-            transport.sendto(datagram)
+            self.send(datagram)
             return await future
         finally:
             wait.cancel()
@@ -208,10 +269,6 @@ class UdpChannel:
         return check_reply(q, wire)
 
     async def aclose(self) -> None:
-        """Close the socket and wait until it is closed; waiting queries fail."""
-        transport, closed = self.transport, self.closed
-        if transport is None or closed is None:
-            return
-        transport.close()
-        if self._loop is asyncio.get_running_loop():
-            await closed
+        """Close the socket; waiting queries fail."""
+        self._close()
+        self.fail(ConnectionError("resolver socket closed"))
