@@ -6,9 +6,9 @@ Where :mod:`harness.adapters.inprocess` drives the :class:`~engine.delivery.agen
 alone, this adapter runs the :class:`~engine.gateway.gateway.Gateway` around it: the durable
 queue and its scheduler (bounce profiles, ``Delayed:``/``Bounced:`` lines, DSNs), the
 policy refresh and the TLS reporter (RFC 8460). It is wired to the world exactly as
-the in-process adapter wires the engine (the world's resolver and root, a
-loopback-only dialer over the live endpoint map, short timeouts), without the SMTP
-listener: messages go straight into the queue.
+the in-process adapter wires the engine (:mod:`harness.adapters.wiring`: the world's
+resolver and root, a loopback-only dialer over the live endpoint map, short
+timeouts), without the SMTP listener: messages go straight into the queue.
 
 Time is a :class:`~engine.core.clock.ManualClock`, and the gateway only acts in
 rounds, walked by the gateway itself (the same loop its control socket runs for the
@@ -48,7 +48,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -66,7 +65,13 @@ from engine.io.dialer import Dialer
 from engine.io.smtp import SmtpTimeouts
 from engine.tlsrpt.reporter import ReportSettings
 from harness.adapters.base import AdapterError
-from harness.adapters.inprocess import SMTP_TIMEOUT, _config, _LiveEndpoints, _StampingSink
+from harness.adapters.wiring import (
+    SMTP_TIMEOUT,
+    LiveEndpoints,
+    StampingSink,
+    config_for,
+    world_roots,
+)
 from harness.scenario.model import Capability
 from harness.scenario.observation import DeliveryRecord, EventRecord
 from harness.world.dns.records import TXT
@@ -146,7 +151,7 @@ class GatewayEngine:
         self.dkim_key_pem = dkim_key_pem
         self._world: World | None = None
         self._config: EngineConfig | None = None
-        self._sink: _StampingSink | None = None
+        self._sink: StampingSink | None = None
         self._gateway: Gateway | None = None
 
     def now(self) -> float:
@@ -156,12 +161,12 @@ class GatewayEngine:
     async def start(self, world: World, sender: Any, workdir: Path) -> None:
         """Build the gateway against ``world``; its files live in ``workdir``."""
         try:
-            config = _config(sender, world)
+            config = config_for(sender, world)
         except Exception as exc:
             raise AdapterError(f"cannot configure the gateway: {exc}") from exc
         self._config = replace(config, queue=replace(config.queue, path=workdir / "queue.sqlite"))
         self._world = world
-        self._sink = _StampingSink(world)
+        self._sink = StampingSink(world)
         if self.dkim_key_pem is None:
             self.dkim_key_pem = new_dkim_key()
         # RFC 8460 §3 / RPT-10: the reporting domain publishes the signing key (s=tlsrpt).
@@ -174,17 +179,13 @@ class GatewayEngine:
 
     async def _open(self) -> None:
         assert self._world is not None and self._config is not None and self._sink is not None
-        roots = [
-            c.public_bytes(Encoding.DER)
-            for c in x509.load_pem_x509_certificates(self._world.ca_pem)
-        ]
         gateway = Gateway(
             self._config,
             clock=self.clock,
             sink=self._sink,
             settings=_settings(self.dkim_key_pem),
-            dialer=Dialer(_LiveEndpoints(self._world), loopback_only=True),
-            roots=roots,
+            dialer=Dialer(LiveEndpoints(self._world), loopback_only=True),
+            roots=world_roots(self._world),
             smtp_timeouts=SmtpTimeouts.uniform(SMTP_TIMEOUT),
             rng=random.Random(0),
         )

@@ -12,90 +12,43 @@ reach it). The clock is a :class:`~engine.core.clock.ManualClock` the ``advance`
 step moves; the world issues certificates at it, so "expired" means expired on the
 engine's clock.
 
-Timeouts are short so fault scenarios stay fast: every SMTP stage 2 s, the policy
-fetch 1 s and DNS 0.5 s, unless the scenario's ``[sender]`` says otherwise. The
-policy cache is an SQLite file in the scenario's work directory, so it survives
-``restart_engine`` (CACHE-12). Events go to a sink that stamps each with the world's
-clock and renders its mail_logs line at debug level, so the runner can interleave
-them with the world's exchanges.
+The wiring (configuration, endpoint map, trust store, event sink) is shared with the
+gateway adapter: :mod:`harness.adapters.wiring`. Timeouts are short so fault
+scenarios stay fast: every SMTP stage 2 s, the policy fetch 1 s and DNS 0.5 s, unless
+the scenario's ``[sender]`` says otherwise. The policy cache is an SQLite file in the
+scenario's work directory, so it survives ``restart_engine`` (CACHE-12). Events go to
+a sink that stamps each with the world's clock and renders its mail_logs line at debug
+level, so the runner can interleave them with the world's exchanges.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import random
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-
-from engine.config import EngineConfig, parse_config
+from engine.config import EngineConfig
 from engine.core.cache import PolicyStore
 from engine.core.clock import Clock, ManualClock
-from engine.core.events import EventSink, LogEvent
+from engine.core.events import EventSink
 from engine.delivery.agent import Engine
 from engine.io.dialer import Dialer
 from engine.io.smtp import SmtpTimeouts
 from engine.io.store import SqlitePolicyStore
-from engine.logs import MailLogWriter
 from harness.adapters.base import AdapterError
-from harness.adapters.sender import sender_toml
+from harness.adapters.wiring import (
+    SMTP_TIMEOUT,
+    LiveEndpoints,
+    StampingSink,
+    config_for,
+    world_roots,
+)
 from harness.scenario.model import Capability
 from harness.scenario.observation import DeliveryRecord, EventRecord
 from harness.world.world import World
 
-__all__ = [
-    "DNS_TIMEOUT",
-    "FETCH_TIMEOUT",
-    "SMTP_TIMEOUT",
-    "InProcessEngine",
-    "engine_for",
-    "world_roots",
-]
-
-SMTP_TIMEOUT = 2.0
-FETCH_TIMEOUT = 1.0
-DNS_TIMEOUT = 0.5
-
-
-class _LiveEndpoints(Mapping[tuple[str, int], tuple[str, int]]):
-    """The world's endpoint map, read at each lookup (mutations add servers)."""
-
-    def __init__(self, world: World) -> None:
-        self._world = world
-
-    def __getitem__(self, key: tuple[str, int]) -> tuple[str, int]:
-        return self._world.endpoint_map[key]
-
-    def __iter__(self) -> Iterator[tuple[str, int]]:
-        return iter(self._world.endpoint_map)
-
-    def __len__(self) -> int:
-        return len(self._world.endpoint_map)
-
-
-class _StampingSink:
-    """Keeps events as :class:`EventRecord` s: JSON-ready fields, world time, log line."""
-
-    def __init__(self, world: World) -> None:
-        self._world = world
-        self._render = MailLogWriter(io.StringIO(), level="debug")  # only .line() is used
-        self.events: list[EventRecord] = []
-
-    def emit(self, event: LogEvent) -> None:
-        fields = json.loads(json.dumps(dict(event.fields), default=str))
-        line = self._render.line(event) or ""
-        at = self._world.dns.clock()
-        self.events.append(EventRecord(event.code, fields, event.level, event.at, at, line))
-
-
-def world_roots(world: World) -> list[bytes]:
-    """The world's CA certificates (DER): the engine's trust store for this world."""
-    return [c.public_bytes(Encoding.DER) for c in x509.load_pem_x509_certificates(world.ca_pem)]
+__all__ = ["InProcessEngine", "engine_for"]
 
 
 def engine_for(
@@ -111,8 +64,9 @@ def engine_for(
 
     The world's roots are its trust store, a loopback-only dialer reads the world's
     endpoint map at each connection (a mutation that adds an MX adds a server the
-    engine must reach), SMTP stages time out after :data:`SMTP_TIMEOUT`; ``config``
-    names the world's resolver (:func:`_config` does for a scenario's ``[sender]``).
+    engine must reach), SMTP stages time out after
+    :data:`~harness.adapters.wiring.SMTP_TIMEOUT`; ``config`` names the world's resolver
+    (:func:`~harness.adapters.wiring.config_for` does for a scenario's ``[sender]``).
     The adapters and the integration tests build their engines here.
     """
     return Engine(
@@ -120,31 +74,10 @@ def engine_for(
         clock=clock,
         sink=sink,
         store=store,
-        dialer=Dialer(_LiveEndpoints(world), loopback_only=True),
+        dialer=Dialer(LiveEndpoints(world), loopback_only=True),
         roots=world_roots(world),
         smtp_timeouts=SmtpTimeouts.uniform(SMTP_TIMEOUT),
         rng=random.Random(seed),
-    )
-
-
-def _config(sender: Mapping[str, Any], world: World) -> EngineConfig:
-    proxy = world.hosts.get("proxy")
-    text = sender_toml(sender, (proxy.address, proxy.port) if proxy else None)
-    config = parse_config(text, file="[sender]")
-    dns = sender.get("dns", {})
-    fetch = sender.get("policy_fetch", {})
-    return replace(
-        config,
-        dns=replace(
-            config.dns,
-            resolvers=(world.resolver,),
-            timeout=config.dns.timeout if "timeout" in dns else DNS_TIMEOUT,
-        ),
-        policy_fetch=replace(
-            config.policy_fetch,
-            timeout=config.policy_fetch.timeout if "timeout" in fetch else FETCH_TIMEOUT,
-        ),
-        tls=replace(config.tls, ca_file=world.ca_file),
     )
 
 
@@ -162,7 +95,7 @@ class InProcessEngine:
         self.clock = ManualClock() if start is None else ManualClock(start)
         self._world: World | None = None
         self._config: EngineConfig | None = None
-        self._sink: _StampingSink | None = None
+        self._sink: StampingSink | None = None
         self._store: SqlitePolicyStore | None = None
         self._engine: Engine | None = None
         self._store_path: Path | None = None
@@ -174,11 +107,11 @@ class InProcessEngine:
     async def start(self, world: World, sender: Mapping[str, Any], workdir: Path) -> None:
         """Build the engine against ``world``."""
         try:
-            self._config = _config(sender, world)
+            self._config = config_for(sender, world)
         except Exception as exc:
             raise AdapterError(f"cannot configure the engine: {exc}") from exc
         self._world = world
-        self._sink = _StampingSink(world)
+        self._sink = StampingSink(world)
         self._store_path = workdir / "policy-cache.sqlite"
         self._open()
 

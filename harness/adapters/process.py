@@ -63,7 +63,6 @@ from engine.core.clock import ManualClock
 from engine.io.smtp import SmtpTimeouts
 from harness.adapters.base import AdapterError
 from harness.adapters.forkserver import UNIX_PATH_MAX
-from harness.adapters.inprocess import SMTP_TIMEOUT
 from harness.adapters.process_io import Control, ProcessLog
 from harness.adapters.process_launch import (
     Launcher,
@@ -73,6 +72,7 @@ from harness.adapters.process_launch import (
     fork_launch,
     gateway_toml,
 )
+from harness.adapters.wiring import SMTP_TIMEOUT
 from harness.scenario.model import Capability
 from harness.scenario.observation import DeliveryRecord, EventRecord
 from harness.world.world import World

@@ -35,9 +35,9 @@ from harness.adapters.gateway import (
     dkim_key_record,
     new_dkim_key,
 )
-from harness.adapters.inprocess import DNS_TIMEOUT, FETCH_TIMEOUT
 from harness.adapters.process_io import LINE_LIMIT, pipe_reader
 from harness.adapters.sender import sender_toml
+from harness.adapters.wiring import DNS_TIMEOUT, FETCH_TIMEOUT
 from harness.world.spec.model import RecordSpec
 from harness.world.world import World
 

@@ -35,7 +35,8 @@ from engine.core.clock import ManualClock
 from engine.core.events import ListSink, LogEvent
 from engine.delivery.agent import DeliveryReport, Engine
 from engine.logs import render_text
-from harness.adapters.inprocess import DNS_TIMEOUT, FETCH_TIMEOUT, SMTP_TIMEOUT, engine_for
+from harness.adapters.inprocess import engine_for
+from harness.adapters.wiring import DNS_TIMEOUT, FETCH_TIMEOUT, SMTP_TIMEOUT
 from harness.world import World, shared_cert_factory
 
 DOMAIN = "example.com"
