@@ -42,7 +42,7 @@ from engine.core.events import ResultType
 from engine.core.verdict import Outcome
 from engine.delivery.nexthop import NextHop
 from engine.delivery.services import Message, Services
-from engine.delivery.session import TLS_STAGES, Job, RcptOutcome, SessionResult
+from engine.delivery.session import TLS_STAGES, ConnectionResult, Job, RcptOutcome
 from engine.io.smtp import SmtpClient, SmtpError
 
 __all__ = ["Attempt", "Plan", "RecipientResult", "Trial", "describe_fault"]
@@ -141,7 +141,7 @@ class Attempt:
             )
         self.pending.clear()
 
-    def absorb(self, hop: NextHop, address: str, session: SessionResult) -> None:
+    def absorb(self, hop: NextHop, address: str, session: ConnectionResult) -> None:
         """Take what a connection settled; the rest stays pending."""
         self.last_mx = hop.host
         self.last_dcid = session.dcid
@@ -201,7 +201,7 @@ class Trial:
     stage: str = ""
     plan: Plan | None = None
     address: str | None = None
-    session: SessionResult | None = None
+    session: ConnectionResult | None = None
     client: SmtpClient | None = None
 
     async def __aenter__(self) -> Trial:
@@ -362,7 +362,7 @@ def report_failure(
 
 
 def _result(
-    out: RcptOutcome, hop: NextHop, address: str, session: SessionResult
+    out: RcptOutcome, hop: NextHop, address: str, session: ConnectionResult
 ) -> RecipientResult:
     verdict, obs = session.verdict, session.observation
     tls = obs.protocol if obs is not None and obs.handshake_ok else None

@@ -16,7 +16,7 @@ Every session also emits one ``tls.session`` event carrying what TLS-RPT needs
 (policy type, success, result type, reason code, hosts and addresses).
 
 Neither function catches anything. They record what they did in a
-:class:`SessionResult` as they go (the stage under way, each recipient's
+:class:`ConnectionResult` as they go (the stage under way, each recipient's
 outcome as soon as it is known) and let any exception through:
 ``engine.delivery.attempt.Trial`` owns the connection and contains every fault of one
 MX in one place, where the partial result tells it which recipients are settled.
@@ -40,7 +40,7 @@ from engine.delivery.nexthop import NextHop
 from engine.delivery.services import Message, Services
 from engine.io.smtp import Reply, SmtpClient, SmtpError, no_verify_context
 
-__all__ = ["TLS_STAGES", "Job", "RcptOutcome", "SessionResult", "connect", "run_session"]
+__all__ = ["TLS_STAGES", "ConnectionResult", "Job", "RcptOutcome", "connect", "run_session"]
 
 #: One message and its recipients still pending at this destination.
 Job = tuple[Message, list[tuple[int, str]]]
@@ -67,8 +67,11 @@ class RcptOutcome:
 
 
 @dataclass(slots=True)
-class SessionResult:
+class ConnectionResult:
     """What one connection did, filled in as it goes (a fault loses nothing).
+
+    TLS reporting keeps its own per-session record,
+    :class:`engine.core.tlsrpt.SessionResult`, made from the ``tls.session`` event.
 
     Attributes:
         dcid: the delivery connection id.
@@ -118,7 +121,7 @@ def _san_for_log(chain: tuple[bytes, ...], host: str) -> str | None:
 
 
 async def connect(
-    services: Services, result: SessionResult, hop: NextHop, address: str
+    services: Services, result: ConnectionResult, hop: NextHop, address: str
 ) -> SmtpClient:
     """Open the TCP connection for ``result`` to ``address`` and log it.
 
@@ -148,7 +151,7 @@ async def connect(
 async def run_session(
     services: Services,
     client: SmtpClient,
-    result: SessionResult,
+    result: ConnectionResult,
     jobs: list[Job],
     *,
     domain: str,
@@ -204,7 +207,7 @@ async def _converse(
     services: Services,
     client: SmtpClient,
     jobs: list[Job],
-    result: SessionResult,
+    result: ConnectionResult,
     *,
     domain: str,
     hop: NextHop,
@@ -435,7 +438,7 @@ async def _transaction(
     client: SmtpClient,
     message: Message,
     rcpts: list[tuple[int, str]],
-    result: SessionResult,
+    result: ConnectionResult,
 ) -> None:
     dcid, mid = result.dcid, message.mid
     rids = [rid for rid, _ in rcpts]

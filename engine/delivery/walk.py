@@ -49,7 +49,7 @@ from engine.delivery.attempt import Attempt, Plan, RecipientResult, Trial, repor
 from engine.delivery.mtasts import discover_policy
 from engine.delivery.nexthop import DaneState, NextHop, resolve_addresses, resolve_mx, resolve_tlsa
 from engine.delivery.services import Services
-from engine.delivery.session import Job, SessionResult, connect, run_session
+from engine.delivery.session import ConnectionResult, Job, connect, run_session
 
 __all__ = ["deliver_domain"]
 
@@ -289,10 +289,10 @@ async def _plan(walk: _Walk, trial: Trial, pref: int, host: str, port: int) -> P
     return Plan(hop, requirement, policy_domain, host if walk.routes else None)
 
 
-async def _connection(walk: _Walk, plan: Plan, address: str) -> SessionResult:
+async def _connection(walk: _Walk, plan: Plan, address: str) -> ConnectionResult:
     """One connection to ``address`` of the planned host, inside the boundary."""
     services = walk.services
-    session = SessionResult(services.next_dcid())
+    session = ConnectionResult(services.next_dcid())
     hop = plan.hop
     async with Trial(services, walk.attempt, hop.host, plan=plan, address=address) as trial:
         trial.session = session
