@@ -99,7 +99,9 @@ class _Anchor:
 
 
 @dataclass(frozen=True, slots=True)
-class _Failure:
+class _RecordFailure:
+    """Why one TLSA record did not authenticate the chain, and how far it got."""
+
     stage: _Stage
     result_type: ResultType
     reason: str
@@ -138,16 +140,16 @@ def dane_verify(
     when = _as_utc(now)
     certs = [_load(i, der) for i, der in enumerate(chain)]
     refs = [n for n in (_norm(r) for r in reference_ids) if n]
-    best: _Failure | None = None
+    best: _RecordFailure | None = None
     for rec in records:
-        outcome: DaneVerdict | _Failure
+        outcome: DaneVerdict | _RecordFailure
         if rec.usage == Usage.DANE_EE:
             # RFC 7672 §3.1.1: the leaf must match; names and expiry are not checked (AMB-27).
             if record_matches(rec, certs[0].der):
                 return DaneVerdict(
                     True, f"leaf matches DANE-EE record {_short(rec)}", record=rec, depth=0
                 )
-            outcome = _Failure(
+            outcome = _RecordFailure(
                 _Stage.NO_MATCH, ResultType.TLSA_INVALID, f"leaf does not match {_short(rec)}", rec
             )
         else:
@@ -194,18 +196,18 @@ def dane_reference_ids(
 
 def _verify_ta(
     certs: list[_Cert], rec: Tlsa, refs: list[str], when: datetime
-) -> DaneVerdict | _Failure:
+) -> DaneVerdict | _RecordFailure:
     if certs[0].cert is None:
-        return _Failure(
+        return _RecordFailure(
             _Stage.NO_PATH, ResultType.VALIDATION_FAILURE, "leaf certificate is not valid DER", rec
         )
     external = _dns_anchor(rec)
     # RFC 7672 §3.1.2: a DANE-TA record must match an issuer, not the leaf (DANE-28).
     why = f"no certificate above the leaf matches DANE-TA record {_short(rec)}"
-    best = _Failure(_Stage.NO_MATCH, ResultType.TLSA_INVALID, why, rec)
+    best = _RecordFailure(_Stage.NO_MATCH, ResultType.TLSA_INVALID, why, rec)
     if external is not None or any(record_matches(rec, c.der) for c in certs[1:]):
         why = f"no signature path from the leaf to the trust anchor of {_short(rec)}"
-        best = _Failure(_Stage.NO_PATH, ResultType.CERTIFICATE_NOT_TRUSTED, why, rec)
+        best = _RecordFailure(_Stage.NO_PATH, ResultType.CERTIFICATE_NOT_TRUSTED, why, rec)
     for below, anchor in _paths(certs, rec, external):
         failure = _check_path(below, anchor, rec, refs, when)
         if failure is None:
@@ -255,7 +257,7 @@ def _paths(
 
 def _check_path(
     below: list[_Cert], anchor: _Anchor, rec: Tlsa, refs: list[str], when: datetime
-) -> _Failure | None:
+) -> _RecordFailure | None:
     leaf = below[0].cert
     assert leaf is not None
     presented = _presented_ids(leaf)
@@ -268,7 +270,7 @@ def _check_path(
     for cert, under, label in issuers:
         problem = _ca_problem(cert, under, presented)
         if problem is not None:
-            return _Failure(
+            return _RecordFailure(
                 _Stage.CONSTRAINTS, ResultType.VALIDATION_FAILURE, f"{label}: {problem}", rec
             )
     for c in below:
@@ -276,13 +278,13 @@ def _check_path(
         # DANE-31: below the TA the usual validity dates apply (unlike DANE-EE).
         if when > c.cert.not_valid_after_utc:
             why = f"chain[{c.index}] expired at {c.cert.not_valid_after_utc.isoformat()}"
-            return _Failure(_Stage.DATES, ResultType.CERTIFICATE_EXPIRED, why, rec)
+            return _RecordFailure(_Stage.DATES, ResultType.CERTIFICATE_EXPIRED, why, rec)
         if when < c.cert.not_valid_before_utc:
             why = f"chain[{c.index}] not valid before {c.cert.not_valid_before_utc.isoformat()}"
-            return _Failure(_Stage.DATES, ResultType.VALIDATION_FAILURE, why, rec)
+            return _RecordFailure(_Stage.DATES, ResultType.VALIDATION_FAILURE, why, rec)
     if not any(_name_matches(p, r) for p in presented for r in refs):
         why = f"leaf names {presented!r} match none of the reference IDs {refs!r}"
-        return _Failure(_Stage.NAMES, ResultType.CERTIFICATE_HOST_MISMATCH, why, rec)
+        return _RecordFailure(_Stage.NAMES, ResultType.CERTIFICATE_HOST_MISMATCH, why, rec)
     return None
 
 

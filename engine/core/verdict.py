@@ -163,7 +163,9 @@ class DaneOutcome(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class _Failure:
+class _CheckFailure:
+    """One check the session failed: its RFC 8460 result type, reason and reason code."""
+
     result_type: ResultType
     reason: str
     code: str | None = None
@@ -241,11 +243,11 @@ def _judge(
         return Verdict(
             Outcome.DEFER, reason, ResultType.VALIDATION_FAILURE, MX_NOT_IN_POLICY, PolicyType.STS
         )
-    reported: list[_Failure] = []
+    reported: list[_CheckFailure] = []
     if req.report_mx_mismatch:
         # RFC 8461 §5 (MX-7): testing uses the MX anyway and reports the mismatch.
         reason = f"MX host {ctx.mx_host} is not in the MTA-STS policy"
-        reported.append(_Failure(ResultType.VALIDATION_FAILURE, reason, MX_NOT_IN_POLICY))
+        reported.append(_CheckFailure(ResultType.VALIDATION_FAILURE, reason, MX_NOT_IN_POLICY))
     if req.starttls is StartTls.NEVER:
         # docs/gateway-behaviour.md §1.1 [CISCO 118955]: TLS No: never STARTTLS, even when offered.
         return Verdict(Outcome.DELIVER_CLEAR, "TLS not attempted (TLS setting No)")
@@ -256,7 +258,7 @@ def _judge(
             if not obs.starttls_offered
             else f"STARTTLS unexpected response {obs.starttls_reply}"
         )
-        failure = _Failure(ResultType.STARTTLS_NOT_SUPPORTED, code, code)
+        failure = _CheckFailure(ResultType.STARTTLS_NOT_SUPPORTED, code, code)
         if req.starttls is StartTls.OPTIONAL and req.on_no_starttls is FailureAction.CLEAR:
             # docs/gateway-behaviour.md §1.1: before the 220, Preferred (-Verify) goes on in
             # clear; testing reports it (APPLY-4).
@@ -279,7 +281,7 @@ def _judge(
     if not obs.handshake_ok:
         error = obs.handshake_error or "TLS handshake failed"
         # RFC 8460 §4.3.3: handshake alerts and I/O errors are validation-failure.
-        failure = _Failure(ResultType.VALIDATION_FAILURE, error, error)
+        failure = _CheckFailure(ResultType.VALIDATION_FAILURE, error, error)
         if req.on_handshake_failure is FailureAction.RECONNECT_CLEAR:
             reported.append(failure)
             return _finish(
@@ -343,9 +345,9 @@ def _finish(
     req: TlsRequirement,
     outcome: Outcome,
     reason: str,
-    failure: _Failure | None,
+    failure: _CheckFailure | None,
     policy_type: PolicyType | None,
-    reported: list[_Failure],
+    reported: list[_CheckFailure],
 ) -> Verdict:
     """A delivering verdict, with the report-only checks run and at most one sts entry."""
     report: tuple[ReportEntry, ...] = ()
@@ -369,7 +371,7 @@ def _finish(
 _ORDER = (Check.DANE, Check.TLS_1_2, Check.CISCO_VERIFY, Check.CISCO_HOSTED_VERIFY, Check.STS_PKIX)
 
 
-def _first_failure(ctx: _Context, checks: tuple[Check, ...]) -> _Failure | None:
+def _first_failure(ctx: _Context, checks: tuple[Check, ...]) -> _CheckFailure | None:
     # DANE is settled before this runs; the rest in a fixed order (module comment, step 4).
     for check in sorted(checks, key=_ORDER.index):
         failure = None if check is Check.DANE else _run_check(ctx, check)
@@ -393,28 +395,32 @@ def _dane_failed(ctx: _Context, req: TlsRequirement, detail: DaneOutcome | None)
     return Verdict(Outcome.DEFER, reason, result, None, PolicyType.TLSA)
 
 
-def _run_check(ctx: _Context, check: Check) -> _Failure | None:
+def _run_check(ctx: _Context, check: Check) -> _CheckFailure | None:
     obs = ctx.observation
     if check is Check.TLS_1_2:
         if obs.protocol in _MODERN:
             return None
         # AMB-33 / CISCO 222782: below TLS 1.2 under enforce or DANE is a validation-failure.
         reason = f"protocol version {obs.protocol or 'unknown'} below TLSv1.2"
-        return _Failure(ResultType.VALIDATION_FAILURE, reason, _FLOOR_CODE)
+        return _CheckFailure(ResultType.VALIDATION_FAILURE, reason, _FLOOR_CODE)
     chain = ctx.chain_verdict()
     if not chain.ok:
         assert chain.result_type is not None and chain.reason is not None
-        return _Failure(chain.result_type, chain.reason, chain.reason)
+        return _CheckFailure(chain.result_type, chain.reason, chain.reason)
     leaf = chain.chain[0]
     if check is Check.CISCO_VERIFY:
         if cisco_verify_match(leaf, ctx.rcpt_domain, ctx.ptr_host):
             return None
-        return _Failure(ResultType.CERTIFICATE_HOST_MISMATCH, peer_mismatch_reason(ctx.rcpt_domain))
+        return _CheckFailure(
+            ResultType.CERTIFICATE_HOST_MISMATCH, peer_mismatch_reason(ctx.rcpt_domain)
+        )
     if check is Check.CISCO_HOSTED_VERIFY:
         if cisco_hosted_verify_match(leaf, ctx.rcpt_domain, ctx.mx_host, ctx.route_host):
             return None
-        return _Failure(ResultType.CERTIFICATE_HOST_MISMATCH, peer_mismatch_reason(ctx.rcpt_domain))
+        return _CheckFailure(
+            ResultType.CERTIFICATE_HOST_MISMATCH, peer_mismatch_reason(ctx.rcpt_domain)
+        )
     # RFC 8461 §4.2 (CERT-6, CERT-7, CERT-8): a SAN DNS-ID for the MX host.
     if rfc6125_match(leaf, ctx.mx_host):
         return None
-    return _Failure(ResultType.CERTIFICATE_HOST_MISMATCH, host_mismatch_reason(ctx.mx_host))
+    return _CheckFailure(ResultType.CERTIFICATE_HOST_MISMATCH, host_mismatch_reason(ctx.mx_host))
