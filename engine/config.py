@@ -186,6 +186,13 @@ class ListenerConfig:
         max_connections_per_client: sessions at once from one client address.
         idle_timeout: seconds without a command (or a line of DATA) before ``421 4.4.2``.
         session_timeout: seconds a session may last at all before ``421 4.4.2``.
+        max_auth_failures: failed AUTH attempts in one session; the last is answered
+            ``421 4.7.0`` and the session closed.
+        max_auth_failures_per_client: failed AUTH attempts from one client address within
+            ``auth_failure_window``; past them its AUTH gets ``454 4.7.0`` unchecked.
+        auth_failure_window: seconds a failed AUTH attempt counts against its client.
+        max_auth_checks: passwords hashed at once (each Argon2id check takes its memory
+            cost, 64 MiB by default); further AUTH commands wait their turn.
     """
 
     host: str = "127.0.0.1"
@@ -202,6 +209,10 @@ class ListenerConfig:
     # RFC 5321 §4.5.3.2.7: a server should wait at least 5 minutes for the next command.
     idle_timeout: float = 300.0
     session_timeout: float = 3600.0
+    max_auth_failures: int = 3
+    max_auth_failures_per_client: int = 10
+    auth_failure_window: float = 600.0
+    max_auth_checks: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -806,6 +817,12 @@ def _listener(t: TomlNode, paths: _Paths, warnings: list[str]) -> ListenerConfig
         ),
         idle_timeout=idle,
         session_timeout=session,
+        max_auth_failures=t.get("max_auth_failures", d.max_auth_failures).integer(1),
+        max_auth_failures_per_client=t.get(
+            "max_auth_failures_per_client", d.max_auth_failures_per_client
+        ).integer(1),
+        auth_failure_window=t.get("auth_failure_window", d.auth_failure_window).number(above=0),
+        max_auth_checks=t.get("max_auth_checks", d.max_auth_checks).integer(1),
     )
     try:
         warnings.extend(check_listener(config))

@@ -181,6 +181,10 @@ TEMPLATES: dict[str, Template] = {
     "listener.data.refused": "ICID {icid} message refused: {reply}",
     "listener.error": "ICID {icid} internal error: {detail}",
     "listener.auth": "ICID {icid} AUTH {mechanism} user {user!r} {result}",
+    "listener.auth.refused": "ICID {icid} AUTH refused: {reason}",
+    "listener.auth.blocked": (
+        "AUTH from {address} refused for now: {failures} failed attempts within {window:g} s"
+    ),
     "message.received": lambda f: _received(f),
     # Gateway: queue, DSNs, reload, reporting [INF]
     "queue.recovered": "Queue recovered {count} recipients left in flight",

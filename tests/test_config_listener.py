@@ -79,6 +79,18 @@ def test_listener_section_is_read(tmp_path: Path) -> None:
     assert (cfg.max_connections, cfg.max_connections_per_client) == (10, 2)
 
 
+def test_auth_limits_are_read() -> None:
+    cfg = parse_config(
+        "[listener]\nmax_auth_failures = 5\nmax_auth_failures_per_client = 20\n"
+        "auth_failure_window = 3600\nmax_auth_checks = 4\n"
+    ).listener
+    assert (cfg.max_auth_failures, cfg.max_auth_failures_per_client) == (5, 20)
+    assert (cfg.auth_failure_window, cfg.max_auth_checks) == (3600.0, 4)
+    defaults = ListenerConfig()
+    assert (defaults.max_auth_failures, defaults.max_auth_failures_per_client) == (3, 10)
+    assert (defaults.auth_failure_window, defaults.max_auth_checks) == (600.0, 2)
+
+
 def test_an_open_relay_is_refused_or_warned_about_loudly() -> None:
     err = _error('[listener]\nhost = "0.0.0.0"\nrelay_networks = ["0.0.0.0/0"]\n')
     assert err.key == "listener.relay_networks" and "every interface" in err.reason
@@ -103,6 +115,13 @@ def test_an_open_relay_is_refused_or_warned_about_loudly() -> None:
          "listener.max_connections_per_client"),
         ('[listener]\ntls_key = "k.pem"\n', "listener.tls_cert"),
         ('[listener]\nusers_file = "users"\n', "listener.users_file"),
+        ("[listener]\nmax_auth_failures = 0\n", "listener.max_auth_failures"),
+        ("[listener]\nmax_auth_failures_per_client = 0\n",
+         "listener.max_auth_failures_per_client"),
+        ("[listener]\nauth_failure_window = 0\n", "listener.auth_failure_window"),
+        ("[listener]\nauth_failure_window = inf\n", "listener.auth_failure_window"),
+        ("[listener]\nmax_auth_checks = 0\n", "listener.max_auth_checks"),
+        ('[listener]\nmax_auth_checks = "2"\n', "listener.max_auth_checks"),
     ],
 )  # fmt: skip
 def test_listener_mistakes_name_the_key(text: str, key: str) -> None:

@@ -16,6 +16,20 @@ candidate; it truncates or refuses passwords past 72 bytes and is not memory-har
 Checking a password costs tens of milliseconds of CPU by design, so the listener runs
 :meth:`Users.verify` in a worker thread (never on the event loop). An unknown user is
 checked against a fixed hash, so the time of an answer does not say which names exist.
+
+Guessing passwords
+------------------
+Three limits make guessing slow and cheap to refuse (docs/hardening.md):
+
+* a session that fails ``max_auth_failures`` times is closed with ``421 4.7.0``
+  (RFC 5321 §3.8: a server that ends the session says 421 first);
+* a client address that failed ``max_auth_failures_per_client`` times within
+  ``auth_failure_window`` seconds gets ``454 4.7.0`` to every AUTH until the window
+  has moved past its failures, and no password of it is checked meanwhile
+  (:class:`AuthThrottle`; RFC 4954 §6 gives 454 4.7.0 for a temporary failure);
+* at most ``max_auth_checks`` passwords are hashed at once: each Argon2id check takes
+  its memory cost (64 MiB by default), so a burst of AUTH commands waits its turn
+  rather than taking the machine's memory.
 """
 
 from __future__ import annotations
@@ -23,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import hmac
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +48,14 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from argon2.low_level import Type
 
-__all__ = ["AuthMechanisms", "Users", "UsersFileError", "hash_password", "load_users"]
+__all__ = [
+    "AuthMechanisms",
+    "AuthThrottle",
+    "Users",
+    "UsersFileError",
+    "hash_password",
+    "load_users",
+]
 
 _HASHER = PasswordHasher(type=Type.ID)
 # Verified against when the user is unknown, so that both paths cost the same.
@@ -106,6 +128,56 @@ def load_users(path: Path) -> Users:
     return Users(str(path), hashes)
 
 
+class AuthThrottle:
+    """Failed AUTH attempts per client address within a sliding window (sans-IO).
+
+    Args:
+        limit: failures within ``window`` after which the client is refused.
+        window: seconds a failure counts for.
+        max_clients: addresses remembered at most; past it the one whose last failure
+            is oldest is forgotten (a flood of addresses cannot grow the table without end).
+    """
+
+    def __init__(self, limit: int, window: float, *, max_clients: int = 10_000) -> None:
+        self.limit, self.window, self.max_clients = limit, window, max_clients
+        self._failures: dict[str, collections.deque[float]] = {}
+
+    def _recent(self, client: str, now: float) -> collections.deque[float] | None:
+        times = self._failures.get(client)
+        if times is None:
+            return None
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            del self._failures[client]
+            return None
+        return times
+
+    def blocked(self, client: str, now: float) -> bool:
+        """Whether ``client`` has used up its failures for now."""
+        times = self._recent(client, now)
+        return times is not None and len(times) >= self.limit
+
+    def failed(self, client: str, now: float) -> bool:
+        """Count a failure of ``client``; True when it has just become blocked."""
+        times = self._recent(client, now)
+        if times is None:
+            if len(self._failures) >= self.max_clients:
+                # The table is in order of last failure: the first is the oldest.
+                del self._failures[next(iter(self._failures))]
+            times = self._failures[client] = collections.deque()
+        else:
+            del self._failures[client]  # re-inserted: the table stays in recency order
+            self._failures[client] = times
+        times.append(now)
+        while len(times) > self.limit:
+            times.popleft()  # only the last ``limit`` failures matter
+        return len(times) >= self.limit
+
+    def __len__(self) -> int:
+        return len(self._failures)
+
+
 class AuthMechanisms:
     """AUTH PLAIN (RFC 4616) and LOGIN for aiosmtpd, checked against :attr:`Users`.
 
@@ -114,14 +186,45 @@ class AuthMechanisms:
     credentials and check them in a worker thread.
 
     Args:
-        owner: has ``users`` (the :class:`Users`, or None) and ``_emit`` (events).
+        owner: the listener: ``users`` (the :class:`Users`, or None), ``config`` (the
+            limits), ``clock``, ``hostname`` and ``_emit`` (events).
     """
 
     def __init__(self, owner: Any) -> None:
         self.owner = owner
+        cfg = owner.config
+        self.throttle = AuthThrottle(cfg.max_auth_failures_per_client, cfg.auth_failure_window)
+        self._checks: asyncio.Semaphore | None = None
+        self._checks_size = 0
+
+    async def _refused(self, server: Any) -> bool:
+        """Refuse the exchange before it starts if the client used up its failures.
+
+        Its password is then not checked at all: a blocked guesser costs no hash.
+        """
+        cfg = self.owner.config
+        throttle = self.throttle  # a reload may have changed the limits
+        throttle.limit, throttle.window = cfg.max_auth_failures_per_client, cfg.auth_failure_window
+        if not throttle.blocked(server.client, self.owner.clock.now()):
+            return False
+        reason = f"too many failed AUTH attempts from {server.client}"
+        self.owner._emit("listener.auth.refused", "warning", icid=server.icid, reason=reason)
+        # RFC 4954 §6: 454 4.7.0 "Temporary authentication failure".
+        await server.push(
+            f"454 4.7.0 Too many failed AUTH attempts from {server.client}, try again later"
+        )
+        return True
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        size = self.owner.config.max_auth_checks
+        if self._checks is None or self._checks_size != size:
+            self._checks, self._checks_size = asyncio.Semaphore(size), size
+        return self._checks
 
     async def plain(self, server: Any, args: list[str]) -> AuthResult:
         """``AUTH PLAIN [initial-response]``: ``authzid NUL authcid NUL password``."""
+        if await self._refused(server):
+            return AuthResult(success=False, handled=True)
         if len(args) == 1:
             blob = await server.challenge_auth("")
             if blob is MISSING:
@@ -142,6 +245,8 @@ class AuthMechanisms:
 
     async def login(self, server: Any, args: list[str]) -> AuthResult:
         """``AUTH LOGIN [user]``: user and password, each in answer to a ``334``."""
+        if await self._refused(server):
+            return AuthResult(success=False, handled=True)
         if len(args) == 1:
             user = await server.challenge_auth("Username:")
             if user is MISSING:
@@ -165,9 +270,12 @@ class AuthMechanisms:
             name, secret = "", ""
         ok = False
         if users is not None and name and secret:
-            # The hash is slow on purpose: never on the event loop.
-            ok = await asyncio.to_thread(users.verify, name, secret)
-        self.owner._emit(
+            # The hash is slow and memory-hard on purpose: never on the event loop, and
+            # only max_auth_checks at once.
+            async with self._semaphore():
+                ok = await asyncio.to_thread(users.verify, name, secret)
+        owner = self.owner
+        owner._emit(
             "listener.auth",
             "info" if ok else "warning",
             icid=server.icid,
@@ -175,6 +283,29 @@ class AuthMechanisms:
             user=name or "?",
             result="ok" if ok else "failed",
         )
-        if not ok:
-            return AuthResult(success=False, handled=False)  # aiosmtpd: 535 5.7.8
-        return AuthResult(success=True, auth_data=LoginPassword(user, b""))
+        if ok:
+            return AuthResult(success=True, auth_data=LoginPassword(user, b""))
+        cfg = owner.config
+        server.auth_failures += 1
+        if self.throttle.failed(server.client, owner.clock.now()):
+            owner._emit(
+                "listener.auth.blocked",
+                "warning",
+                address=server.client,
+                failures=cfg.max_auth_failures_per_client,
+                window=cfg.auth_failure_window,
+            )
+        if server.auth_failures >= cfg.max_auth_failures:
+            owner._emit(
+                "listener.auth.refused",
+                "warning",
+                icid=server.icid,
+                reason=f"{server.auth_failures} failed AUTH attempts in the session",
+            )
+            # RFC 5321 §3.8: the server that ends a session replies 421 first.
+            await server.push(
+                f"421 4.7.0 {owner.hostname} Too many failed AUTH attempts, closing"
+            )
+            server.transport.close()
+            return AuthResult(success=False, handled=True)
+        return AuthResult(success=False, handled=False)  # aiosmtpd: 535 5.7.8

@@ -24,7 +24,8 @@ over, each at the command that carries it (docs/hardening.md lists the probes):
 * relaying: clients inside ``relay_networks`` or authenticated ones; others get
   ``550 5.7.1`` (RFC 5321 §3.6.2: a relay must not be open);
 * AUTH PLAIN and LOGIN, only after STARTTLS and only with a users file
-  (:mod:`engine.gateway.auth`; the password hash runs off the loop);
+  (:mod:`engine.gateway.auth`; the password hash runs off the loop, a few at a time);
+  guessing is limited per session (``421 4.7.0``) and per client address (``454 4.7.0``);
 * DATA's end: :meth:`engine.gateway.queue.Queue.enqueue` commits the bytes durably
   *before* the reply, so ``250 2.0.0 Ok: queued as MID n`` survives a crash; a
   queue that cannot take it answers ``452 4.3.1`` (disk full) or ``421 4.3.0``.

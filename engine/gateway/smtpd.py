@@ -52,6 +52,7 @@ class SmtpSession(SMTP):  # aiosmtpd ships no type information (Any base)
         self.command_size_limits = collections.defaultdict(lambda: limit)
         self.icid = 0
         self.client = ""
+        self.auth_failures = 0  # failed AUTH attempts in this session
         self._listener = listener
         self._admitted = False
         self._deadline: asyncio.TimerHandle | None = None

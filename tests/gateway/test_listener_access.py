@@ -6,9 +6,12 @@ loopback addresses (127.0.0.2, 127.0.0.3) stand for distinct hosts.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import concurrent.futures
 import sqlite3
 import ssl
+import threading
 
 import pytest
 from argon2 import PasswordHasher
@@ -106,6 +109,132 @@ async def test_auth_login_exchange(tmp_path, tls_files, users_file, factory):
         assert (await c.cmd(base64.b64encode(b"app1"))).startswith("334 ")
         assert (await c.cmd(base64.b64encode(b"s3cret"))).startswith("235 2.7.0")
         await c.close()
+
+
+async def _tls_session(listener, factory, local: str) -> RawClient:
+    c = await RawClient.connect(listener.address, local=local)
+    await c.cmd("EHLO client.example")
+    await c.starttls(factory.client_context(), HOST)
+    await c.cmd("EHLO client.example")
+    return c
+
+
+async def test_a_session_that_keeps_failing_auth_is_closed_with_421(
+    tmp_path, tls_files, users_file, factory
+):
+    config = {**tls_files, "users_file": users_file, "max_auth_failures": 3}
+    async with running_listener(tmp_path, **config) as (listener, sink):
+        c = await _tls_session(listener, factory, "127.0.0.2")
+        assert (await c.cmd("AUTH PLAIN " + _plain("app1", "guess1"))).startswith("535 5.7.8")
+        assert (await c.cmd("AUTH PLAIN " + _plain("app1", "guess2"))).startswith("535 5.7.8")
+        # RFC 5321 §3.8: the third failure ends the session, with a 421 first.
+        third = await c.cmd("AUTH PLAIN " + _plain("app1", "guess3"))
+        assert third.startswith(f"421 4.7.0 {HOST} Too many failed AUTH attempts")
+        assert await c.closed()
+        # Another session from the same client may try again (3 of its 10 are used).
+        again = await _tls_session(listener, factory, "127.0.0.2")
+        assert (await again.cmd("AUTH PLAIN " + _plain("app1", "s3cret"))).startswith("235")
+        await again.close()
+        await c.close()
+    refused = [e.fields["reason"] for e in sink.events if e.code == "listener.auth.refused"]
+    assert refused == ["3 failed AUTH attempts in the session"]
+
+
+async def test_a_client_that_failed_too_often_is_refused_unchecked_until_the_window_moves(
+    tmp_path, tls_files, users_file, factory
+):
+    config = {
+        **tls_files,
+        "users_file": users_file,
+        "max_auth_failures": 10,
+        "max_auth_failures_per_client": 4,
+        "auth_failure_window": 600.0,
+    }
+    async with running_listener(tmp_path, **config) as (listener, sink):
+        guesser = await _tls_session(listener, factory, "127.0.0.2")
+        for n in range(4):
+            reply = await guesser.cmd("AUTH PLAIN " + _plain("app1", f"guess{n}"))
+            assert reply.startswith("535 5.7.8")
+        # Blocked now: even the right password is not checked (RFC 4954 §6: 454 4.7.0).
+        blocked = await guesser.cmd("AUTH PLAIN " + _plain("app1", "s3cret"))
+        assert blocked.startswith("454 4.7.0 Too many failed AUTH attempts from 127.0.0.2")
+        assert (await guesser.cmd("AUTH LOGIN")).startswith("454 4.7.0")  # no 334 either
+        # A new session from the same address is refused too; another address is not.
+        same = await _tls_session(listener, factory, "127.0.0.2")
+        assert (await same.cmd("AUTH PLAIN " + _plain("app1", "s3cret"))).startswith("454")
+        other = await _tls_session(listener, factory, "127.0.0.3")
+        assert (await other.cmd("AUTH PLAIN " + _plain("app1", "s3cret"))).startswith("235")
+        # Once the window has moved past the failures, the client may try again.
+        listener.clock.advance(600.0)
+        later = await same.cmd("AUTH PLAIN " + _plain("app1", "s3cret"))
+        assert later.startswith("235 2.7.0")
+        for c in (guesser, same, other):
+            await c.close()
+    checked = [e for e in sink.events if e.code == "listener.auth"]
+    # 4 failures, then the 2 right passwords from 127.0.0.3 and after the window: the
+    # three refused attempts never reached the hash.
+    assert [e.fields["result"] for e in checked] == ["failed"] * 4 + ["ok", "ok"]
+    blocked_lines = [e for e in sink.events if e.code == "listener.auth.blocked"]
+    assert [e.fields["address"] for e in blocked_lines] == ["127.0.0.2"]
+
+
+@pytest.mark.parametrize("checks", [2, 6])
+async def test_password_checks_run_a_few_at_a_time(
+    tmp_path, tls_files, factory, monkeypatch, checks
+):
+    # Each Argon2id check takes its memory cost: a burst of AUTH commands must not run
+    # them all at once. Six sessions AUTH together; the checks running at once are
+    # counted. With max_auth_checks = 6 (as many as asyncio's worker threads here, the
+    # control) they do overlap past 2, so the limit of 2 is what holds them.
+    from engine.gateway import auth
+
+    slow = PasswordHasher(time_cost=4, memory_cost=16 * 1024, parallelism=1)
+    users = tmp_path / "slow-users"
+    users.write_text(f"app1:{slow.hash('s3cret')}\n")
+    running, most = 0, 0
+    lock = threading.Lock()
+    real_verify = auth.Users.verify
+
+    def counting(self: auth.Users, name: str, password: str) -> bool:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        try:
+            return real_verify(self, name, password)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(auth.Users, "verify", counting)
+    config = {**tls_files, "users_file": users, "max_auth_checks": checks}
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(6))
+    async with running_listener(tmp_path, **config) as (listener, _):
+        clients = [await _tls_session(listener, factory, f"127.0.0.{i}") for i in range(2, 8)]
+        replies = await asyncio.gather(
+            *(c.cmd("AUTH PLAIN " + _plain("app1", "s3cret")) for c in clients)
+        )
+        assert all(r.startswith("235") for r in replies)
+        for c in clients:
+            await c.close()
+    if checks == 2:
+        assert 1 <= most <= 2
+    else:
+        assert most > 2
+
+
+def test_the_throttle_forgets_the_oldest_client_when_full():
+    from engine.gateway.auth import AuthThrottle
+
+    throttle = AuthThrottle(2, 60.0, max_clients=3)
+    for i, client in enumerate(["a", "b", "c"]):
+        throttle.failed(client, float(i))
+    assert throttle.failed("a", 3.0)  # a's second failure: blocked, and now the newest
+    throttle.failed("d", 4.0)  # full: b (oldest last failure) is forgotten
+    assert len(throttle) == 3 and throttle.blocked("a", 4.0)
+    assert not throttle.failed("b", 5.0)  # b starts again from one failure
+    assert not throttle.blocked("a", 63.0)  # a's failures at 0 and 3 are past the window
 
 
 async def test_connections_past_the_per_client_cap_get_421_4_7_0(tmp_path):
