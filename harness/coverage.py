@@ -174,10 +174,11 @@ def engine_reach(scenarios: Iterable[Scenario], engine: str = "sts-engine") -> E
     """What ``engine`` runs of ``scenarios`` (the ``sts-engine`` process by default).
 
     A scenario is skipped when it needs a capability the adapter lacks (the runner's
-    rule, :func:`harness.runner.required_capabilities`), for the reason it would give.
+    rule, :func:`harness.scenario.needs.required_capabilities`), for the reason it would give.
     """
     from harness.adapters.registry import make_adapter
-    from harness.runner import lacks, required_capabilities
+    from harness.run.single import lacks
+    from harness.scenario.needs import required_capabilities
 
     caps = make_adapter(engine).capabilities
     listed = list(scenarios)

@@ -30,7 +30,7 @@ from engine.delivery.agent import DeliveryReport, Outgoing
 from engine.io.dialer import Dialer
 from engine.io.smtp import SmtpClient, SmtpError, SmtpTimeouts, no_verify_context
 from engine.logs import render_text
-from harness.runner import run_scenario_async
+from harness.run.single import run_scenario_async
 from harness.scenario.loader import load_scenario
 from harness.world import SessionEnd
 from tests.integration.sim import (

@@ -32,7 +32,8 @@ from harness.adapters.blackbox.fit import PARTIAL
 from harness.adapters.blackbox.profile import load_profile, profile_names
 from harness.report.html import html_report
 from harness.report.json import report_dict
-from harness.runner import ScenarioResult, ScenarioVerdict, run_scenario
+from harness.run.result import ScenarioResult, ScenarioVerdict
+from harness.run.single import run_scenario
 from harness.scenario.loader import discover, load_scenario
 
 __all__ = [

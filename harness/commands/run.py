@@ -7,7 +7,7 @@ after another in this process. Under pytest, parallelism is pytest-xdist's inste
 
 ``--engine`` takes an adapter (``inprocess``, ``gateway``, ``sts-engine`` -- our
 gateway as a process --, a black-box profile) or ``inprocess-uvloop`` (the
-in-process engine and the world on uvloop, :data:`harness.runner.DEFAULT_WAYS`).
+in-process engine and the world on uvloop, :data:`harness.run.single.DEFAULT_WAYS`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from harness.commands.catalog import did_you_mean, scenario_names
 from harness.errors import HarnessError
 from harness.report import write_html, write_json, write_junit
 from harness.run.batch.child import run_engine
-from harness.runner import ScenarioResult, ScenarioVerdict, run_file, run_scenario, way
+from harness.run.result import ScenarioResult, ScenarioVerdict
+from harness.run.single import run_file, run_scenario, way
 from harness.scenario.explain import explain
 from harness.scenario.loader import discover, load_all
 

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-The runner (:mod:`harness.runner`) keeps a step's *summary* of each SMTP session;
+The runner (:mod:`harness.run.single`) keeps a step's *summary* of each SMTP session;
 the invariants need the world's full records: each transaction's MAIL FROM, every
 RCPT and its reply, the DATA reply, whether it went over TLS, the certificate
 served, and the mailboxes. So :func:`run_document` drives the same pieces the

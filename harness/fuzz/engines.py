@@ -23,7 +23,7 @@ from harness.adapters.registry import make_adapter
 from harness.fuzz.campaign import Judged
 from harness.fuzz.driver import run_document
 from harness.fuzz.invariants import check_run
-from harness.runner import way
+from harness.run.single import way
 
 __all__ = ["Engine", "runners"]
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from harness.report.sequence import sequence_svg
 from harness.report.tomltext import toml_text
-from harness.runner import ScenarioResult, ScenarioVerdict
+from harness.run.result import ScenarioResult, ScenarioVerdict
 from harness.scenario.explain import describe_expect
 
 __all__ = ["html_report", "write_html"]

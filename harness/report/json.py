@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from harness.runner import ScenarioResult
+from harness.run.result import ScenarioResult
 
 __all__ = ["report_dict", "write_json"]
 

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.runner import ScenarioResult, ScenarioVerdict
+from harness.run.result import ScenarioResult, ScenarioVerdict
 from harness.scenario.explain import explain
 
 __all__ = ["junit_xml", "write_junit"]

@@ -4,7 +4,7 @@
   runners use, and ``[expect] config_error``'s refusal check;
 * :mod:`harness.run.result`: the plain-data results and the verdict over them;
 * :mod:`harness.run.single`: one scenario, one world, one engine (``sts-harness run``,
-  the pytest items); :mod:`harness.runner` re-exports its names;
+  the pytest items);
 * :mod:`harness.run.batch`: many scenarios against one black-box engine, batched
   into shared worlds inside a network namespace.
 """

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.run.batch.child import run_engine, unavailable
-from harness.runner import ScenarioVerdict
+from harness.run.result import ScenarioVerdict
 
 pytestmark = pytest.mark.netns
 SCENARIOS = Path(__file__).parent / "scenarios"

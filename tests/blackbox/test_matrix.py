@@ -12,7 +12,7 @@ from harness.adapters.blackbox.adapter import LOG_LINE
 from harness.adapters.blackbox.fit import PARTIAL
 from harness.commands import matrix as matrix_cmd
 from harness.run.batch import child as blackbox_child
-from harness.runner import ScenarioResult, ScenarioVerdict, StepResult
+from harness.run.result import ScenarioResult, ScenarioVerdict, StepResult
 from harness.scenario.model import Expect
 from harness.scenario.observation import EventRecord, StepObservation
 

@@ -20,7 +20,7 @@ import pytest
 from harness import netns, userns
 from harness.adapters.blackbox.profile import load_profile, profile_names
 from harness.run.batch import child
-from harness.runner import ScenarioVerdict
+from harness.run.result import ScenarioVerdict
 
 pytestmark = pytest.mark.netns
 SCENARIOS = Path(__file__).parent / "scenarios"

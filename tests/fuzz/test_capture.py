@@ -28,7 +28,8 @@ from harness.cli import main
 from harness.commands.capture import record_delivery, scenario_text
 from harness.fuzz.driver import load_document
 from harness.fuzz.strategies import CERT_PROFILES
-from harness.runner import ScenarioResult, ScenarioVerdict, run_scenario_async
+from harness.run.result import ScenarioResult, ScenarioVerdict
+from harness.run.single import run_scenario_async
 from harness.scenario.explain import explain
 from harness.scenario.loader import loads_scenario
 from harness.world.world import World, shared_cert_factory

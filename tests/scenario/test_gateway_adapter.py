@@ -6,8 +6,10 @@ import pytest
 
 from harness.adapters import ADAPTERS, GatewayEngine, InProcessEngine, register_adapter
 from harness.errors import SpecError
-from harness.runner import ScenarioVerdict, required_capabilities, run_scenario, select_engine
+from harness.run.result import ScenarioVerdict
+from harness.run.single import run_scenario, select_engine
 from harness.scenario import Capability, loads_scenario
+from harness.scenario.needs import required_capabilities
 
 W_RPT = """
 [scenario]

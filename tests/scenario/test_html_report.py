@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from harness.report import html_report
-from harness.runner import ScenarioResult, ScenarioVerdict, run_scenario
+from harness.run.result import ScenarioResult, ScenarioVerdict
+from harness.run.single import run_scenario
 from harness.scenario import loads_scenario
 
 EXAMPLE = (

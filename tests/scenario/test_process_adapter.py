@@ -15,7 +15,8 @@ from harness.adapters.forkserver import shared_server
 from harness.adapters.process import ProcessEngine
 from harness.adapters.process_io import ProcessLog
 from harness.adapters.registry import ADAPTERS, register_adapter
-from harness.runner import ScenarioVerdict, run_scenario
+from harness.run.result import ScenarioVerdict
+from harness.run.single import run_scenario
 from harness.scenario.loader import load_scenario, loads_scenario
 from harness.world.world import shared_cert_factory
 

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 
 from harness.adapters import ADAPTERS, InProcessEngine, register_adapter
-from harness.runner import ScenarioVerdict, required_capabilities, run_scenario
+from harness.run.result import ScenarioVerdict
+from harness.run.single import run_scenario
 from harness.scenario import Capability, load_all, loads_scenario
 from harness.scenario.explain import explain
+from harness.scenario.needs import required_capabilities
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "scenarios" / "examples"
 
