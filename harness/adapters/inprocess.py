@@ -33,6 +33,7 @@ from engine.core.cache import PolicyStore
 from engine.core.clock import Clock, ManualClock
 from engine.core.events import EventSink
 from engine.delivery.agent import Engine
+from engine.delivery.mtasts import PolicyShare
 from engine.io.dialer import Dialer
 from engine.io.smtp import SmtpTimeouts
 from engine.io.store import SqlitePolicyStore
@@ -59,6 +60,7 @@ def engine_for(
     sink: EventSink,
     store: PolicyStore,
     seed: int = 0,
+    share: PolicyShare | None = None,
 ) -> Engine:
     """Our engine aimed at a running ``world``, wired as an operator would wire it.
 
@@ -67,7 +69,9 @@ def engine_for(
     engine must reach), SMTP stages time out after
     :data:`~harness.adapters.wiring.SMTP_TIMEOUT`; ``config`` names the world's resolver
     (:func:`~harness.adapters.wiring.config_for` does for a scenario's ``[sender]``).
-    The adapters and the integration tests build their engines here.
+    ``share`` is the policy cache other gateways share (docs/cluster.md), as
+    :class:`~engine.delivery.agent.Engine` takes it. The adapters and the integration
+    and cluster tests build their engines here.
     """
     return Engine(
         config,
@@ -78,6 +82,7 @@ def engine_for(
         roots=world_roots(world),
         smtp_timeouts=SmtpTimeouts.uniform(SMTP_TIMEOUT),
         rng=random.Random(seed),
+        share=share,
     )
 
 

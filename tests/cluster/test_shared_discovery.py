@@ -1,15 +1,16 @@
 """Policy discovery and refresh on three engines sharing one Redis, in one world.
 
-The engines are built as a gateway builds its own (engine/gateway/cluster.py) but run
-in the test's loop, so a gate on their fetchers makes the race of three cold
-resolutions deterministic: one holds the lease and fetches, the two others wait for
-its result, and the world's policy host counts one request.
+The engines are built as the in-process adapter builds its own
+(harness.adapters.inprocess.engine_for), each with the Redis policy share a gateway of
+a cluster has (engine/gateway/cluster.py), and run in the test's loop, so a gate on
+their fetchers makes the race of three cold resolutions deterministic: one holds the
+lease and fetches, the two others wait for its result, and the world's policy host
+counts one request.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,12 +22,12 @@ from engine.core.clock import ManualClock
 from engine.core.discovery import DiscoveryResult, PolicySource
 from engine.delivery.agent import Engine
 from engine.delivery.mtasts import discover_policy
-from engine.io.dialer import Dialer
 from engine.io.redis_policy import RedisPolicyShare
+from harness.adapters.inprocess import engine_for
 from harness.redis_server import RedisServer
 from harness.world import World
 from tests.cluster.conftest import WatchSink, make_link
-from tests.integration.sim import DNS_TIMEOUT, cert_factory, controls_toml, roots_of, sts_world
+from tests.integration.sim import DNS_TIMEOUT, cert_factory, controls_toml, sts_world
 
 D = "example.com"
 POLICY_HOST = f"mta-sts.{D}"
@@ -57,10 +58,9 @@ async def three_nodes(redis: RedisServer, **world: Any) -> AsyncIterator[tuple[W
         for _ in range(3):
             sink = WatchSink(bell)
             share = RedisPolicyShare(make_link(redis.url, sink), lease=5.0, wait=5.0, poll=0.01)
-            engine = Engine(
-                parse_config(text), clock=clock, sink=sink, store=MemoryPolicyStore(),
-                dialer=Dialer(endpoint_map=w.endpoint_map, loopback_only=True),
-                roots=roots_of(w.ca_pem), rng=random.Random(7), share=share,
+            engine = engine_for(
+                w, parse_config(text), clock=clock, sink=sink, store=MemoryPolicyStore(),
+                seed=7, share=share,
             )  # fmt: skip
             nodes.append(Node(engine, sink, share))
         try:
