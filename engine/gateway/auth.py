@@ -303,9 +303,7 @@ class AuthMechanisms:
                 reason=f"{server.auth_failures} failed AUTH attempts in the session",
             )
             # RFC 5321 §3.8: the server that ends a session replies 421 first.
-            await server.push(
-                f"421 4.7.0 {owner.hostname} Too many failed AUTH attempts, closing"
-            )
+            await server.push(f"421 4.7.0 {owner.hostname} Too many failed AUTH attempts, closing")
             server.transport.close()
             return AuthResult(success=False, handled=True)
         return AuthResult(success=False, handled=False)  # aiosmtpd: 535 5.7.8

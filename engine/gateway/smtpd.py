@@ -3,9 +3,9 @@
 Theory of operation
 -------------------
 One :class:`SmtpSession` per client connection, made by
-:class:`~engine.gateway.listener.Listener`. aiosmtpd runs the command loop, EHLO,
-STARTTLS and the AUTH exchanges; this class takes over what aiosmtpd leaves lenient,
-each at the command that carries it:
+:class:`~engine.gateway.listener.Listener` (the :class:`SessionOwner`). aiosmtpd runs
+the command loop, EHLO, STARTTLS and the AUTH exchanges; this class takes over what
+aiosmtpd leaves lenient, each at the command that carries it:
 
 * ``connection_made``: the listener admits the client or gives the ``421`` to send;
 * ``_timeout_cb`` (aiosmtpd's idle timer) and a session deadline end with ``421 4.4.2``;
@@ -20,16 +20,42 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 from aiosmtpd.smtp import MISSING, SMTP, syntax
 
+from engine.config import ListenerConfig
+from engine.gateway.auth import Users
 from engine.gateway.inbound import Refusal, check_argument, parse_mail, parse_rcpt
 
-if TYPE_CHECKING:
-    from engine.gateway.listener import Listener
+__all__ = ["SessionOwner", "SmtpSession"]
 
-__all__ = ["SmtpSession"]
+
+class SessionOwner(Protocol):
+    """What a session needs of the listener that made it (``engine.gateway.listener``)."""
+
+    @property
+    def config(self) -> ListenerConfig:
+        """The ``[listener]`` settings in force."""
+
+    @property
+    def users(self) -> Users | None:
+        """The AUTH users, or None when AUTH is not offered."""
+
+    def admit(self, proto: SmtpSession, transport: asyncio.BaseTransport) -> str | None:
+        """The reply refusing a new client, or None to admit it."""
+
+    def disconnected(self, proto: SmtpSession) -> None:
+        """The client went away."""
+
+    def timed_out(self, proto: SmtpSession, which: str) -> None:
+        """An idle or session time limit was reached."""
+
+    def refused_data(self, proto: SmtpSession, reply: str) -> None:
+        """A message was refused at the end of DATA."""
+
+    def failed(self, proto: SmtpSession, error: Exception) -> str:
+        """An exception in the session: the reply to send."""
 
 
 def _printable(text: str) -> str:
@@ -45,7 +71,7 @@ class SmtpSession(SMTP):  # aiosmtpd ships no type information (Any base)
         kwargs: aiosmtpd's ``SMTP`` arguments.
     """
 
-    def __init__(self, listener: Listener, **kwargs: Any) -> None:
+    def __init__(self, listener: SessionOwner, **kwargs: Any) -> None:
         super().__init__(listener, **kwargs)
         # aiosmtpd keeps these limits in a class-level dict that EHLO mutates.
         limit = SMTP.command_size_limit
