@@ -60,11 +60,7 @@ from harness.world.world import World, shared_cert_factory
 
 __all__ = [
     "DEFAULT_WAYS",
-    "ScenarioResult",
-    "ScenarioVerdict",
-    "StepResult",
     "lacks",
-    "required_capabilities",
     "run_file",
     "run_scenario",
     "run_scenario_async",
