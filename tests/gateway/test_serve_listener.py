@@ -7,6 +7,7 @@ configuration errors, a reload that cannot apply a change says so).
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import resource
 import sys
@@ -113,6 +114,54 @@ async def test_a_failed_inbound_handshake_is_one_line_in_serve_s_log(tmp_path):
     assert err == b""  # before: a 17-line traceback per failed handshake
     lines = [ln for ln in out.splitlines() if b"TLS handshake failed" in ln]
     assert len(lines) == 1, out
+
+
+async def test_password_guessing_is_cut_short_by_serve_on_its_own_loop(tmp_path):
+    # The listener's AUTH limits, in the process users run (uvloop where installed): a
+    # session's third failure is answered 421; the client's fourth (of 4 allowed within
+    # the window) blocks it, and even its right password then gets 454 unchecked.
+    from argon2 import PasswordHasher
+
+    factory = CertFactory()
+    cert = factory.issue("sts-engine.localdomain")
+    (tmp_path / "c.pem").write_bytes(cert.chain_pem)
+    (tmp_path / "k.pem").write_bytes(cert.private_key_pem)
+    cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    (tmp_path / "users").write_text(f"app1:{cheap.hash('s3cret')}\n")
+    config = _config(
+        tmp_path,
+        'tls_cert = "c.pem"\ntls_key = "k.pem"\nusers_file = "users"\n'
+        "max_auth_failures = 3\nmax_auth_failures_per_client = 4\n",
+    )
+
+    async def tls_session(port: int) -> RawClient:
+        c = await RawClient.connect(("127.0.0.1", port), local="127.0.0.2")
+        await c.cmd("EHLO client.example")
+        await c.starttls(factory.client_context(), "sts-engine.localdomain")
+        await c.cmd("EHLO client.example")
+        return c
+
+    def plain(password: str) -> str:
+        return "AUTH PLAIN " + base64.b64encode(f"\0app1\0{password}".encode()).decode()
+
+    proc, port = await _serve(config)
+    try:
+        first = await tls_session(port)
+        assert (await first.cmd(plain("guess1"))).startswith("535 5.7.8")
+        assert (await first.cmd(plain("guess2"))).startswith("535 5.7.8")
+        assert (await first.cmd(plain("guess3"))).startswith("421 4.7.0")
+        assert await first.closed()
+        second = await tls_session(port)
+        assert (await second.cmd(plain("guess4"))).startswith("535 5.7.8")
+        assert (await second.cmd(plain("s3cret"))).startswith("454 4.7.0")
+        await first.close()
+        await second.close()
+    finally:
+        out, err = await _stop(proc)
+    assert err == b""
+    assert out.count(b"AUTH PLAIN user 'app1' failed") == 4
+    assert b"AUTH from 127.0.0.2 refused for now: 4 failed attempts within 600 s" in out
+    assert out.count(b"AUTH refused:") == 2  # the 421 and the 454
 
 
 async def test_commit_that_changes_the_listener_port_says_so_and_exits_1(tmp_path, capsys):
