@@ -157,3 +157,28 @@ def test_known_divergences_are_labelled_only_where_they_apply() -> None:
     assert label("chasquid", v, _lenient_world("v=STSv1; id=F1")) == ""
     # ... and the label is chasquid's, not every engine's.
     assert label("inprocess", v, _lenient_world("v=STSv1; id=")) == ""
+
+
+def test_postfix_s_session_limit_explains_a_healthy_mx_it_never_reached() -> None:
+    from harness.fuzz.invariants import Violation
+    from harness.fuzz.known import label
+
+    # postfix-dane fuzzed world: mx1 and mx2 failed at MAIL, mx3 was healthy but third;
+    # Postfix stops after smtp_mx_session_limit (2) sessions.
+    world = _lenient_world("v=STSv1; id=F1")
+
+    def healthy_missed(met: str) -> Violation:
+        detail = (
+            "rcpt@example.com deferred in an attempt where mx3.example.com was healthy and "
+            f"permitted ('conversation with mx2.example.com timed out'; faults met: {met})"
+        )
+        return Violation("healthy-mx-reached", detail, "mx3.example.com")
+
+    two = healthy_missed("mx1.example.com mail: malformed; mx2.example.com mail: malformed")
+    assert "smtp_mx_session_limit" in label("postfix-dane", two, world)
+    assert "smtp_mx_session_limit" in label("postfix-sts", two, world)
+    # Controls: one failed session leaves Postfix a second, so nothing is explained;
+    # and the limit is Postfix's, not our engine's.
+    one = healthy_missed("mx1.example.com mail: malformed")
+    assert label("postfix-dane", one, world) == ""
+    assert label("inprocess", two, world) == ""
