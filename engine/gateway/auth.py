@@ -48,6 +48,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from argon2.low_level import Type
 
+from engine.config import ListenerConfig
+
 __all__ = [
     "AuthMechanisms",
     "AuthThrottle",
@@ -194,18 +196,24 @@ class AuthMechanisms:
         self.owner = owner
         cfg = owner.config
         self.throttle = AuthThrottle(cfg.max_auth_failures_per_client, cfg.auth_failure_window)
-        self._checks: asyncio.Semaphore | None = None
-        self._checks_size = 0
+        self._checks = asyncio.Semaphore(cfg.max_auth_checks)
+        self._checks_size = cfg.max_auth_checks
+
+    def configure(self, config: ListenerConfig) -> None:
+        """Take the limits of a (re)loaded ``[listener]``; the failures counted stay."""
+        self.throttle.limit = config.max_auth_failures_per_client
+        self.throttle.window = config.auth_failure_window
+        if config.max_auth_checks != self._checks_size:
+            # Checks running keep the old semaphore; new ones wait on the new one.
+            self._checks = asyncio.Semaphore(config.max_auth_checks)
+            self._checks_size = config.max_auth_checks
 
     async def _refused(self, server: Any) -> bool:
         """Refuse the exchange before it starts if the client used up its failures.
 
         Its password is then not checked at all: a blocked guesser costs no hash.
         """
-        cfg = self.owner.config
-        throttle = self.throttle  # a reload may have changed the limits
-        throttle.limit, throttle.window = cfg.max_auth_failures_per_client, cfg.auth_failure_window
-        if not throttle.blocked(server.client, self.owner.clock.now()):
+        if not self.throttle.blocked(server.client, self.owner.clock.now()):
             return False
         reason = f"too many failed AUTH attempts from {server.client}"
         self.owner._emit("listener.auth.refused", "warning", icid=server.icid, reason=reason)
@@ -214,12 +222,6 @@ class AuthMechanisms:
             f"454 4.7.0 Too many failed AUTH attempts from {server.client}, try again later"
         )
         return True
-
-    def _semaphore(self) -> asyncio.Semaphore:
-        size = self.owner.config.max_auth_checks
-        if self._checks is None or self._checks_size != size:
-            self._checks, self._checks_size = asyncio.Semaphore(size), size
-        return self._checks
 
     async def plain(self, server: Any, args: list[str]) -> AuthResult:
         """``AUTH PLAIN [initial-response]``: ``authzid NUL authcid NUL password``."""
@@ -272,7 +274,7 @@ class AuthMechanisms:
         if users is not None and name and secret:
             # The hash is slow and memory-hard on purpose: never on the event loop, and
             # only max_auth_checks at once.
-            async with self._semaphore():
+            async with self._checks:
                 ok = await asyncio.to_thread(users.verify, name, secret)
         owner = self.owner
         owner._emit(

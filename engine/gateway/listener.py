@@ -146,6 +146,7 @@ class Listener:
             raise ListenerError(f"[listener] users_file: {exc}") from None
         self.config, self.tls_context, self.users = config, context, users
         self.networks = tuple(ipaddress.ip_network(n) for n in config.relay_networks)
+        self._auth.configure(config)
 
     async def __aenter__(self) -> Listener:
         loop = asyncio.get_running_loop()

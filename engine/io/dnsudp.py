@@ -119,7 +119,7 @@ class UdpChannel:
         self._backlog: collections.deque[bytes] = collections.deque()
         self._id_pool, self._id_at = b"", 0
 
-    def _open(self, loop: asyncio.AbstractEventLoop) -> socket.socket:
+    def _open(self, loop: asyncio.AbstractEventLoop) -> None:
         # The resolver is an IP address (parse_resolver); AI_NUMERICHOST never looks up.
         family, kind, proto, _, address = socket.getaddrinfo(
             self.host, self.port, type=socket.SOCK_DGRAM, flags=socket.AI_NUMERICHOST
@@ -131,7 +131,6 @@ class UdpChannel:
         except BaseException:
             sock.close()
             raise
-        return sock
 
     def attach(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
         """Use the connected datagram socket ``sock`` on ``loop`` (the channel owns it now)."""

@@ -12,6 +12,7 @@ import concurrent.futures
 import sqlite3
 import ssl
 import threading
+from dataclasses import replace
 
 import pytest
 from argon2 import PasswordHasher
@@ -176,6 +177,20 @@ async def test_a_client_that_failed_too_often_is_refused_unchecked_until_the_win
     assert [e.fields["result"] for e in checked] == ["failed"] * 4 + ["ok", "ok"]
     blocked_lines = [e for e in sink.events if e.code == "listener.auth.blocked"]
     assert [e.fields["address"] for e in blocked_lines] == ["127.0.0.2"]
+
+
+async def test_a_reload_changes_the_auth_limits_for_the_next_attempt(
+    tmp_path, tls_files, users_file, factory
+):
+    config = {**tls_files, "users_file": users_file, "max_auth_failures_per_client": 10}
+    async with running_listener(tmp_path, **config) as (listener, _):
+        c = await _tls_session(listener, factory, "127.0.0.2")
+        assert (await c.cmd("AUTH PLAIN " + _plain("app1", "guess1"))).startswith("535")
+        listener.reconfigure(replace(listener.config, max_auth_failures_per_client=2))
+        assert (await c.cmd("AUTH PLAIN " + _plain("app1", "guess2"))).startswith("535")
+        # Two failures now reach the reloaded limit: the right password is refused.
+        assert (await c.cmd("AUTH PLAIN " + _plain("app1", "s3cret"))).startswith("454 4.7.0")
+        await c.close()
 
 
 @pytest.mark.parametrize("checks", [2, 6])
