@@ -220,6 +220,8 @@ async def _converse(
     dcid = result.dcid
     result.stage = "banner"
     banner = await client.read_banner()
+    # AMB-36 (RFC 5321 §3.1, §5.1): a 5yz greeting or EHLO/HELO refusal fails this MX,
+    # not the recipient; the walk goes on, and with no MX left the message is deferred.
     if not banner.ok:
         result.reason = f"banner: {banner}"
         return

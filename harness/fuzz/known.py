@@ -118,6 +118,17 @@ KNOWN = (
         "(conformance.md, postfix-dane 1: DANE-13)",
     ),
     Known(
+        ("exim-dane",),
+        "no-message-lost",
+        lambda v, d: (
+            "SMTP error from remote mail server after initial connection: 5" in v.detail
+            or "SMTP error from remote mail server after EHLO" in v.detail
+            or "SMTP error from remote mail server after HELO" in v.detail
+        ),
+        "known: Exim bounces when the last MX refuses at the greeting or EHLO/HELO with a 5yz "
+        "(conformance.md, exim-dane 10, AMB-36)",
+    ),
+    Known(
         ("chasquid",),
         "no-message-lost",
         lambda v, d: "Could not find mail server" in v.detail,

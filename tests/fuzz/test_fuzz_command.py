@@ -182,3 +182,24 @@ def test_postfix_s_session_limit_explains_a_healthy_mx_it_never_reached() -> Non
     one = healthy_missed("mx1.example.com mail: malformed")
     assert label("postfix-dane", one, world) == ""
     assert label("inprocess", two, world) == ""
+
+
+def test_exim_s_bounce_at_the_last_mx_s_refused_greeting_is_labelled() -> None:
+    from harness.fuzz.invariants import Violation
+    from harness.fuzz.known import label
+
+    world = _lenient_world("v=STSv1; id=F1")
+
+    def bounced(reason: str) -> Violation:
+        detail = f"rcpt@example.com bounced, but no MX sent a 5yz for it (reason: {reason!r})"
+        return Violation("no-message-lost", detail, rcpt="rcpt@example.com")
+
+    exim = "R=dnslookup T=remote_smtp H=mx1.example.com [127.10.0.1]:25: SMTP error from "
+    greeting = bounced(exim + "remote mail server after initial connection: 554 5.3.2 no")
+    helo = bounced(exim + "remote mail server after HELO sender: 554 5.7.1 Access denied")
+    assert "AMB-36" in label("exim-dane", greeting, world)
+    assert "AMB-36" in label("exim-dane", helo, world)
+    # Controls: a bounce after RCPT is not this divergence, and the label is Exim's.
+    rcpt = bounced(exim + "remote mail server after RCPT TO:<rcpt@example.com>: 450 busy")
+    assert label("exim-dane", rcpt, world) == ""
+    assert label("inprocess", greeting, world) == ""
