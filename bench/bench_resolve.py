@@ -91,14 +91,15 @@ profile (py-spy, 120,000 warm resolutions on asyncio) put a sixth of its CPU in
 asyncio's datagram transport reading one reply per wake-up (an ``epoll_wait`` and a
 ``recvfrom`` for each) and another sixth in its ``sendto``. ``engine/io/dnsudp.py`` now
 watches its connected socket with ``add_reader``, reads every reply waiting (up to 64
-per wake-up) and sends with ``socket.send``: client CPU per warm resolution 31.5 ->
-26.4 us on asyncio, 23.3 -> 22.3 us on uvloop. Five runs on the quiet machine
-(2026-12-07, load average 0.2-0.5), warm rate ours/PMSR: asyncio 2.23 to 2.39x
-(was 1.71 to 1.84x), uvloop 2.04 to 2.17x; client CPU 0.025-0.027 against
-0.062-0.081 ms, 0.021-0.022 against 0.045-0.053 ms. Cold, in the same runs, client
-CPU per resolution ours/PMSR: asyncio 0.89 to 0.99x, uvloop 0.85 to 0.93x. What is
-left of a warm resolution on uvloop is its loop (about 40 % of the profile), the send
-system call (12 %) and the discovery state machine.
+per wake-up; about 19 on average here) and sends with ``socket.send``; and one timer per
+socket, at the earliest retransmission or deadline, replaces a timer per query. Client
+CPU per warm resolution: 31.5 -> 22.4 us on asyncio, 23.3 -> 20.7 us on uvloop. Five
+runs on the quiet machine (2026-12-07, load average 0.1-0.2), ours/PMSR: warm rate
+asyncio 2.43 to 2.54x (43.0-44.2k against 17.3-18.0k resolutions/s; 1.71 to 1.84x
+before), uvloop 2.03 to 2.11x (47.4-49.4k against 22.9-24.2k); client CPU per cold
+resolution asyncio 0.83 to 0.98x, uvloop 0.81 to 0.87x. What is left of a warm
+resolution on uvloop is its loop (about 40 % of the profile), the send system call
+(12 %) and the discovery state machine (about 8 us).
 
 Where a cold resolution's CPU goes now (cProfile of 199 cold resolutions through the
 proxy, ours only; shares of profiled time): uvloop: the TLS handshake

@@ -29,51 +29,40 @@ __all__ = ["UdpChannel", "check_reply"]
 
 
 class _Wait:
-    """What happens while a query waits for its reply: copies, then the timeout.
+    """One query waiting for its reply: when its next copy is due, or its end.
 
     RFC 1123 §6.1.3.3: a resolver retransmits a UDP query whose reply did not come
     (a datagram can be lost), backing off exponentially, within an overall time limit.
-    Each copy keeps the message ID, so a reply to any of them answers the query. One
-    timer at a time: the next copy, or the end of the wait, whichever comes first.
+    Each copy keeps the message ID, so a reply to any of them answers the query.
     """
 
-    __slots__ = ("_channel", "_datagram", "_deadline", "_future", "_handle", "_loop", "_timeout")
+    __slots__ = ("datagram", "deadline", "due", "future", "interval", "last", "timeout")
 
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop,
-        channel: UdpChannel,
+        now: float,
         datagram: bytes,
         future: asyncio.Future[bytes],
         timeout: float,
         retransmit: float,
     ) -> None:
-        self._loop, self._channel, self._datagram = loop, channel, datagram
-        self._future, self._timeout = future, timeout
-        self._deadline = loop.time() + timeout
-        self._handle: asyncio.TimerHandle
-        if 0 < retransmit < timeout:
-            self._handle = loop.call_later(retransmit, self._resend, retransmit)
-        else:
-            self._handle = loop.call_at(self._deadline, self._expire)
+        self.datagram, self.future, self.timeout = datagram, future, timeout
+        self.deadline = now + timeout
+        self.interval = retransmit
+        # ``due``: when the next copy goes, or (``last``) when the wait ends.
+        self.last = not 0 < retransmit < timeout
+        self.due = self.deadline if self.last else now + retransmit
 
-    def _resend(self, interval: float) -> None:
-        if self._future.done():
+    def step(self, now: float, channel: UdpChannel) -> None:
+        """``due`` has come: send the next copy and back off, or end the wait."""
+        if self.last:
+            self.future.set_exception(dns.exception.Timeout(timeout=self.timeout))  # type: ignore[no-untyped-call]
             return
-        self._channel.send(self._datagram)
-        interval *= 2
-        when = self._loop.time() + interval
-        if when < self._deadline:
-            self._handle = self._loop.call_at(when, self._resend, interval)
-        else:
-            self._handle = self._loop.call_at(self._deadline, self._expire)
-
-    def _expire(self) -> None:
-        if not self._future.done():
-            self._future.set_exception(dns.exception.Timeout(timeout=self._timeout))  # type: ignore[no-untyped-call]
-
-    def cancel(self) -> None:
-        self._handle.cancel()
+        channel.send(self.datagram)
+        self.interval *= 2
+        self.due = now + self.interval
+        if self.due >= self.deadline:
+            self.due, self.last = self.deadline, True
 
 
 def check_reply(q: dns.message.Message, wire: bytes) -> dns.message.Message:
@@ -118,6 +107,11 @@ class UdpChannel:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._backlog: collections.deque[bytes] = collections.deque()
         self._id_pool, self._id_at = b"", 0
+        # One timer for all waiting queries, at the earliest ``due`` (or before it): a
+        # timer per query cost more than the rest of a cached answer's lookup.
+        self._waits: dict[int, _Wait] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     def _open(self, loop: asyncio.AbstractEventLoop) -> None:
         # The resolver is an IP address (parse_resolver); AI_NUMERICHOST never looks up.
@@ -143,6 +137,9 @@ class UdpChannel:
         sock, loop = self._sock, self._loop
         self._sock = None
         self._backlog.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if sock is None:
             return
         if loop is not None and not loop.is_closed():
@@ -200,6 +197,31 @@ class UdpChannel:
         if sock is not None and self._loop is not None:
             self._loop.remove_writer(sock.fileno())
 
+    def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+        """Have the timer fire by ``at`` (a timer set for earlier already does)."""
+        if self._timer is not None:
+            if self._timer_at <= at:
+                return
+            self._timer.cancel()
+        self._timer, self._timer_at = loop.call_at(at, self._tick, loop), at
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Step every wait that is due, then set the timer for the next one."""
+        self._timer = None
+        now = loop.time()
+        soonest = None
+        for wait in list(self._waits.values()):
+            if wait.future.done():
+                continue
+            if wait.due <= now:
+                wait.step(now, self)
+                if wait.future.done():
+                    continue
+            if soonest is None or wait.due < soonest:
+                soonest = wait.due
+        if soonest is not None:
+            self._arm(loop, soonest)
+
     def _next_id(self) -> int:
         """An unpredictable message ID (RFC 5452 §9.2), from a pool of OS randomness.
 
@@ -242,15 +264,18 @@ class UdpChannel:
         future: asyncio.Future[bytes] = loop.create_future()
         pending[qid] = future
         datagram = qid.to_bytes(2, "big") + wire[2:]
-        # Timer handles rather than asyncio.timeout(): the same effect for a single
-        # await, at a fraction of the cost on the path every warm delivery takes.
-        wait = _Wait(loop, self, datagram, future, timeout, retransmit)
+        wait = self._waits[qid] = _Wait(loop.time(), datagram, future, timeout, retransmit)
+        self._arm(loop, wait.due)
         try:
             self.send(datagram)
             return await future
         finally:
-            wait.cancel()
-            self.pending.pop(qid, None)
+            # Only our own entries: once the reply has taken this ID out of ``pending``,
+            # a query started before this task resumed may have drawn the same ID.
+            if self.pending.get(qid) is future:
+                del self.pending[qid]
+            if self._waits.get(qid) is wait:
+                del self._waits[qid]
 
     async def query(
         self, q: dns.message.Message, timeout: float, retransmit: float = 0.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import socket
+from typing import Any
 
 import dns.exception
 import dns.message
@@ -329,5 +330,65 @@ def test_an_unreachable_resolver_fails_the_query_at_once(loop: str) -> None:
             await channel.query(dns.message.make_query("mx1.example.com", "A"), timeout=5.0)
         assert channel.pending == {}
         await channel.aclose()
+
+    run(loop, main)
+
+
+class _BatchingServer(asyncio.DatagramProtocol):
+    """Holds the first ``batch`` queries, answers them all at once, then each as it comes."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+        self.held: list[tuple[bytes, Any]] = []
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.held.append((data, addr))
+        if len(self.held) >= self.batch:
+            self.batch = 1
+            held, self.held = self.held, []
+            assert self.transport is not None
+            for query, client in held:
+                reply = dns.message.make_response(dns.message.from_wire(query))
+                self.transport.sendto(reply.to_wire(), client)
+
+
+def test_an_id_drawn_again_before_its_last_holder_resumed_still_gets_its_reply(
+    loop: str,
+) -> None:
+    # Twenty replies arrive together and are read in one wake-up, which frees their IDs;
+    # the first task to resume asks again and draws query 2's ID while query 2's task has
+    # not resumed yet. Before: that task's clean-up removed the new query's entry, so its
+    # reply was dropped and it timed out (or, with one timer per channel, waited forever).
+    async def main() -> None:
+        loop_ = asyncio.get_running_loop()
+        transport, _ = await loop_.create_datagram_endpoint(
+            lambda: _BatchingServer(20), local_addr=("127.0.0.1", 0)
+        )
+        channel = UdpChannel(*transport.get_extra_info("sockname")[:2])
+        ids = iter([*range(1, 21), 2])
+        channel._next_id = lambda: next(ids)  # type: ignore[method-assign]
+
+        def ask() -> Any:
+            return channel.query(dns.message.make_query("mx1.example.com", "A"), timeout=2.0)
+
+        async def first_then_again() -> dns.message.Message:
+            await ask()
+            return await ask()  # resumes before query 2's task: draws ID 2 again
+
+        tasks = [asyncio.ensure_future(first_then_again())]
+        tasks += [asyncio.ensure_future(ask()) for _ in range(19)]
+        try:
+            replies = await asyncio.wait_for(asyncio.gather(*tasks), 10)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await channel.aclose()
+            transport.close()
+        assert replies[0].id == 2 and [r.id for r in replies[1:]] == list(range(2, 21))
+        assert channel.pending == {}
 
     run(loop, main)
